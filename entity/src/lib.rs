@@ -1,0 +1,13 @@
+//! SeaORM entities for the Keyhole database schema.
+//!
+//! The schema itself is created by the `migration` crate; these entities
+//! mirror it column for column.
+
+pub mod access_log;
+pub mod admin_tokens;
+pub mod customers;
+pub mod grants;
+pub mod partners;
+pub mod prelude;
+pub mod refresh_tokens;
+pub mod signing_keys;

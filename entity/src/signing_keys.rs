@@ -1,0 +1,23 @@
+//! `signing_keys`: Ed25519 keys used to sign access tokens.
+
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, DeriveEntityModel, Eq)]
+#[sea_orm(table_name = "signing_keys")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub kid: String,
+    /// PKCS#8 DER encoded private key.
+    #[sea_orm(column_type = "Blob")]
+    pub private_key: Vec<u8>,
+    /// Raw 32-byte public key.
+    #[sea_orm(column_type = "Blob")]
+    pub public_key: Vec<u8>,
+    pub created_at: DateTimeUtc,
+    pub retired_at: Option<DateTimeUtc>,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

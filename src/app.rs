@@ -1,0 +1,28 @@
+//! Everything a request may need, built once at start and shared by reference. No statics:
+//! a test can run many apps in one process.
+
+use crate::clock::SharedClock;
+use crate::config::Settings;
+use crate::domain::Catalog;
+use crate::metrics::Metrics;
+use crate::state::SharedState;
+use crate::store::Store;
+use crate::tokens::{KeyRing, Verifier};
+use std::sync::Arc;
+
+pub struct App {
+    pub settings: Settings,
+    pub catalog: Catalog,
+    pub store: Store,
+    pub state: SharedState,
+    pub keys: Arc<KeyRing>,
+    pub verifier: Verifier,
+    pub clock: SharedClock,
+    pub metrics: Metrics,
+}
+
+impl App {
+    pub fn issuer(&self) -> String {
+        self.settings.issuer()
+    }
+}

@@ -1,0 +1,314 @@
+//! The command line: `serve`, `demo`, `migrate`, and the administrative commands that print a
+//! secret once (with `--json`, as one JSON object for scripts).
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::Settings;
+use crate::domain::{Catalog, ClientId, FieldSet, UpstreamCustomerId};
+use crate::secrets::{hash_password, random_token, token_hash};
+use crate::store::{NewPartner, PartnerRates, Store};
+use crate::tokens::KeyRing;
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(
+    name = "keyhole",
+    version,
+    about = "Partner-access gateway with delegated authorisation"
+)]
+pub struct Cli {
+    /// Path of a keyhole.toml; every key can also be set as KEYHOLE_<KEY> (`__` between levels).
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the gateway (production): database and shared state from the configuration.
+    Serve,
+    /// Run everything on this machine with demo data, and print a walkthrough.
+    Demo,
+    /// Apply database migrations (serve and demo also do this on start).
+    Migrate,
+    /// Manage partners (OAuth clients).
+    #[command(subcommand)]
+    Partner(PartnerCommand),
+    /// Manage customer portal accounts.
+    #[command(subcommand)]
+    Customer(CustomerCommand),
+    /// Manage the security team's API tokens.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+    /// Manage token-signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Print the OpenAPI document.
+    Openapi,
+}
+
+#[derive(Subcommand)]
+pub enum PartnerCommand {
+    /// Register a confidential client; prints client_id and client_secret once.
+    Add(PartnerAdd),
+}
+
+#[derive(Args)]
+pub struct PartnerAdd {
+    #[arg(long)]
+    pub name: String,
+    /// Registered redirect URI (repeatable); matched exactly.
+    #[arg(long = "redirect-uri", required = true)]
+    pub redirect_uris: Vec<String>,
+    /// The most this partner may ever request, e.g. claims:status,claims:status_updated_at.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub fields: Vec<String>,
+    /// Chosen client_id (default: derived from the name plus random characters).
+    #[arg(long)]
+    pub client_id: Option<String>,
+    #[arg(long)]
+    pub rate: Option<f64>,
+    #[arg(long)]
+    pub burst: Option<u32>,
+    #[arg(long)]
+    pub grant_rate: Option<f64>,
+    #[arg(long)]
+    pub grant_burst: Option<u32>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand)]
+pub enum CustomerCommand {
+    /// Create a portal account bound to an upstream customer id.
+    Add {
+        /// The insurer's customer id, e.g. CU-1001.
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        password: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum AdminCommand {
+    #[command(subcommand)]
+    Token(AdminTokenCommand),
+}
+
+#[derive(Subcommand)]
+pub enum AdminTokenCommand {
+    /// Create a bearer token for the security team's API; printed once.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum KeysCommand {
+    /// Add a new current signing key; the old one stays published until its tokens expire.
+    Rotate {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Redirect URIs must be absolute, without fragment, and https except on loopback.
+pub fn check_redirect_uri(uri: &str) -> anyhow::Result<()> {
+    let url = url::Url::parse(uri).with_context(|| format!("redirect URI `{uri}` is not a URL"))?;
+    if url.fragment().is_some() {
+        bail!("redirect URI `{uri}` must not have a fragment");
+    }
+    let loopback = matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if loopback => Ok(()),
+        _ => bail!("redirect URI `{uri}` must use https (http only on loopback)"),
+    }
+}
+
+fn print(json_out: bool, value: serde_json::Value, human: String) {
+    if json_out {
+        println!("{value}");
+    } else {
+        println!("{human}");
+    }
+}
+
+/// Registers a partner; returns its client_id and the secret (shown once).
+pub async fn add_partner(
+    store: &Store,
+    catalog: &Catalog,
+    add: &PartnerAdd,
+) -> anyhow::Result<(ClientId, String)> {
+    for uri in &add.redirect_uris {
+        check_redirect_uri(uri)?;
+    }
+    let fields = FieldSet::parse(&add.fields.join(" ")).context("--fields")?;
+    catalog.check(&fields).context("--fields")?;
+    let client_id = match &add.client_id {
+        Some(id) => ClientId::parse(id)?,
+        None => {
+            let slug: String = add
+                .name
+                .to_lowercase()
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+                .collect::<String>()
+                .split('-')
+                .filter(|s| !s.is_empty())
+                .collect::<Vec<_>>()
+                .join("-");
+            let suffix = random_token("")?;
+            let suffix: String = suffix
+                .expose()
+                .chars()
+                .filter(char::is_ascii_alphanumeric)
+                .take(8)
+                .collect();
+            ClientId::parse(&format!(
+                "{}-{suffix}",
+                slug.chars().take(40).collect::<String>()
+            ))?
+        }
+    };
+    for (flag, rate) in [("--rate", add.rate), ("--grant-rate", add.grant_rate)] {
+        if rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+            bail!("{flag} must be a positive number");
+        }
+    }
+    let secret = random_token("kh_cs_")?;
+    store
+        .insert_partner(
+            NewPartner {
+                client_id: client_id.clone(),
+                name: add.name.clone(),
+                secret_hash: token_hash(secret.expose()),
+                redirect_uris: add.redirect_uris.clone(),
+                fields,
+                rates: PartnerRates {
+                    per_second: add.rate,
+                    burst: add.burst,
+                    grant_per_second: add.grant_rate,
+                    grant_burst: add.grant_burst,
+                },
+            },
+            SystemClock.now(),
+        )
+        .await?;
+    Ok((client_id, secret.expose().to_owned()))
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let settings = Settings::load(cli.config.as_deref())?;
+    crate::telemetry::init(settings.log_format);
+    match cli.command {
+        Command::Serve => {
+            let app = crate::startup::Application::build(settings, Default::default()).await?;
+            tracing::info!(port = app.port(), "keyhole serving");
+            app.run_until_stopped().await?;
+        }
+        Command::Demo => crate::demo::run(settings).await?,
+        Command::Openapi => print!("{}", crate::http::openapi::document()?),
+        Command::Migrate => {
+            Store::connect(&settings.database_url).await?;
+            println!("migrations applied");
+        }
+        Command::Partner(PartnerCommand::Add(add)) => {
+            let store = Store::connect(&settings.database_url).await?;
+            let (client_id, secret) = add_partner(&store, &settings.catalog()?, &add).await?;
+            print(
+                add.json,
+                json!({ "client_id": client_id.as_str(), "client_secret": secret }),
+                format!(
+                    "client_id:     {client_id}\nclient_secret: {secret}\n(the secret is shown only now; only its hash is stored)"
+                ),
+            );
+        }
+        Command::Customer(CustomerCommand::Add {
+            id,
+            email,
+            password,
+            json,
+        }) => {
+            if password.chars().count() < 10 {
+                bail!("--password must have at least 10 characters");
+            }
+            if !email.contains('@') {
+                bail!("--email must be an e-mail address");
+            }
+            let store = Store::connect(&settings.database_url).await?;
+            let upstream = UpstreamCustomerId::parse(&id).context("--id")?;
+            let customer = store
+                .insert_customer(
+                    &upstream,
+                    &email,
+                    hash_password(&password)?,
+                    SystemClock.now(),
+                )
+                .await?;
+            print(
+                json,
+                json!({ "customer_id": upstream.as_str(), "email": customer.email }),
+                format!("customer {upstream} can now sign in as {}", customer.email),
+            );
+        }
+        Command::Admin(AdminCommand::Token(AdminTokenCommand::Create { name, json })) => {
+            let store = Store::connect(&settings.database_url).await?;
+            let token = random_token("kh_adm_")?;
+            let id = store
+                .insert_admin_token(&name, token_hash(token.expose()), SystemClock.now())
+                .await?;
+            print(
+                json,
+                json!({ "id": id, "name": name, "token": token.expose() }),
+                format!(
+                    "admin token for {name}: {}\n(shown only now; only its hash is stored)",
+                    token.expose()
+                ),
+            );
+        }
+        Command::Keys(KeysCommand::Rotate { json }) => {
+            let store = Store::connect(&settings.database_url).await?;
+            let keys = KeyRing::load(
+                store,
+                Arc::new(SystemClock),
+                settings.access_token_ttl_seconds,
+            )
+            .await?;
+            let kid = keys.rotate().await?;
+            print(
+                json,
+                json!({ "kid": kid }),
+                format!("new signing key {kid}; running instances sign with it within 60 s"),
+            );
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirect_uris_must_be_https_or_loopback() {
+        assert!(check_redirect_uri("https://fone.example/cb").is_ok());
+        assert!(check_redirect_uri("http://127.0.0.1:9000/cb").is_ok());
+        assert!(check_redirect_uri("http://fone.example/cb").is_err());
+        assert!(check_redirect_uri("https://fone.example/cb#frag").is_err());
+        assert!(check_redirect_uri("javascript:alert(1)").is_err());
+        assert!(check_redirect_uri("/relative").is_err());
+    }
+}

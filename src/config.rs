@@ -1,0 +1,328 @@
+//! Settings: built-in defaults, then an optional `keyhole.toml`, then `KEYHOLE_*` variables
+//! (`__` between nesting levels). Invalid settings fail at start and name the key.
+
+use crate::domain::catalog::{Catalog, ResourceConfig, default_resources};
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use url::Url;
+
+/// The most an access token may live: long enough to poll, short enough that a stolen one dies
+/// quickly even if nobody revokes it.
+pub const MAX_ACCESS_TOKEN_TTL_SECONDS: u32 = 300;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid configuration: {0}")]
+    Parse(Box<figment::Error>),
+    #[error("invalid configuration: `{key}`: {problem}")]
+    Invalid { key: &'static str, problem: String },
+    #[error("invalid configuration: {0}")]
+    Catalog(#[from] crate::domain::CatalogError),
+}
+
+impl From<figment::Error> for ConfigError {
+    fn from(e: figment::Error) -> Self {
+        Self::Parse(Box::new(e))
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    #[serde(default = "default_public_url")]
+    pub public_url: Url,
+    #[serde(default = "default_database_url")]
+    pub database_url: String,
+    #[serde(default)]
+    pub redis_url: Option<String>,
+    #[serde(default = "default_grant_lifetime_days")]
+    pub grant_lifetime_days: u32,
+    #[serde(default = "default_access_token_ttl")]
+    pub access_token_ttl_seconds: u32,
+    #[serde(default)]
+    pub rate_limits: RateLimits,
+    #[serde(default)]
+    pub upstream: Upstream,
+    #[serde(default)]
+    pub session: SessionSettings,
+    #[serde(default)]
+    pub log_format: LogFormat,
+    #[serde(default = "default_resources")]
+    pub resources: BTreeMap<String, ResourceConfig>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimits {
+    pub partner_per_second: f64,
+    pub partner_burst: u32,
+    pub grant_per_second: f64,
+    pub grant_burst: u32,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        Self {
+            partner_per_second: 50.0,
+            partner_burst: 100,
+            grant_per_second: 2.0,
+            grant_burst: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    pub base_url: Url,
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for Upstream {
+    fn default() -> Self {
+        Self {
+            base_url: parse_url("http://127.0.0.1:8081"),
+            timeout_ms: default_timeout_ms(),
+            connect_timeout_ms: default_connect_timeout_ms(),
+        }
+    }
+}
+
+/// Customer portal sessions: an idle timeout and an absolute one.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionSettings {
+    pub idle_minutes: u32,
+    pub absolute_hours: u32,
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        Self {
+            idle_minutes: 15,
+            absolute_hours: 8,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn parse_url(s: &str) -> Url {
+    // Only ever called with the literals below, which the tests parse.
+    Url::parse(s).unwrap_or_else(|_| unreachable!("built-in URL literal"))
+}
+fn default_public_url() -> Url {
+    parse_url("http://127.0.0.1:8080")
+}
+fn default_database_url() -> String {
+    "sqlite://keyhole.db?mode=rwc".to_owned()
+}
+fn default_grant_lifetime_days() -> u32 {
+    90
+}
+fn default_access_token_ttl() -> u32 {
+    MAX_ACCESS_TOKEN_TTL_SECONDS
+}
+fn default_timeout_ms() -> u64 {
+    2000
+}
+fn default_connect_timeout_ms() -> u64 {
+    500
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            public_url: default_public_url(),
+            database_url: default_database_url(),
+            redis_url: None,
+            grant_lifetime_days: default_grant_lifetime_days(),
+            access_token_ttl_seconds: default_access_token_ttl(),
+            rate_limits: RateLimits::default(),
+            upstream: Upstream::default(),
+            session: SessionSettings::default(),
+            log_format: LogFormat::default(),
+            resources: default_resources(),
+        }
+    }
+}
+
+impl Settings {
+    /// Loads the file (when given, it must exist) and the environment, then validates.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::from_figment(Self::figment(file, Env::prefixed("KEYHOLE_").split("__")))
+    }
+
+    fn figment(file: Option<&Path>, env: Env) -> Figment {
+        let mut figment = Figment::new();
+        if let Some(path) = file {
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment.merge(env)
+    }
+
+    fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
+        let settings: Settings = figment.extract()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, problem: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                problem: problem.to_owned(),
+            })
+        };
+        if self.access_token_ttl_seconds == 0
+            || self.access_token_ttl_seconds > MAX_ACCESS_TOKEN_TTL_SECONDS
+        {
+            return invalid("access_token_ttl_seconds", "must be between 1 and 300");
+        }
+        if !(1..=3650).contains(&self.grant_lifetime_days) {
+            return invalid("grant_lifetime_days", "must be between 1 and 3650");
+        }
+        if !matches!(self.public_url.scheme(), "http" | "https")
+            || self.public_url.host_str().is_none()
+        {
+            return invalid("public_url", "must be an absolute http(s) URL");
+        }
+        if self.public_url.query().is_some() || self.public_url.fragment().is_some() {
+            return invalid("public_url", "must not have a query or fragment");
+        }
+        if !(self.database_url.starts_with("sqlite:") || self.database_url.starts_with("postgres"))
+        {
+            return invalid("database_url", "must be a sqlite:// or postgres:// URL");
+        }
+        if !matches!(self.upstream.base_url.scheme(), "http" | "https") {
+            return invalid("upstream.base_url", "must be an http(s) URL");
+        }
+        if self.upstream.timeout_ms == 0 || self.upstream.connect_timeout_ms == 0 {
+            return invalid("upstream.timeout_ms", "timeouts must be positive");
+        }
+        let rl = &self.rate_limits;
+        if !(rl.partner_per_second > 0.0 && rl.grant_per_second > 0.0)
+            || rl.partner_burst == 0
+            || rl.grant_burst == 0
+        {
+            return invalid("rate_limits", "rates and bursts must be positive");
+        }
+        if self.session.idle_minutes == 0 || self.session.absolute_hours == 0 {
+            return invalid("session", "timeouts must be positive");
+        }
+        Catalog::build(&self.resources)?;
+        Ok(())
+    }
+
+    /// The issuer: `public_url` without a trailing slash (RFC 8414 §2).
+    pub fn issuer(&self) -> String {
+        self.public_url.as_str().trim_end_matches('/').to_owned()
+    }
+
+    /// The partner API, the audience of every access token.
+    pub fn audience(&self) -> String {
+        format!("{}/partner", self.issuer())
+    }
+
+    /// Cookies get `Secure` whenever the public URL is https.
+    pub fn cookies_secure(&self) -> bool {
+        self.public_url.scheme() == "https"
+    }
+
+    pub fn catalog(&self) -> Result<Catalog, ConfigError> {
+        Ok(Catalog::build(&self.resources)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::providers::Serialized;
+
+    fn load_toml(toml: &str) -> Result<Settings, ConfigError> {
+        Settings::from_figment(Figment::new().merge(Toml::string(toml)))
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let s = load_toml("").unwrap();
+        assert_eq!(s.access_token_ttl_seconds, 300);
+        assert_eq!(s.audience(), "http://127.0.0.1:8080/partner");
+        assert!(s.catalog().unwrap().resource("claims").is_some());
+        Settings::default().validate().unwrap();
+    }
+
+    #[test]
+    fn a_too_long_token_lifetime_names_the_key() {
+        let err = load_toml("access_token_ttl_seconds = 3600").unwrap_err();
+        assert!(
+            err.to_string().contains("access_token_ttl_seconds"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_key_is_an_error() {
+        let err = load_toml("listne = \"127.0.0.1:1\"").unwrap_err();
+        assert!(err.to_string().contains("listne"), "{err}");
+    }
+
+    #[test]
+    fn a_malformed_value_names_the_key() {
+        let err = load_toml("[upstream]\nbase_url = \"not a url\"").unwrap_err();
+        assert!(err.to_string().contains("base_url"), "{err}");
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn nested_keys_come_from_double_underscore_variables() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("KEYHOLE_UPSTREAM__BASE_URL", "http://127.0.0.1:9999");
+            jail.set_env("KEYHOLE_GRANT_LIFETIME_DAYS", "30");
+            let figment = Figment::from(Serialized::defaults(Settings::default()))
+                .merge(Env::prefixed("KEYHOLE_").split("__"));
+            let s = Settings::from_figment(figment).map_err(|e| e.to_string())?;
+            assert_eq!(s.upstream.base_url.as_str(), "http://127.0.0.1:9999/");
+            assert_eq!(s.grant_lifetime_days, 30);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_configured_catalog_replaces_the_default() {
+        let s = load_toml(
+            r#"
+            [resources.vehicle_orders]
+            item_path = "/orders/{id}"
+            list_path = "/customers/{customer_id}/orders"
+            owner_pointer = "/owner"
+            [resources.vehicle_orders.fields.stage]
+            pointer = "/stage"
+            label = "Order stage"
+            "#,
+        )
+        .unwrap();
+        let catalog = s.catalog().unwrap();
+        assert!(catalog.resource("vehicle_orders").is_some());
+        assert!(catalog.resource("claims").is_none());
+    }
+}

@@ -1,0 +1,148 @@
+//! `keyhole demo`: the whole flow on one machine, no external services. It seeds a demo
+//! partner and two customers into the SQLite database, starts the gateway, and prints a
+//! walkthrough you can follow with a browser and curl.
+
+use crate::cli::{PartnerAdd, add_partner};
+use crate::clock::{Clock, SystemClock};
+use crate::config::Settings;
+use crate::domain::{ClientId, UpstreamCustomerId};
+use crate::http::demo::DemoPartner;
+use crate::secrets::{hash_password, random_bytes, random_token, token_hash};
+use crate::startup::{Application, Options};
+use crate::store::Store;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sha2::{Digest, Sha256};
+
+pub const DEMO_CLIENT_ID: &str = "fone-shop";
+pub const DEMO_CUSTOMERS: [(&str, &str, &str); 2] = [
+    ("CU-1001", "alice@example.com", "alice-demo-password"),
+    ("CU-2002", "bob@example.com", "bob-demo-password"),
+];
+
+/// Creates the demo partner and customers, or refreshes their secrets if they exist, so each
+/// run can print working credentials. Returns the partner's fresh secret.
+pub async fn seed(store: &Store, settings: &Settings) -> anyhow::Result<String> {
+    let client_id = ClientId::parse(DEMO_CLIENT_ID)?;
+    let redirect_uri = format!("{}/demo/callback", settings.issuer());
+    let secret = if store.partner(&client_id).await?.is_some() {
+        let secret = random_token("kh_cs_")?;
+        store
+            .set_partner_secret_hash(&client_id, token_hash(secret.expose()))
+            .await?;
+        secret.expose().to_owned()
+    } else {
+        let add = PartnerAdd {
+            name: "Fone Shop".into(),
+            redirect_uris: vec![redirect_uri],
+            fields: vec![
+                "claims:status".into(),
+                "claims:status_updated_at".into(),
+                "claims:claim_number".into(),
+                "claims:repair_stage".into(),
+            ],
+            client_id: Some(DEMO_CLIENT_ID.into()),
+            rate: None,
+            burst: None,
+            grant_rate: None,
+            grant_burst: None,
+            json: false,
+        };
+        add_partner(store, &settings.catalog()?, &add).await?.1
+    };
+    for (upstream, email, password) in DEMO_CUSTOMERS {
+        let upstream = UpstreamCustomerId::parse(upstream)?;
+        match store.customer_by_upstream_id(&upstream).await? {
+            Some(existing) => {
+                store
+                    .set_customer_password(existing.id, hash_password(password)?)
+                    .await?
+            }
+            None => {
+                store
+                    .insert_customer(
+                        &upstream,
+                        email,
+                        hash_password(password)?,
+                        SystemClock.now(),
+                    )
+                    .await?;
+            }
+        }
+    }
+    Ok(secret)
+}
+
+pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    let store = Store::connect(&settings.database_url).await?;
+    let secret = seed(&store, &settings).await?;
+    let issuer = settings.issuer();
+    let verifier = URL_SAFE_NO_PAD.encode(random_bytes::<32>()?);
+    let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+    let redirect_uri = format!("{issuer}/demo/callback");
+    let demo = DemoPartner {
+        client_id: DEMO_CLIENT_ID.into(),
+        client_secret: secret.clone(),
+        redirect_uri: redirect_uri.clone(),
+        code_verifier: verifier.clone(),
+        token_url: format!("{issuer}/oauth/token"),
+    };
+    let app = Application::build(
+        settings.clone(),
+        Options {
+            demo: Some(demo),
+            ..Default::default()
+        },
+    )
+    .await?;
+    let authorize = url::Url::parse_with_params(
+        &format!("{issuer}/oauth/authorize"),
+        &[
+            ("response_type", "code"),
+            ("client_id", DEMO_CLIENT_ID),
+            ("redirect_uri", redirect_uri.as_str()),
+            (
+                "scope",
+                "claims:status claims:status_updated_at claims:repair_stage",
+            ),
+            ("state", "demo-state"),
+            ("code_challenge", challenge.as_str()),
+            ("code_challenge_method", "S256"),
+        ],
+    )?;
+    println!(
+        r#"
+Keyhole demo is running at {issuer}  (database: {db})
+
+Demo customers (portal sign-in):
+  alice@example.com / alice-demo-password   (claims customer CU-1001)
+  bob@example.com   / bob-demo-password     (claims customer CU-2002)
+Demo partner "Fone Shop":
+  client_id     {DEMO_CLIENT_ID}
+  client_secret {secret}
+  PKCE verifier {verifier}
+
+1. Open this link in a browser, sign in as Alice, untick a field if you like, and Allow:
+   {authorize}
+
+2. The demo callback page shows the code and the exact curl command, which is:
+   curl -s -u '{DEMO_CLIENT_ID}:{secret}' -d grant_type=authorization_code \
+     -d code=CODE_FROM_THE_PAGE -d redirect_uri='{redirect_uri}' \
+     -d code_verifier='{verifier}' {issuer}/oauth/token
+
+3. Inspect the access token (a JWT carrying only the granted fields):
+   curl -s -u '{DEMO_CLIENT_ID}:{secret}' -d token=ACCESS_TOKEN {issuer}/oauth/introspect
+
+4. Rotate the refresh token, then revoke it (which ends the whole grant):
+   curl -s -u '{DEMO_CLIENT_ID}:{secret}' -d grant_type=refresh_token -d refresh_token=REFRESH_TOKEN {issuer}/oauth/token
+   curl -s -u '{DEMO_CLIENT_ID}:{secret}' -d token=NEW_REFRESH_TOKEN {issuer}/oauth/revoke
+   Introspecting the access token now answers {{"active":false}}.
+
+Metadata: {issuer}/.well-known/oauth-authorization-server   Keys: {issuer}/.well-known/jwks.json
+Press Ctrl-C to stop.
+"#,
+        db = settings.database_url,
+    );
+    app.run_until_stopped().await?;
+    Ok(())
+}

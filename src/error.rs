@@ -1,0 +1,335 @@
+//! Every error that reaches a client is mapped here, in one place per response style:
+//!
+//! - [`OAuthError`]: the RFC 6749 §5.2 JSON form, for `/oauth/token`, `/oauth/revoke` and
+//!   `/oauth/introspect`;
+//! - [`PageError`]: an HTML page, for what a person sees in a browser;
+//! - [`ApiError`]: RFC 9457 problem+json with a stable `type`, for everything else.
+//!
+//! Internal failures become an opaque 500 (or 503 when a dependency is down) carrying the
+//! request id; the cause chain goes to the log, never to the client.
+
+use crate::state::StateError;
+use crate::store::StoreError;
+use crate::tokens::KeyError;
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+use std::fmt;
+
+/// Failures of a dependency or of the code itself, never shown to the client.
+#[derive(Debug, thiserror::Error)]
+pub enum Internal {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+impl Internal {
+    /// A dependency that is down is a 503 (retry later); anything else is a 500.
+    fn status(&self) -> StatusCode {
+        match self {
+            Internal::State(StateError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            Internal::Store(StoreError::Db(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            Internal::Store(_) | Internal::State(_) | Internal::Keys(_) | Internal::Other(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        }
+    }
+
+    fn log(&self) {
+        tracing::error!(error = %self, "internal error");
+    }
+}
+
+// ----- RFC 6749 §5.2 -----------------------------------------------------------------------
+
+/// The error codes of RFC 6749 §5.2 (and RFC 7009 §2.2.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OAuthErrorCode {
+    InvalidRequest,
+    InvalidClient,
+    InvalidGrant,
+    UnauthorizedClient,
+    UnsupportedGrantType,
+    InvalidScope,
+    UnsupportedTokenType,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OAuthError {
+    #[error("{code:?}: {description}")]
+    Client {
+        code: OAuthErrorCode,
+        description: String,
+        /// The client tried HTTP Basic, so a 401 must name that scheme (RFC 6749 §5.2).
+        basic_auth: bool,
+    },
+    #[error(transparent)]
+    Internal(#[from] Internal),
+}
+
+impl OAuthError {
+    pub fn new(code: OAuthErrorCode, description: impl Into<String>) -> Self {
+        Self::Client {
+            code,
+            description: description.into(),
+            basic_auth: false,
+        }
+    }
+
+    pub fn invalid_request(description: impl Into<String>) -> Self {
+        Self::new(OAuthErrorCode::InvalidRequest, description)
+    }
+
+    pub fn invalid_grant(description: impl Into<String>) -> Self {
+        Self::new(OAuthErrorCode::InvalidGrant, description)
+    }
+
+    pub fn invalid_client(basic_auth: bool) -> Self {
+        Self::Client {
+            code: OAuthErrorCode::InvalidClient,
+            description: "client authentication failed".into(),
+            basic_auth,
+        }
+    }
+}
+
+/// Lets `?` lift store, state and key errors straight into each layer's error.
+macro_rules! lift_internal {
+    ($($source:ty),*) => {$(
+        impl From<$source> for OAuthError {
+            fn from(e: $source) -> Self { Self::Internal(e.into()) }
+        }
+        impl From<$source> for ApiError {
+            fn from(e: $source) -> Self { Self::Internal(e.into()) }
+        }
+        impl From<$source> for PageError {
+            fn from(e: $source) -> Self { Self::Internal(e.into()) }
+        }
+    )*};
+}
+lift_internal!(StoreError, StateError, KeyError, anyhow::Error);
+
+#[derive(Serialize)]
+struct OAuthErrorBody<'a> {
+    error: OAuthErrorCode,
+    error_description: &'a str,
+}
+
+impl ResponseError for OAuthError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            OAuthError::Client {
+                code: OAuthErrorCode::InvalidClient,
+                ..
+            } => StatusCode::UNAUTHORIZED,
+            OAuthError::Client { .. } => StatusCode::BAD_REQUEST,
+            OAuthError::Internal(internal) => internal.status(),
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status_code());
+        response
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .insert_header((header::PRAGMA, "no-cache"));
+        match self {
+            OAuthError::Client {
+                code,
+                description,
+                basic_auth,
+            } => {
+                if *basic_auth && *code == OAuthErrorCode::InvalidClient {
+                    response.insert_header((
+                        header::WWW_AUTHENTICATE,
+                        HeaderValue::from_static("Basic realm=\"keyhole\""),
+                    ));
+                }
+                response.json(OAuthErrorBody {
+                    error: *code,
+                    error_description: description,
+                })
+            }
+            OAuthError::Internal(internal) => {
+                internal.log();
+                response.json(serde_json::json!({
+                    "error": if internal.status() == StatusCode::SERVICE_UNAVAILABLE {
+                        "temporarily_unavailable"
+                    } else {
+                        "server_error"
+                    },
+                    "error_description": "the server could not complete the request; see the request id",
+                }))
+            }
+        }
+    }
+}
+
+// ----- RFC 9457 problem+json ---------------------------------------------------------------
+
+/// The problem types; each has a stable URN that clients may match on.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    /// RFC 6750: a missing, malformed, expired or revoked access token.
+    #[error("{0}")]
+    InvalidToken(String),
+    #[error("{0}")]
+    InsufficientScope(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("the requested resource does not exist")]
+    NotFound,
+    #[error("the request body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error(transparent)]
+    Internal(#[from] Internal),
+}
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    type_: &'a str,
+    title: &'a str,
+    status: u16,
+    detail: String,
+}
+
+impl ApiError {
+    fn type_and_title(&self) -> (&'static str, &'static str) {
+        match self {
+            ApiError::BadRequest(_) => ("urn:keyhole:problem:bad-request", "Bad request"),
+            ApiError::InvalidToken(_) => ("urn:keyhole:problem:invalid-token", "Invalid token"),
+            ApiError::InsufficientScope(_) => (
+                "urn:keyhole:problem:insufficient-scope",
+                "Insufficient scope",
+            ),
+            ApiError::Unauthorized(_) => ("urn:keyhole:problem:unauthorized", "Unauthorized"),
+            ApiError::Forbidden(_) => ("urn:keyhole:problem:forbidden", "Forbidden"),
+            ApiError::NotFound => ("urn:keyhole:problem:not-found", "Not found"),
+            ApiError::PayloadTooLarge(_) => {
+                ("urn:keyhole:problem:payload-too-large", "Payload too large")
+            }
+            ApiError::Internal(i) if i.status() == StatusCode::SERVICE_UNAVAILABLE => {
+                ("urn:keyhole:problem:unavailable", "Service unavailable")
+            }
+            ApiError::Internal(_) => ("urn:keyhole:problem:internal", "Internal error"),
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::InvalidToken(_) | ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::InsufficientScope(_) | ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Internal(internal) => internal.status(),
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        let (type_, title) = self.type_and_title();
+        let detail = match self {
+            ApiError::Internal(internal) => {
+                internal.log();
+                "the server could not complete the request; quote the X-Request-Id header"
+                    .to_owned()
+            }
+            other => other.to_string(),
+        };
+        let mut response = HttpResponse::build(status);
+        response.content_type("application/problem+json");
+        match self {
+            ApiError::InvalidToken(_) => {
+                response.insert_header((
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer error=\"invalid_token\""),
+                ));
+            }
+            ApiError::InsufficientScope(_) => {
+                response.insert_header((
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer error=\"insufficient_scope\""),
+                ));
+            }
+            _ => {}
+        }
+        response.json(Problem {
+            type_,
+            title,
+            status: status.as_u16(),
+            detail,
+        })
+    }
+}
+
+// ----- HTML pages --------------------------------------------------------------------------
+
+/// An error shown to a person: never a redirect to an unverified address.
+#[derive(Debug, thiserror::Error)]
+pub enum PageError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("this page does not exist")]
+    NotFound,
+    #[error("your session has expired or the form was already used; please start again")]
+    Forbidden,
+    #[error(transparent)]
+    Internal(#[from] Internal),
+}
+
+impl PageError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            PageError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            PageError::NotFound => StatusCode::NOT_FOUND,
+            PageError::Forbidden => StatusCode::FORBIDDEN,
+            PageError::Internal(internal) => internal.status(),
+        }
+    }
+
+    /// What the person reads; internal details stay in the log.
+    pub fn message(&self) -> String {
+        match self {
+            PageError::Internal(internal) => {
+                internal.log();
+                "Something went wrong on our side. Please try again in a moment.".to_owned()
+            }
+            other => other.to_string(),
+        }
+    }
+}
+
+impl ResponseError for PageError {
+    fn status_code(&self) -> StatusCode {
+        self.status()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        crate::http::pages::error_page(self.status(), &self.message())
+    }
+}
+
+impl fmt::Display for OAuthErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        f.write_str(&s)
+    }
+}

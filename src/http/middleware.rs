@@ -1,0 +1,75 @@
+//! Cross-cutting request handling: request ids, the body cap, and the root tracing span.
+
+use super::MAX_BODY_BYTES;
+use crate::error::ApiError;
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{CONTENT_LENGTH, HeaderName, HeaderValue};
+use actix_web::{Error, HttpMessage, ResponseError};
+use tracing::Span;
+use tracing_actix_web::{DefaultRootSpanBuilder, RootSpanBuilder};
+
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The id of this request, as accepted from the client or generated.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// Accepts a well-formed `X-Request-Id` from the caller (so ids can be followed across
+/// systems) or makes one; either way it ends up in the span, the extensions and the answer.
+fn request_id(req: &ServiceRequest) -> String {
+    req.headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        })
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string())
+}
+
+pub struct KeyholeRootSpan;
+
+impl RootSpanBuilder for KeyholeRootSpan {
+    fn on_request_start(request: &ServiceRequest) -> Span {
+        let id = request
+            .extensions()
+            .get::<RequestId>()
+            .map(|r| r.0.clone())
+            .unwrap_or_default();
+        tracing_actix_web::root_span!(request, request_id = %id)
+    }
+
+    fn on_request_end<B: MessageBody>(span: Span, outcome: &Result<ServiceResponse<B>, Error>) {
+        DefaultRootSpanBuilder::on_request_end(span, outcome);
+    }
+}
+
+/// Runs before everything else: assigns the request id and refuses oversized bodies by their
+/// declared length before any handler reads them.
+pub async fn outermost(
+    req: ServiceRequest,
+    next: actix_web::middleware::Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    let id = request_id(&req);
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let too_large = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .is_some_and(|len| len > MAX_BODY_BYTES);
+    let mut response = if too_large {
+        let response = ApiError::PayloadTooLarge(MAX_BODY_BYTES).error_response();
+        req.into_response(response).map_into_right_body()
+    } else {
+        next.call(req).await?.map_into_left_body()
+    };
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
+    Ok(response)
+}

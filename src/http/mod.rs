@@ -1,0 +1,42 @@
+//! HTTP: routes, middleware, and the handlers of each surface. Handlers are thin: extract,
+//! authorise, call one service function, map the result.
+
+pub mod demo;
+pub mod middleware;
+pub mod oauth;
+pub mod openapi;
+pub mod ops;
+pub mod pages;
+pub mod portal;
+
+use crate::error::ApiError;
+use actix_web::web;
+
+/// Every request body is capped here (and by the extractors' own limits for chunked bodies).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
+        .app_data(web::FormConfig::default().limit(MAX_BODY_BYTES))
+        .app_data(web::JsonConfig::default().limit(MAX_BODY_BYTES))
+        .service(ops::healthz)
+        .service(ops::readyz)
+        .service(ops::metrics)
+        .service(oauth::metadata::metadata)
+        .service(oauth::metadata::jwks)
+        .service(oauth::authorize::start)
+        .service(oauth::authorize::decide)
+        .service(oauth::endpoints::token)
+        .service(oauth::endpoints::revoke)
+        .service(oauth::endpoints::introspect)
+        .service(portal::login::show)
+        .service(portal::login::submit)
+        .service(portal::login::logout)
+        .service(portal::login::home)
+        .service(pages::stylesheet);
+}
+
+/// Unknown paths get problem+json, like every other API error.
+pub async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
+    Err(ApiError::NotFound)
+}

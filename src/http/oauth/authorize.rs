@@ -1,0 +1,146 @@
+//! `/oauth/authorize`: the sign-in and consent pages, and the customer's decision.
+
+use crate::app::App;
+use crate::domain::{FieldSet, Scope};
+use crate::error::PageError;
+use crate::http::pages::{page, render, see_other};
+use crate::http::portal::login::login_page;
+use crate::http::portal::session;
+use crate::oauth::authorize::{self, AuthorizeParams, Rejection};
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, get, post, web};
+use serde::Serialize;
+use url::Url;
+
+#[derive(Serialize)]
+struct FieldView<'a> {
+    scope: String,
+    label: &'a str,
+    description: Option<&'a str>,
+}
+
+/// The origin of a redirect URI, for the consent page's `form-action` (browsers apply it to
+/// the redirect that follows the form post).
+fn origin(uri: &str) -> Option<String> {
+    Url::parse(uri)
+        .ok()
+        .map(|u| u.origin().ascii_serialization())
+        .filter(|o| o != "null")
+}
+
+/// Starts an authorization: validates the request, then shows the sign-in page or the consent
+/// page naming every requested field.
+#[utoipa::path(
+    tag = "oauth",
+    params(AuthorizeParams),
+    responses(
+        (status = 200, description = "Sign-in or consent page (HTML)", content_type = "text/html"),
+        (status = 303, description = "Error redirect to the registered redirect URI (RFC 6749 §4.1.2.1), with `state` and `iss`"),
+        (status = 400, description = "Unknown client or unregistered redirect URI: an error page, never a redirect", content_type = "text/html"),
+    )
+)]
+#[get("/oauth/authorize")]
+pub async fn start(
+    app: web::Data<App>,
+    req: HttpRequest,
+    query: web::Query<AuthorizeParams>,
+) -> Result<HttpResponse, PageError> {
+    let request = match authorize::validate(&app, &query).await {
+        Ok(request) => request,
+        Err(Rejection::Page(e)) => return Err(e),
+        Err(Rejection::Redirect(location)) => return Ok(see_other(&location)),
+    };
+    let Some(active) = session::current(&app, &req).await? else {
+        let next = format!("/oauth/authorize?{}", req.query_string());
+        return login_page(&app, &next, Some(&request.partner.name), "", None);
+    };
+    let consent_id = authorize::park(&app, &request, active.session.customer_id).await?;
+    let fields: Vec<FieldView> = request
+        .scopes
+        .iter()
+        .filter_map(|scope| app.catalog.field(scope))
+        .map(|f| FieldView {
+            scope: f.scope.to_string(),
+            label: &f.label,
+            description: f.description.as_deref(),
+        })
+        .collect();
+    let body = render(
+        "consent.html",
+        minijinja::context! {
+            partner_name => request.partner.name,
+            fields,
+            consent_id,
+            csrf_token => active.session.csrf_token,
+            lifetime_days => app.settings.grant_lifetime_days,
+        },
+    )?;
+    Ok(page(
+        StatusCode::OK,
+        body,
+        origin(&request.redirect_uri).as_deref(),
+    ))
+}
+
+/// The customer's decision on the consent page: `decision=allow|deny`, the ticked `field`s,
+/// `consent_id` and `csrf_token`. Answers `303` to the partner's redirect URI with `code`,
+/// `state` and `iss`, or with `error=access_denied`.
+#[utoipa::path(
+    tag = "oauth",
+    request_body(content_type = "application/x-www-form-urlencoded", description = "consent_id, csrf_token, decision, field…"),
+    responses(
+        (status = 303, description = "Back to the partner with a code or access_denied"),
+        (status = 403, description = "Missing or wrong CSRF token, no session, or a used/expired consent", content_type = "text/html"),
+    )
+)]
+#[post("/oauth/authorize")]
+pub async fn decide(
+    app: web::Data<App>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, PageError> {
+    let mut consent_id = None;
+    let mut csrf_token = None;
+    let mut decision = None;
+    let mut fields = Vec::new();
+    for (key, value) in url::form_urlencoded::parse(&body) {
+        match key.as_ref() {
+            "consent_id" => consent_id = Some(value.into_owned()),
+            "csrf_token" => csrf_token = Some(value.into_owned()),
+            "decision" => decision = Some(value.into_owned()),
+            "field" => fields.push(value.into_owned()),
+            _ => {}
+        }
+    }
+    let active = session::current(&app, &req)
+        .await?
+        .ok_or(PageError::Forbidden)?;
+    if !active.csrf_matches(csrf_token.as_deref()) {
+        tracing::warn!("consent decision without a valid CSRF token");
+        return Err(PageError::Forbidden);
+    }
+    let pending = match consent_id {
+        Some(id) => app.state.take_pending_consent(&id).await?,
+        None => None,
+    };
+    let pending = pending
+        .filter(|p| p.customer_id == active.session.customer_id)
+        .ok_or(PageError::Forbidden)?;
+
+    let selected = fields
+        .iter()
+        .map(|f| f.parse::<Scope>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| PageError::BadRequest("The form was not filled in correctly.".into()))?;
+    let selected = FieldSet::from_scopes(selected);
+    let location = match decision.as_deref() {
+        Some("allow") if !selected.is_empty() => {
+            authorize::approve(&app, &pending, &selected).await?
+        }
+        Some("allow") | Some("deny") => authorize::deny(&app, &pending),
+        _ => {
+            return Err(PageError::BadRequest("Please choose Allow or Deny.".into()));
+        }
+    };
+    Ok(see_other(&location))
+}

@@ -1,0 +1,105 @@
+//! The back-channel endpoints: token, revocation, introspection. Client-authenticated,
+//! form-encoded, answering in the RFC 6749 §5.2 JSON form.
+
+use crate::app::App;
+use crate::error::OAuthError;
+use crate::oauth::client_auth::ClientCredentials;
+use crate::oauth::form::Form;
+use crate::oauth::introspection::{self, Introspection};
+use crate::oauth::revocation;
+use crate::oauth::token::{self as token_grant, TokenResponse};
+use crate::store::Partner;
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, post, web};
+
+async fn authenticate(
+    app: &App,
+    req: &HttpRequest,
+    body: &[u8],
+) -> Result<(Partner, Form), OAuthError> {
+    let form = Form::parse(body)?;
+    let authorization = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let partner = ClientCredentials::extract(authorization, &form)?
+        .authenticate(app)
+        .await?;
+    Ok((partner, form))
+}
+
+fn no_store(mut response: actix_web::HttpResponseBuilder) -> actix_web::HttpResponseBuilder {
+    response
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header((header::PRAGMA, "no-cache"));
+    response
+}
+
+/// Exchanges an authorization code (with its PKCE verifier) or a refresh token for tokens.
+///
+/// Form fields: `grant_type` (`authorization_code` or `refresh_token`); for codes `code`,
+/// `redirect_uri`, `code_verifier`; for refresh `refresh_token` and optionally a narrower
+/// `scope`. Client authentication: HTTP Basic or `client_id` + `client_secret` in the form.
+#[utoipa::path(
+    tag = "oauth",
+    request_body(content_type = "application/x-www-form-urlencoded", description = "RFC 6749 §4.1.3 / §6 token request"),
+    responses(
+        (status = 200, body = TokenResponse),
+        (status = 400, description = "RFC 6749 §5.2 error (invalid_request, invalid_grant, invalid_scope, unsupported_grant_type)"),
+        (status = 401, description = "invalid_client"),
+        (status = 413, description = "Body over 64 KiB"),
+    )
+)]
+#[post("/oauth/token")]
+pub async fn token(
+    app: web::Data<App>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, OAuthError> {
+    let (partner, form) = authenticate(&app, &req, &body).await?;
+    let response = token_grant::handle(&app, &partner, &form).await?;
+    Ok(no_store(HttpResponse::Ok()).json(response))
+}
+
+/// Revokes a refresh token (ending its grant) or an access token (by `jti`) (RFC 7009).
+///
+/// Answers 200 whether or not the token was known, valid or the caller's own.
+#[utoipa::path(
+    tag = "oauth",
+    request_body(content_type = "application/x-www-form-urlencoded", description = "`token`, optional `token_type_hint`"),
+    responses(
+        (status = 200, description = "Revoked, or nothing to revoke"),
+        (status = 400, description = "invalid_request"),
+        (status = 401, description = "invalid_client"),
+    )
+)]
+#[post("/oauth/revoke")]
+pub async fn revoke(
+    app: web::Data<App>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, OAuthError> {
+    let (partner, form) = authenticate(&app, &req, &body).await?;
+    revocation::revoke(&app, &partner, &form).await?;
+    Ok(no_store(HttpResponse::Ok()).finish())
+}
+
+/// Tells a partner whether one of its tokens is active, and what it grants (RFC 7662).
+#[utoipa::path(
+    tag = "oauth",
+    request_body(content_type = "application/x-www-form-urlencoded", description = "`token`, optional `token_type_hint`"),
+    responses(
+        (status = 200, body = Introspection),
+        (status = 401, description = "invalid_client"),
+    )
+)]
+#[post("/oauth/introspect")]
+pub async fn introspect(
+    app: web::Data<App>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, OAuthError> {
+    let (partner, form) = authenticate(&app, &req, &body).await?;
+    let answer = introspection::introspect(&app, &partner, &form).await?;
+    Ok(no_store(HttpResponse::Ok()).json(answer))
+}

@@ -1,0 +1,52 @@
+use crate::app::App;
+use actix_web::{HttpResponse, get, http::header, web};
+use serde_json::json;
+
+/// RFC 8414 authorization server metadata.
+#[utoipa::path(
+    tag = "oauth",
+    responses((status = 200, description = "Authorization server metadata (RFC 8414)", content_type = "application/json"))
+)]
+#[get("/.well-known/oauth-authorization-server")]
+pub async fn metadata(app: web::Data<App>) -> HttpResponse {
+    let issuer = app.issuer();
+    let scopes: Vec<String> = app
+        .catalog
+        .all_scopes()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let auth_methods = ["client_secret_basic", "client_secret_post"];
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "public, max-age=300"))
+        .json(json!({
+            "issuer": issuer,
+            "authorization_endpoint": format!("{issuer}/oauth/authorize"),
+            "token_endpoint": format!("{issuer}/oauth/token"),
+            "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
+            "revocation_endpoint": format!("{issuer}/oauth/revoke"),
+            "introspection_endpoint": format!("{issuer}/oauth/introspect"),
+            "scopes_supported": scopes,
+            "response_types_supported": ["code"],
+            "response_modes_supported": ["query"],
+            "grant_types_supported": ["authorization_code", "refresh_token"],
+            "code_challenge_methods_supported": ["S256"],
+            "token_endpoint_auth_methods_supported": auth_methods,
+            "revocation_endpoint_auth_methods_supported": auth_methods,
+            "introspection_endpoint_auth_methods_supported": auth_methods,
+            "authorization_response_iss_parameter_supported": true,
+        }))
+}
+
+/// The public keys that verify access tokens, including retired keys whose tokens may still
+/// be valid.
+#[utoipa::path(
+    tag = "oauth",
+    responses((status = 200, description = "JSON Web Key Set (RFC 7517)", content_type = "application/json"))
+)]
+#[get("/.well-known/jwks.json")]
+pub async fn jwks(app: web::Data<App>) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "public, max-age=60"))
+        .json(app.keys.jwks())
+}

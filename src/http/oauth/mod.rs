@@ -1,0 +1,5 @@
+//! The authorization server's HTTP surface.
+
+pub mod authorize;
+pub mod endpoints;
+pub mod metadata;

@@ -1,0 +1,39 @@
+//! The OpenAPI 3.1 document, generated from the handlers' annotations and committed as
+//! `openapi/openapi.json`; a test fails when the committed copy is stale.
+
+use utoipa::OpenApi;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Keyhole",
+        description = "Partner-access gateway with delegated authorisation: OAuth 2.0 consent (authorization code + PKCE), field-limited JWT access tokens, and the operations endpoints.",
+        license(name = "Apache-2.0")
+    ),
+    paths(
+        super::oauth::metadata::metadata,
+        super::oauth::metadata::jwks,
+        super::oauth::authorize::start,
+        super::oauth::authorize::decide,
+        super::oauth::endpoints::token,
+        super::oauth::endpoints::revoke,
+        super::oauth::endpoints::introspect,
+        super::ops::healthz,
+        super::ops::readyz,
+        super::ops::metrics,
+    ),
+    components(schemas(
+        crate::oauth::token::TokenResponse,
+        crate::oauth::introspection::Introspection,
+    )),
+    tags(
+        (name = "oauth", description = "Authorization server (RFC 6749, 7636, 7009, 7662, 8414, 9068, 9207)"),
+        (name = "ops", description = "Health, readiness and metrics"),
+    )
+)]
+pub struct ApiDoc;
+
+/// The document as committed: pretty JSON with a trailing newline.
+pub fn document() -> Result<String, serde_json::Error> {
+    Ok(format!("{}\n", ApiDoc::openapi().to_pretty_json()?))
+}

@@ -1,0 +1,112 @@
+//! Server-rendered pages: the templates (embedded at build time) and the headers every page
+//! carries.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header;
+use actix_web::{HttpResponse, get};
+use minijinja::Environment;
+use serde::Serialize;
+use std::sync::LazyLock;
+
+const TEMPLATES: &[(&str, &str)] = &[
+    ("base.html", include_str!("../../templates/base.html")),
+    ("error.html", include_str!("../../templates/error.html")),
+    ("login.html", include_str!("../../templates/login.html")),
+    ("consent.html", include_str!("../../templates/consent.html")),
+    ("portal.html", include_str!("../../templates/portal.html")),
+    (
+        "demo_callback.html",
+        include_str!("../../templates/demo_callback.html"),
+    ),
+];
+
+const STYLESHEET: &str = include_str!("../../templates/style.css");
+
+/// Immutable, compiled once; `.html` templates are HTML-escaped automatically.
+static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
+    let mut env = Environment::new();
+    for (name, source) in TEMPLATES {
+        if let Err(e) = env.add_template(name, source) {
+            tracing::error!(template = name, error = %e, "template does not compile");
+        }
+    }
+    env
+});
+
+pub fn render(name: &str, context: impl Serialize) -> Result<String, anyhow::Error> {
+    Ok(ENV.get_template(name)?.render(context)?)
+}
+
+/// The page headers: nothing may frame us, run script, or post forms to other origins than
+/// ours and (on the consent page) the partner's verified redirect origin.
+pub fn page(status: StatusCode, body: String, form_target: Option<&str>) -> HttpResponse {
+    let form_action = match form_target {
+        Some(origin) => format!("'self' {origin}"),
+        None => "'self'".to_owned(),
+    };
+    HttpResponse::build(status)
+        .content_type("text/html; charset=utf-8")
+        .insert_header((
+            header::CONTENT_SECURITY_POLICY,
+            format!(
+                "default-src 'none'; style-src 'self'; img-src 'self'; form-action {form_action}; \
+                 frame-ancestors 'none'; base-uri 'none'"
+            ),
+        ))
+        .insert_header((header::X_FRAME_OPTIONS, "DENY"))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .insert_header((header::REFERRER_POLICY, "no-referrer"))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .body(body)
+}
+
+pub fn error_page(status: StatusCode, message: &str) -> HttpResponse {
+    match render("error.html", minijinja::context! { message }) {
+        Ok(body) => page(status, body, None),
+        Err(e) => {
+            tracing::error!(error = %e, "error page failed to render");
+            HttpResponse::build(status)
+                .content_type("text/plain; charset=utf-8")
+                .body(message.to_owned())
+        }
+    }
+}
+
+/// `303 See Other`: after a form POST the browser must GET the target.
+pub fn see_other(location: &str) -> HttpResponse {
+    HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, location))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .finish()
+}
+
+#[get("/static/style.css")]
+pub async fn stylesheet() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/css; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "public, max-age=3600"))
+        .body(STYLESHEET)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_template_compiles() {
+        for (name, _) in TEMPLATES {
+            assert!(ENV.get_template(name).is_ok(), "{name}");
+        }
+    }
+
+    #[test]
+    fn values_are_html_escaped() {
+        let html = render(
+            "error.html",
+            minijinja::context! { message => "<script>x</script>" },
+        )
+        .unwrap();
+        assert!(html.contains("&lt;script&gt;"));
+        assert!(!html.contains("<script>x"));
+    }
+}

@@ -1,0 +1,85 @@
+//! Customer sessions: a random cookie value; shared state keeps the session under the value's
+//! hash, with an idle timeout (refreshed on use) and an absolute one.
+
+use crate::app::App;
+use crate::error::Internal;
+use crate::secrets::{random_token, token_hash};
+use crate::state::Session;
+use actix_web::HttpRequest;
+use actix_web::cookie::{Cookie, SameSite, time::Duration as CookieDuration};
+use std::time::Duration;
+use subtle::ConstantTimeEq;
+
+pub const SESSION_COOKIE: &str = "kh_session";
+/// Double-submit cookie protecting the sign-in form, which has no session yet.
+pub const LOGIN_CSRF_COOKIE: &str = "kh_login_csrf";
+
+pub struct ActiveSession {
+    pub hash: String,
+    pub session: Session,
+}
+
+impl ActiveSession {
+    pub fn csrf_matches(&self, presented: Option<&str>) -> bool {
+        presented.is_some_and(|p| {
+            p.as_bytes()
+                .ct_eq(self.session.csrf_token.as_bytes())
+                .into()
+        })
+    }
+}
+
+fn idle(app: &App) -> Duration {
+    Duration::from_secs(u64::from(app.settings.session.idle_minutes) * 60)
+}
+
+pub fn cookie<'a>(app: &App, name: &'a str, value: String) -> Cookie<'a> {
+    Cookie::build(name, value)
+        .path("/")
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .secure(app.settings.cookies_secure())
+        .finish()
+}
+
+pub fn removal_cookie<'a>(app: &App, name: &'a str) -> Cookie<'a> {
+    let mut c = cookie(app, name, String::new());
+    c.set_max_age(CookieDuration::ZERO);
+    c
+}
+
+/// The session of this request, if any; touching it extends the idle timeout.
+pub async fn current(app: &App, req: &HttpRequest) -> Result<Option<ActiveSession>, Internal> {
+    let Some(value) = req.cookie(SESSION_COOKIE) else {
+        return Ok(None);
+    };
+    let hash = token_hash(value.value());
+    let Some(session) = app.state.session(&hash).await? else {
+        return Ok(None);
+    };
+    let absolute = chrono::Duration::hours(i64::from(app.settings.session.absolute_hours));
+    if session.created_at + absolute <= app.clock.now() {
+        app.state.delete_session(&hash).await?;
+        return Ok(None);
+    }
+    app.state.put_session(&hash, &session, idle(app)).await?;
+    Ok(Some(ActiveSession { hash, session }))
+}
+
+/// Starts a new session (a new id on every sign-in, against fixation); returns the cookie.
+pub async fn start(
+    app: &App,
+    customer_id: crate::domain::CustomerId,
+) -> Result<Cookie<'static>, Internal> {
+    let value = random_token("").map_err(anyhow::Error::from)?;
+    let csrf = random_token("").map_err(anyhow::Error::from)?;
+    let session = Session {
+        customer_id,
+        csrf_token: csrf.expose().to_owned(),
+        created_at: app.clock.now(),
+    };
+    app.state
+        .put_session(&token_hash(value.expose()), &session, idle(app))
+        .await?;
+    Ok(cookie(app, SESSION_COOKIE, value.expose().to_owned()))
+}

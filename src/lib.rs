@@ -1,0 +1,21 @@
+//! Keyhole: a partner-access gateway with delegated authorisation.
+//!
+//! Dependencies point one way: `http → oauth (services) → {domain, store, state, tokens}`,
+//! and `store → entity`. `domain` knows no framework.
+
+pub mod app;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod demo;
+pub mod domain;
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod oauth;
+pub mod secrets;
+pub mod startup;
+pub mod state;
+pub mod store;
+pub mod telemetry;
+pub mod tokens;

@@ -1,0 +1,76 @@
+//! Whether a grant may still be used, answered from shared state so that a revocation done by
+//! any instance is seen by every instance on the very next call.
+
+use crate::app::App;
+use crate::domain::GrantId;
+use crate::error::Internal;
+use crate::state::GrantStatus;
+use crate::store::{GrantState, RevokedBy};
+use std::time::Duration;
+
+/// How long a revocation marker outlives the grant's own expiry; after that, expiry refuses.
+const REVOKED_MARKER_MIN: Duration = Duration::from_secs(3600);
+
+fn ttl_until(app: &App, until: chrono::DateTime<chrono::Utc>) -> Duration {
+    (until - app.clock.now())
+        .to_std()
+        .unwrap_or(Duration::ZERO)
+        .max(REVOKED_MARKER_MIN)
+}
+
+/// Active and unexpired? Shared state first; on a miss the database decides and the answer is
+/// cached until the grant would expire.
+pub async fn is_active(app: &App, id: GrantId) -> Result<bool, Internal> {
+    let now = app.clock.now();
+    if let Some(status) = app.state.grant_status(id).await? {
+        return Ok(status.is_active_at(now));
+    }
+    let Some(grant) = app.store.grant(id).await? else {
+        return Ok(false);
+    };
+    let status = match grant.state {
+        GrantState::Active => GrantStatus::Active {
+            expires_at: grant.expires_at,
+        },
+        GrantState::Revoked { .. } => GrantStatus::Revoked,
+    };
+    app.state
+        .put_grant_status(id, status, ttl_until(app, grant.expires_at))
+        .await?;
+    Ok(status.is_active_at(now))
+}
+
+/// Records a new grant as active in shared state.
+pub async fn publish_active(
+    app: &App,
+    id: GrantId,
+    expires_at: chrono::DateTime<chrono::Utc>,
+) -> Result<(), Internal> {
+    app.state
+        .put_grant_status(
+            id,
+            GrantStatus::Active { expires_at },
+            ttl_until(app, expires_at),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Ends a grant everywhere. Shared state is written first: if the database write then fails the
+/// grant is already refused (fail closed) and the caller sees an error and may retry.
+pub async fn revoke(app: &App, id: GrantId, by: RevokedBy) -> Result<bool, Internal> {
+    let expires_at = app
+        .store
+        .grant(id)
+        .await?
+        .map(|g| g.expires_at)
+        .unwrap_or_else(|| app.clock.now());
+    app.state
+        .put_grant_status(id, GrantStatus::Revoked, ttl_until(app, expires_at))
+        .await?;
+    let changed = app.store.revoke_grant(id, by, app.clock.now()).await?;
+    if changed {
+        tracing::info!(grant_id = %id, revoked_by = by.as_str(), "grant revoked");
+    }
+    Ok(changed)
+}

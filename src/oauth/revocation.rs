@@ -1,0 +1,68 @@
+//! RFC 7009. Revoking a refresh token ends its whole grant; revoking an access token ends that
+//! token (by `jti`) until it would have expired.
+
+use super::form::Form;
+use super::grants;
+use crate::app::App;
+use crate::error::OAuthError;
+use crate::secrets::token_hash;
+use crate::store::{Partner, RevokedBy};
+use std::time::Duration;
+
+pub async fn revoke(app: &App, partner: &Partner, form: &Form) -> Result<(), OAuthError> {
+    let token = form.require("token")?;
+    // The hint only orders the lookups (RFC 7009 §2.1); both kinds are always tried.
+    let access_first = form.get("token_type_hint") == Some("access_token");
+    if access_first && revoke_access_token(app, partner, token).await? {
+        return Ok(());
+    }
+    if revoke_refresh_token(app, partner, token).await? {
+        return Ok(());
+    }
+    if !access_first {
+        revoke_access_token(app, partner, token).await?;
+    }
+    // Unknown, expired or foreign tokens get the same 200 (RFC 7009 §2.2), so a client learns
+    // nothing about tokens that are not its own.
+    Ok(())
+}
+
+async fn revoke_refresh_token(
+    app: &App,
+    partner: &Partner,
+    token: &str,
+) -> Result<bool, OAuthError> {
+    let Some(record) = app.store.refresh_token(&token_hash(token)).await? else {
+        return Ok(false);
+    };
+    let Some(grant) = app.store.grant(record.grant_id).await? else {
+        return Ok(false);
+    };
+    if grant.client_id != partner.client_id {
+        tracing::warn!(client_id = %partner.client_id, "tried to revoke another client's token");
+        return Ok(true);
+    }
+    grants::revoke(app, grant.id, RevokedBy::Partner).await?;
+    Ok(true)
+}
+
+async fn revoke_access_token(
+    app: &App,
+    partner: &Partner,
+    token: &str,
+) -> Result<bool, OAuthError> {
+    let Ok(claims) = app.verifier.verify(token, app.clock.now()) else {
+        return Ok(false);
+    };
+    if claims.client_id != partner.client_id {
+        tracing::warn!(client_id = %partner.client_id, "tried to revoke another client's token");
+        return Ok(true);
+    }
+    let remaining =
+        (claims.exp + crate::tokens::LEEWAY_SECONDS - app.clock.now().timestamp()).max(1);
+    app.state
+        .revoke_jti(&claims.jti, Duration::from_secs(remaining.unsigned_abs()))
+        .await?;
+    tracing::info!(jti = %claims.jti, grant_id = %claims.grant_id, "access token revoked");
+    Ok(true)
+}

@@ -1,0 +1,193 @@
+//! The token endpoint's grants: `authorization_code` (with PKCE) and `refresh_token`
+//! (rotating, with reuse detection).
+
+use super::form::Form;
+use super::grants;
+use crate::app::App;
+use crate::domain::{CodeVerifier, FieldSet, pairwise_subject};
+use crate::error::{OAuthError, OAuthErrorCode};
+use crate::secrets::{random_token, token_hash};
+use crate::state::CodeRedemption;
+use crate::store::{Grant, Partner, RefreshOutcome, RevokedBy};
+use crate::tokens::AccessClaims;
+use serde::Serialize;
+
+/// The successful answer (RFC 6749 §5.1).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TokenResponse {
+    /// An RFC 9068 JWT, EdDSA-signed.
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    /// Seconds, at most 300.
+    pub expires_in: u32,
+    /// Opaque; single use: every refresh returns a new one.
+    pub refresh_token: String,
+    /// The granted fields, space-separated.
+    pub scope: String,
+}
+
+pub async fn handle(
+    app: &App,
+    partner: &Partner,
+    form: &Form,
+) -> Result<TokenResponse, OAuthError> {
+    match form.require("grant_type")? {
+        "authorization_code" => exchange_code(app, partner, form).await,
+        "refresh_token" => refresh(app, partner, form).await,
+        other => Err(OAuthError::new(
+            OAuthErrorCode::UnsupportedGrantType,
+            format!(
+                "grant_type `{}` is not supported",
+                other.chars().take(40).collect::<String>()
+            ),
+        )),
+    }
+}
+
+async fn exchange_code(
+    app: &App,
+    partner: &Partner,
+    form: &Form,
+) -> Result<TokenResponse, OAuthError> {
+    let code = form.require("code")?;
+    let redirect_uri = form.require("redirect_uri")?;
+    let verifier = CodeVerifier::parse(form.require("code_verifier")?)
+        .map_err(|e| OAuthError::invalid_request(e.to_string()))?;
+
+    let issued = match app.state.redeem_code(&token_hash(code)).await? {
+        CodeRedemption::Fresh(issued) => issued,
+        CodeRedemption::Replayed { grant_id } => {
+            // RFC 6749 §4.1.2: a code used twice revokes what the first use issued.
+            tracing::warn!(grant_id = %grant_id, client_id = %partner.client_id, "authorization code replayed");
+            grants::revoke(app, grant_id, RevokedBy::CodeReuse).await?;
+            return Err(OAuthError::invalid_grant("the code was already used"));
+        }
+        CodeRedemption::Unknown => {
+            return Err(OAuthError::invalid_grant("the code is invalid or expired"));
+        }
+    };
+    if issued.client_id != partner.client_id {
+        return Err(OAuthError::invalid_grant(
+            "the code was issued to another client",
+        ));
+    }
+    if issued.redirect_uri != redirect_uri {
+        return Err(OAuthError::invalid_grant(
+            "redirect_uri does not match the authorization request",
+        ));
+    }
+    if !issued.code_challenge.is_satisfied_by(&verifier) {
+        return Err(OAuthError::invalid_grant(
+            "code_verifier does not match the code_challenge",
+        ));
+    }
+    let grant = usable_grant(app, issued.grant_id).await?;
+    issue(app, partner, &grant, &issued.scopes, None).await
+}
+
+async fn refresh(app: &App, partner: &Partner, form: &Form) -> Result<TokenResponse, OAuthError> {
+    let presented = form.require("refresh_token")?;
+    let record = match app
+        .store
+        .spend_refresh_token(&token_hash(presented), app.clock.now())
+        .await?
+    {
+        RefreshOutcome::Spent(record) => record,
+        RefreshOutcome::AlreadySpent(record) => {
+            // A spent token came back: either the partner or a thief holds a copy. Both lose.
+            let grant = app.store.grant(record.grant_id).await?;
+            if grant.is_some_and(|g| g.client_id == partner.client_id) {
+                tracing::warn!(grant_id = %record.grant_id, "refresh token reused; revoking the grant");
+                grants::revoke(app, record.grant_id, RevokedBy::RefreshTokenReuse).await?;
+            }
+            return Err(OAuthError::invalid_grant(
+                "the refresh token is no longer valid",
+            ));
+        }
+        RefreshOutcome::Unknown => {
+            return Err(OAuthError::invalid_grant("the refresh token is invalid"));
+        }
+    };
+    if record.expires_at <= app.clock.now() {
+        return Err(OAuthError::invalid_grant("the refresh token has expired"));
+    }
+    let grant = usable_grant(app, record.grant_id).await?;
+    if grant.client_id != partner.client_id {
+        return Err(OAuthError::invalid_grant(
+            "the refresh token was issued to another client",
+        ));
+    }
+    // RFC 6749 §6: a refresh may narrow the scope, never widen it.
+    let scopes = match form.get("scope") {
+        Some(requested) => {
+            let requested = FieldSet::parse(requested)
+                .map_err(|e| OAuthError::new(OAuthErrorCode::InvalidScope, e.to_string()))?;
+            if !requested.is_subset(&grant.scopes) {
+                return Err(OAuthError::new(
+                    OAuthErrorCode::InvalidScope,
+                    "the requested scope exceeds the grant",
+                ));
+            }
+            requested
+        }
+        None => grant.scopes.clone(),
+    };
+    issue(app, partner, &grant, &scopes, Some(record.id)).await
+}
+
+async fn usable_grant(app: &App, id: crate::domain::GrantId) -> Result<Grant, OAuthError> {
+    let grant = app.store.grant(id).await?;
+    match grant {
+        Some(grant)
+            if grant.is_usable_at(app.clock.now()) && grants::is_active(app, id).await? =>
+        {
+            Ok(grant)
+        }
+        _ => Err(OAuthError::invalid_grant(
+            "the grant has been revoked or has expired",
+        )),
+    }
+}
+
+/// Signs an access token and stores the next refresh token of the chain.
+async fn issue(
+    app: &App,
+    partner: &Partner,
+    grant: &Grant,
+    scopes: &FieldSet,
+    parent: Option<String>,
+) -> Result<TokenResponse, OAuthError> {
+    let now = app.clock.now();
+    let ttl = app.settings.access_token_ttl_seconds;
+    let claims = AccessClaims {
+        iss: app.issuer(),
+        aud: app.settings.audience(),
+        sub: pairwise_subject(&partner.client_id, &grant.customer_id),
+        client_id: partner.client_id.clone(),
+        grant_id: grant.id,
+        scope: scopes.clone(),
+        jti: uuid::Uuid::new_v4().to_string(),
+        iat: now.timestamp(),
+        exp: now.timestamp() + i64::from(ttl),
+    };
+    let access_token = app.keys.sign(&claims)?;
+    let refresh_token = random_token("kh_rt_").map_err(anyhow::Error::from)?;
+    app.store
+        .insert_refresh_token(
+            grant.id,
+            token_hash(refresh_token.expose()),
+            parent,
+            now,
+            grant.expires_at,
+        )
+        .await?;
+    tracing::info!(grant_id = %grant.id, client_id = %partner.client_id, jti = %claims.jti, "tokens issued");
+    Ok(TokenResponse {
+        access_token,
+        token_type: "Bearer",
+        expires_in: ttl,
+        refresh_token: refresh_token.expose().to_owned(),
+        scope: scopes.to_string(),
+    })
+}

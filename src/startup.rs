@@ -1,0 +1,154 @@
+//! Builds the application: binds its own listener (so tests ask for port 0), wires the state,
+//! and returns a server that runs until SIGTERM or SIGINT, then drains in-flight requests.
+
+use crate::app::App;
+use crate::clock::{SharedClock, SystemClock};
+use crate::config::Settings;
+use crate::http::{self, demo::DemoPartner, middleware};
+use crate::metrics::Metrics;
+use crate::state::SharedState;
+use crate::store::Store;
+use crate::tokens::{KeyRing, Verifier};
+use actix_web::dev::Server;
+use actix_web::middleware::from_fn;
+use actix_web::{App as ActixApp, HttpServer, web};
+use anyhow::Context;
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing_actix_web::TracingLogger;
+
+/// How often each instance re-reads the signing keys, so a rotation reaches every instance.
+const KEY_RELOAD_EVERY: Duration = Duration::from_secs(60);
+
+pub struct Options {
+    pub clock: SharedClock,
+    pub demo: Option<DemoPartner>,
+    pub workers: Option<usize>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            clock: Arc::new(SystemClock),
+            demo: None,
+            workers: None,
+        }
+    }
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    app: web::Data<App>,
+}
+
+impl Application {
+    pub async fn build(settings: Settings, options: Options) -> anyhow::Result<Self> {
+        settings.validate()?;
+        let catalog = settings.catalog()?;
+        let store = Store::connect(&settings.database_url)
+            .await
+            .context("connecting to the database")?;
+        let state = match &settings.redis_url {
+            None => SharedState::in_memory(),
+            Some(_) => anyhow::bail!(
+                "redis_url is set, but this build has no Redis backend yet; unset it to use in-process state"
+            ),
+        };
+        let keys = Arc::new(
+            KeyRing::load(
+                store.clone(),
+                options.clock.clone(),
+                settings.access_token_ttl_seconds,
+            )
+            .await
+            .context("loading signing keys")?,
+        );
+        let verifier = Verifier::new(keys.clone(), &settings.issuer(), &settings.audience());
+        let listener = TcpListener::bind(settings.listen)
+            .with_context(|| format!("binding {}", settings.listen))?;
+        let port = listener.local_addr()?.port();
+        let app = web::Data::new(App {
+            settings,
+            catalog,
+            store,
+            state,
+            keys: keys.clone(),
+            verifier,
+            clock: options.clock,
+            metrics: Metrics::default(),
+        });
+
+        tokio::spawn(reload_keys(keys));
+
+        let demo = options.demo.map(web::Data::new);
+        let data = app.clone();
+        let mut server = HttpServer::new(move || {
+            let metrics_data = data.clone();
+            let mut a = ActixApp::new()
+                .app_data(data.clone())
+                .configure(http::routes)
+                .default_service(web::to(http::not_found))
+                .wrap_fn(move |req, srv| {
+                    use actix_web::dev::Service;
+                    let started = Instant::now();
+                    let metrics = metrics_data.clone();
+                    let fut = srv.call(req);
+                    async move {
+                        let res = fut.await?;
+                        let route = res
+                            .request()
+                            .match_pattern()
+                            .unwrap_or_else(|| "unmatched".into());
+                        metrics.metrics.observe_http(
+                            &route,
+                            res.status().as_u16(),
+                            started.elapsed(),
+                        );
+                        Ok(res)
+                    }
+                })
+                .wrap(TracingLogger::<middleware::KeyholeRootSpan>::new())
+                .wrap(from_fn(middleware::outermost));
+            if let Some(demo) = &demo {
+                a = a.app_data(demo.clone()).service(http::demo::callback);
+            }
+            a
+        })
+        .listen(listener)?
+        .shutdown_timeout(30);
+        if let Some(workers) = options.workers {
+            server = server.workers(workers);
+        }
+        Ok(Self {
+            port,
+            server: server.run(),
+            app,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn app(&self) -> web::Data<App> {
+        self.app.clone()
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+async fn reload_keys(keys: Arc<KeyRing>) {
+    let mut tick = tokio::time::interval(KEY_RELOAD_EVERY);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        if let Err(e) = keys.reload().await {
+            // Keep signing with the keys we have; the next tick tries again.
+            tracing::warn!(error = %e, "reloading signing keys failed");
+        }
+    }
+}

@@ -1,0 +1,345 @@
+//! Shared ephemeral state: authorization codes, pending consent requests, customer sessions,
+//! grant status and revoked access-token ids.
+//!
+//! Backends implement a small key-value contract ([`StateBackend`]); [`SharedState`] gives it
+//! types. The in-process backend serves one instance; a Redis backend (same contract) lets
+//! several instances share revocation, codes and sessions.
+
+mod memory;
+
+pub use memory::MemoryBackend;
+
+use crate::domain::{ClientId, CodeChallenge, CustomerId, FieldSet, GrantId};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("shared state is unavailable: {0}")]
+    Unavailable(String),
+    #[error("shared state holds a value this version cannot read: {0}")]
+    Corrupt(#[from] serde_json::Error),
+}
+
+/// The contract every backend keeps. Every key expires; `replace_existing` is atomic.
+#[async_trait]
+pub trait StateBackend: Send + Sync + 'static {
+    async fn put(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), StateError>;
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StateError>;
+    /// Atomically replaces the value of an existing key and returns the old one; does nothing
+    /// and returns `None` when the key is absent. This makes codes single-use across instances.
+    async fn replace_existing(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<Option<Vec<u8>>, StateError>;
+    async fn delete(&self, key: &str) -> Result<(), StateError>;
+    async fn ping(&self) -> Result<(), StateError>;
+}
+
+/// What a code stands for until it is redeemed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IssuedCode {
+    pub client_id: ClientId,
+    pub redirect_uri: String,
+    pub code_challenge: CodeChallenge,
+    pub grant_id: GrantId,
+    pub customer_id: CustomerId,
+    pub scopes: FieldSet,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+enum CodeEntry {
+    Issued(IssuedCode),
+    Redeemed { grant_id: GrantId },
+}
+
+/// The outcome of presenting a code.
+#[derive(Debug)]
+pub enum CodeRedemption {
+    /// First use: the code is now spent.
+    Fresh(IssuedCode),
+    /// Second use: whatever the first use issued must be revoked.
+    Replayed { grant_id: GrantId },
+    /// Unknown or expired.
+    Unknown,
+}
+
+/// A consent request between the consent page and the customer's decision.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PendingConsent {
+    pub customer_id: CustomerId,
+    pub client_id: ClientId,
+    pub redirect_uri: String,
+    pub scopes: FieldSet,
+    pub state: Option<String>,
+    pub code_challenge: CodeChallenge,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Session {
+    pub customer_id: CustomerId,
+    pub csrf_token: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum GrantStatus {
+    Active { expires_at: DateTime<Utc> },
+    Revoked,
+}
+
+impl GrantStatus {
+    pub fn is_active_at(&self, now: DateTime<Utc>) -> bool {
+        matches!(self, GrantStatus::Active { expires_at } if *expires_at > now)
+    }
+}
+
+/// Typed access to the backend. Keys are `{prefix}{kind}:{id}`; secrets are keyed by hash.
+#[derive(Clone)]
+pub struct SharedState {
+    backend: Arc<dyn StateBackend>,
+    prefix: String,
+}
+
+/// How long a spent code is remembered, so a replay inside that window revokes its grant.
+const REDEEMED_CODE_MEMORY: Duration = Duration::from_secs(600);
+
+impl SharedState {
+    pub fn new(backend: Arc<dyn StateBackend>, prefix: impl Into<String>) -> Self {
+        Self {
+            backend,
+            prefix: prefix.into(),
+        }
+    }
+
+    pub fn in_memory() -> Self {
+        Self::new(Arc::new(MemoryBackend::default()), "kh:")
+    }
+
+    fn key(&self, kind: &str, id: &str) -> String {
+        format!("{}{kind}:{id}", self.prefix)
+    }
+
+    async fn put_json<T: Serialize>(
+        &self,
+        key: &str,
+        value: &T,
+        ttl: Duration,
+    ) -> Result<(), StateError> {
+        self.backend.put(key, serde_json::to_vec(value)?, ttl).await
+    }
+
+    async fn get_json<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StateError> {
+        match self.backend.get(key).await? {
+            Some(bytes) => Ok(Some(serde_json::from_slice(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub async fn ping(&self) -> Result<(), StateError> {
+        self.backend.ping().await
+    }
+
+    pub async fn put_code(
+        &self,
+        code_hash: &str,
+        code: IssuedCode,
+        ttl: Duration,
+    ) -> Result<(), StateError> {
+        let key = self.key("code", code_hash);
+        self.put_json(&key, &CodeEntry::Issued(code), ttl).await
+    }
+
+    pub async fn redeem_code(&self, code_hash: &str) -> Result<CodeRedemption, StateError> {
+        let key = self.key("code", code_hash);
+        // Peek first so the redeemed marker can name the grant; the atomic swap below decides
+        // which of two racing redemptions wins.
+        let Some(CodeEntry::Issued(peeked)) = self.get_json::<CodeEntry>(&key).await? else {
+            return match self.get_json::<CodeEntry>(&key).await? {
+                Some(CodeEntry::Redeemed { grant_id }) => Ok(CodeRedemption::Replayed { grant_id }),
+                _ => Ok(CodeRedemption::Unknown),
+            };
+        };
+        let marker = serde_json::to_vec(&CodeEntry::Redeemed {
+            grant_id: peeked.grant_id,
+        })?;
+        let previous = self
+            .backend
+            .replace_existing(&key, marker, REDEEMED_CODE_MEMORY)
+            .await?;
+        match previous.map(|bytes| serde_json::from_slice::<CodeEntry>(&bytes)) {
+            Some(Ok(CodeEntry::Issued(code))) => Ok(CodeRedemption::Fresh(code)),
+            Some(Ok(CodeEntry::Redeemed { grant_id })) => Ok(CodeRedemption::Replayed { grant_id }),
+            Some(Err(e)) => Err(e.into()),
+            None => Ok(CodeRedemption::Unknown),
+        }
+    }
+
+    pub async fn put_pending_consent(
+        &self,
+        id: &str,
+        pending: &PendingConsent,
+        ttl: Duration,
+    ) -> Result<(), StateError> {
+        self.put_json(&self.key("consent", id), pending, ttl).await
+    }
+
+    /// Consent requests are single-use too: a decision cannot be replayed.
+    pub async fn take_pending_consent(
+        &self,
+        id: &str,
+    ) -> Result<Option<PendingConsent>, StateError> {
+        let key = self.key("consent", id);
+        let pending = self.get_json(&key).await?;
+        self.backend.delete(&key).await?;
+        Ok(pending)
+    }
+
+    pub async fn put_session(
+        &self,
+        session_hash: &str,
+        session: &Session,
+        ttl: Duration,
+    ) -> Result<(), StateError> {
+        self.put_json(&self.key("session", session_hash), session, ttl)
+            .await
+    }
+
+    pub async fn session(&self, session_hash: &str) -> Result<Option<Session>, StateError> {
+        self.get_json(&self.key("session", session_hash)).await
+    }
+
+    pub async fn delete_session(&self, session_hash: &str) -> Result<(), StateError> {
+        self.backend
+            .delete(&self.key("session", session_hash))
+            .await
+    }
+
+    pub async fn put_grant_status(
+        &self,
+        grant: GrantId,
+        status: GrantStatus,
+        ttl: Duration,
+    ) -> Result<(), StateError> {
+        self.put_json(&self.key("grant", &grant.to_string()), &status, ttl)
+            .await
+    }
+
+    pub async fn grant_status(&self, grant: GrantId) -> Result<Option<GrantStatus>, StateError> {
+        self.get_json(&self.key("grant", &grant.to_string())).await
+    }
+
+    /// Remembers a revoked access token until it would have expired anyway.
+    pub async fn revoke_jti(&self, jti: &str, ttl: Duration) -> Result<(), StateError> {
+        self.backend
+            .put(&self.key("jti", jti), b"1".to_vec(), ttl)
+            .await
+    }
+
+    pub async fn is_jti_revoked(&self, jti: &str) -> Result<bool, StateError> {
+        Ok(self.backend.get(&self.key("jti", jti)).await?.is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code() -> IssuedCode {
+        IssuedCode {
+            client_id: ClientId::parse("fone-shop").unwrap(),
+            redirect_uri: "https://fone.example/cb".into(),
+            code_challenge: CodeChallenge::parse(
+                Some("S256"),
+                Some("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"),
+            )
+            .unwrap(),
+            grant_id: GrantId::random(),
+            customer_id: CustomerId::random(),
+            scopes: FieldSet::parse("claims:status").unwrap(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_code_redeems_once_then_reports_replay() {
+        let state = SharedState::in_memory();
+        let issued = code();
+        let grant = issued.grant_id;
+        state
+            .put_code("h", issued, Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert!(matches!(
+            state.redeem_code("h").await.unwrap(),
+            CodeRedemption::Fresh(_)
+        ));
+        match state.redeem_code("h").await.unwrap() {
+            CodeRedemption::Replayed { grant_id } => assert_eq!(grant_id, grant),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            state.redeem_code("nope").await.unwrap(),
+            CodeRedemption::Unknown
+        ));
+    }
+
+    #[tokio::test]
+    async fn racing_redemptions_have_exactly_one_winner() {
+        let state = SharedState::in_memory();
+        state
+            .put_code("race", code(), Duration::from_secs(60))
+            .await
+            .unwrap();
+        let tasks: Vec<_> = (0..16)
+            .map(|_| {
+                let state = state.clone();
+                tokio::spawn(async move { state.redeem_code("race").await.unwrap() })
+            })
+            .collect();
+        let mut fresh = 0;
+        for task in tasks {
+            if matches!(task.await.unwrap(), CodeRedemption::Fresh(_)) {
+                fresh += 1;
+            }
+        }
+        assert_eq!(fresh, 1);
+    }
+
+    #[tokio::test]
+    async fn pending_consent_is_single_use() {
+        let state = SharedState::in_memory();
+        let c = code();
+        let pending = PendingConsent {
+            customer_id: c.customer_id,
+            client_id: c.client_id,
+            redirect_uri: c.redirect_uri,
+            scopes: c.scopes,
+            state: None,
+            code_challenge: c.code_challenge,
+        };
+        state
+            .put_pending_consent("p", &pending, Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert!(state.take_pending_consent("p").await.unwrap().is_some());
+        assert!(state.take_pending_consent("p").await.unwrap().is_none());
+    }
+
+    #[test]
+    fn grant_status_knows_expiry() {
+        let now = Utc::now();
+        let active = GrantStatus::Active {
+            expires_at: now + chrono::Duration::seconds(1),
+        };
+        assert!(active.is_active_at(now));
+        assert!(!active.is_active_at(now + chrono::Duration::seconds(1)));
+        assert!(!GrantStatus::Revoked.is_active_at(now));
+    }
+}

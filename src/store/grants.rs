@@ -1,0 +1,224 @@
+use super::{Store, StoreError};
+use crate::domain::{ClientId, CustomerId, FieldSet, GrantId};
+use chrono::{DateTime, Utc};
+use entity::{grants, refresh_tokens};
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, TransactionTrait,
+};
+
+/// Who ended a grant; the portal tells the customer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevokedBy {
+    Customer,
+    SecurityTeam,
+    Partner,
+    /// A spent refresh token was presented again: the chain may be stolen.
+    RefreshTokenReuse,
+    /// An authorization code was presented twice.
+    CodeReuse,
+}
+
+impl RevokedBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Customer => "customer",
+            Self::SecurityTeam => "security_team",
+            Self::Partner => "partner",
+            Self::RefreshTokenReuse => "refresh_token_reuse",
+            Self::CodeReuse => "code_reuse",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self, StoreError> {
+        Ok(match s {
+            "customer" => Self::Customer,
+            "security_team" => Self::SecurityTeam,
+            "partner" => Self::Partner,
+            "refresh_token_reuse" => Self::RefreshTokenReuse,
+            "code_reuse" => Self::CodeReuse,
+            other => return Err(StoreError::corrupt(format!("revoked_by `{other}`"))),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantState {
+    Active,
+    Revoked { at: DateTime<Utc>, by: RevokedBy },
+}
+
+#[derive(Debug, Clone)]
+pub struct Grant {
+    pub id: GrantId,
+    pub customer_id: CustomerId,
+    pub client_id: ClientId,
+    pub scopes: FieldSet,
+    pub state: GrantState,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+impl Grant {
+    /// Active and not yet expired: the only state in which anything may be issued or read.
+    pub fn is_usable_at(&self, now: DateTime<Utc>) -> bool {
+        self.state == GrantState::Active && self.expires_at > now
+    }
+}
+
+impl TryFrom<grants::Model> for Grant {
+    type Error = StoreError;
+
+    fn try_from(m: grants::Model) -> Result<Self, StoreError> {
+        let state = match (m.status.as_str(), m.revoked_at, m.revoked_by.as_deref()) {
+            ("active", None, None) => GrantState::Active,
+            ("revoked", Some(at), Some(by)) => GrantState::Revoked {
+                at,
+                by: RevokedBy::parse(by)?,
+            },
+            _ => return Err(StoreError::corrupt(format!("grant {} status", m.id))),
+        };
+        Ok(Self {
+            id: GrantId::parse(&m.id).map_err(StoreError::corrupt)?,
+            customer_id: CustomerId::parse(&m.customer_id).map_err(StoreError::corrupt)?,
+            client_id: ClientId::parse(&m.client_id).map_err(StoreError::corrupt)?,
+            scopes: FieldSet::parse(&m.scopes).map_err(StoreError::corrupt)?,
+            state,
+            created_at: m.created_at,
+            expires_at: m.expires_at,
+            last_used_at: m.last_used_at,
+        })
+    }
+}
+
+impl Store {
+    pub async fn insert_grant(
+        &self,
+        customer_id: CustomerId,
+        client_id: &ClientId,
+        scopes: &FieldSet,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<Grant, StoreError> {
+        let model = grants::ActiveModel {
+            id: Set(GrantId::random().to_string()),
+            customer_id: Set(customer_id.to_string()),
+            client_id: Set(client_id.to_string()),
+            scopes: Set(scopes.to_string()),
+            status: Set("active".to_owned()),
+            created_at: Set(now),
+            expires_at: Set(expires_at),
+            revoked_at: Set(None),
+            revoked_by: Set(None),
+            last_used_at: Set(None),
+        };
+        model.insert(&self.db).await?.try_into()
+    }
+
+    pub async fn grant(&self, id: GrantId) -> Result<Option<Grant>, StoreError> {
+        grants::Entity::find_by_id(id.to_string())
+            .one(&self.db)
+            .await?
+            .map(Grant::try_from)
+            .transpose()
+    }
+
+    /// Ends a grant and every refresh token of it, in one transaction. Returns false when the
+    /// grant was not active (already revoked, or unknown), so the first reason is kept.
+    pub async fn revoke_grant(
+        &self,
+        id: GrantId,
+        by: RevokedBy,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let txn = self.db.begin().await?;
+        let result = grants::Entity::update_many()
+            .col_expr(grants::Column::Status, Expr::value("revoked"))
+            .col_expr(grants::Column::RevokedAt, Expr::value(now))
+            .col_expr(grants::Column::RevokedBy, Expr::value(by.as_str()))
+            .filter(grants::Column::Id.eq(id.to_string()))
+            .filter(grants::Column::Status.eq("active"))
+            .exec(&txn)
+            .await?;
+        refresh_tokens::Entity::update_many()
+            .col_expr(refresh_tokens::Column::RevokedAt, Expr::value(now))
+            .filter(refresh_tokens::Column::GrantId.eq(id.to_string()))
+            .filter(refresh_tokens::Column::RevokedAt.is_null())
+            .exec(&txn)
+            .await?;
+        txn.commit().await?;
+        Ok(result.rows_affected == 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing::store;
+    use crate::store::{NewPartner, PartnerRates};
+
+    #[tokio::test]
+    async fn a_grant_is_revoked_once_and_keeps_its_first_reason() {
+        let (store, _dir) = store().await;
+        let now = Utc::now();
+        let client = ClientId::parse("fone-shop").unwrap();
+        let scopes = FieldSet::parse("claims:status").unwrap();
+        store
+            .insert_partner(
+                NewPartner {
+                    client_id: client.clone(),
+                    name: "Fone Shop".into(),
+                    secret_hash: "x".into(),
+                    redirect_uris: vec!["https://fone.example/cb".into()],
+                    fields: scopes.clone(),
+                    rates: PartnerRates::default(),
+                },
+                now,
+            )
+            .await
+            .unwrap();
+        let customer = store
+            .insert_customer(
+                &crate::domain::UpstreamCustomerId::parse("CU-1").unwrap(),
+                "a@example.com",
+                "h".into(),
+                now,
+            )
+            .await
+            .unwrap();
+        let grant = store
+            .insert_grant(
+                customer.id,
+                &client,
+                &scopes,
+                now,
+                now + chrono::Duration::days(1),
+            )
+            .await
+            .unwrap();
+        assert!(grant.is_usable_at(now));
+        assert!(!grant.is_usable_at(now + chrono::Duration::days(2)));
+
+        assert!(
+            store
+                .revoke_grant(grant.id, RevokedBy::Customer, now)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .revoke_grant(grant.id, RevokedBy::SecurityTeam, now)
+                .await
+                .unwrap()
+        );
+        let stored = store.grant(grant.id).await.unwrap().unwrap();
+        assert!(matches!(
+            stored.state,
+            GrantState::Revoked {
+                by: RevokedBy::Customer,
+                ..
+            }
+        ));
+    }
+}

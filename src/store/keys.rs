@@ -1,0 +1,79 @@
+use super::{Store, StoreError};
+use chrono::{DateTime, Utc};
+use entity::signing_keys;
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, EntityTrait, QueryFilter,
+    QueryOrder, TransactionTrait,
+};
+
+#[derive(Clone)]
+pub struct StoredKey {
+    pub kid: String,
+    /// PKCS#8 DER. Never logged.
+    pub private_key: Vec<u8>,
+    pub public_key: Vec<u8>,
+    pub created_at: DateTime<Utc>,
+    pub retired_at: Option<DateTime<Utc>>,
+}
+
+impl std::fmt::Debug for StoredKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredKey")
+            .field("kid", &self.kid)
+            .field("created_at", &self.created_at)
+            .field("retired_at", &self.retired_at)
+            .finish_non_exhaustive()
+    }
+}
+
+impl From<signing_keys::Model> for StoredKey {
+    fn from(m: signing_keys::Model) -> Self {
+        Self {
+            kid: m.kid,
+            private_key: m.private_key,
+            public_key: m.public_key,
+            created_at: m.created_at,
+            retired_at: m.retired_at,
+        }
+    }
+}
+
+impl Store {
+    /// Keys still useful for verification: the current one and those retired after `since`.
+    pub async fn signing_keys(&self, since: DateTime<Utc>) -> Result<Vec<StoredKey>, StoreError> {
+        Ok(signing_keys::Entity::find()
+            .filter(
+                Condition::any()
+                    .add(signing_keys::Column::RetiredAt.is_null())
+                    .add(signing_keys::Column::RetiredAt.gt(since)),
+            )
+            .order_by_desc(signing_keys::Column::CreatedAt)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(StoredKey::from)
+            .collect())
+    }
+
+    /// Adds a key as the current one and retires the previous current key, atomically.
+    pub async fn add_signing_key(&self, key: StoredKey) -> Result<(), StoreError> {
+        let txn = self.db.begin().await?;
+        signing_keys::Entity::update_many()
+            .col_expr(signing_keys::Column::RetiredAt, Expr::value(key.created_at))
+            .filter(signing_keys::Column::RetiredAt.is_null())
+            .exec(&txn)
+            .await?;
+        signing_keys::ActiveModel {
+            kid: Set(key.kid),
+            private_key: Set(key.private_key),
+            public_key: Set(key.public_key),
+            created_at: Set(key.created_at),
+            retired_at: Set(None),
+        }
+        .insert(&txn)
+        .await?;
+        txn.commit().await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,101 @@
+//! Persistent storage through sea-orm. Entity models never leave this module: callers get the
+//! records below, whose fields are already parsed domain types.
+
+mod admin;
+mod customers;
+mod grants;
+mod keys;
+mod partners;
+mod refresh;
+
+pub use customers::Customer;
+pub use grants::{Grant, GrantState, RevokedBy};
+pub use keys::StoredKey;
+pub use partners::{NewPartner, Partner, PartnerRates, PartnerStatus};
+pub use refresh::{RefreshOutcome, RefreshRecord};
+
+use migration::{Migrator, MigratorTrait};
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(#[from] DbErr),
+    #[error("stored data is invalid: {0}")]
+    Corrupt(String),
+    #[error("{0} already exists")]
+    Conflict(String),
+    #[error("{0} not found")]
+    NotFound(String),
+}
+
+impl StoreError {
+    pub(crate) fn corrupt(what: impl std::fmt::Display) -> Self {
+        Self::Corrupt(what.to_string())
+    }
+}
+
+#[derive(Clone)]
+pub struct Store {
+    db: DatabaseConnection,
+}
+
+impl Store {
+    /// Connects and applies pending migrations.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let mut options = ConnectOptions::new(url.to_owned());
+        options
+            .max_connections(if url.starts_with("sqlite:") { 4 } else { 16 })
+            .min_connections(1)
+            .connect_timeout(Duration::from_secs(5))
+            .acquire_timeout(Duration::from_secs(5))
+            .sqlx_logging(false);
+        let db = Database::connect(options).await?;
+        if url.starts_with("sqlite:") {
+            // WAL lets readers proceed while the access log commits; NORMAL is durable in WAL
+            // mode across process crashes, which is the failure the log must survive.
+            db.execute_unprepared("PRAGMA journal_mode=WAL; PRAGMA busy_timeout=5000;")
+                .await?;
+        }
+        let store = Self { db };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        Migrator::up(&self.db, None).await?;
+        Ok(())
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        Ok(self.db.ping().await?)
+    }
+
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.db
+    }
+}
+
+/// Distinguishes a unique-key violation from other failures on insert.
+fn map_insert_error(err: DbErr, what: &str) -> StoreError {
+    match err.sql_err() {
+        Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) => {
+            StoreError::Conflict(what.to_owned())
+        }
+        _ => StoreError::Db(err),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::Store;
+
+    /// A fresh SQLite database in a temporary directory (in-memory SQLite would give each pooled
+    /// connection its own database).
+    pub async fn store() -> (Store, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        (Store::connect(&url).await.unwrap(), dir)
+    }
+}

@@ -1,0 +1,165 @@
+use super::{Store, StoreError, map_insert_error};
+use crate::domain::{ClientId, FieldSet};
+use chrono::{DateTime, Utc};
+use entity::partners;
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, EntityTrait, QueryOrder};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartnerStatus {
+    Active,
+    Suspended,
+}
+
+impl PartnerStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Suspended => "suspended",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self, StoreError> {
+        match s {
+            "active" => Ok(Self::Active),
+            "suspended" => Ok(Self::Suspended),
+            other => Err(StoreError::corrupt(format!("partner status `{other}`"))),
+        }
+    }
+}
+
+/// Per-partner overrides of the `[rate_limits]` defaults.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PartnerRates {
+    pub per_second: Option<f64>,
+    pub burst: Option<u32>,
+    pub grant_per_second: Option<f64>,
+    pub grant_burst: Option<u32>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Partner {
+    pub client_id: ClientId,
+    pub name: String,
+    pub secret_hash: String,
+    pub redirect_uris: Vec<String>,
+    /// The most this partner may ever request.
+    pub fields: FieldSet,
+    pub rates: PartnerRates,
+    pub status: PartnerStatus,
+    pub created_at: DateTime<Utc>,
+}
+
+pub struct NewPartner {
+    pub client_id: ClientId,
+    pub name: String,
+    pub secret_hash: String,
+    pub redirect_uris: Vec<String>,
+    pub fields: FieldSet,
+    pub rates: PartnerRates,
+}
+
+fn to_u32(v: Option<i32>) -> Option<u32> {
+    v.and_then(|v| u32::try_from(v).ok())
+}
+
+fn to_i32(v: Option<u32>) -> Option<i32> {
+    v.map(|v| i32::try_from(v).unwrap_or(i32::MAX))
+}
+
+impl TryFrom<partners::Model> for Partner {
+    type Error = StoreError;
+
+    fn try_from(m: partners::Model) -> Result<Self, StoreError> {
+        Ok(Self {
+            client_id: ClientId::parse(&m.client_id).map_err(StoreError::corrupt)?,
+            redirect_uris: serde_json::from_str(&m.redirect_uris).map_err(StoreError::corrupt)?,
+            fields: FieldSet::parse(&m.fields).map_err(StoreError::corrupt)?,
+            rates: PartnerRates {
+                per_second: m.rate_per_second,
+                burst: to_u32(m.rate_burst),
+                grant_per_second: m.grant_rate_per_second,
+                grant_burst: to_u32(m.grant_burst),
+            },
+            status: PartnerStatus::parse(&m.status)?,
+            name: m.name,
+            secret_hash: m.secret_hash,
+            created_at: m.created_at,
+        })
+    }
+}
+
+impl Store {
+    pub async fn insert_partner(
+        &self,
+        new: NewPartner,
+        now: DateTime<Utc>,
+    ) -> Result<Partner, StoreError> {
+        let model = partners::ActiveModel {
+            client_id: Set(new.client_id.to_string()),
+            name: Set(new.name),
+            secret_hash: Set(new.secret_hash),
+            redirect_uris: Set(
+                serde_json::to_string(&new.redirect_uris).map_err(StoreError::corrupt)?
+            ),
+            fields: Set(new.fields.to_string()),
+            rate_per_second: Set(new.rates.per_second),
+            rate_burst: Set(to_i32(new.rates.burst)),
+            grant_rate_per_second: Set(new.rates.grant_per_second),
+            grant_burst: Set(to_i32(new.rates.grant_burst)),
+            status: Set(PartnerStatus::Active.as_str().to_owned()),
+            created_at: Set(now),
+        };
+        let what = format!("partner {}", new.client_id);
+        model
+            .insert(&self.db)
+            .await
+            .map_err(|e| map_insert_error(e, &what))?
+            .try_into()
+    }
+
+    pub async fn partner(&self, client_id: &ClientId) -> Result<Option<Partner>, StoreError> {
+        partners::Entity::find_by_id(client_id.to_string())
+            .one(&self.db)
+            .await?
+            .map(Partner::try_from)
+            .transpose()
+    }
+
+    pub async fn partners(&self) -> Result<Vec<Partner>, StoreError> {
+        partners::Entity::find()
+            .order_by_asc(partners::Column::ClientId)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(Partner::try_from)
+            .collect()
+    }
+
+    pub async fn set_partner_secret_hash(
+        &self,
+        client_id: &ClientId,
+        secret_hash: String,
+    ) -> Result<(), StoreError> {
+        let model = partners::ActiveModel {
+            client_id: Set(client_id.to_string()),
+            secret_hash: Set(secret_hash),
+            ..Default::default()
+        };
+        model.update(&self.db).await?;
+        Ok(())
+    }
+
+    pub async fn set_partner_status(
+        &self,
+        client_id: &ClientId,
+        status: PartnerStatus,
+    ) -> Result<(), StoreError> {
+        let model = partners::ActiveModel {
+            client_id: Set(client_id.to_string()),
+            status: Set(status.as_str().to_owned()),
+            ..Default::default()
+        };
+        model.update(&self.db).await?;
+        Ok(())
+    }
+}
