@@ -25,6 +25,8 @@ pub struct Options {
     pub clock: SharedClock,
     pub demo: Option<DemoPartner>,
     pub workers: Option<usize>,
+    /// A listener bound by the caller; tests bind port 0 first so `public_url` can name it.
+    pub listener: Option<TcpListener>,
 }
 
 impl Default for Options {
@@ -33,6 +35,7 @@ impl Default for Options {
             clock: Arc::new(SystemClock),
             demo: None,
             workers: None,
+            listener: None,
         }
     }
 }
@@ -66,8 +69,11 @@ impl Application {
             .context("loading signing keys")?,
         );
         let verifier = Verifier::new(keys.clone(), &settings.issuer(), &settings.audience());
-        let listener = TcpListener::bind(settings.listen)
-            .with_context(|| format!("binding {}", settings.listen))?;
+        let listener = match options.listener {
+            Some(listener) => listener,
+            None => TcpListener::bind(settings.listen)
+                .with_context(|| format!("binding {}", settings.listen))?,
+        };
         let port = listener.local_addr()?.port();
         let app = web::Data::new(App {
             settings,

@@ -87,20 +87,29 @@ async fn exchange_code(
 }
 
 async fn refresh(app: &App, partner: &Partner, form: &Form) -> Result<TokenResponse, OAuthError> {
-    let presented = form.require("refresh_token")?;
+    let presented = token_hash(form.require("refresh_token")?);
+    // Ownership first: another client presenting this token must change nothing.
+    let owned = match app.store.refresh_token(&presented).await? {
+        Some(record) => app
+            .store
+            .grant(record.grant_id)
+            .await?
+            .is_some_and(|g| g.client_id == partner.client_id),
+        None => false,
+    };
+    if !owned {
+        return Err(OAuthError::invalid_grant("the refresh token is invalid"));
+    }
     let record = match app
         .store
-        .spend_refresh_token(&token_hash(presented), app.clock.now())
+        .spend_refresh_token(&presented, app.clock.now())
         .await?
     {
         RefreshOutcome::Spent(record) => record,
         RefreshOutcome::AlreadySpent(record) => {
             // A spent token came back: either the partner or a thief holds a copy. Both lose.
-            let grant = app.store.grant(record.grant_id).await?;
-            if grant.is_some_and(|g| g.client_id == partner.client_id) {
-                tracing::warn!(grant_id = %record.grant_id, "refresh token reused; revoking the grant");
-                grants::revoke(app, record.grant_id, RevokedBy::RefreshTokenReuse).await?;
-            }
+            tracing::warn!(grant_id = %record.grant_id, "refresh token reused; revoking the grant");
+            grants::revoke(app, record.grant_id, RevokedBy::RefreshTokenReuse).await?;
             return Err(OAuthError::invalid_grant(
                 "the refresh token is no longer valid",
             ));

@@ -1,0 +1,344 @@
+#![allow(dead_code)]
+
+use actix_web::web;
+use chrono::Utc;
+use keyhole::app::App;
+use keyhole::cli::{PartnerAdd, add_partner};
+use keyhole::clock::ManualClock;
+use keyhole::config::Settings;
+use keyhole::domain::UpstreamCustomerId;
+use keyhole::secrets::hash_password;
+use keyhole::startup::{Application, Options};
+use oauth2::basic::BasicClient;
+use oauth2::{
+    AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointNotSet, EndpointSet,
+    IntrospectionUrl, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RevocationUrl, Scope,
+    TokenUrl,
+};
+use reqwest::StatusCode;
+use reqwest::redirect::Policy;
+use std::net::TcpListener;
+use std::sync::Arc;
+
+pub const ALICE: (&str, &str, &str) = ("CU-1001", "alice@example.com", "alice-password-1");
+pub const BOB: (&str, &str, &str) = ("CU-2002", "bob@example.com", "bob-password-22");
+pub const ALL_FIELDS: &[&str] = &[
+    "claims:status",
+    "claims:status_updated_at",
+    "claims:claim_number",
+];
+
+pub type OAuthClient =
+    BasicClient<EndpointSet, EndpointNotSet, EndpointSet, EndpointSet, EndpointSet>;
+
+#[derive(Clone)]
+pub struct Partner {
+    pub client_id: String,
+    pub client_secret: String,
+    pub redirect_uri: String,
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub app: web::Data<App>,
+    pub clock: ManualClock,
+    pub partner: Partner,
+    _dir: tempfile::TempDir,
+}
+
+/// A fresh world: database, keys, clock, one partner and two customers.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut settings = Settings {
+        listen: listener.local_addr().unwrap(),
+        public_url: base.parse().unwrap(),
+        database_url: format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("keyhole.db").display()
+        ),
+        ..Settings::default()
+    };
+    adjust(&mut settings);
+    let clock = ManualClock::new(Utc::now());
+    let application = Application::build(
+        settings,
+        Options {
+            clock: Arc::new(clock.clone()),
+            workers: Some(2),
+            listener: Some(listener),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let app = application.app();
+    tokio::spawn(application.run_until_stopped());
+
+    for (id, email, password) in [ALICE, BOB] {
+        app.store
+            .insert_customer(
+                &UpstreamCustomerId::parse(id).unwrap(),
+                email,
+                hash_password(password).unwrap(),
+                Utc::now(),
+            )
+            .await
+            .unwrap();
+    }
+    let mut test = TestApp {
+        base,
+        app,
+        clock,
+        partner: Partner {
+            client_id: String::new(),
+            client_secret: String::new(),
+            redirect_uri: String::new(),
+        },
+        _dir: dir,
+    };
+    test.partner = test.add_partner("Fone Shop", ALL_FIELDS).await;
+    test
+}
+
+/// A client that never follows redirects: tests look at every `Location` themselves.
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// A customer's browser: keeps cookies, follows nothing.
+pub fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(Policy::none())
+        .cookie_store(true)
+        .build()
+        .unwrap()
+}
+
+/// The value of a hidden form input.
+pub fn hidden(html: &str, name: &str) -> Option<String> {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html.find(&marker)? + marker.len();
+    let end = html[start..].find('"')? + start;
+    Some(
+        html[start..end]
+            .replace("&amp;", "&")
+            .replace("&#x2f;", "/"),
+    )
+}
+
+pub fn location(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get("location")
+        .expect("a Location header")
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+pub fn query_param(url: &str, name: &str) -> Option<String> {
+    let url = url::Url::parse(url).ok()?;
+    url.query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+pub struct ConsentPage {
+    pub consent_id: String,
+    pub csrf_token: String,
+    pub html: String,
+}
+
+pub struct Authorized {
+    pub code: String,
+    pub state: String,
+    pub verifier: PkceCodeVerifier,
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn add_partner(&self, name: &str, fields: &[&str]) -> Partner {
+        let redirect_uri = format!("http://127.0.0.1:9/{}/callback", name.len());
+        let add = PartnerAdd {
+            name: name.into(),
+            redirect_uris: vec![redirect_uri.clone()],
+            fields: fields.iter().map(|f| f.to_string()).collect(),
+            client_id: None,
+            rate: None,
+            burst: None,
+            grant_rate: None,
+            grant_burst: None,
+            json: false,
+        };
+        let (client_id, client_secret) = add_partner(&self.app.store, &self.app.catalog, &add)
+            .await
+            .unwrap();
+        Partner {
+            client_id: client_id.to_string(),
+            client_secret,
+            redirect_uri,
+        }
+    }
+
+    pub fn oauth_client_for(&self, partner: &Partner) -> OAuthClient {
+        BasicClient::new(ClientId::new(partner.client_id.clone()))
+            .set_client_secret(ClientSecret::new(partner.client_secret.clone()))
+            .set_auth_uri(AuthUrl::new(self.url("/oauth/authorize")).unwrap())
+            .set_token_uri(TokenUrl::new(self.url("/oauth/token")).unwrap())
+            .set_introspection_url(IntrospectionUrl::new(self.url("/oauth/introspect")).unwrap())
+            .set_revocation_url(RevocationUrl::new(self.url("/oauth/revoke")).unwrap())
+            .set_redirect_uri(RedirectUrl::new(partner.redirect_uri.clone()).unwrap())
+    }
+
+    pub fn oauth_client(&self) -> OAuthClient {
+        self.oauth_client_for(&self.partner)
+    }
+
+    /// An authorization URL with PKCE S256, as the oauth2 crate builds it.
+    pub fn authorize_url(&self, scopes: &[&str]) -> (String, CsrfToken, PkceCodeVerifier) {
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let (url, state) = self
+            .oauth_client()
+            .authorize_url(CsrfToken::new_random)
+            .add_scopes(scopes.iter().map(|s| Scope::new(s.to_string())))
+            .set_pkce_challenge(challenge)
+            .url();
+        (url.to_string(), state, verifier)
+    }
+
+    /// Signs in through the form the authorize endpoint shows; returns the `next` redirect.
+    pub async fn sign_in(
+        &self,
+        browser: &reqwest::Client,
+        auth_url: &str,
+        who: (&str, &str, &str),
+    ) {
+        let page = browser.get(auth_url).send().await.unwrap();
+        assert_eq!(page.status(), StatusCode::OK);
+        let html = page.text().await.unwrap();
+        assert!(
+            html.contains("Sign in"),
+            "expected the sign-in page: {html}"
+        );
+        let response = browser
+            .post(self.url("/portal/login"))
+            .form(&[
+                ("email", who.1),
+                ("password", who.2),
+                ("csrf_token", &hidden(&html, "csrf_token").unwrap()),
+                ("next", &hidden(&html, "next").unwrap()),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::SEE_OTHER, "sign-in failed");
+    }
+
+    pub async fn consent_page(&self, browser: &reqwest::Client, auth_url: &str) -> ConsentPage {
+        let response = browser.get(auth_url).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let html = response.text().await.unwrap();
+        ConsentPage {
+            consent_id: hidden(&html, "consent_id").expect("a consent page"),
+            csrf_token: hidden(&html, "csrf_token").unwrap(),
+            html,
+        }
+    }
+
+    pub async fn decide(
+        &self,
+        browser: &reqwest::Client,
+        page: &ConsentPage,
+        decision: &str,
+        fields: &[&str],
+    ) -> reqwest::Response {
+        let mut form = vec![
+            ("consent_id", page.consent_id.as_str()),
+            ("csrf_token", page.csrf_token.as_str()),
+            ("decision", decision),
+        ];
+        form.extend(fields.iter().map(|f| ("field", *f)));
+        browser
+            .post(self.url("/oauth/authorize"))
+            .form(&form)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Alice consents to `granted` of the `requested` fields; returns the code.
+    pub async fn authorize_as(
+        &self,
+        who: (&str, &str, &str),
+        requested: &[&str],
+        granted: &[&str],
+    ) -> Authorized {
+        let (auth_url, state, verifier) = self.authorize_url(requested);
+        let browser = browser();
+        self.sign_in(&browser, &auth_url, who).await;
+        let page = self.consent_page(&browser, &auth_url).await;
+        let response = self.decide(&browser, &page, "allow", granted).await;
+        assert_eq!(response.status(), StatusCode::SEE_OTHER);
+        let location = location(&response);
+        assert!(
+            location.starts_with(&self.partner.redirect_uri),
+            "{location}"
+        );
+        assert_eq!(
+            query_param(&location, "state").as_deref(),
+            Some(state.secret().as_str())
+        );
+        assert_eq!(
+            query_param(&location, "iss").as_deref(),
+            Some(self.base.as_str())
+        );
+        Authorized {
+            code: query_param(&location, "code").expect("a code"),
+            state: state.secret().clone(),
+            verifier,
+        }
+    }
+
+    /// The whole flow: consent for `fields`, then the code exchange by the oauth2 crate.
+    pub async fn tokens(&self, fields: &[&str]) -> oauth2::basic::BasicTokenResponse {
+        let authorized = self.authorize_as(ALICE, fields, fields).await;
+        self.oauth_client()
+            .exchange_code(AuthorizationCode::new(authorized.code))
+            .set_pkce_verifier(authorized.verifier)
+            .request_async(&http())
+            .await
+            .unwrap()
+    }
+
+    /// A raw form POST with HTTP Basic client authentication.
+    pub async fn post_form(&self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
+        http()
+            .post(self.url(path))
+            .basic_auth(&self.partner.client_id, Some(&self.partner.client_secret))
+            .form(form)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn introspect(&self, token: &str) -> serde_json::Value {
+        let response = self
+            .post_form("/oauth/introspect", &[("token", token)])
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.unwrap()
+    }
+}

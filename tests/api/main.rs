@@ -1,0 +1,10 @@
+//! One integration-test binary: every test starts its own server on port 0 with a fresh SQLite
+//! database and talks HTTP to it, driving OAuth with the `oauth2` crate as a partner would.
+
+mod helpers;
+
+mod authorize;
+mod openapi;
+mod ops;
+mod tokens;
+mod verifier;
