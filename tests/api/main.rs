@@ -1,6 +1,9 @@
 //! One integration-test binary: every test starts its own server on port 0 with a fresh SQLite
 //! database and talks HTTP to it, driving OAuth with the `oauth2` crate as a partner would.
 
+// Test support code may panic freely.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod helpers;
 
 mod authorize;
