@@ -36,7 +36,7 @@ impl MigratorTrait for Migrator {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use sea_orm_migration::sea_orm::{Database, DatabaseConnection};
+    use sea_orm_migration::sea_orm::{ConnectionTrait, Database, DatabaseConnection};
 
     const TABLES: [&str; 7] = [
         "partners",
@@ -82,16 +82,41 @@ mod tests {
         up_down_up(&db).await;
     }
 
-    /// Runs the same round trip against PostgreSQL when
-    /// `MIGRATION_TEST_POSTGRES_URL` points at an empty, disposable database.
+    /// Runs the same round trip against PostgreSQL when `KEYHOLE_DATABASE_URL` names a
+    /// PostgreSQL server (as `.ci/run` sets it), in a scratch database made for this test.
     #[tokio::test]
     async fn postgres_up_down_up() {
-        let Ok(url) = std::env::var("MIGRATION_TEST_POSTGRES_URL") else {
-            return;
+        let url = match std::env::var("KEYHOLE_DATABASE_URL") {
+            Ok(url) if url.starts_with("postgres") => url,
+            _ => {
+                eprintln!("skipped: KEYHOLE_DATABASE_URL does not name a PostgreSQL server");
+                return;
+            }
         };
-        let db = Database::connect(url).await.unwrap();
+        let admin = Database::connect(url.clone()).await.unwrap();
+        let name = format!(
+            "kh_migration_{}_{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        );
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+            .await
+            .unwrap();
+        let scratch = match url.rfind('/') {
+            Some(slash) => format!("{}/{name}", &url[..slash]),
+            None => panic!("KEYHOLE_DATABASE_URL has no database path"),
+        };
+        let db = Database::connect(scratch).await.unwrap();
         up_down_up(&db).await;
-        Migrator::down(&db, None).await.unwrap();
+        db.close().await.unwrap();
+        admin
+            .execute_unprepared(&format!("DROP DATABASE \"{name}\""))
+            .await
+            .unwrap();
     }
 
     fn all_tables() -> Vec<TableCreateStatement> {

@@ -107,6 +107,30 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     test
 }
 
+/// SQLite in the test's own directory by default. When `KEYHOLE_DATABASE_URL` names a
+/// PostgreSQL server (as `.ci/run` sets it), a fresh database on it for this test alone.
+pub async fn database_url(dir: &tempfile::TempDir) -> String {
+    use sea_orm::ConnectionTrait;
+    match std::env::var("KEYHOLE_DATABASE_URL") {
+        Ok(url) if url.starts_with("postgres") => {
+            let admin = sea_orm::Database::connect(url.clone()).await.unwrap();
+            let name = format!("kh_test_{}", uuid::Uuid::new_v4().simple());
+            admin
+                .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+                .await
+                .unwrap();
+            admin.close().await.unwrap();
+            let mut scratch = url::Url::parse(&url).unwrap();
+            scratch.set_path(&format!("/{name}"));
+            scratch.to_string()
+        }
+        _ => format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("keyhole.db").display()
+        ),
+    }
+}
+
 /// A client that never follows redirects: tests look at every `Location` themselves.
 pub fn http() -> reqwest::Client {
     reqwest::Client::builder()
