@@ -4,7 +4,9 @@
 use crate::clock::SharedClock;
 use crate::config::Settings;
 use crate::domain::Catalog;
+use crate::access_log::AccessLog;
 use crate::metrics::Metrics;
+use crate::proxy::ProxyCaches;
 use crate::state::SharedState;
 use crate::store::Store;
 use crate::tokens::{KeyRing, Verifier};
@@ -18,7 +20,9 @@ pub struct App {
     pub keys: Arc<KeyRing>,
     pub verifier: Verifier,
     pub clock: SharedClock,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
+    pub access_log: AccessLog,
+    pub proxy: ProxyCaches,
 }
 
 impl App {

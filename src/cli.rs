@@ -49,6 +49,13 @@ pub enum Command {
     Keys(KeysCommand),
     /// Print the OpenAPI document.
     Openapi,
+    /// Serve only the built-in sample claims API (for the demo and load benchmarks).
+    SampleUpstream {
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        listen: std::net::SocketAddr,
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+    },
 }
 
 #[derive(Subcommand)]
@@ -221,6 +228,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Demo => crate::demo::run(settings).await?,
         Command::Openapi => print!("{}", crate::http::openapi::document()?),
+        Command::SampleUpstream { listen, workers } => {
+            let listener = std::net::TcpListener::bind(listen)?;
+            println!("sample claims API on http://{listen}");
+            crate::sample_upstream::start(listener, workers)?.await?;
+        }
         Command::Migrate => {
             Store::connect(&settings.database_url).await?;
             println!("migrations applied");

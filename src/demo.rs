@@ -74,6 +74,17 @@ pub async fn seed(store: &Store, settings: &Settings) -> anyhow::Result<String> 
 }
 
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    let upstream_addr = settings
+        .upstream
+        .base_url
+        .socket_addrs(|| Some(80))?
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("upstream.base_url names no address"))?;
+    let upstream_listener = std::net::TcpListener::bind(upstream_addr)
+        .map_err(|e| anyhow::anyhow!("starting the sample claims API on {upstream_addr}: {e}"))?;
+    let upstream = crate::sample_upstream::start(upstream_listener, 1)?;
+    tokio::spawn(upstream);
     let store = Store::connect(&settings.database_url).await?;
     let secret = seed(&store, &settings).await?;
     let issuer = settings.issuer();
@@ -113,6 +124,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     println!(
         r#"
 Keyhole demo is running at {issuer}  (database: {db})
+Sample claims API (the "insurer") at {upstream_url}: Alice owns C-1001 and C-1002, Bob C-2001 and C-2002.
+Each record carries IMEI, IBAN, payout and date of birth; see one with: curl -s {upstream_url}/claims/C-1001
 
 Demo customers (portal sign-in):
   alice@example.com / alice-demo-password   (claims customer CU-1001)
@@ -130,18 +143,25 @@ Demo partner "Fone Shop":
      -d code=CODE_FROM_THE_PAGE -d redirect_uri='{redirect_uri}' \
      -d code_verifier='{verifier}' {issuer}/oauth/token
 
-3. Inspect the access token (a JWT carrying only the granted fields):
-   curl -s -u '{DEMO_CLIENT_ID}:{secret}' -d token=ACCESS_TOKEN {issuer}/oauth/introspect
+3. Call the partner API as Fone Shop: only the fields Alice allowed come back, never the IBAN:
+   curl -s -H "Authorization: Bearer ACCESS_TOKEN" {issuer}/partner/v1/claims
+   curl -s -i -H "Authorization: Bearer ACCESS_TOKEN" {issuer}/partner/v1/claims/C-1001
+   Bob's claim answers exactly like a missing one:
+   curl -s -H "Authorization: Bearer ACCESS_TOKEN" {issuer}/partner/v1/claims/C-2002
 
-4. Rotate the refresh token, then revoke it (which ends the whole grant):
+4. Inspect the token, rotate the refresh token, then revoke it (which ends the whole grant):
+   curl -s -u '{DEMO_CLIENT_ID}:{secret}' -d token=ACCESS_TOKEN {issuer}/oauth/introspect
    curl -s -u '{DEMO_CLIENT_ID}:{secret}' -d grant_type=refresh_token -d refresh_token=REFRESH_TOKEN {issuer}/oauth/token
    curl -s -u '{DEMO_CLIENT_ID}:{secret}' -d token=NEW_REFRESH_TOKEN {issuer}/oauth/revoke
-   Introspecting the access token now answers {{"active":false}}.
+
+5. The next partner call is refused at once (401), though the access token has not expired:
+   curl -s -H "Authorization: Bearer ACCESS_TOKEN" {issuer}/partner/v1/claims
 
 Metadata: {issuer}/.well-known/oauth-authorization-server   Keys: {issuer}/.well-known/jwks.json
 Press Ctrl-C to stop.
 "#,
         db = settings.database_url,
+        upstream_url = settings.upstream.base_url.as_str().trim_end_matches('/'),
     );
     app.run_until_stopped().await?;
     Ok(())

@@ -8,6 +8,7 @@
 //! Internal failures become an opaque 500 (or 503 when a dependency is down) carrying the
 //! request id; the cause chain goes to the log, never to the client.
 
+use crate::proxy::ProxyError;
 use crate::state::StateError;
 use crate::store::StoreError;
 use crate::tokens::KeyError;
@@ -192,8 +193,51 @@ pub enum ApiError {
     NotFound,
     #[error("the request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
+    #[error("rate limit exceeded; retry after {retry_after_seconds} seconds")]
+    RateLimited {
+        retry_after_seconds: u64,
+        policy: String,
+        current: String,
+    },
+    #[error("the claims service did not answer in time")]
+    UpstreamTimeout,
+    #[error("the claims service could not answer")]
+    UpstreamFailed,
+    #[error("{0}")]
+    Unavailable(String),
     #[error(transparent)]
     Internal(#[from] Internal),
+}
+
+/// The partner API's refusals, each with its one status.
+impl From<ProxyError> for ApiError {
+    fn from(e: ProxyError) -> Self {
+        match e {
+            ProxyError::InvalidToken(why) => ApiError::InvalidToken(why),
+            ProxyError::UnknownResource | ProxyError::NotFound => ApiError::NotFound,
+            ProxyError::BadId => ApiError::BadRequest(
+                "record ids are 1 to 64 letters, digits, `-` or `_`".into(),
+            ),
+            ProxyError::InsufficientScope => {
+                ApiError::InsufficientScope("the token grants no field of this resource".into())
+            }
+            ProxyError::RateLimited {
+                retry_after_seconds,
+                headers,
+            } => ApiError::RateLimited {
+                retry_after_seconds,
+                policy: headers.policy,
+                current: headers.current,
+            },
+            ProxyError::UpstreamTimeout => ApiError::UpstreamTimeout,
+            ProxyError::UpstreamFailed => ApiError::UpstreamFailed,
+            ProxyError::Unavailable(internal) => ApiError::Internal(internal),
+            ProxyError::LogUnavailable => ApiError::Unavailable(
+                "the access log cannot be written, so no data can be released; retry later"
+                    .into(),
+            ),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -220,6 +264,14 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => {
                 ("urn:keyhole:problem:payload-too-large", "Payload too large")
             }
+            ApiError::RateLimited { .. } => {
+                ("urn:keyhole:problem:rate-limited", "Too many requests")
+            }
+            ApiError::UpstreamTimeout => {
+                ("urn:keyhole:problem:upstream-timeout", "Upstream timeout")
+            }
+            ApiError::UpstreamFailed => ("urn:keyhole:problem:upstream-failed", "Bad gateway"),
+            ApiError::Unavailable(_) => ("urn:keyhole:problem:unavailable", "Service unavailable"),
             ApiError::Internal(i) if i.status() == StatusCode::SERVICE_UNAVAILABLE => {
                 ("urn:keyhole:problem:unavailable", "Service unavailable")
             }
@@ -236,6 +288,10 @@ impl ResponseError for ApiError {
             ApiError::InsufficientScope(_) | ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::UpstreamFailed => StatusCode::BAD_GATEWAY,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(internal) => internal.status(),
         }
     }
@@ -266,7 +322,25 @@ impl ResponseError for ApiError {
                     HeaderValue::from_static("Bearer error=\"insufficient_scope\""),
                 ));
             }
-            _ => {}
+            ApiError::RateLimited {
+                retry_after_seconds,
+                policy,
+                current,
+            } => {
+                response
+                    .insert_header((header::RETRY_AFTER, retry_after_seconds.to_string()))
+                    .insert_header(("RateLimit-Policy", policy.as_str()))
+                    .insert_header(("RateLimit", current.as_str()));
+            }
+            ApiError::BadRequest(_)
+            | ApiError::Unauthorized(_)
+            | ApiError::Forbidden(_)
+            | ApiError::NotFound
+            | ApiError::PayloadTooLarge(_)
+            | ApiError::UpstreamTimeout
+            | ApiError::UpstreamFailed
+            | ApiError::Unavailable(_)
+            | ApiError::Internal(_) => {}
         }
         response.json(Problem {
             type_,

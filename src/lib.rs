@@ -3,6 +3,7 @@
 //! Dependencies point one way: `http → oauth (services) → {domain, store, state, tokens}`,
 //! and `store → entity`. `domain` knows no framework.
 
+pub mod access_log;
 pub mod app;
 pub mod cli;
 pub mod clock;
@@ -13,9 +14,12 @@ pub mod error;
 pub mod http;
 pub mod metrics;
 pub mod oauth;
+pub mod proxy;
+pub mod sample_upstream;
 pub mod secrets;
 pub mod startup;
 pub mod state;
 pub mod store;
 pub mod telemetry;
 pub mod tokens;
+pub mod upstream;

@@ -17,63 +17,135 @@ struct Histogram {
     sum: f64,
 }
 
+impl Histogram {
+    fn observe(&mut self, value: f64) {
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            if value <= *bound {
+                self.counts[i] += 1;
+            }
+        }
+        self.count += 1;
+        self.sum += value;
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {}", self.counts[i]);
+        }
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}", self.count);
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum);
+        let _ = writeln!(out, "{name}_count{{{labels}}} {}", self.count);
+    }
+}
+
+#[derive(Default)]
+struct LogStats {
+    batches_ok: u64,
+    batches_failed: u64,
+    records: u64,
+    commit_seconds: Histogram,
+    /// Batch sizes, in the same buckets scaled by 10 000 (1 record = 0.0001).
+    batch_sizes: [u64; 8],
+}
+
+const BATCH_SIZE_BOUNDS: [usize; 8] = [1, 2, 4, 8, 16, 32, 64, 256];
+
 #[derive(Default)]
 pub struct Metrics {
     /// (route pattern, status) → latency histogram.
     http: Mutex<BTreeMap<(String, u16), Histogram>>,
+    /// (client_id, resource, outcome) → calls.
+    partner_calls: Mutex<BTreeMap<(String, String, &'static str), u64>>,
+    /// scope → values disclosed.
+    fields: Mutex<BTreeMap<String, u64>>,
+    log: Mutex<LogStats>,
 }
 
 impl Metrics {
+    pub fn observe_partner_call(&self, client_id: &str, resource: &str, outcome: &'static str, fields: &[String]) {
+        *self
+            .partner_calls
+            .lock()
+            .entry((client_id.to_owned(), resource.to_owned(), outcome))
+            .or_default() += 1;
+        if !fields.is_empty() {
+            let mut counts = self.fields.lock();
+            for field in fields {
+                *counts.entry(field.clone()).or_default() += 1;
+            }
+        }
+    }
+
+    pub fn observe_log_batch(&self, records: usize, elapsed: Duration, ok: bool) {
+        let mut log = self.log.lock();
+        if ok {
+            log.batches_ok += 1;
+            log.records += records as u64;
+        } else {
+            log.batches_failed += 1;
+        }
+        log.commit_seconds.observe(elapsed.as_secs_f64());
+        for (i, bound) in BATCH_SIZE_BOUNDS.iter().enumerate() {
+            if records <= *bound {
+                log.batch_sizes[i] += 1;
+            }
+        }
+    }
+
     pub fn observe_http(&self, route: &str, status: u16, elapsed: Duration) {
         let secs = elapsed.as_secs_f64();
         let mut http = self.http.lock();
-        let h = http.entry((route.to_owned(), status)).or_default();
-        for (i, bound) in BUCKETS.iter().enumerate() {
-            if secs <= *bound {
-                h.counts[i] += 1;
-            }
-        }
-        h.count += 1;
-        h.sum += secs;
+        http.entry((route.to_owned(), status)).or_default().observe(secs);
     }
 
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "# HELP keyhole_http_request_duration_seconds HTTP requests by route and status."
-        );
-        let _ = writeln!(
-            out,
-            "# TYPE keyhole_http_request_duration_seconds histogram"
-        );
+        let name = "keyhole_http_request_duration_seconds";
+        let _ = writeln!(out, "# HELP {name} HTTP requests by route and status.");
+        let _ = writeln!(out, "# TYPE {name} histogram");
         for ((route, status), h) in self.http.lock().iter() {
-            let labels = format!("route=\"{}\",status=\"{status}\"", route.replace('"', "'"));
-            for (i, bound) in BUCKETS.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "keyhole_http_request_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {}",
-                    h.counts[i]
-                );
-            }
+            let labels = format!("route=\"{}\",status=\"{status}\"", escape(route));
+            h.render(&mut out, name, &labels);
+        }
+        let _ = writeln!(out, "# HELP keyhole_partner_requests_total Partner API calls by partner, resource and outcome.");
+        let _ = writeln!(out, "# TYPE keyhole_partner_requests_total counter");
+        for ((client, resource, outcome), n) in self.partner_calls.lock().iter() {
             let _ = writeln!(
                 out,
-                "keyhole_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
-                h.count
-            );
-            let _ = writeln!(
-                out,
-                "keyhole_http_request_duration_seconds_sum{{{labels}}} {}",
-                h.sum
-            );
-            let _ = writeln!(
-                out,
-                "keyhole_http_request_duration_seconds_count{{{labels}}} {}",
-                h.count
+                "keyhole_partner_requests_total{{client_id=\"{}\",resource=\"{}\",outcome=\"{outcome}\"}} {n}",
+                escape(client),
+                escape(resource)
             );
         }
+        let _ = writeln!(out, "# HELP keyhole_fields_returned_total Field values disclosed to partners, by field.");
+        let _ = writeln!(out, "# TYPE keyhole_fields_returned_total counter");
+        for (field, n) in self.fields.lock().iter() {
+            let _ = writeln!(out, "keyhole_fields_returned_total{{field=\"{}\"}} {n}", escape(field));
+        }
+        let log = self.log.lock();
+        let _ = writeln!(out, "# TYPE keyhole_access_log_batches_total counter");
+        let _ = writeln!(out, "keyhole_access_log_batches_total{{result=\"ok\"}} {}", log.batches_ok);
+        let _ = writeln!(out, "keyhole_access_log_batches_total{{result=\"failed\"}} {}", log.batches_failed);
+        let _ = writeln!(out, "# TYPE keyhole_access_log_records_total counter");
+        let _ = writeln!(out, "keyhole_access_log_records_total {}", log.records);
+        let _ = writeln!(out, "# HELP keyhole_access_log_batch_size Records per group commit.");
+        let _ = writeln!(out, "# TYPE keyhole_access_log_batch_size histogram");
+        for (i, bound) in BATCH_SIZE_BOUNDS.iter().enumerate() {
+            let _ = writeln!(out, "keyhole_access_log_batch_size_bucket{{le=\"{bound}\"}} {}", log.batch_sizes[i]);
+        }
+        let total = log.batches_ok + log.batches_failed;
+        let _ = writeln!(out, "keyhole_access_log_batch_size_bucket{{le=\"+Inf\"}} {total}");
+        let _ = writeln!(out, "keyhole_access_log_batch_size_count {total}");
+        let _ = writeln!(out, "# HELP keyhole_access_log_commit_seconds Group commit latency.");
+        let _ = writeln!(out, "# TYPE keyhole_access_log_commit_seconds histogram");
+        log.commit_seconds.render(&mut out, "keyhole_access_log_commit_seconds", "");
         out
     }
+}
+
+fn escape(label: &str) -> String {
+    label.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 #[cfg(test)]

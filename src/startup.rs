@@ -5,7 +5,10 @@ use crate::app::App;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Settings;
 use crate::http::{self, demo::DemoPartner, middleware};
+use crate::access_log::AccessLog;
 use crate::metrics::Metrics;
+use crate::proxy::ProxyCaches;
+use crate::upstream::UpstreamClient;
 use crate::state::SharedState;
 use crate::store::Store;
 use crate::tokens::{KeyRing, Verifier};
@@ -75,7 +78,12 @@ impl Application {
                 .with_context(|| format!("binding {}", settings.listen))?,
         };
         let port = listener.local_addr()?.port();
+        let metrics = Arc::new(Metrics::default());
+        let access_log = AccessLog::start(store.clone(), metrics.clone());
+        let proxy = ProxyCaches::new(settings.rate_limits);
         let app = web::Data::new(App {
+            access_log,
+            proxy,
             settings,
             catalog,
             store,
@@ -83,17 +91,20 @@ impl Application {
             keys: keys.clone(),
             verifier,
             clock: options.clock,
-            metrics: Metrics::default(),
+            metrics,
         });
 
         tokio::spawn(reload_keys(keys));
 
         let demo = options.demo.map(web::Data::new);
         let data = app.clone();
+        let upstream_settings = data.settings.upstream.clone();
         let mut server = HttpServer::new(move || {
             let metrics_data = data.clone();
             let mut a = ActixApp::new()
                 .app_data(data.clone())
+                // One upstream client per worker: awc pools per thread, without locks.
+                .app_data(web::Data::new(UpstreamClient::new(&upstream_settings)))
                 .configure(http::routes)
                 .default_service(web::to(http::not_found))
                 .wrap_fn(move |req, srv| {
@@ -142,8 +153,11 @@ impl Application {
         self.app.clone()
     }
 
+    /// Serves until SIGTERM/SIGINT (or the server handle stops it), then flushes the log.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let result = self.server.await;
+        self.app.access_log.flush().await;
+        result
     }
 }
 

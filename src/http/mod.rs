@@ -7,6 +7,7 @@ pub mod oauth;
 pub mod openapi;
 pub mod ops;
 pub mod pages;
+pub mod partner;
 pub mod portal;
 
 use crate::error::ApiError;
@@ -33,7 +34,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(portal::login::submit)
         .service(portal::login::logout)
         .service(portal::login::home)
-        .service(pages::stylesheet);
+        .service(pages::stylesheet)
+        .service(partner::list)
+        .service(partner::item);
 }
 
 /// Unknown paths get problem+json, like every other API error.

@@ -21,17 +21,40 @@ use utoipa::OpenApi;
         super::ops::healthz,
         super::ops::readyz,
         super::ops::metrics,
+        super::partner::list,
+        super::partner::item,
     ),
+    modifiers(&BearerScheme),
     components(schemas(
         crate::oauth::token::TokenResponse,
         crate::oauth::introspection::Introspection,
     )),
     tags(
         (name = "oauth", description = "Authorization server (RFC 6749, 7636, 7009, 7662, 8414, 9068, 9207)"),
+        (name = "partner", description = "Partner API: records reduced to the granted fields, every call logged"),
         (name = "ops", description = "Health, readiness and metrics"),
     )
 )]
 pub struct ApiDoc;
+
+/// The partner API's `bearer` security scheme (RFC 9068 access tokens).
+struct BearerScheme;
+
+impl utoipa::Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
 
 /// The document as committed: pretty JSON with a trailing newline.
 pub fn document() -> Result<String, serde_json::Error> {

@@ -4,8 +4,9 @@
 use crate::app::App;
 use crate::domain::GrantId;
 use crate::error::Internal;
-use crate::state::GrantStatus;
-use crate::store::{GrantState, RevokedBy};
+use crate::domain::ClientId;
+use crate::state::{GrantStatus, PartnerState};
+use crate::store::{GrantState, PartnerStatus, RevokedBy};
 use std::time::Duration;
 
 /// How long a revocation marker outlives the grant's own expiry; after that, expiry refuses.
@@ -73,4 +74,38 @@ pub async fn revoke(app: &App, id: GrantId, by: RevokedBy) -> Result<bool, Inter
         tracing::info!(grant_id = %id, revoked_by = by.as_str(), "grant revoked");
     }
     Ok(changed)
+}
+
+/// How long a partner's status is cached in shared state; suspension overwrites it at once.
+const PARTNER_STATE_TTL: Duration = Duration::from_secs(3600);
+
+/// Whether a partner may call, from the database, cached in shared state.
+pub async fn partner_state(app: &App, client: &ClientId) -> Result<PartnerState, Internal> {
+    let state = match app.store.partner(client).await? {
+        Some(p) if p.status == PartnerStatus::Active => PartnerState::Active,
+        _ => PartnerState::Suspended,
+    };
+    app.state
+        .put_partner_state(client, state, PARTNER_STATE_TTL)
+        .await?;
+    Ok(state)
+}
+
+/// Suspends or reinstates a partner everywhere: shared state first (so every instance refuses
+/// the next call), then the database.
+pub async fn set_partner_status(
+    app: &App,
+    client: &ClientId,
+    status: PartnerStatus,
+) -> Result<(), Internal> {
+    let state = match status {
+        PartnerStatus::Active => PartnerState::Active,
+        PartnerStatus::Suspended => PartnerState::Suspended,
+    };
+    app.state
+        .put_partner_state(client, state, PARTNER_STATE_TTL)
+        .await?;
+    app.store.set_partner_status(client, status).await?;
+    tracing::info!(client_id = %client, status = ?status, "partner status changed");
+    Ok(())
 }

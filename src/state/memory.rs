@@ -42,6 +42,20 @@ impl StateBackend for MemoryBackend {
             .map(|entry| entry.0.clone()))
     }
 
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StateError> {
+        let now = Instant::now();
+        let entries = self.entries.lock();
+        Ok(keys
+            .iter()
+            .map(|key| {
+                entries
+                    .get(key)
+                    .filter(|entry| Self::live(entry, now))
+                    .map(|entry| entry.0.clone())
+            })
+            .collect())
+    }
+
     async fn replace_existing(
         &self,
         key: &str,

@@ -29,6 +29,8 @@ pub enum StateError {
 pub trait StateBackend: Send + Sync + 'static {
     async fn put(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), StateError>;
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StateError>;
+    /// Several keys in one round trip (the partner hot path asks three questions at once).
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StateError>;
     /// Atomically replaces the value of an existing key and returns the old one; does nothing
     /// and returns `None` when the key is absent. This makes codes single-use across instances.
     async fn replace_existing(
@@ -93,6 +95,23 @@ pub struct Session {
 pub enum GrantStatus {
     Active { expires_at: DateTime<Utc> },
     Revoked,
+}
+
+/// Whether a partner may call at all; suspension stops every grant of it at once.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PartnerState {
+    Active,
+    Suspended,
+}
+
+/// The answers the partner hot path needs, fetched in one round trip. `None` means the state
+/// does not know (never cached, or evicted): the caller asks the database and caches it.
+#[derive(Debug, Clone, Copy)]
+pub struct CallStatus {
+    pub grant: Option<GrantStatus>,
+    pub partner: Option<PartnerState>,
+    pub jti_revoked: bool,
 }
 
 impl GrantStatus {
@@ -245,6 +264,40 @@ impl SharedState {
 
     pub async fn is_jti_revoked(&self, jti: &str) -> Result<bool, StateError> {
         Ok(self.backend.get(&self.key("jti", jti)).await?.is_some())
+    }
+
+    pub async fn put_partner_state(
+        &self,
+        client: &ClientId,
+        state: PartnerState,
+        ttl: Duration,
+    ) -> Result<(), StateError> {
+        self.put_json(&self.key("partner", client.as_str()), &state, ttl)
+            .await
+    }
+
+    /// Grant status, partner status and token revocation in one round trip.
+    pub async fn call_status(
+        &self,
+        grant: GrantId,
+        client: &ClientId,
+        jti: &str,
+    ) -> Result<CallStatus, StateError> {
+        let keys = [
+            self.key("grant", &grant.to_string()),
+            self.key("partner", client.as_str()),
+            self.key("jti", jti),
+        ];
+        let mut values = self.backend.get_many(&keys).await?.into_iter();
+        let mut next = || values.next().flatten();
+        let grant = next().map(|v| serde_json::from_slice(&v)).transpose()?;
+        let partner = next().map(|v| serde_json::from_slice(&v)).transpose()?;
+        let jti_revoked = next().is_some();
+        Ok(CallStatus {
+            grant,
+            partner,
+            jti_revoked,
+        })
     }
 }
 

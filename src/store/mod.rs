@@ -1,6 +1,7 @@
 //! Persistent storage through sea-orm. Entity models never leave this module: callers get the
 //! records below, whose fields are already parsed domain types.
 
+mod access_log;
 mod admin;
 mod customers;
 mod grants;

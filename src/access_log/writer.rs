@@ -1,0 +1,168 @@
+//! The group-commit writer. Calls enqueue a record and wait; one task takes everything queued,
+//! chains it, writes it as one multi-row INSERT (one transaction, one fsync) and then wakes
+//! every waiter. Under load batches grow, so the cost per call falls as the rate rises.
+
+use super::chain::{GENESIS_HASH, chain_hash};
+use super::record::{AccessRecord, ChainedRecord};
+use crate::metrics::Metrics;
+use crate::store::{Store, StoreError};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::{mpsc, oneshot};
+
+/// The most records one INSERT carries (14 parameters each stays far below every limit).
+const MAX_BATCH: usize = 256;
+/// Calls waiting beyond this many fail at once instead of queueing without bound.
+const QUEUE: usize = 16 * 1024;
+/// Another writer (another instance) took the ids we meant to use: reload the head and retry.
+const CONFLICT_RETRIES: usize = 5;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LogError {
+    #[error("the access log could not be written: {0}")]
+    Write(String),
+    #[error("the access log writer is not running")]
+    Stopped,
+    #[error("the access log queue is full")]
+    Overloaded,
+}
+
+enum Message {
+    Append(AccessRecord, oneshot::Sender<Result<i64, LogError>>),
+    Flush(oneshot::Sender<()>),
+}
+
+#[derive(Clone)]
+pub struct AccessLog {
+    tx: mpsc::Sender<Message>,
+}
+
+impl AccessLog {
+    /// Starts the writer task on the current runtime.
+    pub fn start(store: Store, metrics: Arc<Metrics>) -> Self {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(Writer::new(store, metrics).run(rx));
+        Self { tx }
+    }
+
+    /// Appends a record and returns its id once it is durable.
+    pub async fn append(&self, record: AccessRecord) -> Result<i64, LogError> {
+        let (done, wait) = oneshot::channel();
+        self.tx
+            .try_send(Message::Append(record.normalised(), done))
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => LogError::Overloaded,
+                mpsc::error::TrySendError::Closed(_) => LogError::Stopped,
+            })?;
+        wait.await.map_err(|_| LogError::Stopped)?
+    }
+
+    /// Waits until everything appended before this call is written (used on shutdown).
+    pub async fn flush(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.tx.send(Message::Flush(done)).await.is_ok() {
+            let _ = wait.await;
+        }
+    }
+}
+
+struct Writer {
+    store: Store,
+    metrics: Arc<Metrics>,
+    /// The last committed (id, hash); `None` means "read it from the database".
+    head: Option<(i64, String)>,
+}
+
+impl Writer {
+    fn new(store: Store, metrics: Arc<Metrics>) -> Self {
+        Self {
+            store,
+            metrics,
+            head: None,
+        }
+    }
+
+    async fn run(mut self, mut rx: mpsc::Receiver<Message>) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        let mut flushes = Vec::new();
+        while let Some(first) = rx.recv().await {
+            let mut next = Some(first);
+            while let Some(message) = next.take() {
+                match message {
+                    Message::Append(record, done) => batch.push((record, done)),
+                    Message::Flush(done) => flushes.push(done),
+                }
+                if batch.len() < MAX_BATCH {
+                    next = rx.try_recv().ok();
+                }
+            }
+            if !batch.is_empty() {
+                self.commit(std::mem::take(&mut batch)).await;
+            }
+            for done in flushes.drain(..) {
+                let _ = done.send(());
+            }
+        }
+    }
+
+    async fn commit(&mut self, batch: Vec<(AccessRecord, oneshot::Sender<Result<i64, LogError>>)>) {
+        let started = Instant::now();
+        let (records, waiters): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+        let mut result = Err(LogError::Write("not attempted".into()));
+        for _ in 0..CONFLICT_RETRIES {
+            result = self.try_commit(&records).await;
+            match &result {
+                Err(LogError::Write(reason)) if reason.starts_with("conflict") => continue,
+                _ => break,
+            }
+        }
+        self.metrics
+            .observe_log_batch(records.len(), started.elapsed(), result.is_ok());
+        match result {
+            Ok(first_id) => {
+                for (offset, done) in waiters.into_iter().enumerate() {
+                    let _ = done.send(Ok(first_id + offset as i64));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, records = records.len(), "access log batch failed");
+                for done in waiters {
+                    let _ = done.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+
+    async fn try_commit(&mut self, records: &[AccessRecord]) -> Result<i64, LogError> {
+        let (mut id, mut prev) = match self.head.take() {
+            Some(head) => head,
+            None => self
+                .store
+                .access_log_head()
+                .await
+                .map_err(|e| LogError::Write(e.to_string()))?
+                .unwrap_or((0, GENESIS_HASH.to_owned())),
+        };
+        let first_id = id + 1;
+        let mut chained = Vec::with_capacity(records.len());
+        for record in records {
+            id += 1;
+            let hash = chain_hash(&prev, id, record);
+            chained.push(ChainedRecord {
+                id,
+                record: record.clone(),
+                prev_hash: std::mem::replace(&mut prev, hash.clone()),
+                hash,
+            });
+        }
+        match self.store.insert_access_records(chained).await {
+            Ok(()) => {
+                self.head = Some((id, prev));
+                Ok(first_id)
+            }
+            // Left as None: the next attempt re-reads the head, which another writer moved.
+            Err(StoreError::Conflict(_)) => Err(LogError::Write("conflict".into())),
+            Err(e) => Err(LogError::Write(e.to_string())),
+        }
+    }
+}

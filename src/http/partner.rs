@@ -1,0 +1,135 @@
+//! The partner API: `GET /partner/v1/{resource}` and `GET /partner/v1/{resource}/{id}`.
+//! The handler takes the request apart, lets `proxy` decide, commits the access-log record,
+//! and only then answers.
+
+use crate::app::App;
+use crate::error::ApiError;
+use crate::http::middleware::RequestId;
+use crate::proxy::{self, Answer, CallRequest, ProxyError};
+use crate::upstream::UpstreamClient;
+use actix_web::http::header;
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, ResponseError, get, web};
+
+/// The bearer token of RFC 6750 §2.1; the scheme is case-insensitive.
+fn bearer(req: &HttpRequest) -> Option<&str> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+async fn serve(
+    app: &App,
+    upstream: &UpstreamClient,
+    req: &HttpRequest,
+    resource: &str,
+    id: Option<&str>,
+) -> HttpResponse {
+    let call = CallRequest {
+        bearer: bearer(req),
+        resource,
+        id,
+        if_none_match: req
+            .headers()
+            .get(header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok()),
+        request_id: req
+            .extensions()
+            .get::<RequestId>()
+            .map(|r| r.0.clone())
+            .unwrap_or_default(),
+        client_ip: req.peer_addr().map(|a| a.ip().to_string()),
+    };
+    let (result, mut record) = proxy::handle(app, upstream, call).await;
+    let mut response = match result {
+        Ok(Answer::Data { body, etag, rate }) => HttpResponse::Ok()
+            .content_type("application/json")
+            .insert_header((header::ETAG, etag))
+            .insert_header((header::CACHE_CONTROL, "private, no-cache"))
+            .insert_header(("RateLimit-Policy", rate.policy))
+            .insert_header(("RateLimit", rate.current))
+            .body(body),
+        Ok(Answer::NotModified { etag, rate }) => HttpResponse::NotModified()
+            .insert_header((header::ETAG, etag))
+            .insert_header((header::CACHE_CONTROL, "private, no-cache"))
+            .insert_header(("RateLimit-Policy", rate.policy))
+            .insert_header(("RateLimit", rate.current))
+            .finish(),
+        Err(e) => ApiError::from(e).error_response(),
+    };
+    record.status = response.status().as_u16();
+    let client = record.client_id.clone().unwrap_or_default();
+    let outcome = record.outcome.as_str();
+    let fields = record.fields.clone();
+    // No answer leaves before its record is durable; without the log there is no answer.
+    if let Err(e) = app.access_log.append(record).await {
+        tracing::error!(error = %e, "access log unavailable; refusing the call");
+        response = ApiError::from(ProxyError::LogUnavailable).error_response();
+    } else {
+        app.metrics
+            .observe_partner_call(&client, resource, outcome, &fields);
+    }
+    response
+}
+
+/// The grant owner's records of `resource`, each reduced to `id` plus the granted fields.
+#[utoipa::path(
+    tag = "partner",
+    params(("resource" = String, Path, description = "A resource of the catalog, e.g. `claims`")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "`{\"items\": [{\"id\": \"C-1001\", \"status\": \"in_repair\"}]}`", content_type = "application/json"),
+        (status = 304, description = "Not modified (If-None-Match matched the ETag)"),
+        (status = 401, description = "Missing, invalid, expired or revoked token; consent ended; partner suspended", content_type = "application/problem+json"),
+        (status = 403, description = "The token grants no field of this resource", content_type = "application/problem+json"),
+        (status = 404, description = "Unknown resource", content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited; see Retry-After, RateLimit-Policy, RateLimit", content_type = "application/problem+json"),
+        (status = 502, description = "The claims service failed", content_type = "application/problem+json"),
+        (status = 503, description = "Shared state, database or access log unavailable: no data is released", content_type = "application/problem+json"),
+        (status = 504, description = "The claims service timed out", content_type = "application/problem+json"),
+    )
+)]
+#[get("/partner/v1/{resource}")]
+pub async fn list(
+    app: web::Data<App>,
+    upstream: web::Data<UpstreamClient>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> HttpResponse {
+    serve(&app, &upstream, &req, &path, None).await
+}
+
+/// One record, reduced to `id` plus the granted fields. Another customer's record answers
+/// exactly like a missing one (`404`).
+#[utoipa::path(
+    tag = "partner",
+    params(
+        ("resource" = String, Path, description = "A resource of the catalog, e.g. `claims`"),
+        ("id" = String, Path, description = "Record id: 1–64 of `[A-Za-z0-9_-]`"),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "`{\"id\": \"C-1001\", \"status\": \"in_repair\"}`", content_type = "application/json"),
+        (status = 304, description = "Not modified (If-None-Match matched the ETag)"),
+        (status = 400, description = "Malformed record id", content_type = "application/problem+json"),
+        (status = 401, description = "Missing, invalid, expired or revoked token; consent ended; partner suspended", content_type = "application/problem+json"),
+        (status = 403, description = "The token grants no field of this resource", content_type = "application/problem+json"),
+        (status = 404, description = "No such record for this customer", content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", content_type = "application/problem+json"),
+        (status = 502, description = "The claims service failed", content_type = "application/problem+json"),
+        (status = 503, description = "Shared state, database or access log unavailable: no data is released", content_type = "application/problem+json"),
+        (status = 504, description = "The claims service timed out", content_type = "application/problem+json"),
+    )
+)]
+#[get("/partner/v1/{resource}/{id}")]
+pub async fn item(
+    app: web::Data<App>,
+    upstream: web::Data<UpstreamClient>,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+) -> HttpResponse {
+    let (resource, id) = path.into_inner();
+    serve(&app, &upstream, &req, &resource, Some(&id)).await
+}

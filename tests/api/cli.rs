@@ -1,0 +1,289 @@
+//! The real `keyhole` binary, run as an operator would, against a database of its own.
+
+use keyhole::domain::ClientId;
+use keyhole::secrets::token_hash;
+use keyhole::store::Store;
+use serde_json::Value;
+use std::process::{Command, Output};
+
+/// A scratch directory with the database the commands share.
+struct Cli {
+    dir: tempfile::TempDir,
+    database_url: String,
+}
+
+impl Cli {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let database_url = format!("sqlite://{}?mode=rwc", dir.path().join("k.db").display());
+        Self { dir, database_url }
+    }
+
+    /// The binary with a clean configuration: no `KEYHOLE_*` or `RUST_LOG` from the caller's
+    /// environment, only this test's database.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_keyhole"));
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("KEYHOLE_") {
+                command.env_remove(&name);
+            }
+        }
+        command
+            .env_remove("RUST_LOG")
+            .env("KEYHOLE_DATABASE_URL", &self.database_url)
+            .args(args);
+        command
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    /// Runs a command that must succeed and print exactly one JSON object.
+    fn json(&self, args: &[&str]) -> Value {
+        let output = self.run(args);
+        assert!(
+            output.status.success(),
+            "{args:?} failed: {}",
+            describe(&output)
+        );
+        let stdout = String::from_utf8(output.stdout).unwrap();
+        assert_eq!(
+            stdout.trim_end().lines().count(),
+            1,
+            "{args:?} must print one line of JSON: {stdout:?}"
+        );
+        let value: Value = serde_json::from_str(stdout.trim_end())
+            .unwrap_or_else(|e| panic!("{args:?} printed no JSON ({e}): {stdout:?}"));
+        assert!(value.is_object(), "{value}");
+        value
+    }
+
+    /// Runs a command that must fail; returns its stderr.
+    fn failure(&self, args: &[&str]) -> String {
+        let output = self.run(args);
+        assert!(
+            !output.status.success(),
+            "{args:?} should have failed: {}",
+            describe(&output)
+        );
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert!(
+            !stderr.trim().is_empty(),
+            "{args:?} failed without a message"
+        );
+        stderr
+    }
+}
+
+fn describe(output: &Output) -> String {
+    format!(
+        "status {:?}\nstdout: {}\nstderr: {}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+const FIX_POINT: &[&str] = &[
+    "partner",
+    "add",
+    "--name",
+    "Fix Point",
+    "--redirect-uri",
+    "https://fix.example/cb",
+    "--fields",
+    "claims:status",
+    "--json",
+];
+
+#[tokio::test]
+async fn partner_add_prints_the_secret_once_and_stores_only_its_hash() {
+    let cli = Cli::new();
+    let printed = cli.json(FIX_POINT);
+    let client_id = printed["client_id"].as_str().unwrap();
+    let secret = printed["client_secret"].as_str().unwrap();
+    assert!(client_id.starts_with("fix-point-"), "{client_id}");
+    assert!(secret.starts_with("kh_cs_"), "{secret}");
+    assert!(secret.len() > "kh_cs_".len() + 40, "{secret}");
+
+    let store = Store::connect(&cli.database_url).await.unwrap();
+    let partner = store
+        .partner(&ClientId::parse(client_id).unwrap())
+        .await
+        .unwrap()
+        .expect("the partner is stored");
+    assert_eq!(partner.name, "Fix Point");
+    assert_eq!(partner.redirect_uris, vec!["https://fix.example/cb"]);
+    assert_eq!(partner.fields.to_string(), "claims:status");
+    assert_ne!(partner.secret_hash, secret);
+    assert!(!partner.secret_hash.contains(secret));
+    assert_eq!(partner.secret_hash, token_hash(secret));
+
+    // A second partner of the same name gets its own id and secret.
+    let again = cli.json(FIX_POINT);
+    assert_ne!(again["client_id"], printed["client_id"]);
+    assert_ne!(again["client_secret"], printed["client_secret"]);
+}
+
+#[test]
+fn partner_add_refuses_a_field_outside_the_catalog() {
+    let cli = Cli::new();
+    let mut args = FIX_POINT.to_vec();
+    let fields = args.iter().position(|a| *a == "--fields").unwrap();
+    args[fields + 1] = "claims:iban";
+    let stderr = cli.failure(&args);
+    assert!(stderr.contains("claims:iban"), "{stderr}");
+}
+
+#[test]
+fn partner_add_refuses_a_plain_http_redirect_uri_off_loopback() {
+    let cli = Cli::new();
+    let mut args = FIX_POINT.to_vec();
+    let uri = args.iter().position(|a| *a == "--redirect-uri").unwrap();
+    args[uri + 1] = "http://evil.example/cb";
+    let stderr = cli.failure(&args);
+    assert!(stderr.contains("http://evil.example/cb"), "{stderr}");
+    assert!(stderr.contains("https"), "{stderr}");
+}
+
+#[test]
+fn customer_add_creates_an_account_and_refuses_a_second_with_the_same_email() {
+    let cli = Cli::new();
+    let printed = cli.json(&[
+        "customer",
+        "add",
+        "--id",
+        "CU-9",
+        "--email",
+        "c@example.com",
+        "--password",
+        "long-enough-pw",
+        "--json",
+    ]);
+    assert_eq!(printed["customer_id"], "CU-9");
+    assert_eq!(printed["email"], "c@example.com");
+    assert!(
+        !printed.to_string().contains("long-enough-pw"),
+        "the password is never echoed: {printed}"
+    );
+
+    for email in ["c@example.com", "C@Example.COM"] {
+        let stderr = cli.failure(&[
+            "customer",
+            "add",
+            "--id",
+            "CU-10",
+            "--email",
+            email,
+            "--password",
+            "long-enough-pw",
+            "--json",
+        ]);
+        assert!(stderr.contains("already exists"), "{stderr}");
+    }
+}
+
+#[test]
+fn customer_add_refuses_a_short_password() {
+    let cli = Cli::new();
+    let stderr = cli.failure(&[
+        "customer",
+        "add",
+        "--id",
+        "CU-9",
+        "--email",
+        "c@example.com",
+        "--password",
+        "short",
+    ]);
+    assert!(stderr.contains("--password"), "{stderr}");
+}
+
+#[tokio::test]
+async fn admin_token_create_prints_a_token_once_and_stores_only_its_hash() {
+    let cli = Cli::new();
+    let printed = cli.json(&["admin", "token", "create", "--name", "soc", "--json"]);
+    assert_eq!(printed["name"], "soc");
+    let token = printed["token"].as_str().unwrap();
+    assert!(token.starts_with("kh_adm_"), "{token}");
+
+    // Nothing in the database holds the token itself.
+    let bytes = std::fs::read(cli.dir.path().join("k.db")).unwrap();
+    let wal = std::fs::read(cli.dir.path().join("k.db-wal")).unwrap_or_default();
+    for file in [&bytes, &wal] {
+        assert!(
+            !file.windows(token.len()).any(|w| w == token.as_bytes()),
+            "the raw admin token is stored"
+        );
+    }
+}
+
+#[tokio::test]
+async fn keys_rotate_prints_the_new_kid_and_it_becomes_current() {
+    let cli = Cli::new();
+    let first = cli.json(&["keys", "rotate", "--json"]);
+    let second = cli.json(&["keys", "rotate", "--json"]);
+    let (first, second) = (
+        first["kid"].as_str().unwrap().to_owned(),
+        second["kid"].as_str().unwrap().to_owned(),
+    );
+    assert!(!first.is_empty());
+    assert_ne!(first, second);
+
+    let store = Store::connect(&cli.database_url).await.unwrap();
+    let keys = store
+        .signing_keys(chrono::Utc::now() - chrono::Duration::hours(1))
+        .await
+        .unwrap();
+    let current: Vec<_> = keys.iter().filter(|k| k.retired_at.is_none()).collect();
+    assert_eq!(current.len(), 1, "{keys:?}");
+    assert_eq!(current[0].kid, second);
+    assert!(
+        keys.iter()
+            .any(|k| k.kid == first && k.retired_at.is_some())
+    );
+}
+
+#[test]
+fn an_out_of_range_setting_from_the_environment_names_the_key() {
+    let cli = Cli::new();
+    let output = cli
+        .command(&["migrate"])
+        .env("KEYHOLE_ACCESS_TOKEN_TTL_SECONDS", "3600")
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "{}", describe(&output));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("access_token_ttl_seconds"), "{stderr}");
+    assert!(
+        !cli.dir.path().join("k.db").exists(),
+        "nothing was touched before the configuration was checked"
+    );
+
+    // The same command with a valid configuration succeeds.
+    let output = cli.run(&["migrate"]);
+    assert!(output.status.success(), "{}", describe(&output));
+}
+
+#[test]
+fn an_unknown_key_in_the_config_file_is_named() {
+    let cli = Cli::new();
+    let path = cli.dir.path().join("keyhole.toml");
+    std::fs::write(&path, "acess_token_ttl_seconds = 60\n").unwrap();
+    let output = cli
+        .command(&["--config", path.to_str().unwrap(), "migrate"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "{}", describe(&output));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("acess_token_ttl_seconds"), "{stderr}");
+}
+
+#[test]
+fn a_missing_config_file_is_an_error() {
+    let cli = Cli::new();
+    let path = cli.dir.path().join("absent.toml");
+    let stderr = cli.failure(&["--config", path.to_str().unwrap(), "migrate"]);
+    assert!(stderr.contains("absent.toml"), "{stderr}");
+}
