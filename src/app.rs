@@ -1,10 +1,10 @@
 //! Everything a request may need, built once at start and shared by reference. No statics:
 //! a test can run many apps in one process.
 
+use crate::access_log::AccessLog;
 use crate::clock::SharedClock;
 use crate::config::Settings;
 use crate::domain::Catalog;
-use crate::access_log::AccessLog;
 use crate::metrics::Metrics;
 use crate::proxy::ProxyCaches;
 use crate::state::SharedState;

@@ -215,9 +215,9 @@ impl From<ProxyError> for ApiError {
         match e {
             ProxyError::InvalidToken(why) => ApiError::InvalidToken(why),
             ProxyError::UnknownResource | ProxyError::NotFound => ApiError::NotFound,
-            ProxyError::BadId => ApiError::BadRequest(
-                "record ids are 1 to 64 letters, digits, `-` or `_`".into(),
-            ),
+            ProxyError::BadId => {
+                ApiError::BadRequest("record ids are 1 to 64 letters, digits, `-` or `_`".into())
+            }
             ProxyError::InsufficientScope => {
                 ApiError::InsufficientScope("the token grants no field of this resource".into())
             }
@@ -233,8 +233,7 @@ impl From<ProxyError> for ApiError {
             ProxyError::UpstreamFailed => ApiError::UpstreamFailed,
             ProxyError::Unavailable(internal) => ApiError::Internal(internal),
             ProxyError::LogUnavailable => ApiError::Unavailable(
-                "the access log cannot be written, so no data can be released; retry later"
-                    .into(),
+                "the access log cannot be written, so no data can be released; retry later".into(),
             ),
         }
     }

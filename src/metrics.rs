@@ -31,9 +31,17 @@ impl Histogram {
     fn render(&self, out: &mut String, name: &str, labels: &str) {
         let sep = if labels.is_empty() { "" } else { "," };
         for (i, bound) in BUCKETS.iter().enumerate() {
-            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {}", self.counts[i]);
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {}",
+                self.counts[i]
+            );
         }
-        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}", self.count);
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}",
+            self.count
+        );
         let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum);
         let _ = writeln!(out, "{name}_count{{{labels}}} {}", self.count);
     }
@@ -63,7 +71,13 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn observe_partner_call(&self, client_id: &str, resource: &str, outcome: &'static str, fields: &[String]) {
+    pub fn observe_partner_call(
+        &self,
+        client_id: &str,
+        resource: &str,
+        outcome: &'static str,
+        fields: &[String],
+    ) {
         *self
             .partner_calls
             .lock()
@@ -96,7 +110,9 @@ impl Metrics {
     pub fn observe_http(&self, route: &str, status: u16, elapsed: Duration) {
         let secs = elapsed.as_secs_f64();
         let mut http = self.http.lock();
-        http.entry((route.to_owned(), status)).or_default().observe(secs);
+        http.entry((route.to_owned(), status))
+            .or_default()
+            .observe(secs);
     }
 
     pub fn render(&self) -> String {
@@ -108,7 +124,10 @@ impl Metrics {
             let labels = format!("route=\"{}\",status=\"{status}\"", escape(route));
             h.render(&mut out, name, &labels);
         }
-        let _ = writeln!(out, "# HELP keyhole_partner_requests_total Partner API calls by partner, resource and outcome.");
+        let _ = writeln!(
+            out,
+            "# HELP keyhole_partner_requests_total Partner API calls by partner, resource and outcome."
+        );
         let _ = writeln!(out, "# TYPE keyhole_partner_requests_total counter");
         for ((client, resource, outcome), n) in self.partner_calls.lock().iter() {
             let _ = writeln!(
@@ -118,34 +137,66 @@ impl Metrics {
                 escape(resource)
             );
         }
-        let _ = writeln!(out, "# HELP keyhole_fields_returned_total Field values disclosed to partners, by field.");
+        let _ = writeln!(
+            out,
+            "# HELP keyhole_fields_returned_total Field values disclosed to partners, by field."
+        );
         let _ = writeln!(out, "# TYPE keyhole_fields_returned_total counter");
         for (field, n) in self.fields.lock().iter() {
-            let _ = writeln!(out, "keyhole_fields_returned_total{{field=\"{}\"}} {n}", escape(field));
+            let _ = writeln!(
+                out,
+                "keyhole_fields_returned_total{{field=\"{}\"}} {n}",
+                escape(field)
+            );
         }
         let log = self.log.lock();
         let _ = writeln!(out, "# TYPE keyhole_access_log_batches_total counter");
-        let _ = writeln!(out, "keyhole_access_log_batches_total{{result=\"ok\"}} {}", log.batches_ok);
-        let _ = writeln!(out, "keyhole_access_log_batches_total{{result=\"failed\"}} {}", log.batches_failed);
+        let _ = writeln!(
+            out,
+            "keyhole_access_log_batches_total{{result=\"ok\"}} {}",
+            log.batches_ok
+        );
+        let _ = writeln!(
+            out,
+            "keyhole_access_log_batches_total{{result=\"failed\"}} {}",
+            log.batches_failed
+        );
         let _ = writeln!(out, "# TYPE keyhole_access_log_records_total counter");
         let _ = writeln!(out, "keyhole_access_log_records_total {}", log.records);
-        let _ = writeln!(out, "# HELP keyhole_access_log_batch_size Records per group commit.");
+        let _ = writeln!(
+            out,
+            "# HELP keyhole_access_log_batch_size Records per group commit."
+        );
         let _ = writeln!(out, "# TYPE keyhole_access_log_batch_size histogram");
         for (i, bound) in BATCH_SIZE_BOUNDS.iter().enumerate() {
-            let _ = writeln!(out, "keyhole_access_log_batch_size_bucket{{le=\"{bound}\"}} {}", log.batch_sizes[i]);
+            let _ = writeln!(
+                out,
+                "keyhole_access_log_batch_size_bucket{{le=\"{bound}\"}} {}",
+                log.batch_sizes[i]
+            );
         }
         let total = log.batches_ok + log.batches_failed;
-        let _ = writeln!(out, "keyhole_access_log_batch_size_bucket{{le=\"+Inf\"}} {total}");
+        let _ = writeln!(
+            out,
+            "keyhole_access_log_batch_size_bucket{{le=\"+Inf\"}} {total}"
+        );
         let _ = writeln!(out, "keyhole_access_log_batch_size_count {total}");
-        let _ = writeln!(out, "# HELP keyhole_access_log_commit_seconds Group commit latency.");
+        let _ = writeln!(
+            out,
+            "# HELP keyhole_access_log_commit_seconds Group commit latency."
+        );
         let _ = writeln!(out, "# TYPE keyhole_access_log_commit_seconds histogram");
-        log.commit_seconds.render(&mut out, "keyhole_access_log_commit_seconds", "");
+        log.commit_seconds
+            .render(&mut out, "keyhole_access_log_commit_seconds", "");
         out
     }
 }
 
 fn escape(label: &str) -> String {
-    label.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    label
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 #[cfg(test)]

@@ -7,18 +7,32 @@ use actix_web::{App, HttpResponse, HttpServer, get, web};
 use serde_json::{Value, json};
 use std::net::TcpListener;
 
-fn claim(
-    id: &str,
-    customer: &str,
-    status: &str,
-    updated: &str,
-    model: &str,
-    imei: &str,
-    stage: &str,
-    holder: (&str, &str),
-    iban: &str,
+struct Seed<'a> {
+    id: &'a str,
+    customer: &'a str,
+    status: &'a str,
+    updated: &'a str,
+    model: &'a str,
+    imei: &'a str,
+    stage: &'a str,
+    holder: (&'a str, &'a str),
+    iban: &'a str,
     amount: f64,
-) -> Value {
+}
+
+fn claim(seed: Seed<'_>) -> Value {
+    let Seed {
+        id,
+        customer,
+        status,
+        updated,
+        model,
+        imei,
+        stage,
+        holder,
+        iban,
+        amount,
+    } = seed;
     json!({
         "id": id,
         "customer_id": customer,
@@ -39,10 +53,54 @@ pub fn claims() -> Vec<Value> {
     let alice = ("Alice Example", "1985-04-12");
     let bob = ("Bob Sample", "1979-09-30");
     vec![
-        claim("C-1001", "CU-1001", "in_repair", "2024-11-18T14:32:05Z", "iPhone 14 Pro", "356938035643809", "awaiting_parts", alice, "GB82WEST12345698765432", 289.0),
-        claim("C-1002", "CU-1001", "paid", "2024-06-03T09:12:44Z", "iPad Air", "356938035643817", "completed", alice, "GB82WEST12345698765432", 412.5),
-        claim("C-2001", "CU-2002", "being_assessed", "2024-11-20T08:01:00Z", "Galaxy S23", "351756051523999", "not_started", bob, "GB33BUKB20201555555555", 0.0),
-        claim("C-2002", "CU-2002", "rejected", "2024-10-11T16:45:10Z", "Pixel 8", "352099001761481", "not_started", bob, "GB33BUKB20201555555555", 0.0),
+        claim(Seed {
+            id: "C-1001",
+            customer: "CU-1001",
+            status: "in_repair",
+            updated: "2024-11-18T14:32:05Z",
+            model: "iPhone 14 Pro",
+            imei: "356938035643809",
+            stage: "awaiting_parts",
+            holder: alice,
+            iban: "GB82WEST12345698765432",
+            amount: 289.0,
+        }),
+        claim(Seed {
+            id: "C-1002",
+            customer: "CU-1001",
+            status: "paid",
+            updated: "2024-06-03T09:12:44Z",
+            model: "iPad Air",
+            imei: "356938035643817",
+            stage: "completed",
+            holder: alice,
+            iban: "GB82WEST12345698765432",
+            amount: 412.5,
+        }),
+        claim(Seed {
+            id: "C-2001",
+            customer: "CU-2002",
+            status: "being_assessed",
+            updated: "2024-11-20T08:01:00Z",
+            model: "Galaxy S23",
+            imei: "351756051523999",
+            stage: "not_started",
+            holder: bob,
+            iban: "GB33BUKB20201555555555",
+            amount: 0.0,
+        }),
+        claim(Seed {
+            id: "C-2002",
+            customer: "CU-2002",
+            status: "rejected",
+            updated: "2024-10-11T16:45:10Z",
+            model: "Pixel 8",
+            imei: "352099001761481",
+            stage: "not_started",
+            holder: bob,
+            iban: "GB33BUKB20201555555555",
+            amount: 0.0,
+        }),
     ]
 }
 

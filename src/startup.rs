@@ -1,17 +1,17 @@
 //! Builds the application: binds its own listener (so tests ask for port 0), wires the state,
 //! and returns a server that runs until SIGTERM or SIGINT, then drains in-flight requests.
 
+use crate::access_log::AccessLog;
 use crate::app::App;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Settings;
 use crate::http::{self, demo::DemoPartner, middleware};
-use crate::access_log::AccessLog;
 use crate::metrics::Metrics;
 use crate::proxy::ProxyCaches;
-use crate::upstream::UpstreamClient;
 use crate::state::SharedState;
 use crate::store::Store;
 use crate::tokens::{KeyRing, Verifier};
+use crate::upstream::UpstreamClient;
 use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::{App as ActixApp, HttpServer, web};

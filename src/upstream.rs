@@ -67,16 +67,12 @@ impl UpstreamClient {
             StatusCode::NOT_FOUND => return Err(UpstreamError::NotFound),
             other => return Err(UpstreamError::Status(other.as_u16())),
         }
-        let body = response
-            .body()
-            .limit(MAX_BODY)
-            .await
-            .map_err(|e| match e {
-                awc::error::PayloadError::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => {
-                    UpstreamError::Timeout
-                }
-                _ => UpstreamError::InvalidBody,
-            })?;
+        let body = response.body().limit(MAX_BODY).await.map_err(|e| match e {
+            awc::error::PayloadError::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => {
+                UpstreamError::Timeout
+            }
+            _ => UpstreamError::InvalidBody,
+        })?;
         serde_json::from_slice(&body).map_err(|_| UpstreamError::InvalidBody)
     }
 }

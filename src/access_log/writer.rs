@@ -28,7 +28,7 @@ pub enum LogError {
 }
 
 enum Message {
-    Append(AccessRecord, oneshot::Sender<Result<i64, LogError>>),
+    Append(Box<AccessRecord>, oneshot::Sender<Result<i64, LogError>>),
     Flush(oneshot::Sender<()>),
 }
 
@@ -49,7 +49,7 @@ impl AccessLog {
     pub async fn append(&self, record: AccessRecord) -> Result<i64, LogError> {
         let (done, wait) = oneshot::channel();
         self.tx
-            .try_send(Message::Append(record.normalised(), done))
+            .try_send(Message::Append(Box::new(record.normalised()), done))
             .map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => LogError::Overloaded,
                 mpsc::error::TrySendError::Closed(_) => LogError::Stopped,
@@ -89,7 +89,7 @@ impl Writer {
             let mut next = Some(first);
             while let Some(message) = next.take() {
                 match message {
-                    Message::Append(record, done) => batch.push((record, done)),
+                    Message::Append(record, done) => batch.push((*record, done)),
                     Message::Flush(done) => flushes.push(done),
                 }
                 if batch.len() < MAX_BATCH {

@@ -17,7 +17,9 @@ use actix_web::web;
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
+    // The partner API first: a plain prefix match, then hand-split segments.
+    cfg.service(web::scope("/partner/v1").default_service(web::to(partner::dispatch)))
+        .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
         .app_data(web::FormConfig::default().limit(MAX_BODY_BYTES))
         .app_data(web::JsonConfig::default().limit(MAX_BODY_BYTES))
         .service(ops::healthz)
@@ -34,9 +36,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(portal::login::submit)
         .service(portal::login::logout)
         .service(portal::login::home)
-        .service(pages::stylesheet)
-        .service(partner::list)
-        .service(partner::item);
+        .service(pages::stylesheet);
 }
 
 /// Unknown paths get problem+json, like every other API error.

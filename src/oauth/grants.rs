@@ -2,9 +2,9 @@
 //! any instance is seen by every instance on the very next call.
 
 use crate::app::App;
+use crate::domain::ClientId;
 use crate::domain::GrantId;
 use crate::error::Internal;
-use crate::domain::ClientId;
 use crate::state::{GrantStatus, PartnerState};
 use crate::store::{GrantState, PartnerStatus, RevokedBy};
 use std::time::Duration;

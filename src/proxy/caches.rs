@@ -107,14 +107,14 @@ impl ProxyCaches {
         if let Some(facts) = self.grants.get(&id) {
             return Ok(facts);
         }
-        let grant = app
-            .store
-            .grant(id)
-            .await?
-            .ok_or_else(|| Internal::Other(anyhow::anyhow!("grant {id} of a valid token is missing")))?;
-        let customer = app.store.customer(grant.customer_id).await?.ok_or_else(|| {
-            Internal::Other(anyhow::anyhow!("customer of grant {id} is missing"))
+        let grant = app.store.grant(id).await?.ok_or_else(|| {
+            Internal::Other(anyhow::anyhow!("grant {id} of a valid token is missing"))
         })?;
+        let customer = app
+            .store
+            .customer(grant.customer_id)
+            .await?
+            .ok_or_else(|| Internal::Other(anyhow::anyhow!("customer of grant {id} is missing")))?;
         let facts = Arc::new(GrantFacts {
             customer_id: customer.id,
             upstream_customer: customer.upstream_id,
@@ -124,7 +124,11 @@ impl ProxyCaches {
         Ok(facts)
     }
 
-    pub async fn partner_rates(&self, app: &App, client: &ClientId) -> Result<PartnerRates, Internal> {
+    pub async fn partner_rates(
+        &self,
+        app: &App,
+        client: &ClientId,
+    ) -> Result<PartnerRates, Internal> {
         if let Some((at, rates)) = self.partners.get(client)
             && at.elapsed() < PARTNER_RATES_TTL
         {
@@ -136,7 +140,8 @@ impl ProxyCaches {
             .await?
             .map(|p| p.rates)
             .unwrap_or_default();
-        self.partners.insert(client.clone(), (Instant::now(), rates));
+        self.partners
+            .insert(client.clone(), (Instant::now(), rates));
         Ok(rates)
     }
 }

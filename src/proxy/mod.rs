@@ -2,8 +2,8 @@
 //! fields, and described by exactly one access-log record.
 //!
 //! Order per call: token (verified once, then cached until it expires) → grant, partner and
-//! token status in shared state (one round trip) → scope → rate limits → upstream → owner →
-//! projection → ETag. The HTTP handler then commits the record and only then answers.
+//! token status in shared state (one round trip) → rate limits → resource, id and scope →
+//! upstream → owner → projection → ETag. The HTTP handler then commits the record and only then answers.
 
 mod caches;
 mod etag;
@@ -147,25 +147,9 @@ async fn run(
     let facts = app.proxy.grant_facts(app, claims.grant_id).await?;
     record.customer_id = Some(facts.upstream_customer.to_string());
 
-    let resource = app
-        .catalog
-        .resource(req.resource)
-        .ok_or(ProxyError::UnknownResource)?;
-    if req.id.is_some_and(|id| !valid_record_id(id)) {
-        return Err(ProxyError::BadId);
-    }
-
+    // Status and limits come before anything about the request itself, so a revoked grant
+    // always reads as revoked, and a partner cannot write unlimited log rows with bad requests.
     check_status(app, &claims, now).await?;
-
-    let fields: Vec<&Field> = resource
-        .fields
-        .values()
-        .filter(|f| claims.scope.contains(&f.scope) && facts.scopes.contains(&f.scope))
-        .collect();
-    if fields.is_empty() {
-        return Err(ProxyError::InsufficientScope);
-    }
-
     let rates = app.proxy.partner_rates(app, &claims.client_id).await?;
     let rate = match app
         .proxy
@@ -183,6 +167,22 @@ async fn run(
             });
         }
     };
+
+    let resource = app
+        .catalog
+        .resource(req.resource)
+        .ok_or(ProxyError::UnknownResource)?;
+    if req.id.is_some_and(|id| !valid_record_id(id)) {
+        return Err(ProxyError::BadId);
+    }
+    let fields: Vec<&Field> = resource
+        .fields
+        .values()
+        .filter(|f| claims.scope.contains(&f.scope) && facts.scopes.contains(&f.scope))
+        .collect();
+    if fields.is_empty() {
+        return Err(ProxyError::InsufficientScope);
+    }
 
     let customer = facts.upstream_customer.as_str();
     let body = match req.id {
@@ -288,7 +288,9 @@ async fn check_status(
         .await
         .map_err(Internal::from)?;
     if status.jti_revoked {
-        return Err(ProxyError::InvalidToken("the token has been revoked".into()));
+        return Err(ProxyError::InvalidToken(
+            "the token has been revoked".into(),
+        ));
     }
     let grant_active = match status.grant {
         Some(grant) => grant.is_active_at(now),

@@ -38,12 +38,11 @@ pub fn project(resource: &Resource, fields: &[&Field], record: &Value) -> Option
         // Only scalars are disclosed: if the insurer ever nests data under a granted pointer,
         // the nested structure must not ride along. Absent, null and structured values are
         // neither returned nor logged as disclosed.
-        match record.pointer(&field.pointer) {
-            Some(value @ (Value::String(_) | Value::Number(_) | Value::Bool(_))) => {
-                body.insert(field.scope.field().to_owned(), value.clone());
-                disclosed.push(field.scope.to_string());
-            }
-            _ => {}
+        if let Some(value @ (Value::String(_) | Value::Number(_) | Value::Bool(_))) =
+            record.pointer(&field.pointer)
+        {
+            body.insert(field.scope.field().to_owned(), value.clone());
+            disclosed.push(field.scope.to_string());
         }
     }
     Some(Projected {
@@ -105,7 +104,11 @@ mod tests {
         let resource = claims();
         assert!(is_owned_by(&resource, &sample(), "CU-1001"));
         assert!(!is_owned_by(&resource, &sample(), "CU-100"));
-        assert!(!is_owned_by(&resource, &json!({"customer_id": ["CU-1001"]}), "CU-1001"));
+        assert!(!is_owned_by(
+            &resource,
+            &json!({"customer_id": ["CU-1001"]}),
+            "CU-1001"
+        ));
         assert!(!is_owned_by(&resource, &json!({}), "CU-1001"));
     }
 

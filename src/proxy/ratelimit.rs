@@ -140,7 +140,8 @@ impl PartnerRateLimiter {
             match limiter.check() {
                 Ok(snapshot) => {
                     let remaining = snapshot.remaining_burst_capacity();
-                    let reset = (f64::from(p.burst - remaining.min(p.burst)) / p.per_second).ceil() as u64;
+                    let reset =
+                        (f64::from(p.burst - remaining.min(p.burst)) / p.per_second).ceil() as u64;
                     if tightest.is_none_or(|(_, r, _)| remaining < r) {
                         tightest = Some((name, remaining, reset));
                     }
@@ -185,18 +186,34 @@ mod tests {
         let client = ClientId::parse("p").unwrap();
         let grant = GrantId::random();
         let rates = PartnerRates::default();
-        assert!(matches!(limits.check(&client, grant, &rates), Verdict::Allowed(_)));
-        assert!(matches!(limits.check(&client, grant, &rates), Verdict::Allowed(_)));
+        assert!(matches!(
+            limits.check(&client, grant, &rates),
+            Verdict::Allowed(_)
+        ));
+        assert!(matches!(
+            limits.check(&client, grant, &rates),
+            Verdict::Allowed(_)
+        ));
         match limits.check(&client, grant, &rates) {
-            Verdict::Refused { retry_after_seconds, headers } => {
+            Verdict::Refused {
+                retry_after_seconds,
+                headers,
+            } => {
                 assert!(retry_after_seconds >= 90, "{retry_after_seconds}");
-                assert!(headers.policy.contains("\"grant\";q=2;w=200"), "{}", headers.policy);
+                assert!(
+                    headers.policy.contains("\"grant\";q=2;w=200"),
+                    "{}",
+                    headers.policy
+                );
                 assert!(headers.current.starts_with("\"grant\";r=0"));
             }
             other => panic!("{other:?}"),
         }
         // Another grant of the same partner has its own budget.
-        assert!(matches!(limits.check(&client, GrantId::random(), &rates), Verdict::Allowed(_)));
+        assert!(matches!(
+            limits.check(&client, GrantId::random(), &rates),
+            Verdict::Allowed(_)
+        ));
     }
 
     #[test]
@@ -209,7 +226,10 @@ mod tests {
             grant_per_second: Some(1000.0),
             grant_burst: Some(1000),
         };
-        assert!(matches!(limits.check(&client, GrantId::random(), &rates), Verdict::Allowed(_)));
+        assert!(matches!(
+            limits.check(&client, GrantId::random(), &rates),
+            Verdict::Allowed(_)
+        ));
         assert!(matches!(
             limits.check(&client, GrantId::random(), &rates),
             Verdict::Refused { .. }

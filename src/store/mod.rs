@@ -16,7 +16,8 @@ pub use partners::{NewPartner, Partner, PartnerRates, PartnerStatus};
 pub use refresh::{RefreshOutcome, RefreshRecord};
 
 use migration::{Migrator, MigratorTrait};
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr};
+use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -51,14 +52,16 @@ impl Store {
             .min_connections(1)
             .connect_timeout(Duration::from_secs(5))
             .acquire_timeout(Duration::from_secs(5))
-            .sqlx_logging(false);
+            .sqlx_logging(false)
+            // On every pooled connection: WAL so readers never wait for the log writer, FULL
+            // so each commit (one per access-log batch) is on disk before it returns.
+            .map_sqlx_sqlite_opts(|opts| {
+                opts.journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Full)
+                    .busy_timeout(Duration::from_secs(5))
+                    .foreign_keys(true)
+            });
         let db = Database::connect(options).await?;
-        if url.starts_with("sqlite:") {
-            // WAL lets readers proceed while the access log commits; NORMAL is durable in WAL
-            // mode across process crashes, which is the failure the log must survive.
-            db.execute_unprepared("PRAGMA journal_mode=WAL; PRAGMA busy_timeout=5000;")
-                .await?;
-        }
         let store = Self { db };
         store.migrate().await?;
         Ok(store)

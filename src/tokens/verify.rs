@@ -57,7 +57,11 @@ impl Verifier {
         if header.alg != Algorithm::EdDSA {
             return Err(TokenError::WrongAlgorithm);
         }
-        if header.typ.as_deref() != Some(ACCESS_TOKEN_TYP) {
+        // RFC 9068 §4: `at+jwt`, or the same media type written out in full.
+        let typ = header.typ.as_deref().unwrap_or_default();
+        if !(typ.eq_ignore_ascii_case(ACCESS_TOKEN_TYP)
+            || typ.eq_ignore_ascii_case("application/at+jwt"))
+        {
             return Err(TokenError::WrongType);
         }
         let kid = header.kid.ok_or(TokenError::UnknownKey)?;

@@ -366,3 +366,87 @@ impl TestApp {
         response.json().await.unwrap()
     }
 }
+
+// ----- partners with their own settings (added for the partner API tests) ------------------
+
+impl TestApp {
+    /// Registers a partner like `add_partner`, with `adjust` applied to the `partner add`
+    /// arguments first (e.g. to set `--rate/--burst/--grant-rate/--grant-burst`).
+    pub async fn add_partner_with(
+        &self,
+        name: &str,
+        fields: &[&str],
+        adjust: impl FnOnce(&mut PartnerAdd),
+    ) -> Partner {
+        let redirect_uri = format!("http://127.0.0.1:9/{}/callback", name.len());
+        let mut add = PartnerAdd {
+            name: name.into(),
+            redirect_uris: vec![redirect_uri.clone()],
+            fields: fields.iter().map(|f| f.to_string()).collect(),
+            client_id: None,
+            rate: None,
+            burst: None,
+            grant_rate: None,
+            grant_burst: None,
+            json: false,
+        };
+        adjust(&mut add);
+        let (client_id, client_secret) = add_partner(&self.app.store, &self.app.catalog, &add)
+            .await
+            .unwrap();
+        Partner {
+            client_id: client_id.to_string(),
+            client_secret,
+            redirect_uri,
+        }
+    }
+
+    /// `authorize_as` for any partner: `who` consents to `granted` of the `requested` fields.
+    pub async fn authorize_for(
+        &self,
+        partner: &Partner,
+        who: (&str, &str, &str),
+        requested: &[&str],
+        granted: &[&str],
+    ) -> Authorized {
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let (url, state) = self
+            .oauth_client_for(partner)
+            .authorize_url(CsrfToken::new_random)
+            .add_scopes(requested.iter().map(|s| Scope::new(s.to_string())))
+            .set_pkce_challenge(challenge)
+            .url();
+        let auth_url = url.to_string();
+        let browser = browser();
+        self.sign_in(&browser, &auth_url, who).await;
+        let page = self.consent_page(&browser, &auth_url).await;
+        let response = self.decide(&browser, &page, "allow", granted).await;
+        assert_eq!(response.status(), StatusCode::SEE_OTHER);
+        let location = location(&response);
+        assert!(location.starts_with(&partner.redirect_uri), "{location}");
+        assert_eq!(
+            query_param(&location, "state").as_deref(),
+            Some(state.secret().as_str())
+        );
+        Authorized {
+            code: query_param(&location, "code").expect("a code"),
+            state: state.secret().clone(),
+            verifier,
+        }
+    }
+
+    /// `tokens` for any partner: Alice consents to `fields`, the partner exchanges the code.
+    pub async fn tokens_for(
+        &self,
+        partner: &Partner,
+        fields: &[&str],
+    ) -> oauth2::basic::BasicTokenResponse {
+        let authorized = self.authorize_for(partner, ALICE, fields, fields).await;
+        self.oauth_client_for(partner)
+            .exchange_code(AuthorizationCode::new(authorized.code))
+            .set_pkce_verifier(authorized.verifier)
+            .request_async(&http())
+            .await
+            .unwrap()
+    }
+}

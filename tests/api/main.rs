@@ -10,5 +10,6 @@ mod authorize;
 mod cli;
 mod openapi;
 mod ops;
+mod proxy;
 mod tokens;
 mod verifier;

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Load benchmark of the whole partner path (token check, grant check, rate limits, upstream
+# call, projection, durable hash-chained log) against nginx on this machine, in one run.
+#
+# It starts the fixed nginx upstream of ../shared/bench/run-baselines.sh (a ~400-byte claim of
+# customer CU-2001), registers a partner with limits far above the load, walks the real consent
+# flow with curl to get a token, starts `keyhole serve` (release build) and lets
+# run-baselines.sh measure nginx's proxy rows and the gateway in the same run. Tokens are
+# refreshed (rotating the refresh token) before every gateway run.
+#
+# Usage: bench/load.sh            (env: DURATION, REPEATS, PROXY_WORKERS as run-baselines.sh)
+#        KEYHOLE_BENCH_DB=postgres://… KEYHOLE_BENCH_REDIS=redis://… bench/load.sh   (production row)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+baselines=${BASELINES:-$root/../shared/bench/run-baselines.sh}
+work=$(mktemp -d /tmp/keyhole-bench.XXXXXX)
+port=${KEYHOLE_BENCH_PORT:-18090}
+base="http://127.0.0.1:$port"
+export KEYHOLE_DATABASE_URL=${KEYHOLE_BENCH_DB:-"sqlite://$work/bench.db?mode=rwc"}
+[ -n "${KEYHOLE_BENCH_REDIS:-}" ] && export KEYHOLE_REDIS_URL=$KEYHOLE_BENCH_REDIS
+export KEYHOLE_LISTEN="127.0.0.1:$port" KEYHOLE_PUBLIC_URL="$base"
+export KEYHOLE_UPSTREAM__BASE_URL="http://127.0.0.1:18081"
+export RUST_LOG=${RUST_LOG:-warn}
+
+command -v jq >/dev/null && command -v openssl >/dev/null || {
+  apt-get update -qq && apt-get install -y -qq jq openssl >/dev/null; }
+cargo build --release --quiet
+bin=$root/target/release/keyhole
+
+cleanup() {
+  [ -n "${gw_pid:-}" ] && kill "$gw_pid" 2>/dev/null && wait "$gw_pid" 2>/dev/null
+  "$baselines" down >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+"$baselines" up
+"$bin" migrate >/dev/null
+partner=$("$bin" partner add --name "Bench Partner" --redirect-uri "http://127.0.0.1:9/cb" \
+  --fields claims:status,claims:status_updated_at --rate 1000000 --burst 1000000 \
+  --grant-rate 1000000 --grant-burst 1000000 --json)
+client_id=$(jq -r .client_id <<<"$partner") secret=$(jq -r .client_secret <<<"$partner")
+"$bin" customer add --id CU-2001 --email bench@example.com --password bench-password-1 --json >/dev/null
+
+"$bin" serve >"$work/gateway.log" 2>&1 &
+gw_pid=$!
+for _ in $(seq 50); do curl -sf "$base/healthz" >/dev/null && break; sleep 0.1; done
+
+bench/consent-flow.sh "$base" "$client_id" "$secret" "http://127.0.0.1:9/cb" \
+  bench@example.com bench-password-1 "claims:status claims:status_updated_at" >"$work/token.json"
+jq -r .refresh_token "$work/token.json" >"$work/refresh"
+check=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $(jq -r .access_token "$work/token.json")" \
+  "$base/partner/v1/claims/C-1001")
+[ "$check" = 200 ] || { echo "gateway answered $check before the benchmark" >&2; exit 1; }
+
+cat >"$work/header.sh" <<HDR
+#!/usr/bin/env bash
+set -euo pipefail
+answer=\$(curl -sf -u '$client_id:$secret' -d grant_type=refresh_token \
+  --data-urlencode "refresh_token=\$(cat '$work/refresh')" '$base/oauth/token')
+jq -r .refresh_token <<<"\$answer" >'$work/refresh'
+echo "Authorization: Bearer \$(jq -r .access_token <<<"\$answer")"
+HDR
+chmod +x "$work/header.sh"
+
+GATEWAY_URL="$base/partner/v1/claims/C-1001" GATEWAY_HEADER_CMD="$work/header.sh" \
+  GATEWAY_PID=$gw_pid "$baselines" run
+echo "access-log records written: $(curl -s "$base/metrics" | sed -n 's/^keyhole_access_log_records_total //p')"
+curl -s "$base/metrics" | grep -E '^keyhole_access_log_batch_size_bucket' || true
