@@ -79,7 +79,11 @@ impl Application {
         };
         let port = listener.local_addr()?.port();
         let metrics = Arc::new(Metrics::default());
-        let access_log = AccessLog::start(store.clone(), metrics.clone());
+        let log_store = store
+            .dedicated(&settings.database_url)
+            .await
+            .context("connecting the access-log writer")?;
+        let access_log = AccessLog::start(log_store, metrics.clone());
         let proxy = ProxyCaches::new(settings.rate_limits);
         let app = web::Data::new(App {
             access_log,
@@ -95,6 +99,7 @@ impl Application {
         });
 
         tokio::spawn(reload_keys(keys));
+        tokio::spawn(checkpoint(app.store.clone()));
 
         let demo = options.demo.map(web::Data::new);
         let data = app.clone();
@@ -158,6 +163,16 @@ impl Application {
         let result = self.server.await;
         self.app.access_log.flush().await;
         result
+    }
+}
+
+async fn checkpoint(store: Store) {
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tick.tick().await;
+        if let Err(e) = store.checkpoint().await {
+            tracing::warn!(error = %e, "write-ahead log checkpoint failed");
+        }
     }
 }
 

@@ -17,7 +17,7 @@ pub use refresh::{RefreshOutcome, RefreshRecord};
 
 use migration::{Migrator, MigratorTrait};
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
-use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr};
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -46,9 +46,23 @@ pub struct Store {
 impl Store {
     /// Connects and applies pending migrations.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let pool = if url.starts_with("sqlite:") { 4 } else { 16 };
+        let store = Self::open(url, pool).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// A store on a single connection of its own, for the access-log writer: its page cache
+    /// stays warm (SQLite drops a connection's cache whenever another connection wrote), and
+    /// the writer never waits for a pooled connection behind other queries.
+    pub async fn dedicated(&self, url: &str) -> Result<Self, StoreError> {
+        Self::open(url, 1).await
+    }
+
+    async fn open(url: &str, pool: u32) -> Result<Self, StoreError> {
         let mut options = ConnectOptions::new(url.to_owned());
         options
-            .max_connections(if url.starts_with("sqlite:") { 4 } else { 16 })
+            .max_connections(pool)
             .min_connections(1)
             .connect_timeout(Duration::from_secs(5))
             .acquire_timeout(Duration::from_secs(5))
@@ -60,15 +74,28 @@ impl Store {
                     .synchronous(SqliteSynchronous::Full)
                     .busy_timeout(Duration::from_secs(5))
                     .foreign_keys(true)
+                    // No connection checkpoints inside a commit (that stalled calls for
+                    // hundreds of ms); `checkpoint` runs in the background instead.
+                    .pragma("wal_autocheckpoint", "0")
             });
-        let db = Database::connect(options).await?;
-        let store = Self { db };
-        store.migrate().await?;
-        Ok(store)
+        Ok(Self {
+            db: Database::connect(options).await?,
+        })
     }
 
     pub async fn migrate(&self) -> Result<(), StoreError> {
         Migrator::up(&self.db, None).await?;
+        Ok(())
+    }
+
+    /// Copies the SQLite write-ahead log into the database without blocking writers; a no-op
+    /// elsewhere. Called every second by a background task.
+    pub async fn checkpoint(&self) -> Result<(), StoreError> {
+        if self.db.get_database_backend() == sea_orm::DatabaseBackend::Sqlite {
+            self.db
+                .execute_unprepared("PRAGMA wal_checkpoint(PASSIVE)")
+                .await?;
+        }
         Ok(())
     }
 
