@@ -14,6 +14,7 @@ pub mod error;
 pub mod http;
 pub mod metrics;
 pub mod oauth;
+pub mod portal;
 pub mod proxy;
 pub mod sample_upstream;
 pub mod secrets;

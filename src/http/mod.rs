@@ -35,7 +35,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(portal::login::show)
         .service(portal::login::submit)
         .service(portal::login::logout)
-        .service(portal::login::home)
+        .service(portal::grants::overview)
+        .service(portal::grants::export_csv)
+        .service(portal::grants::export_json)
+        .service(portal::grants::show)
+        .service(portal::grants::confirm_revoke)
+        .service(portal::grants::revoke)
         .service(pages::stylesheet);
 }
 

@@ -14,6 +14,8 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("login.html", include_str!("../../templates/login.html")),
     ("consent.html", include_str!("../../templates/consent.html")),
     ("portal.html", include_str!("../../templates/portal.html")),
+    ("grant.html", include_str!("../../templates/grant.html")),
+    ("revoke.html", include_str!("../../templates/revoke.html")),
     (
         "demo_callback.html",
         include_str!("../../templates/demo_callback.html"),

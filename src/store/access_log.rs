@@ -96,3 +96,81 @@ impl Store {
             .collect()
     }
 }
+
+/// How often and when a grant was last used to read data.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GrantUsage {
+    pub reads: u64,
+    pub last_read: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Outcomes that disclosed (or confirmed) data: what a customer calls "a read".
+const READS: [&str; 2] = ["ok", "not_modified"];
+
+impl Store {
+    /// Reads per grant, computed from the log rather than kept as a counter on the hot path.
+    pub async fn grant_usage(
+        &self,
+        grant_ids: &[String],
+    ) -> Result<std::collections::HashMap<String, GrantUsage>, StoreError> {
+        use sea_orm::sea_query::{Expr, Func};
+        if grant_ids.is_empty() {
+            return Ok(Default::default());
+        }
+        let rows: Vec<(Option<String>, i64, Option<chrono::DateTime<chrono::Utc>>)> =
+            access_log::Entity::find()
+                .select_only()
+                .column(access_log::Column::GrantId)
+                .column_as(
+                    Expr::from(Func::count(Expr::col(access_log::Column::Id))),
+                    "reads",
+                )
+                .column_as(
+                    Expr::from(Func::max(Expr::col(access_log::Column::At))),
+                    "last_read",
+                )
+                .filter(access_log::Column::GrantId.is_in(grant_ids.iter().cloned()))
+                .filter(access_log::Column::Outcome.is_in(READS))
+                .group_by(access_log::Column::GrantId)
+                .into_tuple()
+                .all(&self.db)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(grant, reads, last_read)| {
+                Some((
+                    grant?,
+                    GrantUsage {
+                        reads: u64::try_from(reads).unwrap_or(0),
+                        last_read,
+                    },
+                ))
+            })
+            .collect())
+    }
+
+    /// The records of some grants, newest first, below `before` (an id) when given.
+    pub async fn access_log_of_grants(
+        &self,
+        grant_ids: &[String],
+        before: Option<i64>,
+        limit: u64,
+    ) -> Result<Vec<ChainedRecord>, StoreError> {
+        if grant_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut query = access_log::Entity::find()
+            .filter(access_log::Column::GrantId.is_in(grant_ids.iter().cloned()));
+        if let Some(before) = before {
+            query = query.filter(access_log::Column::Id.lt(before));
+        }
+        query
+            .order_by_desc(access_log::Column::Id)
+            .limit(limit)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(ChainedRecord::try_from)
+            .collect()
+    }
+}

@@ -152,6 +152,21 @@ impl Store {
     }
 }
 
+impl Store {
+    /// A customer's grants, newest first.
+    pub async fn grants_of_customer(&self, customer: CustomerId) -> Result<Vec<Grant>, StoreError> {
+        use sea_orm::QueryOrder;
+        grants::Entity::find()
+            .filter(grants::Column::CustomerId.eq(customer.to_string()))
+            .order_by_desc(grants::Column::CreatedAt)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(Grant::try_from)
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,6 +9,7 @@ mod keys;
 mod partners;
 mod refresh;
 
+pub use access_log::GrantUsage;
 pub use customers::Customer;
 pub use grants::{Grant, GrantState, RevokedBy};
 pub use keys::StoredKey;

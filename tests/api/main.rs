@@ -10,6 +10,7 @@ mod authorize;
 mod cli;
 mod openapi;
 mod ops;
+mod portal;
 mod proxy;
 mod tokens;
 mod verifier;

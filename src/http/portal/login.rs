@@ -155,24 +155,6 @@ pub async fn logout(
     Ok(response)
 }
 
-/// The portal's landing page (the grants overview arrives with the portal issue).
-#[get("/portal")]
-pub async fn home(app: web::Data<App>, req: HttpRequest) -> Result<HttpResponse, PageError> {
-    let Some(active) = session::current(&app, &req).await? else {
-        return Ok(see_other("/portal/login"));
-    };
-    let customer = app
-        .store
-        .customer(active.session.customer_id)
-        .await?
-        .ok_or(PageError::Forbidden)?;
-    let body = render(
-        "portal.html",
-        minijinja::context! { email => customer.email, csrf_token => active.session.csrf_token },
-    )?;
-    Ok(page(StatusCode::OK, body, None))
-}
-
 #[cfg(test)]
 mod tests {
     use super::safe_next;

@@ -1,4 +1,5 @@
-//! The customer portal. This part: sign-in, sign-out and the session they create.
+//! The customer portal: sign-in, sessions, grants, access history and revocation.
 
+pub mod grants;
 pub mod login;
 pub mod session;

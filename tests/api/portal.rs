@@ -1,0 +1,236 @@
+//! The customer portal: overview, history, revocation, downloads, and isolation between
+//! customers.
+
+use crate::helpers::*;
+use oauth2::TokenResponse;
+use reqwest::StatusCode;
+
+/// An app in front of the built-in sample claims API (Alice: C-1001, C-1002; Bob: C-2001, C-2002).
+async fn app_with_sample_upstream() -> TestApp {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(keyhole::sample_upstream::start(listener, 1).unwrap());
+    spawn_app_with(|s| s.upstream.base_url = url.parse().unwrap()).await
+}
+
+async fn signed_in(app: &TestApp, who: (&str, &str, &str)) -> reqwest::Client {
+    let browser = browser();
+    app.sign_in(&browser, &app.url("/portal/login"), who).await;
+    browser
+}
+
+async fn partner_get(app: &TestApp, token: &str, path: &str) -> StatusCode {
+    http()
+        .get(app.url(path))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+async fn page(browser: &reqwest::Client, url: &str) -> (StatusCode, String) {
+    let response = browser.get(url).send().await.unwrap();
+    (response.status(), response.text().await.unwrap())
+}
+
+fn grant_link(html: &str) -> String {
+    let start = html.find("/portal/grants/").expect("a grant link");
+    html[start..start + "/portal/grants/".len() + 36].to_owned()
+}
+
+#[tokio::test]
+async fn the_overview_and_history_tell_the_customer_who_read_what() {
+    let app = app_with_sample_upstream().await;
+    let token = app.tokens(&["claims:status", "claims:claim_number"]).await;
+    let access = token.access_token().secret();
+    assert_eq!(
+        partner_get(&app, access, "/partner/v1/claims/C-1001").await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        partner_get(&app, access, "/partner/v1/claims").await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        partner_get(&app, access, "/partner/v1/claims/C-2002").await,
+        StatusCode::NOT_FOUND
+    );
+
+    let alice = signed_in(&app, ALICE).await;
+    let (status, html) = page(&alice, &app.url("/portal")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("Fone Shop"), "{html}");
+    assert!(html.contains("Claim status") && html.contains("Claim number"));
+    assert!(
+        html.contains("2 times"),
+        "two reads, the refusal is not a read: {html}"
+    );
+    assert!(!html.contains("scope") && !html.contains("JWT"));
+
+    let (status, html) = page(&alice, &app.url(&grant_link(&html))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("Fone Shop read claims C-1001"), "{html}");
+    assert!(html.contains("Fone Shop read the list of your claims"));
+    assert!(html.contains("Fone Shop tried to read claims C-2002: refused"));
+}
+
+#[tokio::test]
+async fn revoking_asks_first_then_stops_the_partner_at_once() {
+    let app = app_with_sample_upstream().await;
+    let token = app.tokens(&["claims:status"]).await;
+    let access = token.access_token().secret();
+    assert_eq!(
+        partner_get(&app, access, "/partner/v1/claims/C-1001").await,
+        StatusCode::OK
+    );
+
+    let alice = signed_in(&app, ALICE).await;
+    let (_, html) = page(&alice, &app.url("/portal")).await;
+    let grant = grant_link(&html);
+    let (status, confirm) = page(&alice, &app.url(&format!("{grant}/revoke"))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(confirm.contains("Stop sharing with Fone Shop?"));
+    let csrf = hidden(&confirm, "csrf_token").unwrap();
+
+    let forged = alice
+        .post(app.url(&format!("{grant}/revoke")))
+        .form(&[("csrf_token", "forged")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        partner_get(&app, access, "/partner/v1/claims/C-1001").await,
+        StatusCode::OK
+    );
+
+    let done = alice
+        .post(app.url(&format!("{grant}/revoke")))
+        .form(&[("csrf_token", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        partner_get(&app, access, "/partner/v1/claims/C-1001").await,
+        StatusCode::UNAUTHORIZED
+    );
+    let (_, result) = page(&alice, &app.url(&location(&done))).await;
+    assert!(
+        result.contains("can no longer see your information"),
+        "{result}"
+    );
+    let (_, overview) = page(&alice, &app.url("/portal")).await;
+    assert!(overview.contains("You ended this on"), "{overview}");
+}
+
+#[tokio::test]
+async fn another_customers_grant_is_not_found_and_cannot_be_revoked() {
+    let app = app_with_sample_upstream().await;
+    let token = app.tokens(&["claims:status"]).await;
+    let alice = signed_in(&app, ALICE).await;
+    let (_, html) = page(&alice, &app.url("/portal")).await;
+    let grant = grant_link(&html);
+
+    let bob = signed_in(&app, BOB).await;
+    let (_, bob_home) = page(&bob, &app.url("/portal")).await;
+    let bob_csrf = hidden(&bob_home, "csrf_token").unwrap();
+    for path in [
+        grant.clone(),
+        format!("{grant}/revoke"),
+        "/portal/grants/not-a-grant".into(),
+    ] {
+        let (status, _) = page(&bob, &app.url(&path)).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+    }
+    let attempt = bob
+        .post(app.url(&format!("{grant}/revoke")))
+        .form(&[("csrf_token", bob_csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(attempt.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        partner_get(
+            &app,
+            token.access_token().secret(),
+            "/partner/v1/claims/C-1001"
+        )
+        .await,
+        StatusCode::OK,
+        "Alice's grant is untouched"
+    );
+}
+
+#[tokio::test]
+async fn the_access_history_downloads_as_csv_and_json() {
+    let app = app_with_sample_upstream().await;
+    let token = app.tokens(&["claims:status"]).await;
+    let access = token.access_token().secret();
+    partner_get(&app, access, "/partner/v1/claims/C-1001").await;
+    partner_get(&app, access, "/partner/v1/claims/C-2001").await;
+    let alice = signed_in(&app, ALICE).await;
+
+    let csv = alice
+        .get(app.url("/portal/access-history.csv"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(csv.status(), StatusCode::OK);
+    assert!(
+        csv.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .contains("attachment")
+    );
+    let csv = csv.text().await.unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 3, "{csv}");
+    assert!(lines[0].starts_with("at,partner,grant_id,resource,record_id"));
+    assert!(csv.contains("claims:status") && csv.contains("not_found"));
+
+    let json: Vec<serde_json::Value> = alice
+        .get(app.url("/portal/access-history.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(json.len(), 2);
+    assert_eq!(json[0]["partner"], "Fone Shop");
+
+    // Bob's download holds nothing of Alice's.
+    let bob = signed_in(&app, BOB).await;
+    let bob_json: Vec<serde_json::Value> = bob
+        .get(app.url("/portal/access-history.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(bob_json.is_empty());
+}
+
+#[tokio::test]
+async fn expired_grants_are_shown_as_ended_and_stop_working() {
+    let app = app_with_sample_upstream().await;
+    app.tokens(&["claims:status"]).await;
+    app.clock.advance(chrono::Duration::days(91));
+    let alice = signed_in(&app, ALICE).await;
+    let (_, html) = page(&alice, &app.url("/portal")).await;
+    assert!(html.contains("Expired on"), "{html}");
+    assert!(html.contains("You are not sharing anything with anyone."));
+}
+
+#[tokio::test]
+async fn portal_pages_need_a_session() {
+    let app = spawn_app().await;
+    for path in ["/portal", "/portal/access-history.csv", "/portal/grants/x"] {
+        let response = http().get(app.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::SEE_OTHER, "{path}");
+        assert!(location(&response).starts_with("/portal/login?next="));
+    }
+}
