@@ -250,3 +250,43 @@ pub async fn export(app: &App, customer: CustomerId) -> Result<Vec<ExportRow>, I
     }
     Ok(rows)
 }
+
+/// Sign-in attempts: 5 a minute per e-mail address (guessing one account's password is slow,
+/// a person who mistypes is not locked out for long) and 30 a minute per client address
+/// (spraying many accounts from one place is slow). The address is the one the client or its
+/// proxy reports; a forged one only escapes the second limit, never the first.
+pub struct LoginLimiter {
+    by_email: governor::DefaultKeyedRateLimiter<String>,
+    by_address: governor::DefaultKeyedRateLimiter<String>,
+}
+
+fn per_minute(n: u32) -> governor::Quota {
+    governor::Quota::per_minute(std::num::NonZeroU32::new(n).unwrap_or(std::num::NonZeroU32::MIN))
+}
+
+impl Default for LoginLimiter {
+    fn default() -> Self {
+        Self {
+            by_email: governor::RateLimiter::keyed(per_minute(5)),
+            by_address: governor::RateLimiter::keyed(per_minute(30)),
+        }
+    }
+}
+
+impl LoginLimiter {
+    /// False when either the address or the e-mail has used up its attempts.
+    pub fn allow(&self, email: &str, client_ip: Option<&str>) -> bool {
+        for limiter in [&self.by_email, &self.by_address] {
+            if limiter.len() > 100_000 {
+                limiter.retain_recent();
+            }
+        }
+        let by_email = self
+            .by_email
+            .check_key(&email.trim().to_lowercase())
+            .is_ok();
+        let by_address =
+            client_ip.is_none_or(|ip| self.by_address.check_key(&ip.to_owned()).is_ok());
+        by_email && by_address
+    }
+}

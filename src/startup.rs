@@ -88,6 +88,7 @@ impl Application {
         let app = web::Data::new(App {
             access_log,
             proxy,
+            login_limiter: Default::default(),
             settings,
             catalog,
             store,

@@ -234,3 +234,52 @@ async fn portal_pages_need_a_session() {
         assert!(location(&response).starts_with("/portal/login?next="));
     }
 }
+
+#[tokio::test]
+async fn repeated_failed_sign_ins_are_slowed_down() {
+    let app = spawn_app().await;
+    let browser = browser();
+    let mut statuses = Vec::new();
+    for _ in 0..7 {
+        let html = browser
+            .get(app.url("/portal/login"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let response = browser
+            .post(app.url("/portal/login"))
+            .form(&[
+                ("email", ALICE.1),
+                ("password", "wrong-password"),
+                ("csrf_token", &hidden(&html, "csrf_token").unwrap()),
+            ])
+            .send()
+            .await
+            .unwrap();
+        statuses.push(response.status().as_u16());
+    }
+    assert_eq!(statuses, vec![401, 401, 401, 401, 401, 429, 429]);
+    // Even the right password waits now: the limit is on attempts, not on failures.
+    let html = browser
+        .get(app.url("/portal/login"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let response = browser
+        .post(app.url("/portal/login"))
+        .form(&[
+            ("email", ALICE.1),
+            ("password", ALICE.2),
+            ("csrf_token", &hidden(&html, "csrf_token").unwrap()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+}

@@ -96,6 +96,22 @@ pub async fn submit(
         return Err(PageError::Forbidden);
     }
     let next = safe_next(form.next.as_deref()).to_owned();
+    let client_ip = req
+        .connection_info()
+        .realip_remote_addr()
+        .map(str::to_owned);
+    if !app.login_limiter.allow(&form.email, client_ip.as_deref()) {
+        tracing::warn!(client_ip = ?client_ip, "customer sign-in rate limited");
+        let mut response = login_page(
+            &app,
+            &next,
+            None,
+            &form.email,
+            Some("Too many attempts. Please wait a minute and try again."),
+        )?;
+        *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+        return Ok(response);
+    }
     let customer = app.store.customer_by_email(&form.email).await?;
     let stored_hash = customer
         .as_ref()
