@@ -7,6 +7,7 @@
 mod helpers;
 
 mod authorize;
+mod browser;
 mod cli;
 mod openapi;
 mod ops;

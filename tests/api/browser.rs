@@ -1,0 +1,215 @@
+//! End to end in a real headless Chromium (WebDriver via chromedriver): a customer signs in,
+//! narrows the consent, sees the partner's reads in the portal, and revokes; the partner's next
+//! call is refused. Skipped, saying so, where chromedriver is not installed (`.ci/run`
+//! installs Debian's `chromium` and `chromium-driver`).
+
+use crate::helpers::*;
+use fantoccini::{ClientBuilder, Locator};
+use oauth2::{AuthorizationCode, TokenResponse};
+use reqwest::StatusCode;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn find(binary: &str) -> Option<String> {
+    let out = Command::new("which").arg(binary).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+async fn partner_get(app: &TestApp, token: &str, path: &str) -> StatusCode {
+    http()
+        .get(app.url(path))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+#[tokio::test]
+async fn a_customer_consents_watches_and_revokes_in_a_real_browser() {
+    let (Some(chromedriver), Some(chromium)) = (find("chromedriver"), find("chromium")) else {
+        eprintln!(
+            "skipped: chromium and chromedriver are not installed (apt-get install chromium chromium-driver)"
+        );
+        return;
+    };
+    // Two TLS backends are linked (reqwest's and hyper-rustls'): pick one for the process.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _driver = Driver(
+        Command::new(chromedriver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let profile = tempfile::tempdir().unwrap();
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({
+            "binary": chromium,
+            "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                     "--no-first-run", "--disable-background-networking",
+                     "--disable-component-update", "--disable-sync", "--window-size=420,900",
+                     format!("--user-data-dir={}", profile.path().display())],
+        }),
+    );
+    let mut browser = None;
+    for _ in 0..50 {
+        match ClientBuilder::rustls()
+            .unwrap()
+            .capabilities(caps.clone())
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+        {
+            Ok(client) => {
+                browser = Some(client);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let browser = browser.expect("chromedriver did not start");
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(keyhole::sample_upstream::start(listener, 1).unwrap());
+    let app = spawn_app_with(|s| s.upstream.base_url = upstream.parse().unwrap()).await;
+
+    // Consent: sign in, untick "Claim number", allow.
+    let (auth_url, _state, verifier) = app.authorize_url(&["claims:status", "claims:claim_number"]);
+    browser.goto(&auth_url).await.unwrap();
+    browser
+        .find(Locator::Id("email"))
+        .await
+        .unwrap()
+        .send_keys(ALICE.1)
+        .await
+        .unwrap();
+    browser
+        .find(Locator::Id("password"))
+        .await
+        .unwrap()
+        .send_keys(ALICE.2)
+        .await
+        .unwrap();
+    browser
+        .find(Locator::Css("button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let consent = browser
+        .find(Locator::Css("form[action='/oauth/authorize']"))
+        .await
+        .unwrap();
+    assert!(browser.source().await.unwrap().contains("Claim number"));
+    consent
+        .find(Locator::Css("input[value='claims:claim_number']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    consent
+        .find(Locator::Css("button[value=allow]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    // The partner's redirect target does not exist; the address bar still holds the code.
+    let mut code = None;
+    for _ in 0..50 {
+        let url = browser.current_url().await.unwrap();
+        if let Some(c) = query_param(url.as_str(), "code") {
+            code = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let token = app
+        .oauth_client()
+        .exchange_code(AuthorizationCode::new(
+            code.expect("redirected with a code"),
+        ))
+        .set_pkce_verifier(verifier)
+        .request_async(&http())
+        .await
+        .unwrap();
+    let access = token.access_token().secret();
+    let body: serde_json::Value = http()
+        .get(app.url("/partner/v1/claims/C-1001"))
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({"id": "C-1001", "status": "in_repair"})
+    );
+
+    // The portal shows the read; keep a screenshot as an artifact.
+    browser.goto(&app.url("/portal")).await.unwrap();
+    let png = browser.screenshot().await.unwrap();
+    let artifact = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("portal.png");
+    std::fs::write(&artifact, png).unwrap();
+    eprintln!("portal screenshot: {}", artifact.display());
+    browser
+        .find(Locator::LinkText("See every time they looked"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let history = browser.source().await.unwrap();
+    assert!(
+        history.contains("Fone Shop read claims C-1001"),
+        "{history}"
+    );
+
+    // Revoke, with confirmation.
+    browser
+        .find(Locator::XPath(
+            "//a[starts-with(normalize-space(.), 'Stop sharing')]",
+        ))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .find(Locator::Css("button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser.find(Locator::Css("p.notice")).await.unwrap();
+    assert_eq!(
+        partner_get(&app, access, "/partner/v1/claims/C-1001").await,
+        StatusCode::UNAUTHORIZED
+    );
+    browser.close().await.unwrap();
+}
