@@ -32,6 +32,9 @@ pub struct UpstreamClient {
 
 impl UpstreamClient {
     pub fn new(settings: &UpstreamSettings) -> Self {
+        // rustls needs one process-wide crypto provider; when a build links two (test builds
+        // do), it refuses to guess. Choosing explicitly makes every build behave the same.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let connector = awc::Connector::new()
             .timeout(Duration::from_millis(settings.connect_timeout_ms))
             .limit(256);

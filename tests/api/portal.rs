@@ -283,3 +283,83 @@ async fn repeated_failed_sign_ins_are_slowed_down() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
 }
+
+#[tokio::test]
+async fn the_history_is_paginated_newest_first() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(keyhole::sample_upstream::start(listener, 1).unwrap());
+    let app = spawn_app_with(|s| {
+        s.upstream.base_url = url.parse().unwrap();
+        s.rate_limits.grant_burst = 100;
+        s.rate_limits.partner_burst = 100;
+    })
+    .await;
+    let token = app.tokens(&["claims:status"]).await;
+    let access = token.access_token().secret();
+    // 55 reads: the first page shows the newest 50 (C-1002 last), the second the oldest 5.
+    for _ in 0..54 {
+        partner_get(&app, access, "/partner/v1/claims/C-1001").await;
+    }
+    partner_get(&app, access, "/partner/v1/claims/C-1002").await;
+    let alice = signed_in(&app, ALICE).await;
+    let (_, home) = page(&alice, &app.url("/portal")).await;
+    let grant = grant_link(&home);
+    let (_, first) = page(&alice, &app.url(&grant)).await;
+    assert_eq!(first.matches("<tr").count() - 1, 50, "header row plus 50");
+    let newest = first.find("claims C-1002").unwrap();
+    let older = first.find("claims C-1001").unwrap();
+    assert!(newest < older, "newest first");
+    let start = first.find("?before=").expect("a link to older entries");
+    let end = first[start..].find('"').unwrap() + start;
+    let (_, second) = page(&alice, &app.url(&format!("{grant}{}", &first[start..end]))).await;
+    assert_eq!(second.matches("<tr").count() - 1, 5);
+    assert!(!second.contains("?before="), "no page after the last");
+}
+
+#[tokio::test]
+async fn sessions_end_after_their_absolute_lifetime_and_cookies_are_locked_down() {
+    let app = spawn_app().await;
+    let browser = browser();
+    let html = browser
+        .get(app.url("/portal/login"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let response = browser
+        .post(app.url("/portal/login"))
+        .form(&[
+            ("email", ALICE.1),
+            ("password", ALICE.2),
+            ("csrf_token", &hidden(&html, "csrf_token").unwrap()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let cookie = response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|c| c.starts_with("kh_session="))
+        .expect("a session cookie");
+    assert!(cookie.contains("HttpOnly"), "{cookie}");
+    assert!(cookie.contains("SameSite=Lax"), "{cookie}");
+    assert!(
+        !cookie.contains("Secure"),
+        "plain http on loopback: {cookie}"
+    );
+    assert_eq!(page(&browser, &app.url("/portal")).await.0, StatusCode::OK);
+
+    app.clock
+        .advance(chrono::Duration::hours(8) + chrono::Duration::seconds(1));
+    let response = browser.get(app.url("/portal")).send().await.unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::SEE_OTHER,
+        "signed out after 8 hours"
+    );
+}
