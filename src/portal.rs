@@ -120,24 +120,34 @@ pub async fn overview(app: &App, customer: CustomerId) -> Result<Vec<GrantView>,
             let used = usage
                 .get(&grant.id.to_string())
                 .copied()
-                .unwrap_or(GrantUsage::default());
-            GrantView {
-                id: grant.id.to_string(),
-                fields: grant
-                    .scopes
-                    .iter()
-                    .map(|s| label(app, &s.to_string()))
-                    .collect(),
-                granted_on: day(grant.created_at),
-                expires_on: day(grant.expires_at),
-                last_used: used.last_read.map(moment),
-                reads: used.reads,
-                active: grant.is_usable_at(now),
-                ended: ended(grant, &partner, now),
-                partner,
-            }
+                .unwrap_or_default();
+            view(app, grant, partner, used, now)
         })
         .collect())
+}
+
+fn view(
+    app: &App,
+    grant: &Grant,
+    partner: String,
+    used: GrantUsage,
+    now: DateTime<Utc>,
+) -> GrantView {
+    GrantView {
+        id: grant.id.to_string(),
+        fields: grant
+            .scopes
+            .iter()
+            .map(|s| label(app, &s.to_string()))
+            .collect(),
+        granted_on: day(grant.created_at),
+        expires_on: day(grant.expires_at),
+        last_used: used.last_read.map(moment),
+        reads: used.reads,
+        active: grant.is_usable_at(now),
+        ended: ended(grant, &partner, now),
+        partner,
+    }
 }
 
 /// The customer's own grant, or `NotFound` (also for another customer's grant).
@@ -159,22 +169,7 @@ pub async fn grant_view(app: &App, grant: &Grant) -> Result<GrantView, Internal>
         .unwrap_or_default();
     let names = partner_names(app, std::iter::once(grant.client_id.to_string())).await?;
     let partner = names.into_values().next().unwrap_or_default();
-    let now = app.clock.now();
-    Ok(GrantView {
-        id: grant.id.to_string(),
-        fields: grant
-            .scopes
-            .iter()
-            .map(|s| label(app, &s.to_string()))
-            .collect(),
-        granted_on: day(grant.created_at),
-        expires_on: day(grant.expires_at),
-        last_used: used.last_read.map(moment),
-        reads: used.reads,
-        active: grant.is_usable_at(now),
-        ended: ended(grant, &partner, now),
-        partner,
-    })
+    Ok(view(app, grant, partner, used, app.clock.now()))
 }
 
 fn describe(app: &App, record: &ChainedRecord, partner: &str) -> HistoryRow {

@@ -20,6 +20,20 @@ fn bearer(req: &HttpRequest) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
+/// The headers a 200 and a 304 share: the ETag, revalidation, and the rate-limit state.
+fn with_validators(
+    mut response: actix_web::HttpResponseBuilder,
+    etag: String,
+    rate: proxy::RateHeaders,
+) -> actix_web::HttpResponseBuilder {
+    response
+        .insert_header((header::ETAG, etag))
+        .insert_header((header::CACHE_CONTROL, "private, no-cache"))
+        .insert_header(("RateLimit-Policy", rate.policy))
+        .insert_header(("RateLimit", rate.current));
+    response
+}
+
 async fn serve(
     app: &App,
     upstream: &UpstreamClient,
@@ -44,19 +58,12 @@ async fn serve(
     };
     let (result, mut record) = proxy::handle(app, upstream, call).await;
     let mut response = match result {
-        Ok(Answer::Data { body, etag, rate }) => HttpResponse::Ok()
+        Ok(Answer::Data { body, etag, rate }) => with_validators(HttpResponse::Ok(), etag, rate)
             .content_type("application/json")
-            .insert_header((header::ETAG, etag))
-            .insert_header((header::CACHE_CONTROL, "private, no-cache"))
-            .insert_header(("RateLimit-Policy", rate.policy))
-            .insert_header(("RateLimit", rate.current))
             .body(body),
-        Ok(Answer::NotModified { etag, rate }) => HttpResponse::NotModified()
-            .insert_header((header::ETAG, etag))
-            .insert_header((header::CACHE_CONTROL, "private, no-cache"))
-            .insert_header(("RateLimit-Policy", rate.policy))
-            .insert_header(("RateLimit", rate.current))
-            .finish(),
+        Ok(Answer::NotModified { etag, rate }) => {
+            with_validators(HttpResponse::NotModified(), etag, rate).finish()
+        }
         Err(e) => ApiError::from(e).error_response(),
     };
     record.status = response.status().as_u16();

@@ -5,7 +5,7 @@
 use super::ratelimit::PartnerRateLimiter;
 use crate::app::App;
 use crate::config::RateLimits;
-use crate::domain::{ClientId, CustomerId, FieldSet, GrantId, UpstreamCustomerId};
+use crate::domain::{ClientId, FieldSet, GrantId, UpstreamCustomerId};
 use crate::error::Internal;
 use crate::store::PartnerRates;
 use crate::tokens::{AccessClaims, LEEWAY_SECONDS, TokenError};
@@ -52,7 +52,6 @@ impl<K: Hash + Eq, V: Clone> Bounded<K, V> {
 /// The immutable facts of a grant.
 #[derive(Debug)]
 pub struct GrantFacts {
-    pub customer_id: CustomerId,
     pub upstream_customer: UpstreamCustomerId,
     pub scopes: FieldSet,
 }
@@ -116,7 +115,6 @@ impl ProxyCaches {
             .await?
             .ok_or_else(|| Internal::Other(anyhow::anyhow!("customer of grant {id} is missing")))?;
         let facts = Arc::new(GrantFacts {
-            customer_id: customer.id,
             upstream_customer: customer.upstream_id,
             scopes: grant.scopes,
         });

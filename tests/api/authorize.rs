@@ -383,25 +383,9 @@ async fn a_wrong_password_shows_the_form_again_without_a_session() {
     let app = spawn_app().await;
     let (auth_url, _, _) = app.authorize_url(&["claims:status"]);
     let browser = browser();
-    let html = browser
-        .get(&auth_url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let response = browser
-        .post(app.url("/portal/login"))
-        .form(&[
-            ("email", ALICE.1),
-            ("password", "not-her-password"),
-            ("csrf_token", &hidden(&html, "csrf_token").unwrap()),
-            ("next", &hidden(&html, "next").unwrap()),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let response = app
+        .submit_sign_in(&browser, &auth_url, ALICE.1, "not-her-password")
+        .await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     let html = browser
         .get(&auth_url)

@@ -26,16 +26,6 @@ fn find(binary: &str) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
-async fn partner_get(app: &TestApp, token: &str, path: &str) -> StatusCode {
-    http()
-        .get(app.url(path))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .status()
-}
-
 #[tokio::test]
 async fn a_customer_consents_watches_and_revokes_in_a_real_browser() {
     let (Some(chromedriver), Some(chromium)) = (find("chromedriver"), find("chromium")) else {
@@ -88,10 +78,7 @@ async fn a_customer_consents_watches_and_revokes_in_a_real_browser() {
     }
     let browser = browser.expect("chromedriver did not start");
 
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let upstream = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(keyhole::sample_upstream::start(listener, 1).unwrap());
-    let app = spawn_app_with(|s| s.upstream.base_url = upstream.parse().unwrap()).await;
+    let app = spawn_app_with_sample_upstream(|_| {}).await;
 
     // Consent: sign in, untick "Claim number", allow.
     let (auth_url, _state, verifier) = app.authorize_url(&["claims:status", "claims:claim_number"]);
@@ -208,7 +195,8 @@ async fn a_customer_consents_watches_and_revokes_in_a_real_browser() {
         .unwrap();
     browser.find(Locator::Css("p.notice")).await.unwrap();
     assert_eq!(
-        partner_get(&app, access, "/partner/v1/claims/C-1001").await,
+        app.partner_status(access, "/partner/v1/claims/C-1001")
+            .await,
         StatusCode::UNAUTHORIZED
     );
     browser.close().await.unwrap();

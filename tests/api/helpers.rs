@@ -107,6 +107,19 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     test
 }
 
+/// An app in front of the built-in sample claims API (Alice: C-1001, C-1002; Bob: C-2001,
+/// C-2002).
+pub async fn spawn_app_with_sample_upstream(adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(keyhole::sample_upstream::start(listener, 1).unwrap());
+    spawn_app_with(|s| {
+        s.upstream.base_url = url.parse().unwrap();
+        adjust(s);
+    })
+    .await
+}
+
 /// SQLite in the test's own directory by default. When `KEYHOLE_DATABASE_URL` names a
 /// PostgreSQL server (as `.ci/run` sets it), a fresh database on it for this test alone.
 pub async fn database_url(dir: &tempfile::TempDir) -> String {
@@ -244,31 +257,54 @@ impl TestApp {
     }
 
     /// Signs in through the form the authorize endpoint shows; returns the `next` redirect.
-    pub async fn sign_in(
+    /// Fetches the sign-in form at `page_url` and submits it; returns the answer.
+    pub async fn submit_sign_in(
         &self,
         browser: &reqwest::Client,
-        auth_url: &str,
-        who: (&str, &str, &str),
-    ) {
-        let page = browser.get(auth_url).send().await.unwrap();
+        page_url: &str,
+        email: &str,
+        password: &str,
+    ) -> reqwest::Response {
+        let page = browser.get(page_url).send().await.unwrap();
         assert_eq!(page.status(), StatusCode::OK);
         let html = page.text().await.unwrap();
         assert!(
             html.contains("Sign in"),
             "expected the sign-in page: {html}"
         );
-        let response = browser
+        browser
             .post(self.url("/portal/login"))
             .form(&[
-                ("email", who.1),
-                ("password", who.2),
+                ("email", email),
+                ("password", password),
                 ("csrf_token", &hidden(&html, "csrf_token").unwrap()),
                 ("next", &hidden(&html, "next").unwrap()),
             ])
             .send()
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    /// Signs in through the form that `auth_url` shows.
+    pub async fn sign_in(
+        &self,
+        browser: &reqwest::Client,
+        auth_url: &str,
+        who: (&str, &str, &str),
+    ) {
+        let response = self.submit_sign_in(browser, auth_url, who.1, who.2).await;
         assert_eq!(response.status(), StatusCode::SEE_OTHER, "sign-in failed");
+    }
+
+    /// A partner API call with a bearer token; only the status matters to the caller.
+    pub async fn partner_status(&self, token: &str, path: &str) -> StatusCode {
+        http()
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .status()
     }
 
     pub async fn consent_page(&self, browser: &reqwest::Client, auth_url: &str) -> ConsentPage {

@@ -5,28 +5,14 @@ use crate::helpers::*;
 use oauth2::TokenResponse;
 use reqwest::StatusCode;
 
-/// An app in front of the built-in sample claims API (Alice: C-1001, C-1002; Bob: C-2001, C-2002).
 async fn app_with_sample_upstream() -> TestApp {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(keyhole::sample_upstream::start(listener, 1).unwrap());
-    spawn_app_with(|s| s.upstream.base_url = url.parse().unwrap()).await
+    spawn_app_with_sample_upstream(|_| {}).await
 }
 
 async fn signed_in(app: &TestApp, who: (&str, &str, &str)) -> reqwest::Client {
     let browser = browser();
     app.sign_in(&browser, &app.url("/portal/login"), who).await;
     browser
-}
-
-async fn partner_get(app: &TestApp, token: &str, path: &str) -> StatusCode {
-    http()
-        .get(app.url(path))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .status()
 }
 
 async fn page(browser: &reqwest::Client, url: &str) -> (StatusCode, String) {
@@ -45,15 +31,17 @@ async fn the_overview_and_history_tell_the_customer_who_read_what() {
     let token = app.tokens(&["claims:status", "claims:claim_number"]).await;
     let access = token.access_token().secret();
     assert_eq!(
-        partner_get(&app, access, "/partner/v1/claims/C-1001").await,
+        app.partner_status(access, "/partner/v1/claims/C-1001")
+            .await,
         StatusCode::OK
     );
     assert_eq!(
-        partner_get(&app, access, "/partner/v1/claims").await,
+        app.partner_status(access, "/partner/v1/claims").await,
         StatusCode::OK
     );
     assert_eq!(
-        partner_get(&app, access, "/partner/v1/claims/C-2002").await,
+        app.partner_status(access, "/partner/v1/claims/C-2002")
+            .await,
         StatusCode::NOT_FOUND
     );
 
@@ -81,7 +69,8 @@ async fn revoking_asks_first_then_stops_the_partner_at_once() {
     let token = app.tokens(&["claims:status"]).await;
     let access = token.access_token().secret();
     assert_eq!(
-        partner_get(&app, access, "/partner/v1/claims/C-1001").await,
+        app.partner_status(access, "/partner/v1/claims/C-1001")
+            .await,
         StatusCode::OK
     );
 
@@ -101,7 +90,8 @@ async fn revoking_asks_first_then_stops_the_partner_at_once() {
         .unwrap();
     assert_eq!(forged.status(), StatusCode::FORBIDDEN);
     assert_eq!(
-        partner_get(&app, access, "/partner/v1/claims/C-1001").await,
+        app.partner_status(access, "/partner/v1/claims/C-1001")
+            .await,
         StatusCode::OK
     );
 
@@ -113,7 +103,8 @@ async fn revoking_asks_first_then_stops_the_partner_at_once() {
         .unwrap();
     assert_eq!(done.status(), StatusCode::SEE_OTHER);
     assert_eq!(
-        partner_get(&app, access, "/partner/v1/claims/C-1001").await,
+        app.partner_status(access, "/partner/v1/claims/C-1001")
+            .await,
         StatusCode::UNAUTHORIZED
     );
     let (_, result) = page(&alice, &app.url(&location(&done))).await;
@@ -152,12 +143,8 @@ async fn another_customers_grant_is_not_found_and_cannot_be_revoked() {
         .unwrap();
     assert_eq!(attempt.status(), StatusCode::NOT_FOUND);
     assert_eq!(
-        partner_get(
-            &app,
-            token.access_token().secret(),
-            "/partner/v1/claims/C-1001"
-        )
-        .await,
+        app.partner_status(token.access_token().secret(), "/partner/v1/claims/C-1001")
+            .await,
         StatusCode::OK,
         "Alice's grant is untouched"
     );
@@ -168,8 +155,10 @@ async fn the_access_history_downloads_as_csv_and_json() {
     let app = app_with_sample_upstream().await;
     let token = app.tokens(&["claims:status"]).await;
     let access = token.access_token().secret();
-    partner_get(&app, access, "/partner/v1/claims/C-1001").await;
-    partner_get(&app, access, "/partner/v1/claims/C-2001").await;
+    app.partner_status(access, "/partner/v1/claims/C-1001")
+        .await;
+    app.partner_status(access, "/partner/v1/claims/C-2001")
+        .await;
     let alice = signed_in(&app, ALICE).await;
 
     let csv = alice
@@ -241,56 +230,27 @@ async fn repeated_failed_sign_ins_are_slowed_down() {
     let browser = browser();
     let mut statuses = Vec::new();
     for _ in 0..7 {
-        let html = browser
-            .get(app.url("/portal/login"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let response = browser
-            .post(app.url("/portal/login"))
-            .form(&[
-                ("email", ALICE.1),
-                ("password", "wrong-password"),
-                ("csrf_token", &hidden(&html, "csrf_token").unwrap()),
-            ])
-            .send()
-            .await
-            .unwrap();
+        let response = app
+            .submit_sign_in(
+                &browser,
+                &app.url("/portal/login"),
+                ALICE.1,
+                "wrong-password",
+            )
+            .await;
         statuses.push(response.status().as_u16());
     }
     assert_eq!(statuses, vec![401, 401, 401, 401, 401, 429, 429]);
     // Even the right password waits now: the limit is on attempts, not on failures.
-    let html = browser
-        .get(app.url("/portal/login"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let response = browser
-        .post(app.url("/portal/login"))
-        .form(&[
-            ("email", ALICE.1),
-            ("password", ALICE.2),
-            ("csrf_token", &hidden(&html, "csrf_token").unwrap()),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let response = app
+        .submit_sign_in(&browser, &app.url("/portal/login"), ALICE.1, ALICE.2)
+        .await;
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
 }
 
 #[tokio::test]
 async fn the_history_is_paginated_newest_first() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(keyhole::sample_upstream::start(listener, 1).unwrap());
-    let app = spawn_app_with(|s| {
-        s.upstream.base_url = url.parse().unwrap();
+    let app = spawn_app_with_sample_upstream(|s| {
         s.rate_limits.grant_burst = 100;
         s.rate_limits.partner_burst = 100;
     })
@@ -299,9 +259,11 @@ async fn the_history_is_paginated_newest_first() {
     let access = token.access_token().secret();
     // 55 reads: the first page shows the newest 50 (C-1002 last), the second the oldest 5.
     for _ in 0..54 {
-        partner_get(&app, access, "/partner/v1/claims/C-1001").await;
+        app.partner_status(access, "/partner/v1/claims/C-1001")
+            .await;
     }
-    partner_get(&app, access, "/partner/v1/claims/C-1002").await;
+    app.partner_status(access, "/partner/v1/claims/C-1002")
+        .await;
     let alice = signed_in(&app, ALICE).await;
     let (_, home) = page(&alice, &app.url("/portal")).await;
     let grant = grant_link(&home);
@@ -321,24 +283,9 @@ async fn the_history_is_paginated_newest_first() {
 async fn sessions_end_after_their_absolute_lifetime_and_cookies_are_locked_down() {
     let app = spawn_app().await;
     let browser = browser();
-    let html = browser
-        .get(app.url("/portal/login"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let response = browser
-        .post(app.url("/portal/login"))
-        .form(&[
-            ("email", ALICE.1),
-            ("password", ALICE.2),
-            ("csrf_token", &hidden(&html, "csrf_token").unwrap()),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let response = app
+        .submit_sign_in(&browser, &app.url("/portal/login"), ALICE.1, ALICE.2)
+        .await;
     let cookie = response
         .headers()
         .get_all("set-cookie")
