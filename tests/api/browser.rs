@@ -105,7 +105,8 @@ async fn a_customer_consents_watches_and_revokes_in_a_real_browser() {
         .await
         .unwrap();
     let consent = browser
-        .find(Locator::Css("form[action='/oauth/authorize']"))
+        .wait()
+        .for_element(Locator::Css("form[action='/oauth/authorize']"))
         .await
         .unwrap();
     assert!(browser.source().await.unwrap().contains("Claim number"));
@@ -170,6 +171,12 @@ async fn a_customer_consents_watches_and_revokes_in_a_real_browser() {
         .click()
         .await
         .unwrap();
+    // A click does not wait for the navigation it starts: wait for the new page's content.
+    browser
+        .wait()
+        .for_element(Locator::Css("table"))
+        .await
+        .unwrap();
     let history = browser.source().await.unwrap();
     assert!(
         history.contains("Fone Shop read claims C-1001"),
@@ -187,13 +194,18 @@ async fn a_customer_consents_watches_and_revokes_in_a_real_browser() {
         .await
         .unwrap();
     browser
-        .find(Locator::Css("button[type=submit]"))
+        .wait()
+        .for_element(Locator::Css("form[action$='/revoke'] button[type=submit]"))
         .await
         .unwrap()
         .click()
         .await
         .unwrap();
-    browser.find(Locator::Css("p.notice")).await.unwrap();
+    browser
+        .wait()
+        .for_element(Locator::Css("p.notice"))
+        .await
+        .unwrap();
     assert_eq!(
         app.partner_status(access, "/partner/v1/claims/C-1001")
             .await,
