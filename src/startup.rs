@@ -100,7 +100,6 @@ impl Application {
         });
 
         tokio::spawn(reload_keys(keys));
-        tokio::spawn(checkpoint(app.store.clone()));
 
         let demo = options.demo.map(web::Data::new);
         let data = app.clone();
@@ -164,16 +163,6 @@ impl Application {
         let result = self.server.await;
         self.app.access_log.flush().await;
         result
-    }
-}
-
-async fn checkpoint(store: Store) {
-    let mut tick = tokio::time::interval(Duration::from_millis(200));
-    loop {
-        tick.tick().await;
-        if let Err(e) = store.checkpoint().await {
-            tracing::warn!(error = %e, "write-ahead log checkpoint failed");
-        }
     }
 }
 

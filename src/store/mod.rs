@@ -75,8 +75,8 @@ impl Store {
                     .synchronous(SqliteSynchronous::Full)
                     .busy_timeout(Duration::from_secs(5))
                     .foreign_keys(true)
-                    // No connection checkpoints inside a commit (that stalled calls for
-                    // hundreds of ms); `checkpoint` runs in the background instead.
+                    // No checkpoint inside a commit (that stalled calls for hundreds of ms);
+                    // the access-log writer checkpoints between its batches instead.
                     .pragma("wal_autocheckpoint", "0")
             });
         Ok(Self {
@@ -90,7 +90,7 @@ impl Store {
     }
 
     /// Copies the SQLite write-ahead log into the database without blocking writers; a no-op
-    /// elsewhere. Called every second by a background task.
+    /// elsewhere. The access-log writer calls it on its own connection between batches.
     pub async fn checkpoint(&self) -> Result<(), StoreError> {
         if self.db.get_database_backend() == sea_orm::DatabaseBackend::Sqlite {
             self.db
