@@ -53,6 +53,10 @@ pub struct Settings {
     pub session: SessionSettings,
     #[serde(default)]
     pub log_format: LogFormat,
+    /// HTTP worker threads; absent = one per core. Fewer workers than cores can be cheaper per
+    /// call when the load generator, the upstream or the database share the machine.
+    #[serde(default)]
+    pub workers: Option<std::num::NonZeroUsize>,
     #[serde(default = "default_resources")]
     pub resources: BTreeMap<String, ResourceConfig>,
 }
@@ -161,6 +165,7 @@ impl Default for Settings {
             upstream: Upstream::default(),
             session: SessionSettings::default(),
             log_format: LogFormat::default(),
+            workers: None,
             resources: default_resources(),
         }
     }
@@ -278,6 +283,17 @@ mod tests {
             err.to_string().contains("access_token_ttl_seconds"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn zero_workers_is_refused_and_a_worker_count_is_kept() {
+        let err = load_toml("workers = 0").unwrap_err();
+        assert!(err.to_string().contains("workers"), "{err}");
+        assert_eq!(
+            load_toml("workers = 1").unwrap().workers.map(|w| w.get()),
+            Some(1)
+        );
+        assert_eq!(load_toml("").unwrap().workers, None);
     }
 
     #[test]

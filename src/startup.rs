@@ -104,6 +104,7 @@ impl Application {
         let demo = options.demo.map(web::Data::new);
         let data = app.clone();
         let upstream_settings = data.settings.upstream.clone();
+        let workers_setting = data.settings.workers.map(std::num::NonZeroUsize::get);
         let mut server = HttpServer::new(move || {
             let metrics_data = data.clone();
             let mut a = ActixApp::new()
@@ -140,7 +141,7 @@ impl Application {
         })
         .listen(listener)?
         .shutdown_timeout(30);
-        if let Some(workers) = options.workers {
+        if let Some(workers) = options.workers.or(workers_setting) {
             server = server.workers(workers);
         }
         Ok(Self {
