@@ -47,6 +47,9 @@ pub enum Command {
     /// Manage token-signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Export, verify and prune the access log.
+    #[command(subcommand)]
+    Log(LogCommand),
     /// Print the OpenAPI document.
     Openapi,
     /// Serve only the built-in sample claims API (for the demo and load benchmarks).
@@ -117,6 +120,57 @@ pub enum AdminTokenCommand {
     Create {
         #[arg(long)]
         name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the tokens (never their secrets).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token by its id; its next call is refused.
+    Revoke {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// A date-time in RFC 3339, or a date (midnight UTC).
+pub fn parse_instant(s: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    let day = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .with_context(|| format!("`{s}` is neither an RFC 3339 date-time nor a YYYY-MM-DD date"))?;
+    Ok(day.and_time(chrono::NaiveTime::MIN).and_utc())
+}
+
+#[derive(Subcommand)]
+pub enum LogCommand {
+    /// Write records (by time, RFC 3339 or YYYY-MM-DD), their signed checkpoints and the
+    /// public keys to one file that `keyhole log verify` checks without the database.
+    Export {
+        #[arg(long)]
+        from: Option<String>,
+        #[arg(long)]
+        to: Option<String>,
+        /// Where to write; `-` for standard output.
+        #[arg(long, short, default_value = "-")]
+        output: PathBuf,
+    },
+    /// Check an export offline: the hash chain, every signature, and completeness. Exits 1
+    /// when anything is broken.
+    Verify {
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove records older than DATE (at most now minus `access_log.retention_days`), up to
+    /// the last signed checkpoint before it, so the rest stays verifiable.
+    Prune {
+        #[arg(long)]
+        before: String,
         #[arg(long)]
         json: bool,
     },
@@ -291,6 +345,36 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 ),
             );
         }
+        Command::Admin(AdminCommand::Token(AdminTokenCommand::List { json })) => {
+            let store = Store::connect(&settings.database_url).await?;
+            let tokens = store.admin_tokens().await?;
+            if json {
+                let items: Vec<_> = tokens
+                    .iter()
+                    .map(|t| json!({ "id": t.id, "name": t.name, "created_at": t.created_at, "revoked_at": t.revoked_at }))
+                    .collect();
+                println!("{}", json!({ "items": items }));
+            } else {
+                for t in tokens {
+                    let state = t
+                        .revoked_at
+                        .map_or("active".to_owned(), |at| format!("revoked {at}"));
+                    println!("{}  {}  created {}  {state}", t.id, t.name, t.created_at);
+                }
+            }
+        }
+        Command::Admin(AdminCommand::Token(AdminTokenCommand::Revoke { id, json })) => {
+            let store = Store::connect(&settings.database_url).await?;
+            if !store.revoke_admin_token(&id, SystemClock.now()).await? {
+                bail!("no active admin token has the id {id}");
+            }
+            print(
+                json,
+                json!({ "id": id, "revoked": true }),
+                format!("admin token {id} revoked"),
+            );
+        }
+        Command::Log(command) => run_log(&settings, command).await?,
         Command::Keys(KeysCommand::Rotate { json }) => {
             let store = Store::connect(&settings.database_url).await?;
             let keys = KeyRing::load(
@@ -305,6 +389,70 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 json!({ "kid": kid }),
                 format!("new signing key {kid}; running instances sign with it within 60 s"),
             );
+        }
+    }
+    Ok(())
+}
+
+async fn run_log(settings: &Settings, command: LogCommand) -> anyhow::Result<()> {
+    use crate::access_log::{export, prune};
+    match command {
+        LogCommand::Export { from, to, output } => {
+            let from = from.as_deref().map(parse_instant).transpose()?;
+            let to = to.as_deref().map(parse_instant).transpose()?;
+            let store = Store::connect(&settings.database_url).await?;
+            let summary = if output.as_os_str() == "-" {
+                let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                export::export(&store, from, to, SystemClock.now(), &mut out).await?
+            } else {
+                let file = std::fs::File::create(&output)
+                    .with_context(|| format!("creating {}", output.display()))?;
+                let mut out = std::io::BufWriter::new(file);
+                let summary = export::export(&store, from, to, SystemClock.now(), &mut out).await?;
+                println!("{}", serde_json::to_string(&summary)?);
+                summary
+            };
+            tracing::info!(records = summary.records, "access log exported");
+        }
+        LogCommand::Verify { file, json } => {
+            let input = std::fs::File::open(&file)
+                .with_context(|| format!("opening {}", file.display()))?;
+            let report = export::verify_file(std::io::BufReader::new(input))?;
+            let human = match &report.chain.first_broken {
+                None => format!(
+                    "OK: {} records; signed through record {}; {} after the last checkpoint",
+                    report.chain.records,
+                    report
+                        .chain
+                        .signed_through
+                        .map_or("none".into(), |id| id.to_string()),
+                    report.unsigned_tail
+                ),
+                Some(link) => format!(
+                    "BROKEN at record {}: {} ({} records verified before it)",
+                    link.id, link.reason, report.chain.records
+                ),
+            };
+            print(json, serde_json::to_value(&report)?, human);
+            if !report.chain.ok {
+                std::process::exit(1);
+            }
+        }
+        LogCommand::Prune { before, json } => {
+            let before = parse_instant(&before)?;
+            let store = Store::connect(&settings.database_url).await?;
+            let report = prune::prune(
+                &store,
+                before,
+                SystemClock.now(),
+                settings.access_log.retention_days,
+            )
+            .await?;
+            let human = match report.through_id {
+                Some(id) => format!("removed {} records, through record {id}", report.removed),
+                None => "nothing to remove: no signed checkpoint lies before that date".to_owned(),
+            };
+            print(json, serde_json::to_value(&report)?, human);
         }
     }
     Ok(())

@@ -57,6 +57,10 @@ pub struct Settings {
     /// call when the load generator, the upstream or the database share the machine.
     #[serde(default)]
     pub workers: Option<std::num::NonZeroUsize>,
+    #[serde(default)]
+    pub access_log: AccessLogSettings,
+    #[serde(default)]
+    pub alerts: AlertSettings,
     #[serde(default = "default_resources")]
     pub resources: BTreeMap<String, ResourceConfig>,
 }
@@ -118,6 +122,87 @@ impl Default for SessionSettings {
     }
 }
 
+/// Signed checkpoints of the access log's hash chain, and how long records are kept.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessLogSettings {
+    /// The head of the chain is signed at least every this many records…
+    pub checkpoint_every: u32,
+    /// …and, when records were added, at least this often, so that deleting the newest
+    /// records is detectable after at most this long.
+    pub checkpoint_interval_seconds: u32,
+    /// `keyhole log prune` refuses to remove records younger than this. The default is the
+    /// seven years the insurer's privacy statement names for statutory records.
+    pub retention_days: u32,
+}
+
+impl Default for AccessLogSettings {
+    fn default() -> Self {
+        Self {
+            checkpoint_every: 1000,
+            checkpoint_interval_seconds: 60,
+            retention_days: 2557,
+        }
+    }
+}
+
+/// One anomaly rule: it fires when a partner's count in the window reaches `threshold`; with
+/// `suspend`, the partner is also suspended at once.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AlertRule {
+    pub threshold: u64,
+    #[serde(default)]
+    pub suspend: bool,
+}
+
+impl AlertRule {
+    const fn new(threshold: u64) -> Self {
+        Self {
+            threshold,
+            suspend: false,
+        }
+    }
+}
+
+/// The anomaly report's rules and their thresholds, all over the last `window_minutes`.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertSettings {
+    pub window_minutes: u32,
+    /// Distinct customers whose data one partner read.
+    pub distinct_customers: AlertRule,
+    /// Refused calls (`not_found`, `denied`, `invalid_token`) of one partner.
+    pub refused_calls: AlertRule,
+    /// Calls for records or fields beyond the partner's grants (`denied`).
+    pub beyond_grants: AlertRule,
+    /// Reads at hours of the day (UTC) in which the partner made less than
+    /// `unusual_hour_share` of its reads over the previous `baseline_days`.
+    pub unusual_hours: AlertRule,
+    pub baseline_days: u32,
+    pub unusual_hour_share: f64,
+    /// Partners with fewer reads than this in the baseline have no usual hours yet.
+    pub baseline_min_reads: u64,
+    /// How often the rules run in the background to apply automatic suspension.
+    pub evaluate_every_seconds: u32,
+}
+
+impl Default for AlertSettings {
+    fn default() -> Self {
+        Self {
+            window_minutes: 60,
+            distinct_customers: AlertRule::new(200),
+            refused_calls: AlertRule::new(100),
+            beyond_grants: AlertRule::new(20),
+            unusual_hours: AlertRule::new(20),
+            baseline_days: 28,
+            unusual_hour_share: 0.01,
+            baseline_min_reads: 500,
+            evaluate_every_seconds: 60,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -166,6 +251,8 @@ impl Default for Settings {
             session: SessionSettings::default(),
             log_format: LogFormat::default(),
             workers: None,
+            access_log: AccessLogSettings::default(),
+            alerts: AlertSettings::default(),
             resources: default_resources(),
         }
     }
@@ -234,6 +321,26 @@ impl Settings {
         if self.session.idle_minutes == 0 || self.session.absolute_hours == 0 {
             return invalid("session", "timeouts must be positive");
         }
+        let log = &self.access_log;
+        if log.checkpoint_every == 0 || log.checkpoint_interval_seconds == 0 {
+            return invalid("access_log", "checkpoint intervals must be positive");
+        }
+        if log.retention_days == 0 {
+            return invalid("access_log.retention_days", "must be positive");
+        }
+        let alerts = &self.alerts;
+        if alerts.window_minutes == 0
+            || alerts.baseline_days == 0
+            || alerts.evaluate_every_seconds == 0
+        {
+            return invalid("alerts", "windows and intervals must be positive");
+        }
+        if !(0.0..1.0).contains(&alerts.unusual_hour_share) {
+            return invalid(
+                "alerts.unusual_hour_share",
+                "must be at least 0 and below 1",
+            );
+        }
         Catalog::build(&self.resources)?;
         Ok(())
     }
@@ -294,6 +401,25 @@ mod tests {
             Some(1)
         );
         assert_eq!(load_toml("").unwrap().workers, None);
+    }
+
+    #[test]
+    fn alert_rules_take_a_threshold_and_optional_containment() {
+        let s = load_toml(
+            "[alerts]\nwindow_minutes = 5\ndistinct_customers = { threshold = 3, suspend = true }",
+        )
+        .unwrap();
+        assert_eq!(s.alerts.window_minutes, 5);
+        assert_eq!(
+            s.alerts.distinct_customers,
+            AlertRule {
+                threshold: 3,
+                suspend: true
+            }
+        );
+        assert!(!s.alerts.refused_calls.suspend);
+        let err = load_toml("[access_log]\ncheckpoint_every = 0").unwrap_err();
+        assert!(err.to_string().contains("access_log"), "{err}");
     }
 
     #[test]

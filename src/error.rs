@@ -331,8 +331,13 @@ impl ResponseError for ApiError {
                     .insert_header(("RateLimit-Policy", policy.as_str()))
                     .insert_header(("RateLimit", current.as_str()));
             }
+            ApiError::Unauthorized(_) => {
+                response.insert_header((
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"keyhole-admin\""),
+                ));
+            }
             ApiError::BadRequest(_)
-            | ApiError::Unauthorized(_)
             | ApiError::Forbidden(_)
             | ApiError::NotFound
             | ApiError::PayloadTooLarge(_)

@@ -4,6 +4,7 @@
 //! and `store → entity`. `domain` knows no framework.
 
 pub mod access_log;
+pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod clock;

@@ -68,6 +68,13 @@ pub struct Metrics {
     /// scope → values disclosed.
     fields: Mutex<BTreeMap<String, u64>>,
     log: Mutex<LogStats>,
+    /// client_id → calls refused by a rate limit.
+    rate_limited: Mutex<BTreeMap<String, u64>>,
+    /// rule → alerts firing at the last background evaluation.
+    alerts: Mutex<BTreeMap<String, u64>>,
+    auto_suspensions: Mutex<u64>,
+    /// status → admin API calls.
+    admin_calls: Mutex<BTreeMap<u16, u64>>,
 }
 
 impl Metrics {
@@ -83,6 +90,13 @@ impl Metrics {
             .lock()
             .entry((client_id.to_owned(), resource.to_owned(), outcome))
             .or_default() += 1;
+        if outcome == "rate_limited" {
+            *self
+                .rate_limited
+                .lock()
+                .entry(client_id.to_owned())
+                .or_default() += 1;
+        }
         if !fields.is_empty() {
             let mut counts = self.fields.lock();
             for field in fields {
@@ -105,6 +119,28 @@ impl Metrics {
                 log.batch_sizes[i] += 1;
             }
         }
+    }
+
+    pub fn observe_alerts(&self, alerts: &[crate::admin::alerts::Alert]) {
+        let mut firing = self.alerts.lock();
+        for n in firing.values_mut() {
+            *n = 0;
+        }
+        for alert in alerts {
+            let rule = serde_json::to_value(alert.rule)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            *firing.entry(rule).or_default() += 1;
+        }
+    }
+
+    pub fn observe_auto_suspension(&self) {
+        *self.auto_suspensions.lock() += 1;
+    }
+
+    pub fn observe_admin_call(&self, status: u16) {
+        *self.admin_calls.lock().entry(status).or_default() += 1;
     }
 
     pub fn observe_http(&self, route: &str, status: u16, elapsed: Duration) {
@@ -188,6 +224,44 @@ impl Metrics {
         let _ = writeln!(out, "# TYPE keyhole_access_log_commit_seconds histogram");
         log.commit_seconds
             .render(&mut out, "keyhole_access_log_commit_seconds", "");
+        drop(log);
+        let _ = writeln!(
+            out,
+            "# HELP keyhole_rate_limit_refusals_total Partner calls refused by a rate limit."
+        );
+        let _ = writeln!(out, "# TYPE keyhole_rate_limit_refusals_total counter");
+        for (client, n) in self.rate_limited.lock().iter() {
+            let _ = writeln!(
+                out,
+                "keyhole_rate_limit_refusals_total{{client_id=\"{}\"}} {n}",
+                escape(client)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP keyhole_alerts_firing Alerts at the last background evaluation, by rule."
+        );
+        let _ = writeln!(out, "# TYPE keyhole_alerts_firing gauge");
+        for (rule, n) in self.alerts.lock().iter() {
+            let _ = writeln!(out, "keyhole_alerts_firing{{rule=\"{rule}\"}} {n}");
+        }
+        let _ = writeln!(out, "# TYPE keyhole_partner_auto_suspensions_total counter");
+        let _ = writeln!(
+            out,
+            "keyhole_partner_auto_suspensions_total {}",
+            self.auto_suspensions.lock()
+        );
+        let _ = writeln!(
+            out,
+            "# HELP keyhole_admin_requests_total Security team API calls by status."
+        );
+        let _ = writeln!(out, "# TYPE keyhole_admin_requests_total counter");
+        for (status, n) in self.admin_calls.lock().iter() {
+            let _ = writeln!(
+                out,
+                "keyhole_admin_requests_total{{status=\"{status}\"}} {n}"
+            );
+        }
         out
     }
 }

@@ -99,7 +99,18 @@ impl Application {
             metrics,
         });
 
-        tokio::spawn(reload_keys(keys));
+        tokio::spawn(reload_keys(keys.clone()));
+        tokio::spawn(crate::access_log::checkpoint::run(
+            app.store.clone(),
+            keys,
+            app.issuer(),
+            app.clock.clone(),
+            app.settings.access_log,
+            app.access_log.head(),
+        ));
+        if crate::admin::alerts::any_containment(&app.settings.alerts) {
+            tokio::spawn(crate::admin::alerts::run(app.clone()));
+        }
 
         let demo = options.demo.map(web::Data::new);
         let data = app.clone();
@@ -163,6 +174,21 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let result = self.server.await;
         self.app.access_log.flush().await;
+        // Sign the final head, so a deletion of the newest records is detectable at once.
+        let app = &self.app;
+        if let Ok(Some((id, hash))) = app.store.access_log_head().await
+            && let Err(e) = crate::access_log::checkpoint::checkpoint(
+                &app.store,
+                &app.keys,
+                &app.issuer(),
+                &app.clock,
+                id,
+                &hash,
+            )
+            .await
+        {
+            tracing::warn!(error = %e, "signing the final checkpoint failed");
+        }
         result
     }
 }

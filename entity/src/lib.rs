@@ -4,9 +4,11 @@
 //! mirror it column for column.
 
 pub mod access_log;
+pub mod admin_audit;
 pub mod admin_tokens;
 pub mod customers;
 pub mod grants;
+pub mod log_checkpoints;
 pub mod partners;
 pub mod prelude;
 pub mod refresh_tokens;

@@ -13,6 +13,7 @@ mod m20261122_000004_create_refresh_tokens;
 mod m20261122_000005_create_signing_keys;
 mod m20261122_000006_create_access_log;
 mod m20261122_000007_create_admin_tokens;
+mod m20261201_000008_security_team;
 
 /// Runs every Keyhole migration in order.
 pub struct Migrator;
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000005_create_signing_keys::Migration),
             Box::new(m20261122_000006_create_access_log::Migration),
             Box::new(m20261122_000007_create_admin_tokens::Migration),
+            Box::new(m20261201_000008_security_team::Migration),
         ]
     }
 }
@@ -38,7 +40,7 @@ mod tests {
     use super::*;
     use sea_orm_migration::sea_orm::{ConnectionTrait, Database, DatabaseConnection};
 
-    const TABLES: [&str; 7] = [
+    const TABLES: [&str; 9] = [
         "partners",
         "customers",
         "grants",
@@ -46,6 +48,8 @@ mod tests {
         "signing_keys",
         "access_log",
         "admin_tokens",
+        "log_checkpoints",
+        "admin_audit",
     ];
 
     async fn tables_present(db: &DatabaseConnection) -> Vec<&'static str> {

@@ -3,11 +3,17 @@
 //! transaction of its own.
 
 mod chain;
+pub mod checkpoint;
+pub mod export;
+pub mod prune;
+pub mod query;
 mod record;
 mod verify;
 mod writer;
 
 pub use chain::{GENESIS_HASH, chain_hash};
+pub use checkpoint::PublicKeys;
+pub use query::{Cursor, LogFilter};
 pub use record::{AccessRecord, ChainedRecord, Outcome};
-pub use verify::{BrokenLink, VerifyReport, verify_chain};
+pub use verify::{Anchor, BrokenLink, VerifyReport, Walker, verify_chain};
 pub use writer::{AccessLog, LogError};

@@ -8,7 +8,9 @@ use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::checkpoint::Head;
 
 /// The most records one INSERT carries (14 parameters each stays far below every limit).
 const MAX_BATCH: usize = 256;
@@ -42,14 +44,21 @@ enum Message {
 #[derive(Clone)]
 pub struct AccessLog {
     tx: mpsc::Sender<Message>,
+    head: watch::Receiver<Head>,
 }
 
 impl AccessLog {
     /// Starts the writer task on the current runtime.
     pub fn start(store: Store, metrics: Arc<Metrics>) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(Writer::new(store, metrics).run(rx));
-        Self { tx }
+        let (head_tx, head) = watch::channel(None);
+        tokio::spawn(Writer::new(store, metrics, head_tx).run(rx));
+        Self { tx, head }
+    }
+
+    /// The chain's head after each commit of this writer; the checkpointer follows it.
+    pub fn head(&self) -> watch::Receiver<Head> {
+        self.head.clone()
     }
 
     /// Appends a record and returns its id once it is durable.
@@ -78,14 +87,16 @@ struct Writer {
     metrics: Arc<Metrics>,
     /// The last committed (id, hash); `None` means "read it from the database".
     head: Option<(i64, String)>,
+    published: watch::Sender<Head>,
 }
 
 impl Writer {
-    fn new(store: Store, metrics: Arc<Metrics>) -> Self {
+    fn new(store: Store, metrics: Arc<Metrics>, published: watch::Sender<Head>) -> Self {
         Self {
             store,
             metrics,
             head: None,
+            published,
         }
     }
 
@@ -188,6 +199,7 @@ impl Writer {
         }
         match self.store.insert_access_records(chained).await {
             Ok(()) => {
+                self.published.send_replace(Some((id, prev.clone())));
                 self.head = Some((id, prev));
                 Ok(first_id)
             }

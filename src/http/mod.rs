@@ -1,6 +1,7 @@
 //! HTTP: routes, middleware, and the handlers of each surface. Handlers are thin: extract,
 //! authorise, call one service function, map the result.
 
+pub mod admin;
 pub mod demo;
 pub mod middleware;
 pub mod oauth;
@@ -41,7 +42,21 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(portal::grants::show)
         .service(portal::grants::confirm_revoke)
         .service(portal::grants::revoke)
-        .service(pages::stylesheet);
+        .service(pages::stylesheet)
+        .configure(admin::routes);
+}
+
+/// The bearer token of RFC 6750 §2.1; the scheme is case-insensitive.
+pub(crate) fn bearer(headers: &actix_web::http::header::HeaderMap) -> Option<&str> {
+    let value = headers
+        .get(actix_web::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 /// Unknown paths get problem+json, like every other API error.

@@ -23,6 +23,15 @@ use utoipa::OpenApi;
         super::ops::metrics,
         super::partner::list,
         super::partner::item,
+        super::admin::access_log,
+        super::admin::verify,
+        super::admin::partners,
+        super::admin::suspend,
+        super::admin::reinstate,
+        super::admin::list_grants,
+        super::admin::revoke_grant,
+        super::admin::alerts_report,
+        super::admin::audit,
     ),
     modifiers(&BearerScheme),
     components(schemas(
@@ -33,6 +42,7 @@ use utoipa::OpenApi;
         (name = "oauth", description = "Authorization server (RFC 6749, 7636, 7009, 7662, 8414, 9068, 9207)"),
         (name = "partner", description = "Partner API: records reduced to the granted fields, every call logged"),
         (name = "ops", description = "Health, readiness and metrics"),
+        (name = "admin", description = "Security team API: search, export and verify the access log; suspend partners; revoke grants; alerts. Bearer: an admin token from `keyhole admin token create`"),
     )
 )]
 pub struct ApiDoc;

@@ -10,16 +10,6 @@ use crate::upstream::UpstreamClient;
 use actix_web::http::header;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, ResponseError, web};
 
-/// The bearer token of RFC 6750 §2.1; the scheme is case-insensitive.
-fn bearer(req: &HttpRequest) -> Option<&str> {
-    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
-}
-
 /// The headers a 200 and a 304 share: the ETag, revalidation, and the rate-limit state.
 fn with_validators(
     mut response: actix_web::HttpResponseBuilder,
@@ -42,7 +32,7 @@ async fn serve(
     id: Option<&str>,
 ) -> HttpResponse {
     let call = CallRequest {
-        bearer: bearer(req),
+        bearer: super::bearer(req.headers()),
         resource,
         id,
         if_none_match: req

@@ -1,8 +1,11 @@
 use super::{Store, StoreError};
-use crate::access_log::{AccessRecord, ChainedRecord, Outcome};
+use crate::access_log::{AccessRecord, ChainedRecord, LogFilter, Outcome};
+use chrono::{DateTime, Utc};
 use entity::access_log;
+use sea_orm::sea_query::LikeExpr;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, SqlErr,
+    ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect, Select, SqlErr,
 };
 
 fn to_json(values: &[String]) -> String {
@@ -79,6 +82,105 @@ impl Store {
         Ok(())
     }
 
+    /// The oldest record still held (older ones may have been pruned).
+    pub async fn access_log_first(&self) -> Result<Option<ChainedRecord>, StoreError> {
+        access_log::Entity::find()
+            .order_by_asc(access_log::Column::Id)
+            .limit(1)
+            .one(&self.db)
+            .await?
+            .map(ChainedRecord::try_from)
+            .transpose()
+    }
+
+    /// Records with ids above `after` and at most `through`, oldest first.
+    pub async fn access_log_between(
+        &self,
+        after: i64,
+        through: i64,
+        limit: u64,
+    ) -> Result<Vec<ChainedRecord>, StoreError> {
+        access_log::Entity::find()
+            .filter(access_log::Column::Id.gt(after))
+            .filter(access_log::Column::Id.lte(through))
+            .order_by_asc(access_log::Column::Id)
+            .limit(limit)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(ChainedRecord::try_from)
+            .collect()
+    }
+
+    /// The smallest id of a record at or after `at`, and the largest before it: the id range
+    /// of a time range. Ids follow commit order and `at` the call's start, so they are nearly,
+    /// not strictly, in step; min and max keep every record of the range inside.
+    pub async fn access_log_id_bounds(
+        &self,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+    ) -> Result<Option<(i64, i64)>, StoreError> {
+        use sea_orm::sea_query::{Expr, Func};
+        let mut query = access_log::Entity::find().select_only();
+        if let Some(from) = from {
+            query = query.filter(access_log::Column::At.gte(from));
+        }
+        if let Some(to) = to {
+            query = query.filter(access_log::Column::At.lt(to));
+        }
+        let bounds: Option<(Option<i64>, Option<i64>)> = query
+            .column_as(
+                Expr::from(Func::min(Expr::col(access_log::Column::Id))),
+                "lo",
+            )
+            .column_as(
+                Expr::from(Func::max(Expr::col(access_log::Column::Id))),
+                "hi",
+            )
+            .into_tuple()
+            .one(&self.db)
+            .await?;
+        Ok(match bounds {
+            Some((Some(lo), Some(hi))) => Some((lo, hi)),
+            _ => None,
+        })
+    }
+
+    /// One page of a search, newest first, below `before` (an id) when given.
+    pub async fn search_access_log(
+        &self,
+        filter: &LogFilter,
+        before: Option<i64>,
+        limit: u64,
+    ) -> Result<Vec<ChainedRecord>, StoreError> {
+        let mut query = filtered(filter);
+        if let Some(before) = before {
+            query = query.filter(access_log::Column::Id.lt(before));
+        }
+        query
+            .order_by_desc(access_log::Column::Id)
+            .limit(limit)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(ChainedRecord::try_from)
+            .collect()
+    }
+
+    /// How many records match; for the alerts' counts and for tests.
+    pub async fn count_access_log(&self, filter: &LogFilter) -> Result<u64, StoreError> {
+        Ok(filtered(filter).count(&self.db).await?)
+    }
+
+    /// Removes every record up to and including `through`; one statement, so one transaction.
+    pub async fn delete_access_log_through(&self, through: i64) -> Result<u64, StoreError> {
+        let result = access_log::Entity::delete_many()
+            .filter(access_log::Column::Id.lte(through))
+            .exec(&self.db)
+            .await?;
+        Ok(result.rows_affected)
+    }
+
     /// Records with ids above `after`, oldest first.
     pub async fn access_log_after(
         &self,
@@ -95,6 +197,38 @@ impl Store {
             .map(ChainedRecord::try_from)
             .collect()
     }
+}
+
+/// The filters as SQL. Fields are stored as a JSON array of scopes, so a field matches the
+/// quoted scope inside it; `_` is a LIKE wildcard and is escaped.
+fn filtered(filter: &LogFilter) -> Select<access_log::Entity> {
+    let mut query = access_log::Entity::find();
+    if let Some(client) = &filter.client_id {
+        query = query.filter(access_log::Column::ClientId.eq(client.as_str()));
+    }
+    if let Some(customer) = &filter.customer_id {
+        query = query.filter(access_log::Column::CustomerId.eq(customer.as_str()));
+    }
+    if let Some(grant) = &filter.grant_id {
+        query = query.filter(access_log::Column::GrantId.eq(grant.to_string()));
+    }
+    if let Some(resource) = &filter.resource {
+        query = query.filter(access_log::Column::Resource.eq(resource.as_str()));
+    }
+    if let Some(field) = &filter.field {
+        let pattern = format!("%\"{}\"%", field.to_string().replace('_', "\\_"));
+        query = query.filter(access_log::Column::Fields.like(LikeExpr::new(pattern).escape('\\')));
+    }
+    if let Some(outcome) = filter.outcome {
+        query = query.filter(access_log::Column::Outcome.eq(outcome.as_str()));
+    }
+    if let Some(from) = filter.from {
+        query = query.filter(access_log::Column::At.gte(from));
+    }
+    if let Some(to) = filter.to {
+        query = query.filter(access_log::Column::At.lt(to));
+    }
+    query
 }
 
 /// How often and when a grant was last used to read data.

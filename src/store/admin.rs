@@ -1,7 +1,43 @@
 use super::{Store, StoreError, map_insert_error};
 use chrono::{DateTime, Utc};
-use entity::admin_tokens;
-use sea_orm::{ActiveModelTrait, ActiveValue::Set};
+use entity::{admin_audit, admin_tokens};
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect,
+};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminToken {
+    pub id: String,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl From<admin_tokens::Model> for AdminToken {
+    fn from(m: admin_tokens::Model) -> Self {
+        Self {
+            id: m.id,
+            name: m.name,
+            created_at: m.created_at,
+            revoked_at: m.revoked_at,
+        }
+    }
+}
+
+/// One call to the security team's API: who (which token), what, when, and the answer.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AdminAuditEntry {
+    pub at: DateTime<Utc>,
+    pub request_id: String,
+    pub token_id: Option<String>,
+    pub token_name: Option<String>,
+    pub method: String,
+    pub path: String,
+    pub status: u16,
+    pub client_ip: Option<String>,
+}
 
 impl Store {
     /// Stores a security-team token by its hash; returns its id.
@@ -23,5 +59,94 @@ impl Store {
         .await
         .map_err(|e| map_insert_error(e, "admin token"))?;
         Ok(id)
+    }
+
+    /// The unrevoked token with this hash.
+    pub async fn active_admin_token(
+        &self,
+        token_hash: &str,
+    ) -> Result<Option<AdminToken>, StoreError> {
+        Ok(admin_tokens::Entity::find()
+            .filter(admin_tokens::Column::TokenHash.eq(token_hash))
+            .filter(admin_tokens::Column::RevokedAt.is_null())
+            .one(&self.db)
+            .await?
+            .map(Into::into))
+    }
+
+    pub async fn admin_tokens(&self) -> Result<Vec<AdminToken>, StoreError> {
+        Ok(admin_tokens::Entity::find()
+            .order_by_asc(admin_tokens::Column::CreatedAt)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(Into::into)
+            .collect())
+    }
+
+    /// Revokes a token by id; false when no unrevoked token has it.
+    pub async fn revoke_admin_token(
+        &self,
+        id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let result = admin_tokens::Entity::update_many()
+            .col_expr(admin_tokens::Column::RevokedAt, Expr::value(now))
+            .filter(admin_tokens::Column::Id.eq(id))
+            .filter(admin_tokens::Column::RevokedAt.is_null())
+            .exec(&self.db)
+            .await?;
+        Ok(result.rows_affected == 1)
+    }
+
+    pub async fn insert_admin_audit(&self, entry: AdminAuditEntry) -> Result<(), StoreError> {
+        admin_audit::ActiveModel {
+            at: Set(entry.at),
+            request_id: Set(entry.request_id),
+            token_id: Set(entry.token_id),
+            token_name: Set(entry.token_name),
+            method: Set(entry.method),
+            path: Set(entry.path),
+            status: Set(i32::from(entry.status)),
+            client_ip: Set(entry.client_ip),
+            ..Default::default()
+        }
+        .insert(&self.db)
+        .await?;
+        Ok(())
+    }
+
+    /// The newest admin calls first, below `before` (an id) when given; with their ids.
+    pub async fn admin_audit(
+        &self,
+        before: Option<i64>,
+        limit: u64,
+    ) -> Result<Vec<(i64, AdminAuditEntry)>, StoreError> {
+        let mut query = admin_audit::Entity::find();
+        if let Some(before) = before {
+            query = query.filter(admin_audit::Column::Id.lt(before));
+        }
+        Ok(query
+            .order_by_desc(admin_audit::Column::Id)
+            .limit(limit)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|m| {
+                (
+                    m.id,
+                    AdminAuditEntry {
+                        at: m.at,
+                        request_id: m.request_id,
+                        token_id: m.token_id,
+                        token_name: m.token_name,
+                        method: m.method,
+                        path: m.path,
+                        status: u16::try_from(m.status).unwrap_or(0),
+                        client_ip: m.client_ip,
+                    },
+                )
+            })
+            .collect())
     }
 }

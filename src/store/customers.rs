@@ -61,6 +61,23 @@ impl Store {
             .transpose()
     }
 
+    /// Several customers at once, by id.
+    pub async fn customers(
+        &self,
+        ids: &[CustomerId],
+    ) -> Result<std::collections::HashMap<CustomerId, Customer>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Default::default());
+        }
+        customers::Entity::find()
+            .filter(customers::Column::Id.is_in(ids.iter().map(ToString::to_string)))
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|m| Customer::try_from(m).map(|c| (c.id, c)))
+            .collect()
+    }
+
     pub async fn customer_by_email(&self, email: &str) -> Result<Option<Customer>, StoreError> {
         customers::Entity::find()
             .filter(customers::Column::Email.eq(normalise_email(email)))

@@ -152,7 +152,83 @@ impl Store {
     }
 }
 
+/// Which grants the security team asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantStatusFilter {
+    Active,
+    Revoked,
+    /// Never revoked, but past its end.
+    Expired,
+}
+
+impl GrantStatusFilter {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "active" => Some(Self::Active),
+            "revoked" => Some(Self::Revoked),
+            "expired" => Some(Self::Expired),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct GrantFilter {
+    pub client_id: Option<ClientId>,
+    pub customer_id: Option<CustomerId>,
+    pub status: Option<GrantStatusFilter>,
+}
+
 impl Store {
+    /// Grants matching `filter`, newest first, after the `(created_at, id)` of the previous
+    /// page's last grant.
+    pub async fn search_grants(
+        &self,
+        filter: &GrantFilter,
+        now: DateTime<Utc>,
+        after: Option<(DateTime<Utc>, GrantId)>,
+        limit: u64,
+    ) -> Result<Vec<Grant>, StoreError> {
+        use sea_orm::{Condition, QueryOrder, QuerySelect};
+        let mut query = grants::Entity::find();
+        if let Some(client) = &filter.client_id {
+            query = query.filter(grants::Column::ClientId.eq(client.as_str()));
+        }
+        if let Some(customer) = filter.customer_id {
+            query = query.filter(grants::Column::CustomerId.eq(customer.to_string()));
+        }
+        query = match filter.status {
+            None => query,
+            Some(GrantStatusFilter::Revoked) => query.filter(grants::Column::Status.eq("revoked")),
+            Some(GrantStatusFilter::Active) => query
+                .filter(grants::Column::Status.eq("active"))
+                .filter(grants::Column::ExpiresAt.gt(now)),
+            Some(GrantStatusFilter::Expired) => query
+                .filter(grants::Column::Status.eq("active"))
+                .filter(grants::Column::ExpiresAt.lte(now)),
+        };
+        if let Some((created_at, id)) = after {
+            query = query.filter(
+                Condition::any()
+                    .add(grants::Column::CreatedAt.lt(created_at))
+                    .add(
+                        Condition::all()
+                            .add(grants::Column::CreatedAt.eq(created_at))
+                            .add(grants::Column::Id.lt(id.to_string())),
+                    ),
+            );
+        }
+        query
+            .order_by_desc(grants::Column::CreatedAt)
+            .order_by_desc(grants::Column::Id)
+            .limit(limit)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(Grant::try_from)
+            .collect()
+    }
+
     /// A customer's grants, newest first.
     pub async fn grants_of_customer(&self, customer: CustomerId) -> Result<Vec<Grant>, StoreError> {
         use sea_orm::QueryOrder;

@@ -56,6 +56,18 @@ impl Store {
             .collect())
     }
 
+    /// Every key ever used, retired ones included: checkpoints stay verifiable for as long as
+    /// the log is kept.
+    pub async fn all_signing_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
+        Ok(signing_keys::Entity::find()
+            .order_by_desc(signing_keys::Column::CreatedAt)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(StoredKey::from)
+            .collect())
+    }
+
     /// Adds a key as the current one and retires the previous current key, atomically.
     pub async fn add_signing_key(&self, key: StoredKey) -> Result<(), StoreError> {
         let txn = self.db.begin().await?;

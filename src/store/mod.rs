@@ -3,6 +3,8 @@
 
 mod access_log;
 mod admin;
+mod alerts;
+mod checkpoints;
 mod customers;
 mod grants;
 mod keys;
@@ -10,8 +12,11 @@ mod partners;
 mod refresh;
 
 pub use access_log::GrantUsage;
+pub use admin::{AdminAuditEntry, AdminToken};
+pub use alerts::{PerPartner, READ_OUTCOMES};
+pub use checkpoints::StoredCheckpoint;
 pub use customers::Customer;
-pub use grants::{Grant, GrantState, RevokedBy};
+pub use grants::{Grant, GrantFilter, GrantState, GrantStatusFilter, RevokedBy};
 pub use keys::StoredKey;
 pub use partners::{NewPartner, Partner, PartnerRates, PartnerStatus};
 pub use refresh::{RefreshOutcome, RefreshRecord};

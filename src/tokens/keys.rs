@@ -48,6 +48,14 @@ pub fn generate_key(now: chrono::DateTime<chrono::Utc>) -> Result<StoredKey, Key
     })
 }
 
+/// A key's public half as a JWK (RFC 8037).
+pub fn public_jwk(key: &StoredKey) -> Value {
+    json!({
+        "kty": "OKP", "crv": "Ed25519", "x": URL_SAFE_NO_PAD.encode(&key.public_key),
+        "kid": key.kid, "alg": "EdDSA", "use": "sig",
+    })
+}
+
 fn thumbprint(public_key: &[u8]) -> String {
     // RFC 7638 §3: the required members, lexicographic order, no whitespace.
     let canonical = format!(
@@ -85,10 +93,7 @@ impl KeySet {
                 reason: e.to_string(),
             })?;
             verifying.insert(key.kid.clone(), decoding);
-            jwks.push(json!({
-                "kty": "OKP", "crv": "Ed25519", "x": x,
-                "kid": key.kid, "alg": "EdDSA", "use": "sig",
-            }));
+            jwks.push(public_jwk(key));
         }
         Ok(Self {
             current: CurrentKey {
@@ -171,15 +176,22 @@ impl KeyRing {
 
     /// Signs `claims` as an RFC 9068 access token with the current key.
     pub fn sign(&self, claims: &AccessClaims) -> Result<String, KeyError> {
+        Ok(self.sign_jws(ACCESS_TOKEN_TYP, claims)?.1)
+    }
+
+    /// Signs any claims as a compact JWS of type `typ` with the current key; returns the
+    /// key's id with it. The `typ` keeps one kind of signed object from passing for another.
+    pub fn sign_jws<T: serde::Serialize>(
+        &self,
+        typ: &str,
+        claims: &T,
+    ) -> Result<(String, String), KeyError> {
         let keys = self.snapshot();
         let mut header = Header::new(Algorithm::EdDSA);
-        header.typ = Some(ACCESS_TOKEN_TYP.to_owned());
+        header.typ = Some(typ.to_owned());
         header.kid = Some(keys.current.kid.clone());
-        Ok(jsonwebtoken::encode(
-            &header,
-            claims,
-            &keys.current.encoding,
-        )?)
+        let jws = jsonwebtoken::encode(&header, claims, &keys.current.encoding)?;
+        Ok((keys.current.kid.clone(), jws))
     }
 }
 

@@ -287,3 +287,107 @@ fn a_missing_config_file_is_an_error() {
     let stderr = cli.failure(&["--config", path.to_str().unwrap(), "migrate"]);
     assert!(stderr.contains("absent.toml"), "{stderr}");
 }
+
+#[tokio::test]
+async fn admin_tokens_are_listed_without_secrets_and_revoked_by_id() {
+    let cli = Cli::new();
+    let created = cli.json(&["admin", "token", "create", "--name", "soc", "--json"]);
+    cli.json(&["admin", "token", "create", "--name", "audit", "--json"]);
+    let listed = cli.json(&["admin", "token", "list", "--json"]);
+    let items = listed["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    assert!(
+        !listed
+            .to_string()
+            .contains(created["token"].as_str().unwrap())
+    );
+    let id = created["id"].as_str().unwrap();
+    cli.json(&["admin", "token", "revoke", id, "--json"]);
+    let listed = cli.json(&["admin", "token", "list", "--json"]);
+    let soc = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == id)
+        .unwrap();
+    assert!(soc["revoked_at"].is_string());
+    assert!(
+        cli.failure(&["admin", "token", "revoke", id])
+            .contains("no active admin token")
+    );
+}
+
+#[tokio::test]
+async fn log_export_is_verified_offline_and_a_tampered_file_fails() {
+    use keyhole::access_log::{AccessLog, AccessRecord, Outcome, checkpoint};
+    use keyhole::clock::SystemClock;
+    let cli = Cli::new();
+    let store = Store::connect(&cli.database_url).await.unwrap();
+    let log = AccessLog::start(store.clone(), Default::default());
+    for i in 0..6 {
+        log.append(AccessRecord {
+            at: chrono::Utc::now(),
+            request_id: format!("r{i}"),
+            client_id: Some("fone-shop".into()),
+            grant_id: None,
+            customer_id: Some("CU-1001".into()),
+            resource: "claims".into(),
+            resource_id: Some("C-1001".into()),
+            record_ids: vec!["C-1001".into()],
+            fields: vec!["claims:status".into()],
+            outcome: Outcome::Ok,
+            status: 200,
+            client_ip: None,
+        })
+        .await
+        .unwrap();
+    }
+    let clock: keyhole::clock::SharedClock = std::sync::Arc::new(SystemClock);
+    let keys = keyhole::tokens::KeyRing::load(store.clone(), clock.clone(), 300)
+        .await
+        .unwrap();
+    let (id, hash) = store.access_log_head().await.unwrap().unwrap();
+    checkpoint::checkpoint(&store, &keys, "http://keyhole.test", &clock, id, &hash)
+        .await
+        .unwrap();
+
+    let file = cli.dir.path().join("export.jsonl");
+    let file_arg = file.to_str().unwrap();
+    let summary = cli.json(&[
+        "log",
+        "export",
+        "--from",
+        "2020-01-01",
+        "--output",
+        file_arg,
+    ]);
+    assert_eq!(summary["records"], 6);
+    assert_eq!(summary["checkpoints"], 1);
+
+    // Offline: the database is gone.
+    drop(store);
+    std::fs::remove_file(cli.dir.path().join("k.db")).unwrap();
+    let report = cli.json(&["log", "verify", file_arg, "--json"]);
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["records"], 6);
+    assert_eq!(report["signed_through"], 6);
+
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, text.replacen("\"status\":200", "\"status\":404", 1)).unwrap();
+    let output = cli.run(&["log", "verify", file_arg]);
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("BROKEN at record 1"));
+}
+
+#[tokio::test]
+async fn log_prune_refuses_to_cut_into_the_retention_period() {
+    let cli = Cli::new();
+    let stderr = cli.failure(&["log", "prune", "--before", "2026-01-01"]);
+    assert!(stderr.contains("retention"), "{stderr}");
+    let nothing = cli.json(&["log", "prune", "--before", "2001-01-01", "--json"]);
+    assert_eq!(nothing["removed"], 0);
+    assert!(
+        cli.failure(&["log", "prune", "--before", "last tuesday"])
+            .contains("RFC 3339")
+    );
+}

@@ -1,0 +1,174 @@
+//! Signed checkpoints: every N records (and after a quiet interval) the chain's head hash is
+//! signed with the current token-signing key. A checkpoint makes the records up to it
+//! tamper-evident to anyone holding the public key — without database access — and it is
+//! what detects the deletion of the newest records, which the chain alone cannot.
+
+use crate::clock::SharedClock;
+use crate::config::AccessLogSettings;
+use crate::store::{Store, StoredCheckpoint, StoredKey};
+use crate::tokens::{KeyError, KeyRing};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// The JWS `typ` of a checkpoint, so an access token can never pass for one, nor the reverse.
+pub const CHECKPOINT_TYP: &str = "keyhole-log-checkpoint+jwt";
+
+#[derive(Debug, Serialize, Deserialize)]
+struct CheckpointClaims {
+    iss: String,
+    record_id: i64,
+    hash: String,
+    iat: i64,
+}
+
+/// The chain's head as the writer last committed it.
+pub type Head = Option<(i64, String)>;
+
+pub fn sign(
+    keys: &KeyRing,
+    issuer: &str,
+    record_id: i64,
+    hash: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<StoredCheckpoint, KeyError> {
+    let claims = CheckpointClaims {
+        iss: issuer.to_owned(),
+        record_id,
+        hash: hash.to_owned(),
+        iat: now.timestamp(),
+    };
+    let (kid, signature) = keys.sign_jws(CHECKPOINT_TYP, &claims)?;
+    Ok(StoredCheckpoint {
+        record_id,
+        hash: hash.to_owned(),
+        kid,
+        signature,
+        signed_at: now,
+    })
+}
+
+/// The public keys a checkpoint may be signed with, by `kid`.
+pub struct PublicKeys(HashMap<String, DecodingKey>);
+
+impl PublicKeys {
+    pub fn from_stored(keys: &[StoredKey]) -> Result<Self, String> {
+        let mut map = HashMap::new();
+        for key in keys {
+            let x = URL_SAFE_NO_PAD.encode(&key.public_key);
+            map.insert(key.kid.clone(), decoding(&key.kid, &x)?);
+        }
+        Ok(Self(map))
+    }
+
+    /// From JWKs (RFC 8037 `OKP`/`Ed25519`), as an export carries them.
+    pub fn from_jwks(jwks: &[serde_json::Value]) -> Result<Self, String> {
+        let mut map = HashMap::new();
+        for jwk in jwks {
+            let field = |name: &str| jwk.get(name).and_then(|v| v.as_str());
+            let (Some("OKP"), Some("Ed25519"), Some(kid), Some(x)) =
+                (field("kty"), field("crv"), field("kid"), field("x"))
+            else {
+                return Err(format!("unsupported key {jwk}"));
+            };
+            map.insert(kid.to_owned(), decoding(kid, x)?);
+        }
+        Ok(Self(map))
+    }
+
+    /// Whether the checkpoint's signature is valid and signs exactly its record id and hash.
+    pub fn verify(&self, checkpoint: &StoredCheckpoint) -> Result<(), String> {
+        let header = jsonwebtoken::decode_header(&checkpoint.signature)
+            .map_err(|e| format!("the signature is malformed: {e}"))?;
+        if header.typ.as_deref() != Some(CHECKPOINT_TYP) {
+            return Err("the signature is not a checkpoint".into());
+        }
+        if header.kid.as_deref() != Some(checkpoint.kid.as_str()) {
+            return Err("the signature names another key".into());
+        }
+        let key = self
+            .0
+            .get(&checkpoint.kid)
+            .ok_or_else(|| format!("signing key {} is unknown", checkpoint.kid))?;
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.required_spec_claims.clear();
+        validation.validate_exp = false;
+        validation.validate_aud = false;
+        let claims =
+            jsonwebtoken::decode::<CheckpointClaims>(&checkpoint.signature, key, &validation)
+                .map_err(|e| format!("the signature does not verify: {e}"))?
+                .claims;
+        if claims.record_id != checkpoint.record_id || claims.hash != checkpoint.hash {
+            return Err("the signature covers another record or hash".into());
+        }
+        Ok(())
+    }
+}
+
+fn decoding(kid: &str, x: &str) -> Result<DecodingKey, String> {
+    DecodingKey::from_ed_components(x).map_err(|e| format!("key {kid} is unusable: {e}"))
+}
+
+/// Signs the head whenever `every` records were added since the last checkpoint, or when
+/// records were added and `interval` has passed. Runs until the writer stops.
+pub async fn run(
+    store: Store,
+    keys: Arc<KeyRing>,
+    issuer: String,
+    clock: SharedClock,
+    settings: AccessLogSettings,
+    mut head: watch::Receiver<Head>,
+) {
+    let every = i64::from(settings.checkpoint_every);
+    let interval = Duration::from_secs(u64::from(settings.checkpoint_interval_seconds));
+    let mut last = loop {
+        match store.latest_checkpoint().await {
+            Ok(latest) => break latest.map_or(0, |c| c.record_id),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the latest checkpoint failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
+    let mut signed_at = Instant::now();
+    loop {
+        tokio::select! {
+            changed = head.changed() => if changed.is_err() { return },
+            () = tokio::time::sleep(interval) => {}
+        }
+        let Some((id, hash)) = head.borrow_and_update().clone() else {
+            continue;
+        };
+        if id <= last || (id - last < every && signed_at.elapsed() < interval) {
+            continue;
+        }
+        match checkpoint(&store, &keys, &issuer, &clock, id, &hash).await {
+            Ok(()) => {
+                last = id;
+                signed_at = Instant::now();
+            }
+            // The next change or tick tries again with the newer head.
+            Err(e) => tracing::warn!(error = %e, record_id = id, "signing a checkpoint failed"),
+        }
+    }
+}
+
+/// Signs and stores one checkpoint of the record `id` with hash `hash`.
+pub async fn checkpoint(
+    store: &Store,
+    keys: &KeyRing,
+    issuer: &str,
+    clock: &SharedClock,
+    id: i64,
+    hash: &str,
+) -> anyhow::Result<()> {
+    let signed = sign(keys, issuer, id, hash, clock.now())?;
+    store.insert_checkpoint(signed).await?;
+    tracing::debug!(record_id = id, "access log checkpoint signed");
+    Ok(())
+}

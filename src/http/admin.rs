@@ -1,0 +1,539 @@
+//! The security team's API under `/admin/v1`. Every call passes [`gate`]: it authenticates the
+//! admin token and, whatever the answer, records the call (who, what, when, status) before the
+//! answer leaves. If that record cannot be written the caller gets `503`, never the answer.
+
+use crate::access_log::query::{self, RawLogQuery};
+use crate::access_log::{ChainedRecord, Cursor, LogFilter, VerifyReport, verify_chain};
+use crate::admin::alerts::{self, AlertReport};
+use crate::admin::auth;
+use crate::admin::views::{GrantView, PartnerView, grant_views};
+use crate::app::App;
+use crate::domain::{ClientId, GrantId, UpstreamCustomerId};
+use crate::error::{ApiError, Internal};
+use crate::http::middleware::RequestId;
+use crate::oauth::grants;
+use crate::store::{AdminAuditEntry, GrantFilter, GrantStatusFilter, PartnerStatus, RevokedBy};
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header;
+use actix_web::{Error, HttpMessage, HttpRequest, HttpResponse, ResponseError, get, post, web};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+/// Rows fetched per database round trip while streaming CSV.
+const CSV_PAGE: u64 = 1000;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/admin/v1")
+            .wrap(actix_web::middleware::from_fn(gate))
+            .service(access_log)
+            .service(verify)
+            .service(partners)
+            .service(suspend)
+            .service(reinstate)
+            .service(list_grants)
+            .service(revoke_grant)
+            .service(alerts_report)
+            .service(audit)
+            .default_service(web::to(super::not_found)),
+    );
+}
+
+/// Authenticates, runs the handler, and records the call before answering.
+pub async fn gate(
+    req: ServiceRequest,
+    next: actix_web::middleware::Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, Error> {
+    let Some(app) = req.app_data::<web::Data<App>>().cloned() else {
+        return Err(actix_web::error::ErrorInternalServerError(
+            "no application state",
+        ));
+    };
+    let method = req.method().to_string();
+    let path = match req.query_string() {
+        "" => req.path().to_owned(),
+        q => format!("{}?{q}", req.path()),
+    };
+    let request_id = req
+        .extensions()
+        .get::<RequestId>()
+        .map(|r| r.0.clone())
+        .unwrap_or_default();
+    let client_ip = req.peer_addr().map(|a| a.ip().to_string());
+    let identity = auth::authenticate(&app, super::bearer(req.headers())).await;
+    let (response, who) = match identity {
+        Ok(admin) => (next.call(req).await?.map_into_boxed_body(), Some(admin)),
+        Err(e) => {
+            tracing::warn!(path = %path, reason = %e, "admin call refused");
+            (
+                req.into_response(e.error_response()).map_into_boxed_body(),
+                None,
+            )
+        }
+    };
+    let status = response.status().as_u16();
+    let entry = AdminAuditEntry {
+        at: app.clock.now(),
+        request_id,
+        token_id: who.as_ref().map(|w| w.token_id.clone()),
+        token_name: who.as_ref().map(|w| w.name.clone()),
+        method,
+        path,
+        status,
+        client_ip,
+    };
+    tracing::info!(admin = ?entry.token_name, method = %entry.method, path = %entry.path, status, "admin call");
+    app.metrics.observe_admin_call(status);
+    if let Err(e) = app.store.insert_admin_audit(entry).await {
+        let refused = ApiError::Internal(Internal::from(e)).error_response();
+        let (req, _) = response.into_parts();
+        return Ok(ServiceResponse::new(req, refused.map_into_boxed_body()));
+    }
+    Ok(response)
+}
+
+fn parse_query<T: serde::de::DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError> {
+    serde_urlencoded::from_str(req.query_string())
+        .map_err(|e| ApiError::BadRequest(format!("query: {e}")))
+}
+
+fn bad(e: query::QueryError) -> ApiError {
+    ApiError::BadRequest(e.to_string())
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct LogPage {
+    /// Access-log records, newest first.
+    #[schema(value_type = Vec<Object>)]
+    pub items: Vec<ChainedRecord>,
+    pub next_cursor: Option<String>,
+}
+
+fn wants_csv(req: &HttpRequest) -> bool {
+    req.headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim().starts_with("text/csv")))
+}
+
+/// Search the access log: filters combine with AND; pages run newest first and stay stable
+/// while records are appended. With `Accept: text/csv` the same query is streamed as CSV,
+/// every matching record (from `cursor`, up to `limit` when given).
+#[utoipa::path(
+    get,
+    path = "/admin/v1/access-log",
+    tag = "admin",
+    params(RawLogQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A page of records", body = LogPage),
+        (status = 200, description = "With `Accept: text/csv`: every matching record, one row each", content_type = "text/csv"),
+        (status = 400, description = "A malformed filter, limit or cursor", content_type = "application/problem+json"),
+        (status = 401, description = "Missing, unknown or revoked admin token", content_type = "application/problem+json"),
+    )
+)]
+#[get("/access-log")]
+async fn access_log(app: web::Data<App>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let raw: RawLogQuery = parse_query(&req)?;
+    let filter = LogFilter::parse(&raw).map_err(bad)?;
+    let before = raw
+        .cursor
+        .as_deref()
+        .map(Cursor::decode)
+        .transpose()
+        .map_err(bad)?
+        .map(|c| c.0);
+    if wants_csv(&req) {
+        if let Some(limit) = raw.limit {
+            query::page_limit(Some(limit.min(query::MAX_LIMIT))).map_err(bad)?;
+        }
+        return Ok(HttpResponse::Ok()
+            .content_type("text/csv; charset=utf-8")
+            .insert_header((
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"access-log.csv\"",
+            ))
+            .streaming(csv_stream(app.into_inner(), filter, before, raw.limit)));
+    }
+    let limit = query::page_limit(raw.limit).map_err(bad)?;
+    let mut items = app
+        .store
+        .search_access_log(&filter, before, limit + 1)
+        .await?;
+    let next_cursor = if items.len() as u64 > limit {
+        items.truncate(limit as usize);
+        items.last().map(|r| Cursor(r.id).encode())
+    } else {
+        None
+    };
+    Ok(HttpResponse::Ok().json(LogPage { items, next_cursor }))
+}
+
+const CSV_HEADER: [&str; 15] = [
+    "id",
+    "at",
+    "request_id",
+    "client_id",
+    "grant_id",
+    "customer_id",
+    "resource",
+    "resource_id",
+    "record_ids",
+    "fields",
+    "outcome",
+    "status",
+    "client_ip",
+    "prev_hash",
+    "hash",
+];
+
+fn csv_rows(records: &[ChainedRecord], header: bool) -> Result<bytes::Bytes, csv::Error> {
+    let mut out = csv::Writer::from_writer(Vec::with_capacity(records.len() * 256));
+    if header {
+        out.write_record(CSV_HEADER)?;
+    }
+    for row in records {
+        let r = &row.record;
+        out.write_record([
+            row.id.to_string().as_str(),
+            &r.at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            &r.request_id,
+            r.client_id.as_deref().unwrap_or(""),
+            r.grant_id.as_deref().unwrap_or(""),
+            r.customer_id.as_deref().unwrap_or(""),
+            &r.resource,
+            r.resource_id.as_deref().unwrap_or(""),
+            &r.record_ids.join(" "),
+            &r.fields.join(" "),
+            r.outcome.as_str(),
+            &r.status.to_string(),
+            r.client_ip.as_deref().unwrap_or(""),
+            &row.prev_hash,
+            &row.hash,
+        ])?;
+    }
+    out.into_inner()
+        .map(bytes::Bytes::from)
+        .map_err(|e| e.into_error().into())
+}
+
+struct CsvState {
+    app: std::sync::Arc<App>,
+    filter: LogFilter,
+    before: Option<i64>,
+    remaining: Option<u64>,
+    header: bool,
+}
+
+/// One page at a time: memory holds one page, however large the result.
+fn csv_stream(
+    app: std::sync::Arc<App>,
+    filter: LogFilter,
+    before: Option<i64>,
+    limit: Option<u64>,
+) -> impl futures_util::Stream<Item = Result<bytes::Bytes, Error>> {
+    let state = CsvState {
+        app,
+        filter,
+        before,
+        remaining: limit,
+        header: true,
+    };
+    futures_util::stream::unfold(Some(state), |state| async move {
+        let mut state = state?;
+        let page = state.remaining.map_or(CSV_PAGE, |r| r.min(CSV_PAGE));
+        let records = if page == 0 {
+            Vec::new()
+        } else {
+            match state
+                .app
+                .store
+                .search_access_log(&state.filter, state.before, page)
+                .await
+            {
+                Ok(records) => records,
+                Err(e) => {
+                    // The status line is gone; aborting the body tells the client it is short.
+                    tracing::error!(error = %e, "CSV export failed mid-stream");
+                    return Some((
+                        Err(actix_web::error::ErrorServiceUnavailable("export failed")),
+                        None,
+                    ));
+                }
+            }
+        };
+        let header = std::mem::take(&mut state.header);
+        if records.is_empty() && !header {
+            return None;
+        }
+        let chunk = csv_rows(&records, header)
+            .map_err(|e| actix_web::error::ErrorInternalServerError(e.to_string()));
+        let done = (records.len() as u64) < page;
+        state.before = records.last().map(|r| r.id).or(state.before);
+        state.remaining = state.remaining.map(|r| r - records.len() as u64);
+        Some((chunk, if done { None } else { Some(state) }))
+    })
+}
+
+/// Walk the whole hash chain and every signed checkpoint; report the first broken link.
+#[utoipa::path(
+    get,
+    path = "/admin/v1/access-log/verify",
+    tag = "admin",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "`{\"ok\": true, \"records\": N, \"signed_through\": id}` or `{\"ok\": false, \"records\": N, \"first_broken\": {\"id\": …, \"reason\": \"…\"}}`"),
+        (status = 401, description = "Missing, unknown or revoked admin token", content_type = "application/problem+json"),
+    )
+)]
+#[get("/access-log/verify")]
+async fn verify(app: web::Data<App>) -> Result<web::Json<VerifyReport>, ApiError> {
+    let report = verify_chain(&app.store).await?;
+    if !report.ok {
+        tracing::error!(?report.first_broken, "the access log's hash chain is broken");
+    }
+    Ok(web::Json(report))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PartnerList {
+    pub items: Vec<PartnerView>,
+}
+
+/// Every registered partner with its status.
+#[utoipa::path(get, path = "/admin/v1/partners", tag = "admin", security(("bearer" = [])),
+    responses((status = 200, body = PartnerList)))]
+#[get("/partners")]
+async fn partners(app: web::Data<App>) -> Result<web::Json<PartnerList>, ApiError> {
+    let items = app
+        .store
+        .partners()
+        .await?
+        .into_iter()
+        .map(Into::into)
+        .collect();
+    Ok(web::Json(PartnerList { items }))
+}
+
+async fn set_status(
+    app: &App,
+    client_id: &str,
+    status: PartnerStatus,
+) -> Result<web::Json<PartnerView>, ApiError> {
+    let client = ClientId::parse(client_id).map_err(|_| ApiError::NotFound)?;
+    if app.store.partner(&client).await?.is_none() {
+        return Err(ApiError::NotFound);
+    }
+    grants::set_partner_status(app, &client, status).await?;
+    let partner = app
+        .store
+        .partner(&client)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    Ok(web::Json(partner.into()))
+}
+
+/// Suspend a partner: its next call on every instance is refused, with every grant and token
+/// it holds; token requests and refreshes too. Idempotent.
+#[utoipa::path(post, path = "/admin/v1/partners/{client_id}/suspend", tag = "admin", security(("bearer" = [])),
+    params(("client_id" = String, Path)),
+    responses((status = 200, body = PartnerView), (status = 404, description = "Unknown partner", content_type = "application/problem+json")))]
+#[post("/partners/{client_id}/suspend")]
+async fn suspend(
+    app: web::Data<App>,
+    path: web::Path<String>,
+) -> Result<web::Json<PartnerView>, ApiError> {
+    set_status(&app, &path, PartnerStatus::Suspended).await
+}
+
+/// Lift a suspension: the partner's unexpired grants work again. Idempotent.
+#[utoipa::path(post, path = "/admin/v1/partners/{client_id}/reinstate", tag = "admin", security(("bearer" = [])),
+    params(("client_id" = String, Path)),
+    responses((status = 200, body = PartnerView), (status = 404, description = "Unknown partner", content_type = "application/problem+json")))]
+#[post("/partners/{client_id}/reinstate")]
+async fn reinstate(
+    app: web::Data<App>,
+    path: web::Path<String>,
+) -> Result<web::Json<PartnerView>, ApiError> {
+    set_status(&app, &path, PartnerStatus::Active).await
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct GrantQuery {
+    pub client_id: Option<String>,
+    /// The insurer's customer id, e.g. `CU-1001`.
+    pub customer_id: Option<String>,
+    /// `active`, `revoked` or `expired`.
+    pub status: Option<String>,
+    /// 1 to 1000 (default 100).
+    pub limit: Option<u64>,
+    pub cursor: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct GrantPage {
+    pub items: Vec<GrantView>,
+    pub next_cursor: Option<String>,
+}
+
+fn grant_cursor(g: &crate::store::Grant) -> String {
+    // Full precision: the keyset compares the stored value exactly.
+    let at = g
+        .created_at
+        .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+    URL_SAFE_NO_PAD.encode(format!("{at}|{}", g.id))
+}
+
+fn parse_grant_cursor(s: &str) -> Result<(chrono::DateTime<chrono::Utc>, GrantId), ApiError> {
+    let invalid = || ApiError::BadRequest("`cursor`: is not a cursor this API issued".into());
+    let text = URL_SAFE_NO_PAD
+        .decode(s)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(invalid)?;
+    let (at, id) = text.split_once('|').ok_or_else(invalid)?;
+    let at = chrono::DateTime::parse_from_rfc3339(at)
+        .map_err(|_| invalid())?
+        .with_timezone(&chrono::Utc);
+    Ok((at, GrantId::parse(id).map_err(|_| invalid())?))
+}
+
+/// Grants, newest first, filtered by partner, customer and status.
+#[utoipa::path(get, path = "/admin/v1/grants", tag = "admin", security(("bearer" = [])),
+    params(GrantQuery),
+    responses((status = 200, body = GrantPage), (status = 400, description = "A malformed filter", content_type = "application/problem+json")))]
+#[get("/grants")]
+async fn list_grants(
+    app: web::Data<App>,
+    req: HttpRequest,
+) -> Result<web::Json<GrantPage>, ApiError> {
+    let q: GrantQuery = parse_query(&req)?;
+    let limit = query::page_limit(q.limit).map_err(bad)?;
+    let client_id = q
+        .client_id
+        .as_deref()
+        .map(|c| {
+            ClientId::parse(c)
+                .map_err(|_| ApiError::BadRequest("`client_id`: is not a client id".into()))
+        })
+        .transpose()?;
+    let status = q
+        .status
+        .as_deref()
+        .map(|s| {
+            GrantStatusFilter::parse(s).ok_or_else(|| {
+                ApiError::BadRequest("`status`: must be active, revoked or expired".into())
+            })
+        })
+        .transpose()?;
+    let customer_id = match q.customer_id.as_deref() {
+        None => None,
+        Some(c) => {
+            let upstream = UpstreamCustomerId::parse(c)
+                .map_err(|_| ApiError::BadRequest("`customer_id`: is not a customer id".into()))?;
+            match app.store.customer_by_upstream_id(&upstream).await? {
+                Some(customer) => Some(customer.id),
+                // No portal account: no grants.
+                None => {
+                    return Ok(web::Json(GrantPage {
+                        items: Vec::new(),
+                        next_cursor: None,
+                    }));
+                }
+            }
+        }
+    };
+    let after = q.cursor.as_deref().map(parse_grant_cursor).transpose()?;
+    let filter = GrantFilter {
+        client_id,
+        customer_id,
+        status,
+    };
+    let mut found = app
+        .store
+        .search_grants(&filter, app.clock.now(), after, limit + 1)
+        .await?;
+    let next_cursor = if found.len() as u64 > limit {
+        found.truncate(limit as usize);
+        found.last().map(grant_cursor)
+    } else {
+        None
+    };
+    let items = grant_views(&app, found).await?;
+    Ok(web::Json(GrantPage { items, next_cursor }))
+}
+
+/// End a grant at once, on every instance, with its refresh tokens. Idempotent: revoking a
+/// grant that already ended keeps its first reason.
+#[utoipa::path(post, path = "/admin/v1/grants/{id}/revoke", tag = "admin", security(("bearer" = [])),
+    params(("id" = String, Path)),
+    responses((status = 200, body = GrantView), (status = 404, description = "Unknown grant", content_type = "application/problem+json")))]
+#[post("/grants/{id}/revoke")]
+async fn revoke_grant(
+    app: web::Data<App>,
+    path: web::Path<String>,
+) -> Result<web::Json<GrantView>, ApiError> {
+    let id = GrantId::parse(&path).map_err(|_| ApiError::NotFound)?;
+    if app.store.grant(id).await?.is_none() {
+        return Err(ApiError::NotFound);
+    }
+    grants::revoke(&app, id, RevokedBy::SecurityTeam).await?;
+    let grant = app.store.grant(id).await?.ok_or(ApiError::NotFound)?;
+    let mut views = grant_views(&app, vec![grant]).await?;
+    views.pop().map(web::Json).ok_or(ApiError::NotFound)
+}
+
+/// The anomaly report over the configured window; see `[alerts]` in the configuration.
+#[utoipa::path(get, path = "/admin/v1/alerts", tag = "admin", security(("bearer" = [])),
+    responses((status = 200, body = AlertReport)))]
+#[get("/alerts")]
+async fn alerts_report(app: web::Data<App>) -> Result<web::Json<AlertReport>, ApiError> {
+    Ok(web::Json(alerts::evaluate(&app).await?))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AuditQuery {
+    pub limit: Option<u64>,
+    pub cursor: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AuditPage {
+    #[schema(value_type = Vec<Object>)]
+    pub items: Vec<AdminAuditEntry>,
+    pub next_cursor: Option<String>,
+}
+
+/// The security team's own trail: every admin call, refused ones included, newest first.
+#[utoipa::path(get, path = "/admin/v1/audit", tag = "admin", security(("bearer" = [])),
+    params(AuditQuery), responses((status = 200, body = AuditPage)))]
+#[get("/audit")]
+async fn audit(app: web::Data<App>, req: HttpRequest) -> Result<web::Json<AuditPage>, ApiError> {
+    let q: AuditQuery = parse_query(&req)?;
+    let limit = query::page_limit(q.limit).map_err(bad)?;
+    let before = q
+        .cursor
+        .as_deref()
+        .map(Cursor::decode)
+        .transpose()
+        .map_err(bad)?
+        .map(|c| c.0);
+    let mut rows = app.store.admin_audit(before, limit + 1).await?;
+    let next_cursor = if rows.len() as u64 > limit {
+        rows.truncate(limit as usize);
+        rows.last().map(|(id, _)| Cursor(*id).encode())
+    } else {
+        None
+    };
+    Ok(web::Json(AuditPage {
+        items: rows.into_iter().map(|(_, e)| e).collect(),
+        next_cursor,
+    }))
+}

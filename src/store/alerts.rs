@@ -1,0 +1,111 @@
+//! The aggregates behind the anomaly report, computed from the access log by the database, so
+//! nothing is counted on the partner hot path.
+
+use super::{Store, StoreError};
+use crate::access_log::Outcome;
+use chrono::{DateTime, Utc};
+use entity::access_log;
+use sea_orm::sea_query::{Expr, Func};
+use sea_orm::{ColumnTrait, DbBackend, EntityTrait, QueryFilter, QuerySelect};
+use std::collections::HashMap;
+
+/// Per partner (`None`: calls whose token named no partner), one number.
+pub type PerPartner = HashMap<Option<String>, u64>;
+
+/// Outcomes that disclosed or confirmed data.
+pub const READ_OUTCOMES: [Outcome; 2] = [Outcome::Ok, Outcome::NotModified];
+
+fn strs(outcomes: &[Outcome]) -> Vec<&'static str> {
+    outcomes.iter().map(|o| o.as_str()).collect()
+}
+
+impl Store {
+    /// Calls per partner with one of `outcomes` since `since`.
+    pub async fn calls_by_partner(
+        &self,
+        since: DateTime<Utc>,
+        outcomes: &[Outcome],
+    ) -> Result<PerPartner, StoreError> {
+        let rows: Vec<(Option<String>, i64)> = access_log::Entity::find()
+            .select_only()
+            .column(access_log::Column::ClientId)
+            .column_as(
+                Expr::from(Func::count(Expr::col(access_log::Column::Id))),
+                "n",
+            )
+            .filter(access_log::Column::At.gte(since))
+            .filter(access_log::Column::Outcome.is_in(strs(outcomes)))
+            .group_by(access_log::Column::ClientId)
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(client, n)| (client, u64::try_from(n).unwrap_or(0)))
+            .collect())
+    }
+
+    /// Distinct customers whose data each partner read since `since`.
+    pub async fn customers_read_by_partner(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<PerPartner, StoreError> {
+        let rows: Vec<(Option<String>, i64)> = access_log::Entity::find()
+            .select_only()
+            .column(access_log::Column::ClientId)
+            .column_as(
+                Expr::from(Func::count_distinct(Expr::col(
+                    access_log::Column::CustomerId,
+                ))),
+                "n",
+            )
+            .filter(access_log::Column::At.gte(since))
+            .filter(access_log::Column::Outcome.is_in(strs(&READ_OUTCOMES)))
+            .group_by(access_log::Column::ClientId)
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(client, n)| (client, u64::try_from(n).unwrap_or(0)))
+            .collect())
+    }
+
+    /// Reads per partner and hour of the day (UTC) in `[since, until)`.
+    pub async fn reads_by_partner_and_hour(
+        &self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<HashMap<String, [u64; 24]>, StoreError> {
+        let hour = match self.db.get_database_backend() {
+            DbBackend::Postgres => "CAST(EXTRACT(HOUR FROM \"at\" AT TIME ZONE 'UTC') AS INTEGER)",
+            _ => "CAST(strftime('%H', \"at\") AS INTEGER)",
+        };
+        let rows: Vec<(Option<String>, i32, i64)> = access_log::Entity::find()
+            .select_only()
+            .column(access_log::Column::ClientId)
+            .column_as(Expr::cust(hour), "hour")
+            .column_as(
+                Expr::from(Func::count(Expr::col(access_log::Column::Id))),
+                "n",
+            )
+            .filter(access_log::Column::At.gte(since))
+            .filter(access_log::Column::At.lt(until))
+            .filter(access_log::Column::Outcome.is_in(strs(&READ_OUTCOMES)))
+            .group_by(access_log::Column::ClientId)
+            .group_by(Expr::cust(hour))
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        let mut by_partner: HashMap<String, [u64; 24]> = HashMap::new();
+        for (client, hour, n) in rows {
+            let (Some(client), Ok(hour)) = (client, usize::try_from(hour)) else {
+                continue;
+            };
+            if hour < 24 {
+                by_partner.entry(client).or_default()[hour] += u64::try_from(n).unwrap_or(0);
+            }
+        }
+        Ok(by_partner)
+    }
+}
