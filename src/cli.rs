@@ -163,6 +163,11 @@ pub enum LogCommand {
     /// when anything is broken.
     Verify {
         file: PathBuf,
+        /// A key id (RFC 7638 thumbprint, as in the gateway's JWKS) to trust; repeatable.
+        /// Without one, the keys inside the file are used, which proves the file consistent
+        /// but not who signed it.
+        #[arg(long = "trust-kid")]
+        trust_kids: Vec<String>,
         #[arg(long)]
         json: bool,
     },
@@ -414,27 +419,44 @@ async fn run_log(settings: &Settings, command: LogCommand) -> anyhow::Result<()>
             };
             tracing::info!(records = summary.records, "access log exported");
         }
-        LogCommand::Verify { file, json } => {
+        LogCommand::Verify {
+            file,
+            trust_kids,
+            json,
+        } => {
             let input = std::fs::File::open(&file)
                 .with_context(|| format!("opening {}", file.display()))?;
-            let report = export::verify_file(std::io::BufReader::new(input))?;
-            let human = match &report.chain.first_broken {
+            let trusted = (!trust_kids.is_empty()).then_some(trust_kids.as_slice());
+            let report = export::verify_file(std::io::BufReader::new(input), trusted)?;
+            let chain = &report.chain;
+            // Nothing vouches for records no signature covers.
+            let unsigned = chain.records > 0 && chain.signed_through.is_none();
+            let human = match &chain.first_broken {
+                None if unsigned => format!(
+                    "UNSIGNED: {} records chain correctly, but no signed checkpoint covers them",
+                    chain.records
+                ),
                 None => format!(
-                    "OK: {} records; signed through record {}; {} after the last checkpoint",
-                    report.chain.records,
-                    report
-                        .chain
+                    "OK: {} records; signed through record {} by {}; {} after the last checkpoint{}",
+                    chain.records,
+                    chain
                         .signed_through
                         .map_or("none".into(), |id| id.to_string()),
-                    report.unsigned_tail
+                    report.keys.join(", "),
+                    chain.unsigned_tail,
+                    if report.keys_pinned {
+                        ""
+                    } else {
+                        "\n(keys taken from the file itself: pass --trust-kid with the gateway's key ids to prove who signed)"
+                    }
                 ),
                 Some(link) => format!(
                     "BROKEN at record {}: {} ({} records verified before it)",
-                    link.id, link.reason, report.chain.records
+                    link.id, link.reason, chain.records
                 ),
             };
             print(json, serde_json::to_value(&report)?, human);
-            if !report.chain.ok {
+            if !chain.ok || unsigned {
                 std::process::exit(1);
             }
         }

@@ -146,6 +146,20 @@ impl Default for AccessLogSettings {
     }
 }
 
+impl AccessLogSettings {
+    /// The latest time a checkpoint anchoring a pruned log may have been signed: records go
+    /// only once older than the retention period, and their checkpoint followed them within
+    /// the checkpoint interval (a day of slack on top).
+    pub fn anchor_signed_before(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> chrono::DateTime<chrono::Utc> {
+        now - chrono::Duration::days(i64::from(self.retention_days))
+            + chrono::Duration::seconds(i64::from(self.checkpoint_interval_seconds))
+            + chrono::Duration::days(1)
+    }
+}
+
 /// One anomaly rule: it fires when a partner's count in the window reaches `threshold`; with
 /// `suspend`, the partner is also suspended at once.
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
@@ -325,15 +339,28 @@ impl Settings {
         if log.checkpoint_every == 0 || log.checkpoint_interval_seconds == 0 {
             return invalid("access_log", "checkpoint intervals must be positive");
         }
-        if log.retention_days == 0 {
-            return invalid("access_log.retention_days", "must be positive");
+        if !(1..=36_500).contains(&log.retention_days) {
+            return invalid("access_log.retention_days", "must be between 1 and 36500");
         }
         let alerts = &self.alerts;
-        if alerts.window_minutes == 0
-            || alerts.baseline_days == 0
+        if !(1..=525_600).contains(&alerts.window_minutes)
+            || !(1..=3650).contains(&alerts.baseline_days)
             || alerts.evaluate_every_seconds == 0
         {
-            return invalid("alerts", "windows and intervals must be positive");
+            return invalid(
+                "alerts",
+                "window_minutes must be 1 to 525600, baseline_days 1 to 3650, evaluate_every_seconds positive",
+            );
+        }
+        for (key, rule) in [
+            ("alerts.distinct_customers", alerts.distinct_customers),
+            ("alerts.refused_calls", alerts.refused_calls),
+            ("alerts.beyond_grants", alerts.beyond_grants),
+            ("alerts.unusual_hours", alerts.unusual_hours),
+        ] {
+            if rule.threshold == 0 {
+                return invalid(key, "threshold must be at least 1");
+            }
         }
         if !(0.0..1.0).contains(&alerts.unusual_hour_share) {
             return invalid(

@@ -176,7 +176,8 @@ impl Application {
         self.app.access_log.flush().await;
         // Sign the final head, so a deletion of the newest records is detectable at once.
         let app = &self.app;
-        if let Ok(Some((id, hash))) = app.store.access_log_head().await
+        let head = app.access_log.head().borrow().clone();
+        if let Some((id, hash)) = head
             && let Err(e) = crate::access_log::checkpoint::checkpoint(
                 &app.store,
                 &app.keys,

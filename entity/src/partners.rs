@@ -22,6 +22,8 @@ pub struct Model {
     pub grant_burst: Option<i32>,
     pub status: String,
     pub created_at: DateTimeUtc,
+    /// When the security team (or an alert rule) last suspended or reinstated it.
+    pub status_changed_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

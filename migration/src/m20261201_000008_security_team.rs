@@ -3,6 +3,7 @@
 
 use sea_orm_migration::{prelude::*, schema::*};
 
+use crate::m20261122_000001_create_partners::Partners;
 use crate::m20261122_000006_create_access_log::AccessLog;
 
 #[derive(DeriveMigrationName)]
@@ -19,6 +20,11 @@ pub(crate) enum LogCheckpoints {
     /// A compact JWS over the record id and hash, by the signing key `kid`.
     Signature,
     SignedAt,
+}
+
+#[derive(DeriveIden)]
+enum PartnerStatusChange {
+    StatusChangedAt,
 }
 
 #[derive(DeriveIden)]
@@ -83,6 +89,16 @@ fn access_log_indexes() -> Vec<IndexCreateStatement> {
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Partners::Table)
+                    .add_column(timestamp_with_time_zone_null(
+                        PartnerStatusChange::StatusChangedAt,
+                    ))
+                    .to_owned(),
+            )
+            .await?;
         manager.create_table(checkpoints()).await?;
         manager.create_table(admin_audit()).await?;
         for index in access_log_indexes() {
@@ -102,6 +118,14 @@ impl MigrationTrait for Migration {
             .await?;
         manager
             .drop_table(Table::drop().table(LogCheckpoints::Table).to_owned())
+            .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Partners::Table)
+                    .drop_column(PartnerStatusChange::StatusChangedAt)
+                    .to_owned(),
+            )
             .await
     }
 }

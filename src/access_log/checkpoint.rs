@@ -6,7 +6,7 @@
 use crate::clock::SharedClock;
 use crate::config::AccessLogSettings;
 use crate::store::{Store, StoredCheckpoint, StoredKey};
-use crate::tokens::{KeyError, KeyRing};
+use crate::tokens::{KeyError, KeyRing, thumbprint};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -53,7 +53,8 @@ pub fn sign(
     })
 }
 
-/// The public keys a checkpoint may be signed with, by `kid`.
+/// The public keys a checkpoint may be signed with, by `kid`. A key's `kid` is its RFC 7638
+/// thumbprint, so pinning a `kid` pins the key itself.
 pub struct PublicKeys(HashMap<String, DecodingKey>);
 
 impl PublicKeys {
@@ -66,8 +67,12 @@ impl PublicKeys {
         Ok(Self(map))
     }
 
-    /// From JWKs (RFC 8037 `OKP`/`Ed25519`), as an export carries them.
-    pub fn from_jwks(jwks: &[serde_json::Value]) -> Result<Self, String> {
+    /// From JWKs (RFC 8037 `OKP`/`Ed25519`), as an export carries them. A key whose `kid` is
+    /// not its thumbprint is refused; with `trusted`, only those `kid`s are kept.
+    pub fn from_jwks(
+        jwks: &[serde_json::Value],
+        trusted: Option<&[String]>,
+    ) -> Result<Self, String> {
         let mut map = HashMap::new();
         for jwk in jwks {
             let field = |name: &str| jwk.get(name).and_then(|v| v.as_str());
@@ -76,13 +81,28 @@ impl PublicKeys {
             else {
                 return Err(format!("unsupported key {jwk}"));
             };
-            map.insert(kid.to_owned(), decoding(kid, x)?);
+            let raw = URL_SAFE_NO_PAD
+                .decode(x)
+                .map_err(|_| format!("key {kid} is not base64url"))?;
+            if thumbprint(&raw) != kid {
+                return Err(format!("key {kid} is not the key its id names"));
+            }
+            if trusted.is_none_or(|t| t.iter().any(|k| k == kid)) {
+                map.insert(kid.to_owned(), decoding(kid, x)?);
+            }
         }
         Ok(Self(map))
     }
 
-    /// Whether the checkpoint's signature is valid and signs exactly its record id and hash.
-    pub fn verify(&self, checkpoint: &StoredCheckpoint) -> Result<(), String> {
+    pub fn kids(&self) -> Vec<String> {
+        let mut kids: Vec<String> = self.0.keys().cloned().collect();
+        kids.sort();
+        kids
+    }
+
+    /// Whether the checkpoint's signature is valid and signs exactly its record id and hash;
+    /// returns the signed time (seconds since the epoch).
+    pub fn verify(&self, checkpoint: &StoredCheckpoint) -> Result<i64, String> {
         let header = jsonwebtoken::decode_header(&checkpoint.signature)
             .map_err(|e| format!("the signature is malformed: {e}"))?;
         if header.typ.as_deref() != Some(CHECKPOINT_TYP) {
@@ -94,7 +114,7 @@ impl PublicKeys {
         let key = self
             .0
             .get(&checkpoint.kid)
-            .ok_or_else(|| format!("signing key {} is unknown", checkpoint.kid))?;
+            .ok_or_else(|| format!("signing key {} is unknown or not trusted", checkpoint.kid))?;
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.required_spec_claims.clear();
         validation.validate_exp = false;
@@ -106,7 +126,7 @@ impl PublicKeys {
         if claims.record_id != checkpoint.record_id || claims.hash != checkpoint.hash {
             return Err("the signature covers another record or hash".into());
         }
-        Ok(())
+        Ok(claims.iat)
     }
 }
 
@@ -168,7 +188,15 @@ pub async fn checkpoint(
     hash: &str,
 ) -> anyhow::Result<()> {
     let signed = sign(keys, issuer, id, hash, clock.now())?;
+    // A copy outside the database: whoever can rewrite the database cannot rewrite the log
+    // stream this line goes to, and the auditor can compare the two.
+    tracing::info!(
+        record_id = id,
+        hash = %hash,
+        kid = %signed.kid,
+        signature = %signed.signature,
+        "access log checkpoint"
+    );
     store.insert_checkpoint(signed).await?;
-    tracing::debug!(record_id = id, "access log checkpoint signed");
     Ok(())
 }

@@ -51,7 +51,9 @@ fn write_line(out: &mut impl Write, line: &Line) -> anyhow::Result<()> {
 }
 
 /// Writes the records whose time lies in `[from, to)` — with any records committed between
-/// them, since ids, not times, make the chain — and everything needed to check them.
+/// them, since ids, not times, make the chain — and everything needed to check them: the
+/// public keys, then each record followed by its signed checkpoint when it has one (the
+/// checkpoint just before the range first, as the anchor of its first record).
 pub async fn export(
     store: &Store,
     from: Option<DateTime<Utc>>,
@@ -75,53 +77,59 @@ pub async fn export(
     for key in store.all_signing_keys().await? {
         write_line(out, &Line::Key(public_jwk(&key)))?;
     }
-    let Some((first, last)) = bounds else {
-        return Ok(ExportSummary {
-            records: 0,
-            checkpoints: 0,
-            first_id: None,
-            last_id: None,
-        });
+    let mut summary = ExportSummary {
+        records: 0,
+        checkpoints: 0,
+        first_id: bounds.map(|b| b.0),
+        last_id: bounds.map(|b| b.1),
     };
-    // The checkpoint just before the range anchors its first record.
-    let checkpoints = store.checkpoints_between(first - 1, last).await?;
-    for checkpoint in &checkpoints {
-        write_line(out, &Line::Checkpoint(checkpoint.clone()))?;
-    }
-    let mut records = 0;
+    let Some((first, last)) = bounds else {
+        return Ok(summary);
+    };
     let mut after = first - 1;
+    for anchor in store.checkpoints_between(after, after).await? {
+        write_line(out, &Line::Checkpoint(anchor))?;
+        summary.checkpoints += 1;
+    }
     while after < last {
         let page = store.access_log_between(after, last, PAGE).await?;
         let Some(tail) = page.last() else { break };
+        let mut checkpoints = store
+            .checkpoints_between(after + 1, tail.id)
+            .await?
+            .into_iter()
+            .peekable();
         after = tail.id;
         for record in page {
+            let id = record.id;
             write_line(out, &Line::Record(Box::new(record)))?;
-            records += 1;
+            summary.records += 1;
+            while let Some(c) = checkpoints.next_if(|c| c.record_id <= id) {
+                write_line(out, &Line::Checkpoint(c))?;
+                summary.checkpoints += 1;
+            }
         }
     }
     out.flush()?;
-    Ok(ExportSummary {
-        records,
-        checkpoints: checkpoints.len(),
-        first_id: Some(first),
-        last_id: Some(last),
-    })
+    Ok(summary)
 }
 
-/// What an offline check found: the chain report, and how much of it no checkpoint covers.
+/// What an offline check found.
 #[derive(Debug, Clone, Serialize)]
 pub struct FileReport {
     #[serde(flatten)]
     pub chain: VerifyReport,
-    /// Records after the last signed checkpoint: chained, but a signature does not vouch
-    /// for them yet.
-    pub unsigned_tail: u64,
+    /// The keys checkpoints were checked against: pinned by the auditor, or (when none were
+    /// pinned) every key the file carries — which proves consistency, not origin.
+    pub keys: Vec<String>,
+    pub keys_pinned: bool,
 }
 
-/// Checks an export: its chain, every checkpoint's signature against the keys it carries, and
-/// that the header's range is complete. Reads line by line; memory holds only the keys and
-/// the checkpoints.
-pub fn verify_file(input: impl BufRead) -> anyhow::Result<FileReport> {
+/// Checks an export line by line: the chain, every checkpoint's signature, and that the
+/// header's range is complete. `trusted`: the key ids (RFC 7638 thumbprints) the auditor
+/// trusts, e.g. from the gateway's JWKS; without them a forger could sign with a key of their
+/// own, so the report says the keys were not pinned.
+pub fn verify_file(input: impl BufRead, trusted: Option<&[String]>) -> anyhow::Result<FileReport> {
     let malformed = |n: usize, what: &str| anyhow::anyhow!("line {}: {what}", n + 1);
     let mut lines = input.lines().enumerate();
     let header = match lines.next() {
@@ -132,74 +140,70 @@ pub fn verify_file(input: impl BufRead) -> anyhow::Result<FileReport> {
         None => anyhow::bail!("the file is empty"),
     };
     let mut jwks = Vec::new();
-    let mut checkpoints = Vec::new();
-    let mut first = None;
+    let mut body = None;
     for (n, line) in lines.by_ref() {
         match serde_json::from_str::<Line>(&line?).map_err(|e| malformed(n, &e.to_string()))? {
-            Line::Header(_) => return Err(malformed(n, "a second header")),
             Line::Key(jwk) => jwks.push(jwk),
-            Line::Checkpoint(c) => checkpoints.push(c),
-            Line::Record(record) => {
-                first = Some(record);
+            Line::Header(_) => return Err(malformed(n, "a second header")),
+            other => {
+                body = Some(other);
                 break;
             }
         }
     }
-    let keys = PublicKeys::from_jwks(&jwks).map_err(anyhow::Error::msg)?;
-    let latest = checkpoints.iter().max_by_key(|c| c.record_id).cloned();
-    let starts_late = match (&first, header.first_id) {
-        (Some(first), Some(expected)) => first.id != expected,
-        (None, Some(_)) => true,
-        _ => false,
-    };
-    let mut walker = Walker::new(&keys, checkpoints, Anchor::Optional);
-    let mut last_seen = None;
+    let keys = PublicKeys::from_jwks(&jwks, trusted).map_err(anyhow::Error::msg)?;
+    let mut walker = Walker::new(&keys, Anchor::Optional);
+    let mut first_id = None;
+    let mut latest_signed = None;
     let mut broken = None;
-    let mut next = first;
-    while let Some(record) = next.take() {
-        if let Err(link) = walker.push(&record) {
+    while let Some(line) = body.take() {
+        let step = match line {
+            Line::Record(record) => {
+                first_id.get_or_insert(record.id);
+                walker.push(&record)
+            }
+            Line::Checkpoint(c) => {
+                latest_signed = latest_signed.max(Some(c.record_id));
+                walker.checkpoint(&c)
+            }
+            Line::Header(_) | Line::Key(_) => {
+                anyhow::bail!("keys must precede the records and checkpoints")
+            }
+        };
+        if let Err(link) = step {
             broken = Some(link);
             break;
         }
-        last_seen = Some(record.id);
-        let Some((n, line)) = lines.next() else { break };
-        match serde_json::from_str::<Line>(&line?).map_err(|e| malformed(n, &e.to_string()))? {
-            Line::Record(record) => next = Some(record),
-            _ => {
-                return Err(malformed(
-                    n,
-                    "keys and checkpoints must precede the records",
-                ));
-            }
+        if let Some((n, line)) = lines.next() {
+            body = Some(
+                serde_json::from_str::<Line>(&line?).map_err(|e| malformed(n, &e.to_string()))?,
+            );
         }
     }
-    if broken.is_none() && starts_late {
+    if broken.is_none() && first_id != header.first_id {
         broken = Some(BrokenLink {
             id: header.first_id.unwrap_or(0),
             reason: "the file lacks the first records of its range".into(),
         });
     }
-    if broken.is_none() && last_seen != header.last_id {
+    if broken.is_none() && walker.last_id() != header.last_id {
         broken = Some(BrokenLink {
-            id: last_seen.map_or(header.first_id.unwrap_or(0), |id| id + 1),
+            id: walker.last_id().map_or(0, |id| id.saturating_add(1)),
             reason: format!(
                 "the file ends at record {} but its header says {}",
-                last_seen.map_or("none".into(), |id| id.to_string()),
+                walker.last_id().map_or("none".into(), |id| id.to_string()),
                 header.last_id.map_or("none".into(), |id| id.to_string()),
             ),
         });
     }
+    let kids = keys.kids();
     let chain = match broken {
         Some(link) => walker.report(Some(link)),
-        None => walker.finish(latest.as_ref()),
-    };
-    let unsigned_tail = match (chain.signed_through, last_seen) {
-        (_, None) => 0,
-        (Some(signed), Some(last)) => u64::try_from(last - signed).unwrap_or(0),
-        (None, Some(_)) => chain.records,
+        None => walker.finish(latest_signed),
     };
     Ok(FileReport {
         chain,
-        unsigned_tail,
+        keys: kids,
+        keys_pinned: trusted.is_some(),
     })
 }

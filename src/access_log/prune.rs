@@ -43,18 +43,18 @@ pub async fn prune(
             latest_allowed,
         });
     }
-    // Everything below the first record at or after the cutoff is older than it.
+    // Everything below the first record at or after the cutoff is older than it. The newest
+    // record always stays: the chain continues from it, and a checkpoint beyond an empty log
+    // would read as a truncation.
+    let Some((head, _)) = store.access_log_head().await? else {
+        return Ok(PruneReport {
+            removed: 0,
+            through_id: None,
+        });
+    };
     let keep_from = match store.access_log_id_bounds(Some(before), None).await? {
-        Some((first_young, _)) => first_young,
-        None => match store.access_log_head().await? {
-            Some((head, _)) => head + 1,
-            None => {
-                return Ok(PruneReport {
-                    removed: 0,
-                    through_id: None,
-                });
-            }
-        },
+        Some((first_young, _)) => first_young.min(head),
+        None => head,
     };
     let oldest = store.access_log_first().await?.map_or(keep_from, |r| r.id);
     let mut report = PruneReport {

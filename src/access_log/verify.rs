@@ -1,18 +1,20 @@
 //! Walks the chain and reports the first broken link. The same walk serves the database (page
-//! by page, so memory stays flat at any size) and an offline export file.
+//! by page, checkpoints fetched with their page, so memory stays flat at any size) and an
+//! offline export file (line by line).
 //!
 //! A link breaks when a record is missing (ids are consecutive), when `prev_hash` differs from
 //! the previous record's hash (reordering), when a record's contents do not give its hash (an
 //! edit), when a record differs from the signed checkpoint of its id (an edit with every later
-//! hash recomputed), or when a signed checkpoint names records that are gone (the newest
-//! records deleted).
+//! hash recomputed), when a signed checkpoint names records that are gone (the newest records
+//! deleted), or when the oldest records are gone without a signed checkpoint that anchors the
+//! rest — or with one signed too recently for retention to have removed them.
 
 use super::chain::{GENESIS_HASH, chain_hash};
 use super::checkpoint::PublicKeys;
 use super::record::ChainedRecord;
 use crate::store::{Store, StoreError, StoredCheckpoint};
+use chrono::{DateTime, Utc};
 use serde::Serialize;
-use std::collections::BTreeMap;
 
 const PAGE: u64 = 1000;
 
@@ -31,6 +33,8 @@ pub struct VerifyReport {
     /// The newest record covered by a valid signed checkpoint.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signed_through: Option<i64>,
+    /// Records after the last signed checkpoint: chained, not yet vouched for by a signature.
+    pub unsigned_tail: u64,
 }
 
 /// Whether the first record must hang from the genesis hash or a signed checkpoint. The whole
@@ -38,84 +42,122 @@ pub struct VerifyReport {
 /// record still cover it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Anchor {
-    Required,
+    /// Records before a signed anchor may only be gone if the anchor was signed before this
+    /// instant (retention: only old records are pruned).
+    Required {
+        signed_before: Option<DateTime<Utc>>,
+    },
     Optional,
 }
 
-/// The incremental check, fed one record at a time, oldest first.
+/// The incremental check, fed records oldest first and each checkpoint right after its record
+/// (the anchoring checkpoint before the first record).
 pub struct Walker<'a> {
     keys: &'a PublicKeys,
-    checkpoints: BTreeMap<i64, StoredCheckpoint>,
-    anchor: Anchor,
+    anchor_policy: Anchor,
+    /// A checkpoint seen before any record: the candidate anchor.
+    anchor: Option<(StoredCheckpoint, i64)>,
     prev: Option<(i64, String)>,
     records: u64,
     signed_through: Option<i64>,
+    unsigned_tail: u64,
 }
 
 impl<'a> Walker<'a> {
-    pub fn new(keys: &'a PublicKeys, checkpoints: Vec<StoredCheckpoint>, anchor: Anchor) -> Self {
+    pub fn new(keys: &'a PublicKeys, anchor: Anchor) -> Self {
         Self {
             keys,
-            checkpoints: checkpoints.into_iter().map(|c| (c.record_id, c)).collect(),
-            anchor,
+            anchor_policy: anchor,
+            anchor: None,
             prev: None,
             records: 0,
             signed_through: None,
+            unsigned_tail: 0,
         }
     }
 
-    fn signed(&self, id: i64) -> Result<Option<&StoredCheckpoint>, String> {
-        match self.checkpoints.get(&id) {
-            Some(c) => self.keys.verify(c).map(|()| Some(c)),
-            None => Ok(None),
+    /// The id of the last record pushed.
+    pub fn last_id(&self) -> Option<i64> {
+        self.prev.as_ref().map(|(id, _)| *id)
+    }
+
+    pub fn checkpoint(&mut self, c: &StoredCheckpoint) -> Result<(), BrokenLink> {
+        let iat = self.keys.verify(c).map_err(|reason| BrokenLink {
+            id: c.record_id,
+            reason: format!("the signed checkpoint of this record is invalid: {reason}"),
+        })?;
+        match &self.prev {
+            None => self.anchor = Some((c.clone(), iat)),
+            Some((id, hash)) if *id == c.record_id => {
+                if *hash != c.hash {
+                    return Err(BrokenLink {
+                        id: *id,
+                        reason: "the record differs from its signed checkpoint".into(),
+                    });
+                }
+                self.signed_through = Some(*id);
+                self.unsigned_tail = 0;
+            }
+            // Of a record that is missing: the next record or the end of the walk reports it.
+            Some(_) => {}
         }
+        Ok(())
     }
 
     pub fn push(&mut self, row: &ChainedRecord) -> Result<(), BrokenLink> {
-        let broken = |reason: String| BrokenLink { id: row.id, reason };
+        let broken = |reason: &str| BrokenLink {
+            id: row.id,
+            reason: reason.to_owned(),
+        };
         match &self.prev {
             Some((prev_id, prev_hash)) => {
-                if row.id != prev_id + 1 {
-                    return Err(broken("a record is missing before this one".into()));
+                if prev_id.checked_add(1) != Some(row.id) {
+                    return Err(broken("a record is missing before this one"));
                 }
                 if &row.prev_hash != prev_hash {
-                    return Err(broken(
-                        "prev_hash does not match the previous record".into(),
-                    ));
+                    return Err(broken("prev_hash does not match the previous record"));
                 }
             }
             None if row.id == 1 => {
                 if row.prev_hash != GENESIS_HASH {
-                    return Err(broken("the first record does not start the chain".into()));
+                    return Err(broken("the first record does not start the chain"));
                 }
             }
-            None => match self.signed(row.id - 1).map_err(&broken)? {
-                Some(anchor) if anchor.hash == row.prev_hash => {}
-                Some(_) => {
-                    return Err(broken(
-                        "prev_hash does not match the signed checkpoint before it".into(),
-                    ));
+            None => {
+                let anchor = self
+                    .anchor
+                    .take()
+                    .filter(|(c, _)| row.id.checked_sub(1) == Some(c.record_id));
+                match (anchor, self.anchor_policy) {
+                    (Some((c, _)), _) if c.hash != row.prev_hash => {
+                        return Err(broken(
+                            "prev_hash does not match the signed checkpoint before it",
+                        ));
+                    }
+                    (
+                        Some((_, iat)),
+                        Anchor::Required {
+                            signed_before: Some(limit),
+                        },
+                    ) if iat > limit.timestamp() => {
+                        return Err(broken(
+                            "records before this one were removed although still inside the retention period",
+                        ));
+                    }
+                    (Some(_), _) | (None, Anchor::Optional) => {}
+                    (None, Anchor::Required { .. }) => {
+                        return Err(broken(
+                            "records before this one were removed without a signed checkpoint",
+                        ));
+                    }
                 }
-                None if self.anchor == Anchor::Required => {
-                    return Err(broken(
-                        "records before this one were removed without a signed checkpoint".into(),
-                    ));
-                }
-                None => {}
-            },
+            }
         }
         if chain_hash(&row.prev_hash, row.id, &row.record) != row.hash {
-            return Err(broken("the record's contents do not match its hash".into()));
-        }
-        if let Some(checkpoint) = self.signed(row.id).map_err(&broken)? {
-            if checkpoint.hash != row.hash {
-                return Err(broken(
-                    "the record differs from its signed checkpoint".into(),
-                ));
-            }
-            self.signed_through = Some(row.id);
+            return Err(broken("the record's contents do not match its hash"));
         }
         self.records += 1;
+        self.unsigned_tail += 1;
         self.prev = Some((row.id, row.hash.clone()));
         Ok(())
     }
@@ -126,19 +168,19 @@ impl<'a> Walker<'a> {
             records: self.records,
             first_broken: broken,
             signed_through: self.signed_through,
+            unsigned_tail: self.unsigned_tail,
         }
     }
 
     /// Ends the walk: a checkpoint beyond the last record means records were deleted.
-    pub fn finish(self, latest_checkpoint: Option<&StoredCheckpoint>) -> VerifyReport {
-        let last = self.prev.as_ref().map_or(0, |(id, _)| *id);
+    pub fn finish(self, latest_checkpoint: Option<i64>) -> VerifyReport {
+        let last = self.last_id().unwrap_or(0);
         let broken = latest_checkpoint
-            .filter(|c| c.record_id > last)
-            .map(|c| BrokenLink {
-                id: last + 1,
+            .filter(|signed| *signed > last)
+            .map(|signed| BrokenLink {
+                id: last.saturating_add(1),
                 reason: format!(
-                    "records up to {} were signed in a checkpoint but are missing",
-                    c.record_id
+                    "records up to {signed} were signed in a checkpoint but are missing"
                 ),
             });
         self.report(broken)
@@ -146,24 +188,50 @@ impl<'a> Walker<'a> {
 }
 
 /// Verifies the whole log in the database, checkpoints against every key ever used.
-pub async fn verify_chain(store: &Store) -> Result<VerifyReport, StoreError> {
+/// `signed_before`: the newest signing time an anchoring checkpoint may have (now minus the
+/// retention period), when the oldest records are gone.
+pub async fn verify_chain(
+    store: &Store,
+    signed_before: Option<DateTime<Utc>>,
+) -> Result<VerifyReport, StoreError> {
     let keys =
         PublicKeys::from_stored(&store.all_signing_keys().await?).map_err(StoreError::corrupt)?;
-    let keys = &keys;
-    let latest = store.latest_checkpoint().await?;
-    let checkpoints = store.checkpoints_between(0, i64::MAX).await?;
-    let mut walker = Walker::new(keys, checkpoints, Anchor::Required);
+    let latest = store.latest_checkpoint().await?.map(|c| c.record_id);
+    let mut walker = Walker::new(&keys, Anchor::Required { signed_before });
     let mut after = 0;
     loop {
         let page = store.access_log_after(after, PAGE).await?;
-        let Some(last) = page.last() else {
-            return Ok(walker.finish(latest.as_ref()));
+        let (Some(first), Some(last)) = (page.first(), page.last()) else {
+            return Ok(walker.finish(latest));
         };
+        // On the first page, the checkpoint just before it may anchor a pruned log.
+        let from = if after == 0 {
+            first.id.saturating_sub(1)
+        } else {
+            first.id
+        };
+        let mut checkpoints = store
+            .checkpoints_between(from, last.id)
+            .await?
+            .into_iter()
+            .peekable();
         after = last.id;
-        for row in &page {
-            if let Err(broken) = walker.push(row) {
-                return Ok(walker.report(Some(broken)));
-            }
+        let mut step =
+            |walker: &mut Walker, row: Option<&ChainedRecord>| -> Result<(), BrokenLink> {
+                if let Some(row) = row {
+                    walker.push(row)?;
+                }
+                let through = walker.last_id().unwrap_or(from);
+                while let Some(c) = checkpoints.next_if(|c| c.record_id <= through) {
+                    walker.checkpoint(&c)?;
+                }
+                Ok(())
+            };
+        let outcome = std::iter::once(None)
+            .chain(page.iter().map(Some))
+            .try_for_each(|row| step(&mut walker, row));
+        if let Err(broken) = outcome {
+            return Ok(walker.report(Some(broken)));
         }
     }
 }

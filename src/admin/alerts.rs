@@ -154,7 +154,12 @@ pub async fn contain(app: &App, report: &AlertReport) -> Result<Vec<ClientId>, I
             continue;
         }
         match app.store.partner(&client).await? {
-            Some(p) if p.status == PartnerStatus::Active => {}
+            // A partner the security team reinstated inside this window was looked at by a
+            // person: the same calls must not suspend it again.
+            Some(p)
+                if p.status == PartnerStatus::Active
+                    && p.status_changed_at
+                        .is_none_or(|at| at <= report.window_from) => {}
             _ => continue,
         }
         grants::set_partner_status(app, &client, PartnerStatus::Suspended).await?;

@@ -42,7 +42,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     );
 }
 
-/// Authenticates, runs the handler, and records the call before answering.
+/// Records the call, authenticates it, runs the handler, and sets the answer's status on the
+/// record. The record is written before anything runs: if it cannot be, nothing runs and the
+/// caller gets `503` — no admin action without its audit row.
 pub async fn gate(
     req: ServiceRequest,
     next: actix_web::middleware::Next<impl MessageBody + 'static>,
@@ -52,45 +54,46 @@ pub async fn gate(
             "no application state",
         ));
     };
-    let method = req.method().to_string();
     let path = match req.query_string() {
         "" => req.path().to_owned(),
         q => format!("{}?{q}", req.path()),
     };
-    let request_id = req
-        .extensions()
-        .get::<RequestId>()
-        .map(|r| r.0.clone())
-        .unwrap_or_default();
-    let client_ip = req.peer_addr().map(|a| a.ip().to_string());
     let identity = auth::authenticate(&app, super::bearer(req.headers())).await;
-    let (response, who) = match identity {
-        Ok(admin) => (next.call(req).await?.map_into_boxed_body(), Some(admin)),
+    let who = identity.as_ref().ok();
+    let entry = AdminAuditEntry {
+        at: app.clock.now(),
+        request_id: req
+            .extensions()
+            .get::<RequestId>()
+            .map(|r| r.0.clone())
+            .unwrap_or_default(),
+        token_id: who.map(|w| w.token_id.clone()),
+        token_name: who.map(|w| w.name.clone()),
+        method: req.method().to_string(),
+        path,
+        status: 0,
+        client_ip: req.peer_addr().map(|a| a.ip().to_string()),
+    };
+    let audit_id = match app.store.insert_admin_audit(entry.clone()).await {
+        Ok(id) => id,
         Err(e) => {
-            tracing::warn!(path = %path, reason = %e, "admin call refused");
-            (
-                req.into_response(e.error_response()).map_into_boxed_body(),
-                None,
-            )
+            let refused = ApiError::Internal(Internal::from(e)).error_response();
+            return Ok(req.into_response(refused).map_into_boxed_body());
+        }
+    };
+    let response = match identity {
+        Ok(_) => next.call(req).await?.map_into_boxed_body(),
+        Err(e) => {
+            tracing::warn!(path = %entry.path, reason = %e, "admin call refused");
+            req.into_response(e.error_response()).map_into_boxed_body()
         }
     };
     let status = response.status().as_u16();
-    let entry = AdminAuditEntry {
-        at: app.clock.now(),
-        request_id,
-        token_id: who.as_ref().map(|w| w.token_id.clone()),
-        token_name: who.as_ref().map(|w| w.name.clone()),
-        method,
-        path,
-        status,
-        client_ip,
-    };
     tracing::info!(admin = ?entry.token_name, method = %entry.method, path = %entry.path, status, "admin call");
     app.metrics.observe_admin_call(status);
-    if let Err(e) = app.store.insert_admin_audit(entry).await {
-        let refused = ApiError::Internal(Internal::from(e)).error_response();
-        let (req, _) = response.into_parts();
-        return Ok(ServiceResponse::new(req, refused.map_into_boxed_body()));
+    if let Err(e) = app.store.finish_admin_audit(audit_id, status).await {
+        // The call is on record already; only its status is missing.
+        tracing::error!(error = %e, audit_id, "recording an admin call's status failed");
     }
     Ok(response)
 }
@@ -190,6 +193,15 @@ const CSV_HEADER: [&str; 15] = [
     "hash",
 ];
 
+/// A cell a spreadsheet would run as a formula (`=`, `+`, `-`, `@`, tab, CR at its start) gets
+/// a leading `'`: resource names and ids come from partners' request paths.
+fn cell(value: &str) -> std::borrow::Cow<'_, str> {
+    match value.chars().next() {
+        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{value}").into(),
+        _ => value.into(),
+    }
+}
+
 fn csv_rows(records: &[ChainedRecord], header: bool) -> Result<bytes::Bytes, csv::Error> {
     let mut out = csv::Writer::from_writer(Vec::with_capacity(records.len() * 256));
     if header {
@@ -200,17 +212,17 @@ fn csv_rows(records: &[ChainedRecord], header: bool) -> Result<bytes::Bytes, csv
         out.write_record([
             row.id.to_string().as_str(),
             &r.at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-            &r.request_id,
+            &cell(&r.request_id),
             r.client_id.as_deref().unwrap_or(""),
             r.grant_id.as_deref().unwrap_or(""),
-            r.customer_id.as_deref().unwrap_or(""),
-            &r.resource,
-            r.resource_id.as_deref().unwrap_or(""),
-            &r.record_ids.join(" "),
+            &cell(r.customer_id.as_deref().unwrap_or("")),
+            &cell(&r.resource),
+            &cell(r.resource_id.as_deref().unwrap_or("")),
+            &cell(&r.record_ids.join(" ")),
             &r.fields.join(" "),
             r.outcome.as_str(),
             &r.status.to_string(),
-            r.client_ip.as_deref().unwrap_or(""),
+            &cell(r.client_ip.as_deref().unwrap_or("")),
             &row.prev_hash,
             &row.hash,
         ])?;
@@ -291,7 +303,11 @@ fn csv_stream(
 )]
 #[get("/access-log/verify")]
 async fn verify(app: web::Data<App>) -> Result<web::Json<VerifyReport>, ApiError> {
-    let report = verify_chain(&app.store).await?;
+    let signed_before = app
+        .settings
+        .access_log
+        .anchor_signed_before(app.clock.now());
+    let report = verify_chain(&app.store, Some(signed_before)).await?;
     if !report.ok {
         tracing::error!(?report.first_broken, "the access log's hash chain is broken");
     }
@@ -536,4 +552,19 @@ async fn audit(app: web::Data<App>, req: HttpRequest) -> Result<web::Json<AuditP
         items: rows.into_iter().map(|(_, e)| e).collect(),
         next_cursor,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cells_a_spreadsheet_would_run_are_defused() {
+        assert_eq!(cell("=HYPERLINK(\"x\")"), "'=HYPERLINK(\"x\")");
+        assert_eq!(cell("+1"), "'+1");
+        assert_eq!(cell("-2"), "'-2");
+        assert_eq!(cell("@SUM"), "'@SUM");
+        assert_eq!(cell("C-1001"), "C-1001");
+        assert_eq!(cell(""), "");
+    }
 }

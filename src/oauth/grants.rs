@@ -85,27 +85,36 @@ pub async fn partner_state(app: &App, client: &ClientId) -> Result<PartnerState,
         Some(p) if p.status == PartnerStatus::Active => PartnerState::Active,
         _ => PartnerState::Suspended,
     };
-    app.state
-        .put_partner_state(client, state, PARTNER_STATE_TTL)
-        .await?;
-    Ok(state)
+    // Only if absent: a suspension written after our read must not be overwritten by it.
+    Ok(app
+        .state
+        .fill_partner_state(client, state, PARTNER_STATE_TTL)
+        .await?)
 }
 
-/// Suspends or reinstates a partner everywhere: shared state first (so every instance refuses
-/// the next call), then the database.
+/// Suspends or reinstates a partner everywhere, failing closed either way: a suspension is
+/// written to shared state first (every instance refuses the next call even if the database
+/// write then fails), a reinstatement to the database first (a failure leaves it suspended).
 pub async fn set_partner_status(
     app: &App,
     client: &ClientId,
     status: PartnerStatus,
 ) -> Result<(), Internal> {
-    let state = match status {
-        PartnerStatus::Active => PartnerState::Active,
-        PartnerStatus::Suspended => PartnerState::Suspended,
-    };
-    app.state
-        .put_partner_state(client, state, PARTNER_STATE_TTL)
-        .await?;
-    app.store.set_partner_status(client, status).await?;
+    let now = app.clock.now();
+    match status {
+        PartnerStatus::Suspended => {
+            app.state
+                .put_partner_state(client, PartnerState::Suspended, PARTNER_STATE_TTL)
+                .await?;
+            app.store.set_partner_status(client, status, now).await?;
+        }
+        PartnerStatus::Active => {
+            app.store.set_partner_status(client, status, now).await?;
+            app.state
+                .put_partner_state(client, PartnerState::Active, PARTNER_STATE_TTL)
+                .await?;
+        }
+    }
     tracing::info!(client_id = %client, status = ?status, "partner status changed");
     Ok(())
 }

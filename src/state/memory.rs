@@ -56,6 +56,21 @@ impl StateBackend for MemoryBackend {
             .collect())
     }
 
+    async fn put_if_absent(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<bool, StateError> {
+        let now = Instant::now();
+        let mut entries = self.entries.lock();
+        if entries.get(key).is_some_and(|entry| Self::live(entry, now)) {
+            return Ok(false);
+        }
+        entries.insert(key.to_owned(), (value, now + ttl));
+        Ok(true)
+    }
+
     async fn replace_existing(
         &self,
         key: &str,

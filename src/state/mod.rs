@@ -31,6 +31,14 @@ pub trait StateBackend: Send + Sync + 'static {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StateError>;
     /// Several keys in one round trip (the partner hot path asks three questions at once).
     async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StateError>;
+    /// Stores the value only when the key is absent (atomically); true when it was stored.
+    /// Caches filled from the database use it, so they never overwrite a newer decision.
+    async fn put_if_absent(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<bool, StateError>;
     /// Atomically replaces the value of an existing key and returns the old one; does nothing
     /// and returns `None` when the key is absent. This makes codes single-use across instances.
     async fn replace_existing(
@@ -276,6 +284,29 @@ impl SharedState {
             .await
     }
 
+    /// Caches a partner's status read from the database, unless a suspension or
+    /// reinstatement was written meanwhile; returns the status now in force.
+    pub async fn fill_partner_state(
+        &self,
+        client: &ClientId,
+        state: PartnerState,
+        ttl: Duration,
+    ) -> Result<PartnerState, StateError> {
+        let key = self.key("partner", client.as_str());
+        if self
+            .backend
+            .put_if_absent(&key, serde_json::to_vec(&state)?, ttl)
+            .await?
+        {
+            return Ok(state);
+        }
+        // Someone decided first; theirs stands. Absent again (expired) is read as suspended.
+        Ok(self
+            .get_json(&key)
+            .await?
+            .unwrap_or(PartnerState::Suspended))
+    }
+
     /// Grant status, partner status and token revocation in one round trip.
     pub async fn call_status(
         &self,
@@ -383,6 +414,29 @@ mod tests {
             .unwrap();
         assert!(state.take_pending_consent("p").await.unwrap().is_some());
         assert!(state.take_pending_consent("p").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_cache_fill_never_overwrites_a_suspension_written_after_its_read() {
+        let state = SharedState::in_memory();
+        let client = ClientId::parse("fone-shop").unwrap();
+        let ttl = Duration::from_secs(60);
+        // The fill read "active" from the database; the suspension lands before it writes.
+        state
+            .put_partner_state(&client, PartnerState::Suspended, ttl)
+            .await
+            .unwrap();
+        let now = state
+            .fill_partner_state(&client, PartnerState::Active, ttl)
+            .await
+            .unwrap();
+        assert_eq!(now, PartnerState::Suspended);
+        let other = ClientId::parse("fix-it").unwrap();
+        let filled = state
+            .fill_partner_state(&other, PartnerState::Active, ttl)
+            .await
+            .unwrap();
+        assert_eq!(filled, PartnerState::Active);
     }
 
     #[test]

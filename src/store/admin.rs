@@ -26,7 +26,8 @@ impl From<admin_tokens::Model> for AdminToken {
     }
 }
 
-/// One call to the security team's API: who (which token), what, when, and the answer.
+/// One call to the security team's API: who (which token), what, when, and the answer
+/// (`status` 0: the call was recorded but never finished, e.g. the client went away).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct AdminAuditEntry {
     pub at: DateTime<Utc>,
@@ -99,8 +100,9 @@ impl Store {
         Ok(result.rows_affected == 1)
     }
 
-    pub async fn insert_admin_audit(&self, entry: AdminAuditEntry) -> Result<(), StoreError> {
-        admin_audit::ActiveModel {
+    /// Records an admin call before it runs; returns the row's id for [`Self::finish_admin_audit`].
+    pub async fn insert_admin_audit(&self, entry: AdminAuditEntry) -> Result<i64, StoreError> {
+        let row = admin_audit::ActiveModel {
             at: Set(entry.at),
             request_id: Set(entry.request_id),
             token_id: Set(entry.token_id),
@@ -113,6 +115,16 @@ impl Store {
         }
         .insert(&self.db)
         .await?;
+        Ok(row.id)
+    }
+
+    /// Sets the answer's status on a recorded call.
+    pub async fn finish_admin_audit(&self, id: i64, status: u16) -> Result<(), StoreError> {
+        admin_audit::Entity::update_many()
+            .col_expr(admin_audit::Column::Status, Expr::value(i32::from(status)))
+            .filter(admin_audit::Column::Id.eq(id))
+            .exec(&self.db)
+            .await?;
         Ok(())
     }
 

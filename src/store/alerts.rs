@@ -20,7 +20,9 @@ fn strs(outcomes: &[Outcome]) -> Vec<&'static str> {
 }
 
 impl Store {
-    /// Calls per partner with one of `outcomes` since `since`.
+    /// Calls per partner with one of `outcomes` since `since`. Refusals answered with a 5xx
+    /// (shared state, database or log down) are the gateway's fault, not the partner's, and
+    /// are left out.
     pub async fn calls_by_partner(
         &self,
         since: DateTime<Utc>,
@@ -35,6 +37,7 @@ impl Store {
             )
             .filter(access_log::Column::At.gte(since))
             .filter(access_log::Column::Outcome.is_in(strs(outcomes)))
+            .filter(access_log::Column::Status.lt(500))
             .group_by(access_log::Column::ClientId)
             .into_tuple()
             .all(&self.db)

@@ -47,6 +47,7 @@ pub struct Partner {
     pub rates: PartnerRates,
     pub status: PartnerStatus,
     pub created_at: DateTime<Utc>,
+    pub status_changed_at: Option<DateTime<Utc>>,
 }
 
 pub struct NewPartner {
@@ -84,6 +85,7 @@ impl TryFrom<partners::Model> for Partner {
             name: m.name,
             secret_hash: m.secret_hash,
             created_at: m.created_at,
+            status_changed_at: m.status_changed_at,
         })
     }
 }
@@ -108,6 +110,7 @@ impl Store {
             grant_burst: Set(to_i32(new.rates.grant_burst)),
             status: Set(PartnerStatus::Active.as_str().to_owned()),
             created_at: Set(now),
+            status_changed_at: Set(None),
         };
         let what = format!("partner {}", new.client_id);
         model
@@ -153,10 +156,12 @@ impl Store {
         &self,
         client_id: &ClientId,
         status: PartnerStatus,
+        now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let model = partners::ActiveModel {
             client_id: Set(client_id.to_string()),
             status: Set(status.as_str().to_owned()),
+            status_changed_at: Set(Some(now)),
             ..Default::default()
         };
         model.update(&self.db).await?;

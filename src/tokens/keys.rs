@@ -56,7 +56,8 @@ pub fn public_jwk(key: &StoredKey) -> Value {
     })
 }
 
-fn thumbprint(public_key: &[u8]) -> String {
+/// The RFC 7638 thumbprint of an Ed25519 public key: every key's `kid`.
+pub fn thumbprint(public_key: &[u8]) -> String {
     // RFC 7638 §3: the required members, lexicographic order, no whitespace.
     let canonical = format!(
         r#"{{"crv":"Ed25519","kty":"OKP","x":"{}"}}"#,

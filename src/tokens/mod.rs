@@ -5,7 +5,7 @@ mod keys;
 mod verify;
 
 pub use claims::AccessClaims;
-pub use keys::{KeyError, KeyRing, generate_key, public_jwk};
+pub use keys::{KeyError, KeyRing, generate_key, public_jwk, thumbprint};
 pub use verify::{TokenError, Verifier};
 
 /// RFC 9068 §2.1: the `typ` of a JWT access token.

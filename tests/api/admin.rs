@@ -247,8 +247,9 @@ async fn every_access_log_filter_narrows_the_result_and_they_combine() {
     };
     let from = (t0 + Duration::minutes(60)).to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     let to = (t0 + Duration::minutes(150)).to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-    let in_range =
-        move |r: &AccessRecord| r.at >= t0 + Duration::minutes(60) && r.at < t0 + Duration::minutes(150);
+    let in_range = move |r: &AccessRecord| {
+        r.at >= t0 + Duration::minutes(60) && r.at < t0 + Duration::minutes(150)
+    };
     let cases: Vec<(String, Predicate)> = vec![
         (
             "client_id=fix-it".into(),
@@ -607,7 +608,7 @@ async fn export_lines(app: &TestApp) -> Vec<String> {
 }
 
 fn verify_lines(lines: &[String]) -> export::FileReport {
-    export::verify_file(std::io::Cursor::new(lines.join("\n"))).unwrap()
+    export::verify_file(std::io::Cursor::new(lines.join("\n")), None).unwrap()
 }
 
 #[tokio::test]
@@ -619,7 +620,7 @@ async fn an_export_verifies_offline_and_any_tampering_with_it_is_found() {
     assert!(report.chain.ok, "{report:?}");
     assert_eq!(report.chain.records, 10);
     assert_eq!(report.chain.signed_through, Some(10));
-    assert_eq!(report.unsigned_tail, 0);
+    assert_eq!(report.chain.unsigned_tail, 0);
 
     let record_line = |n: i64| {
         lines
@@ -657,7 +658,7 @@ async fn an_export_verifies_offline_and_any_tampering_with_it_is_found() {
     forged[c] = checkpoint.to_string();
     assert!(!verify_lines(&forged).chain.ok);
     // Not an export at all.
-    assert!(export::verify_file(std::io::Cursor::new("{}\n")).is_err());
+    assert!(export::verify_file(std::io::Cursor::new("{}\n"), None).is_err());
 }
 
 #[tokio::test]
@@ -998,13 +999,16 @@ async fn pruning_keeps_the_rest_verifiable_and_respects_retention() {
     })
     .await;
     let token = app.admin_token("sec").await;
-    let old = Utc::now() - Duration::days(3000);
+    // The old records are written (and their checkpoints signed) 3000 days ago.
+    app.clock.advance(-Duration::days(3000));
+    let old = app.clock.now();
     for i in 0..10 {
         let mut r = record("fone-shop", "CU-1001", Outcome::Ok, &["claims:status"]);
         r.at = old + Duration::minutes(i);
         app.append(r).await;
     }
     app.wait_for_checkpoint(10).await;
+    app.clock.advance(Duration::days(3000));
     for _ in 0..5 {
         app.append(record(
             "fone-shop",
@@ -1091,5 +1095,157 @@ async fn metrics_count_rate_limit_refusals_and_admin_calls() {
     assert!(
         metrics.contains("keyhole_access_log_commit_seconds_bucket"),
         "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn deleting_the_oldest_records_inside_the_retention_period_is_found() {
+    let (app, token) = seeded_for_verify(3).await;
+    app.wait_for_checkpoint(10).await;
+    // An intruder removes records 1 to 6 "as a prune would", up to a signed checkpoint; but
+    // the checkpoint was signed today, so those records were still inside retention.
+    let anchor = app
+        .app
+        .store
+        .checkpoints_between(1, 9)
+        .await
+        .unwrap()
+        .last()
+        .unwrap()
+        .record_id;
+    app.raw_db()
+        .await
+        .execute_unprepared(&format!("DELETE FROM access_log WHERE id <= {anchor}"))
+        .await
+        .unwrap();
+    let (id, reason) = broken(&app, &token).await;
+    assert_eq!(id, anchor + 1);
+    assert!(reason.contains("retention"), "{reason}");
+}
+
+#[tokio::test]
+async fn an_export_re_signed_with_a_forgers_key_passes_only_until_the_keys_are_pinned() {
+    use base64::Engine;
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    let (app, _) = seeded_for_verify(3).await;
+    app.wait_for_checkpoint(10).await;
+    let lines = export_lines(&app).await;
+    let real_kid = app.app.keys.current_kid();
+    assert!(
+        export::verify_file(
+            std::io::Cursor::new(lines.join("\n")),
+            Some(std::slice::from_ref(&real_kid))
+        )
+        .unwrap()
+        .chain
+        .ok
+    );
+
+    // The forger edits record 2, recomputes the chain and re-signs every checkpoint with a
+    // key of their own, which they put in the file in place of the real ones.
+    let forger = keyhole::tokens::generate_key(Utc::now()).unwrap();
+    let encoding = EncodingKey::from_ed_der(&forger.private_key);
+    let mut forged = Vec::new();
+    let mut prev = String::new();
+    let mut hashes = std::collections::HashMap::new();
+    for line in &lines {
+        let mut value: Value = serde_json::from_str(line).unwrap();
+        if value.get("key").is_some() {
+            continue;
+        }
+        if let Some(record) = value.get_mut("record") {
+            let mut r: keyhole::access_log::ChainedRecord =
+                serde_json::from_value(record.clone()).unwrap();
+            if r.id == 2 {
+                r.record.customer_id = Some("CU-9999".into());
+            }
+            if r.id > 1 {
+                r.prev_hash = prev.clone();
+            }
+            r.hash = chain_hash(&r.prev_hash, r.id, &r.record);
+            prev = r.hash.clone();
+            hashes.insert(r.id, r.hash.clone());
+            *record = serde_json::to_value(&r).unwrap();
+        }
+        if let Some(c) = value.get_mut("checkpoint") {
+            let id = c["record_id"].as_i64().unwrap();
+            let mut header = Header::new(Algorithm::EdDSA);
+            header.typ = Some(keyhole::access_log::checkpoint::CHECKPOINT_TYP.into());
+            header.kid = Some(forger.kid.clone());
+            let claims =
+                serde_json::json!({"iss": "x", "record_id": id, "hash": hashes[&id], "iat": 0});
+            c["hash"] = Value::String(hashes[&id].clone());
+            c["kid"] = Value::String(forger.kid.clone());
+            c["signature"] =
+                Value::String(jsonwebtoken::encode(&header, &claims, &encoding).unwrap());
+        }
+        forged.push(value.to_string());
+        if value.get("header").is_some() {
+            let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&forger.public_key);
+            forged.push(serde_json::json!({"key": {"kty": "OKP", "crv": "Ed25519", "x": x, "kid": forger.kid}}).to_string());
+        }
+    }
+    let unpinned = verify_lines(&forged);
+    assert!(
+        unpinned.chain.ok && !unpinned.keys_pinned,
+        "self-consistent, not authentic"
+    );
+    let pinned =
+        export::verify_file(std::io::Cursor::new(forged.join("\n")), Some(&[real_kid])).unwrap();
+    assert!(!pinned.chain.ok, "{pinned:?}");
+    assert!(
+        pinned
+            .chain
+            .first_broken
+            .unwrap()
+            .reason
+            .contains("not trusted")
+    );
+}
+
+#[tokio::test]
+async fn a_partner_reinstated_by_the_security_team_is_not_suspended_again_for_the_same_calls() {
+    let app = spawn_app_with_sample_upstream(|s| {
+        s.alerts.distinct_customers.threshold = 3;
+        s.alerts.distinct_customers.suspend = true;
+        s.alerts.evaluate_every_seconds = 1;
+    })
+    .await;
+    let token = app.admin_token("sec").await;
+    let access = app
+        .tokens(&["claims:status"])
+        .await
+        .access_token()
+        .secret()
+        .clone();
+    let client = app.partner.client_id.clone();
+    for n in 0..3 {
+        let mut r = record(&client, &format!("CU-{n}"), Outcome::Ok, &["claims:status"]);
+        r.at = app.clock.now();
+        app.append(r).await;
+    }
+    let mut suspended = false;
+    for _ in 0..60 {
+        if app
+            .partner_status(&access, "/partner/v1/claims/C-1001")
+            .await
+            == StatusCode::UNAUTHORIZED
+        {
+            suspended = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(suspended);
+    app.clock.advance(Duration::seconds(1));
+    let response = app
+        .admin_post(&token, &format!("/admin/v1/partners/{client}/reinstate"))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert_eq!(
+        app.partner_status(&access, "/partner/v1/claims/C-1001")
+            .await,
+        StatusCode::OK
     );
 }

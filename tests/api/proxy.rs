@@ -488,7 +488,7 @@ fn random_upstream_shapes_never_leak_anything_but_granted_scalars() {
                 .map_err(TestCaseError::fail)
         })
         .unwrap();
-    let report = rt.block_on(verify_chain(&app.app.store)).unwrap();
+    let report = rt.block_on(verify_chain(&app.app.store, None)).unwrap();
     assert!(report.ok, "{report:?}");
 }
 
@@ -1420,7 +1420,7 @@ async fn under_concurrent_load_every_200_has_exactly_one_record_with_exactly_its
         assert_eq!(logged, expected_fields, "{request_id}: {body}");
         assert_eq!(r.record_ids, expected_ids, "{request_id}");
     }
-    let report = verify_chain(&app.app.store).await.unwrap();
+    let report = verify_chain(&app.app.store, None).await.unwrap();
     assert!(report.ok, "{report:?}");
     assert_eq!(report.records, CALLS as u64);
 }
@@ -1442,7 +1442,7 @@ async fn app_with_four_records() -> (MockServer, TestApp) {
             StatusCode::OK
         );
     }
-    let report = verify_chain(&app.app.store).await.unwrap();
+    let report = verify_chain(&app.app.store, None).await.unwrap();
     assert!(report.ok && report.records == 4, "{report:?}");
     (mock, app)
 }
@@ -1459,7 +1459,7 @@ async fn tamper(app: &TestApp, statements: &[&str]) {
 }
 
 async fn first_broken(app: &TestApp) -> i64 {
-    let report = verify_chain(&app.app.store).await.unwrap();
+    let report = verify_chain(&app.app.store, None).await.unwrap();
     assert!(!report.ok, "{report:?}");
     report.first_broken.expect("a broken link").id
 }
@@ -1514,7 +1514,7 @@ async fn the_hash_chain_detects_deleting_the_newest_row() {
     .await
     .unwrap();
     tamper(&app, &["DELETE FROM access_log WHERE id = 4"]).await;
-    let report = verify_chain(&app.app.store).await.unwrap();
+    let report = verify_chain(&app.app.store, None).await.unwrap();
     assert!(!report.ok, "truncating the log went unnoticed: {report:?}");
 }
 
