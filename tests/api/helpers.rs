@@ -59,10 +59,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     let mut settings = Settings {
         listen: listener.local_addr().unwrap(),
         public_url: base.parse().unwrap(),
-        database_url: format!(
-            "sqlite://{}?mode=rwc",
-            dir.path().join("keyhole.db").display()
-        ),
+        database_url: database_url(&dir).await,
         ..Settings::default()
     };
     adjust(&mut settings);
