@@ -83,29 +83,47 @@ pub async fn evaluate(app: &App) -> Result<AlertReport, Internal> {
     let since = now - chrono::Duration::minutes(i64::from(config.window_minutes));
     let store = &app.store;
     let mut alerts = Vec::new();
-    alerts.extend(over_threshold(
-        Rule::DistinctCustomers,
-        config.distinct_customers,
-        store.customers_read_by_partner(since).await?,
-        |n| format!("read data of {n} distinct customers in the window"),
-    ));
-    alerts.extend(over_threshold(
-        Rule::RefusedCalls,
-        config.refused_calls,
-        store.calls_by_partner(since, &REFUSED).await?,
-        |n| format!("{n} calls refused as not_found, denied or invalid_token"),
-    ));
-    alerts.extend(over_threshold(
-        Rule::BeyondGrants,
-        config.beyond_grants,
-        store.calls_by_partner(since, &[Outcome::Denied]).await?,
-        |n| format!("{n} calls for records or fields beyond its grants"),
-    ));
-    let baseline_from = since - chrono::Duration::days(i64::from(config.baseline_days));
-    let baseline = store
-        .reads_by_partner_and_hour(baseline_from, since)
-        .await?;
-    let recent = store.reads_by_partner_and_hour(since, now).await?;
+    if let Some(window) = store.log_window(since, now).await? {
+        alerts.extend(over_threshold(
+            Rule::DistinctCustomers,
+            config.distinct_customers,
+            store.customers_read_by_partner(&window).await?,
+            |n| format!("read data of {n} distinct customers in the window"),
+        ));
+        alerts.extend(over_threshold(
+            Rule::RefusedCalls,
+            config.refused_calls,
+            store.calls_by_partner(&window, &REFUSED).await?,
+            |n| format!("{n} calls refused as not_found, denied or invalid_token"),
+        ));
+        alerts.extend(over_threshold(
+            Rule::BeyondGrants,
+            config.beyond_grants,
+            store.calls_by_partner(&window, &[Outcome::Denied]).await?,
+            |n| format!("{n} calls for records or fields beyond its grants"),
+        ));
+        let baseline_from = since - chrono::Duration::days(i64::from(config.baseline_days));
+        let baseline = match store.log_window(baseline_from, since).await? {
+            Some(w) => store.reads_by_partner_and_hour(&w).await?,
+            None => Default::default(),
+        };
+        let recent = store.reads_by_partner_and_hour(&window).await?;
+        alerts.extend(unusual_hour_alerts(config, &baseline, recent));
+    }
+    alerts.sort_by(|a, b| (&a.client_id, a.rule as u8).cmp(&(&b.client_id, b.rule as u8)));
+    Ok(AlertReport {
+        window_from: since,
+        window_to: now,
+        alerts,
+    })
+}
+
+fn unusual_hour_alerts(
+    config: &AlertSettings,
+    baseline: &std::collections::HashMap<String, [u64; 24]>,
+    recent: std::collections::HashMap<String, [u64; 24]>,
+) -> Vec<Alert> {
+    let mut alerts = Vec::new();
     for (client, hours) in recent {
         let Some(usual) = baseline.get(&client) else {
             continue;
@@ -116,7 +134,7 @@ pub async fn evaluate(app: &App) -> Result<AlertReport, Internal> {
         let unusual = unusual_hours(usual, config.unusual_hour_share);
         let odd: Vec<usize> = (0..24).filter(|h| unusual[*h] && hours[*h] > 0).collect();
         let value: u64 = odd.iter().map(|h| hours[*h]).sum();
-        if value >= config.unusual_hours.threshold && value > 0 {
+        if value >= config.unusual_hours.threshold {
             alerts.push(Alert {
                 rule: Rule::UnusualHours,
                 detail: format!(
@@ -131,12 +149,7 @@ pub async fn evaluate(app: &App) -> Result<AlertReport, Internal> {
             });
         }
     }
-    alerts.sort_by(|a, b| (&a.client_id, a.rule as u8).cmp(&(&b.client_id, b.rule as u8)));
-    Ok(AlertReport {
-        window_from: since,
-        window_to: now,
-        alerts,
-    })
+    alerts
 }
 
 /// Suspends every active partner that an auto-suspending rule fired for; returns them.

@@ -19,23 +19,60 @@ fn strs(outcomes: &[Outcome]) -> Vec<&'static str> {
     outcomes.iter().map(|o| o.as_str()).collect()
 }
 
+/// A window of the log as an id range as well as a time range, so each aggregate scans only
+/// that range: without it, SQLite's planner (which has no statistics on `at`) walks a whole
+/// partner index to save a sort — 17 s instead of 7 ms at 10 million records. The id range is
+/// exact (the smallest and largest id with `at` in the window, from the covering `at` index:
+/// 0.13 s for four weeks of a 10-million-record log).
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    pub since: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+    first: i64,
+    last: i64,
+}
+
 impl Store {
+    /// `[since, until)`; `None` when it holds no record.
+    pub async fn log_window(
+        &self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Option<Window>, StoreError> {
+        Ok(self
+            .access_log_id_bounds(Some(since), Some(until))
+            .await?
+            .map(|(first, last)| Window {
+                since,
+                until,
+                first,
+                last,
+            }))
+    }
+
+    fn in_window(w: &Window) -> sea_orm::Select<access_log::Entity> {
+        access_log::Entity::find()
+            .filter(access_log::Column::Id.gte(w.first))
+            .filter(access_log::Column::Id.lte(w.last))
+            .filter(access_log::Column::At.gte(w.since))
+            .filter(access_log::Column::At.lt(w.until))
+    }
+
     /// Calls per partner with one of `outcomes` since `since`. Refusals answered with a 5xx
     /// (shared state, database or log down) are the gateway's fault, not the partner's, and
     /// are left out.
     pub async fn calls_by_partner(
         &self,
-        since: DateTime<Utc>,
+        window: &Window,
         outcomes: &[Outcome],
     ) -> Result<PerPartner, StoreError> {
-        let rows: Vec<(Option<String>, i64)> = access_log::Entity::find()
+        let rows: Vec<(Option<String>, i64)> = Self::in_window(window)
             .select_only()
             .column(access_log::Column::ClientId)
             .column_as(
                 Expr::from(Func::count(Expr::col(access_log::Column::Id))),
                 "n",
             )
-            .filter(access_log::Column::At.gte(since))
             .filter(access_log::Column::Outcome.is_in(strs(outcomes)))
             .filter(access_log::Column::Status.lt(500))
             .group_by(access_log::Column::ClientId)
@@ -51,9 +88,9 @@ impl Store {
     /// Distinct customers whose data each partner read since `since`.
     pub async fn customers_read_by_partner(
         &self,
-        since: DateTime<Utc>,
+        window: &Window,
     ) -> Result<PerPartner, StoreError> {
-        let rows: Vec<(Option<String>, i64)> = access_log::Entity::find()
+        let rows: Vec<(Option<String>, i64)> = Self::in_window(window)
             .select_only()
             .column(access_log::Column::ClientId)
             .column_as(
@@ -62,7 +99,6 @@ impl Store {
                 ))),
                 "n",
             )
-            .filter(access_log::Column::At.gte(since))
             .filter(access_log::Column::Outcome.is_in(strs(&READ_OUTCOMES)))
             .group_by(access_log::Column::ClientId)
             .into_tuple()
@@ -74,17 +110,16 @@ impl Store {
             .collect())
     }
 
-    /// Reads per partner and hour of the day (UTC) in `[since, until)`.
+    /// Reads per partner and hour of the day (UTC) in the window.
     pub async fn reads_by_partner_and_hour(
         &self,
-        since: DateTime<Utc>,
-        until: DateTime<Utc>,
+        window: &Window,
     ) -> Result<HashMap<String, [u64; 24]>, StoreError> {
         let hour = match self.db.get_database_backend() {
             DbBackend::Postgres => "CAST(EXTRACT(HOUR FROM \"at\" AT TIME ZONE 'UTC') AS INTEGER)",
             _ => "CAST(strftime('%H', \"at\") AS INTEGER)",
         };
-        let rows: Vec<(Option<String>, i32, i64)> = access_log::Entity::find()
+        let rows: Vec<(Option<String>, i32, i64)> = Self::in_window(window)
             .select_only()
             .column(access_log::Column::ClientId)
             .column_as(Expr::cust(hour), "hour")
@@ -92,8 +127,6 @@ impl Store {
                 Expr::from(Func::count(Expr::col(access_log::Column::Id))),
                 "n",
             )
-            .filter(access_log::Column::At.gte(since))
-            .filter(access_log::Column::At.lt(until))
             .filter(access_log::Column::Outcome.is_in(strs(&READ_OUTCOMES)))
             .group_by(access_log::Column::ClientId)
             .group_by(Expr::cust(hour))
