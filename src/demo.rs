@@ -87,6 +87,15 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     tokio::spawn(upstream);
     let store = Store::connect(&settings.database_url).await?;
     let secret = seed(&store, &settings).await?;
+    let admin = random_token("kh_adm_")?;
+    store
+        .insert_admin_token(
+            "demo security team",
+            token_hash(admin.expose()),
+            chrono::Utc::now(),
+        )
+        .await?;
+    let admin = admin.expose().to_owned();
     let issuer = settings.issuer();
     let verifier = URL_SAFE_NO_PAD.encode(random_bytes::<32>()?);
     let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
@@ -156,6 +165,15 @@ Demo partner "Fone Shop":
 
 5. The next partner call is refused at once (401), though the access token has not expired:
    curl -s -H "Authorization: Bearer ACCESS_TOKEN" {issuer}/partner/v1/claims
+
+6. As the security team (admin token {admin}): who read what, proof the log is intact, alerts,
+   and containment of a partner at once:
+   curl -s -H "Authorization: Bearer {admin}" '{issuer}/admin/v1/access-log?customer_id=CU-1001'
+   curl -s -H "Authorization: Bearer {admin}" -H "Accept: text/csv" '{issuer}/admin/v1/access-log?field=claims:status'
+   curl -s -H "Authorization: Bearer {admin}" {issuer}/admin/v1/access-log/verify
+   curl -s -H "Authorization: Bearer {admin}" {issuer}/admin/v1/alerts
+   curl -s -X POST -H "Authorization: Bearer {admin}" {issuer}/admin/v1/partners/{DEMO_CLIENT_ID}/suspend
+   Alice's own view of every read: {issuer}/portal
 
 Metadata: {issuer}/.well-known/oauth-authorization-server   Keys: {issuer}/.well-known/jwks.json
 Press Ctrl-C to stop.
