@@ -4,8 +4,8 @@ use chrono::{DateTime, Utc};
 use entity::access_log;
 use sea_orm::sea_query::LikeExpr;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, Select, SqlErr,
+    ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Select,
+    SqlErr,
 };
 
 fn to_json(values: &[String]) -> String {
@@ -153,7 +153,16 @@ impl Store {
         before: Option<i64>,
         limit: u64,
     ) -> Result<Vec<ChainedRecord>, StoreError> {
-        let mut query = filtered(filter);
+        self.newest_first(filtered(filter), before, limit).await
+    }
+
+    /// A page of `query`'s records, newest first, below `before` (an id) when given.
+    async fn newest_first(
+        &self,
+        mut query: Select<access_log::Entity>,
+        before: Option<i64>,
+        limit: u64,
+    ) -> Result<Vec<ChainedRecord>, StoreError> {
         if let Some(before) = before {
             query = query.filter(access_log::Column::Id.lt(before));
         }
@@ -165,11 +174,6 @@ impl Store {
             .into_iter()
             .map(ChainedRecord::try_from)
             .collect()
-    }
-
-    /// How many records match; for the alerts' counts and for tests.
-    pub async fn count_access_log(&self, filter: &LogFilter) -> Result<u64, StoreError> {
-        Ok(filtered(filter).count(&self.db).await?)
     }
 
     /// Removes every record up to and including `through`; one statement, so one transaction.
@@ -293,18 +297,8 @@ impl Store {
         if grant_ids.is_empty() {
             return Ok(Vec::new());
         }
-        let mut query = access_log::Entity::find()
+        let query = access_log::Entity::find()
             .filter(access_log::Column::GrantId.is_in(grant_ids.iter().cloned()));
-        if let Some(before) = before {
-            query = query.filter(access_log::Column::Id.lt(before));
-        }
-        query
-            .order_by_desc(access_log::Column::Id)
-            .limit(limit)
-            .all(&self.db)
-            .await?
-            .into_iter()
-            .map(ChainedRecord::try_from)
-            .collect()
+        self.newest_first(query, before, limit).await
     }
 }

@@ -58,23 +58,16 @@ impl Store {
             .filter(access_log::Column::At.lt(w.until))
     }
 
-    /// Calls per partner with one of `outcomes` since `since`. Refusals answered with a 5xx
-    /// (shared state, database or log down) are the gateway's fault, not the partner's, and
-    /// are left out.
-    pub async fn calls_by_partner(
+    /// One number per partner: `count` over the window's records that pass `query`.
+    async fn per_partner(
         &self,
-        window: &Window,
-        outcomes: &[Outcome],
+        query: sea_orm::Select<access_log::Entity>,
+        count: sea_orm::sea_query::FunctionCall,
     ) -> Result<PerPartner, StoreError> {
-        let rows: Vec<(Option<String>, i64)> = Self::in_window(window)
+        let rows: Vec<(Option<String>, i64)> = query
             .select_only()
             .column(access_log::Column::ClientId)
-            .column_as(
-                Expr::from(Func::count(Expr::col(access_log::Column::Id))),
-                "n",
-            )
-            .filter(access_log::Column::Outcome.is_in(strs(outcomes)))
-            .filter(access_log::Column::Status.lt(500))
+            .column_as(Expr::from(count), "n")
             .group_by(access_log::Column::ClientId)
             .into_tuple()
             .all(&self.db)
@@ -85,29 +78,33 @@ impl Store {
             .collect())
     }
 
-    /// Distinct customers whose data each partner read since `since`.
+    /// Calls per partner with one of `outcomes` in the window. Refusals answered with a 5xx
+    /// (shared state, database or log down) are the gateway's fault, not the partner's, and
+    /// are left out.
+    pub async fn calls_by_partner(
+        &self,
+        window: &Window,
+        outcomes: &[Outcome],
+    ) -> Result<PerPartner, StoreError> {
+        let query = Self::in_window(window)
+            .filter(access_log::Column::Outcome.is_in(strs(outcomes)))
+            .filter(access_log::Column::Status.lt(500));
+        self.per_partner(query, Func::count(Expr::col(access_log::Column::Id)))
+            .await
+    }
+
+    /// Distinct customers whose data each partner read in the window.
     pub async fn customers_read_by_partner(
         &self,
         window: &Window,
     ) -> Result<PerPartner, StoreError> {
-        let rows: Vec<(Option<String>, i64)> = Self::in_window(window)
-            .select_only()
-            .column(access_log::Column::ClientId)
-            .column_as(
-                Expr::from(Func::count_distinct(Expr::col(
-                    access_log::Column::CustomerId,
-                ))),
-                "n",
-            )
-            .filter(access_log::Column::Outcome.is_in(strs(&READ_OUTCOMES)))
-            .group_by(access_log::Column::ClientId)
-            .into_tuple()
-            .all(&self.db)
-            .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(client, n)| (client, u64::try_from(n).unwrap_or(0)))
-            .collect())
+        let query =
+            Self::in_window(window).filter(access_log::Column::Outcome.is_in(strs(&READ_OUTCOMES)));
+        self.per_partner(
+            query,
+            Func::count_distinct(Expr::col(access_log::Column::CustomerId)),
+        )
+        .await
     }
 
     /// Reads per partner and hour of the day (UTC) in the window.

@@ -63,6 +63,11 @@ impl TestApp {
         panic!("no checkpoint at or after record {at_least}");
     }
 
+    /// Runs SQL on a connection of the test's own, as an intruder with database access would.
+    async fn tamper(&self, sql: &str) {
+        self.raw_db().await.execute_unprepared(sql).await.unwrap();
+    }
+
     /// A connection of the test's own, to tamper with the database as an intruder would.
     async fn raw_db(&self) -> sea_orm::DatabaseConnection {
         Database::connect(&self.app.settings.database_url)
@@ -514,11 +519,8 @@ async fn broken(app: &TestApp, token: &str) -> (i64, String) {
 #[tokio::test]
 async fn verify_finds_a_record_edited_in_the_database() {
     let (app, token) = seeded_for_verify(1000).await;
-    app.raw_db()
-        .await
-        .execute_unprepared(r#"UPDATE access_log SET fields = '["claims:iban"]' WHERE id = 4"#)
-        .await
-        .unwrap();
+    app.tamper(r#"UPDATE access_log SET fields = '["claims:iban"]' WHERE id = 4"#)
+        .await;
     let (id, reason) = broken(&app, &token).await;
     assert_eq!(id, 4);
     assert!(reason.contains("contents"), "{reason}");
@@ -527,11 +529,7 @@ async fn verify_finds_a_record_edited_in_the_database() {
 #[tokio::test]
 async fn verify_finds_a_deleted_record() {
     let (app, token) = seeded_for_verify(1000).await;
-    app.raw_db()
-        .await
-        .execute_unprepared("DELETE FROM access_log WHERE id = 4")
-        .await
-        .unwrap();
+    app.tamper("DELETE FROM access_log WHERE id = 4").await;
     let (id, reason) = broken(&app, &token).await;
     assert_eq!(id, 5);
     assert!(reason.contains("missing"), "{reason}");
@@ -585,11 +583,7 @@ async fn verify_finds_an_edit_whose_chain_was_recomputed_by_the_signed_checkpoin
 async fn verify_finds_the_newest_records_deleted_after_a_checkpoint() {
     let (app, token) = seeded_for_verify(1).await;
     app.wait_for_checkpoint(10).await;
-    app.raw_db()
-        .await
-        .execute_unprepared("DELETE FROM access_log WHERE id > 7")
-        .await
-        .unwrap();
+    app.tamper("DELETE FROM access_log WHERE id > 7").await;
     let (id, reason) = broken(&app, &token).await;
     assert_eq!(id, 8);
     assert!(reason.contains("signed"), "{reason}");
@@ -1038,11 +1032,8 @@ async fn pruning_keeps_the_rest_verifiable_and_respects_retention() {
     assert_eq!(verified["records"], 5);
 
     // Without the anchoring checkpoint, the pruned log no longer verifies.
-    app.raw_db()
-        .await
-        .execute_unprepared("DELETE FROM log_checkpoints WHERE record_id = 10")
-        .await
-        .unwrap();
+    app.tamper("DELETE FROM log_checkpoints WHERE record_id = 10")
+        .await;
     let (id, reason) = broken(&app, &token).await;
     assert_eq!(id, 11);
     assert!(reason.contains("removed"), "{reason}");
@@ -1113,11 +1104,8 @@ async fn deleting_the_oldest_records_inside_the_retention_period_is_found() {
         .last()
         .unwrap()
         .record_id;
-    app.raw_db()
-        .await
-        .execute_unprepared(&format!("DELETE FROM access_log WHERE id <= {anchor}"))
-        .await
-        .unwrap();
+    app.tamper(&format!("DELETE FROM access_log WHERE id <= {anchor}"))
+        .await;
     let (id, reason) = broken(&app, &token).await;
     assert_eq!(id, anchor + 1);
     assert!(reason.contains("retention"), "{reason}");
