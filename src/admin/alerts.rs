@@ -83,7 +83,7 @@ pub async fn evaluate(app: &App) -> Result<AlertReport, Internal> {
     let since = now - chrono::Duration::minutes(i64::from(config.window_minutes));
     let store = &app.store;
     let mut alerts = Vec::new();
-    if let Some(window) = store.log_window(since, now).await? {
+    if let Some(window) = store.log_window(since, None).await? {
         alerts.extend(over_threshold(
             Rule::DistinctCustomers,
             config.distinct_customers,
@@ -103,7 +103,7 @@ pub async fn evaluate(app: &App) -> Result<AlertReport, Internal> {
             |n| format!("{n} calls for records or fields beyond its grants"),
         ));
         let baseline_from = since - chrono::Duration::days(i64::from(config.baseline_days));
-        let baseline = match store.log_window(baseline_from, since).await? {
+        let baseline = match store.log_window(baseline_from, Some(since)).await? {
             Some(w) => store.reads_by_partner_and_hour(&w).await?,
             None => Default::default(),
         };

@@ -27,7 +27,9 @@ fn strs(outcomes: &[Outcome]) -> Vec<&'static str> {
 #[derive(Debug, Clone, Copy)]
 pub struct Window {
     pub since: DateTime<Utc>,
-    pub until: DateTime<Utc>,
+    /// Exclusive; `None`: open-ended, so a record stamped by an instance whose clock runs a
+    /// little ahead still counts.
+    pub until: Option<DateTime<Utc>>,
     first: i64,
     last: i64,
 }
@@ -37,10 +39,10 @@ impl Store {
     pub async fn log_window(
         &self,
         since: DateTime<Utc>,
-        until: DateTime<Utc>,
+        until: Option<DateTime<Utc>>,
     ) -> Result<Option<Window>, StoreError> {
         Ok(self
-            .access_log_id_bounds(Some(since), Some(until))
+            .access_log_id_bounds(Some(since), until)
             .await?
             .map(|(first, last)| Window {
                 since,
@@ -51,11 +53,14 @@ impl Store {
     }
 
     fn in_window(w: &Window) -> sea_orm::Select<access_log::Entity> {
-        access_log::Entity::find()
+        let query = access_log::Entity::find()
             .filter(access_log::Column::Id.gte(w.first))
             .filter(access_log::Column::Id.lte(w.last))
-            .filter(access_log::Column::At.gte(w.since))
-            .filter(access_log::Column::At.lt(w.until))
+            .filter(access_log::Column::At.gte(w.since));
+        match w.until {
+            Some(until) => query.filter(access_log::Column::At.lt(until)),
+            None => query,
+        }
     }
 
     /// One number per partner: `count` over the window's records that pass `query`.
