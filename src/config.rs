@@ -41,6 +41,9 @@ pub struct Settings {
     pub database_url: String,
     #[serde(default)]
     pub redis_url: Option<String>,
+    /// Prepended to every shared-state key, so deployments (or tests) can share one Redis.
+    #[serde(default = "default_state_key_prefix")]
+    pub state_key_prefix: String,
     #[serde(default = "default_grant_lifetime_days")]
     pub grant_lifetime_days: u32,
     #[serde(default = "default_access_token_ttl")]
@@ -238,6 +241,9 @@ fn default_public_url() -> Url {
 fn default_database_url() -> String {
     "sqlite://keyhole.db?mode=rwc".to_owned()
 }
+fn default_state_key_prefix() -> String {
+    "kh:".to_owned()
+}
 fn default_grant_lifetime_days() -> u32 {
     90
 }
@@ -258,6 +264,7 @@ impl Default for Settings {
             public_url: default_public_url(),
             database_url: default_database_url(),
             redis_url: None,
+            state_key_prefix: default_state_key_prefix(),
             grant_lifetime_days: default_grant_lifetime_days(),
             access_token_ttl_seconds: default_access_token_ttl(),
             rate_limits: RateLimits::default(),
@@ -318,6 +325,19 @@ impl Settings {
         if !(self.database_url.starts_with("sqlite:") || self.database_url.starts_with("postgres"))
         {
             return invalid("database_url", "must be a sqlite:// or postgres:// URL");
+        }
+        if self
+            .redis_url
+            .as_deref()
+            .is_some_and(|url| !url.starts_with("redis://"))
+        {
+            return invalid("redis_url", "must be a redis:// URL");
+        }
+        if self.state_key_prefix.is_empty()
+            || self.state_key_prefix.len() > 64
+            || self.state_key_prefix.chars().any(char::is_whitespace)
+        {
+            return invalid("state_key_prefix", "must be 1 to 64 characters without spaces");
         }
         if !matches!(self.upstream.base_url.scheme(), "http" | "https") {
             return invalid("upstream.base_url", "must be an http(s) URL");

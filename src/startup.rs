@@ -8,7 +8,7 @@ use crate::config::Settings;
 use crate::http::{self, demo::DemoPartner, middleware};
 use crate::metrics::Metrics;
 use crate::proxy::ProxyCaches;
-use crate::state::SharedState;
+use crate::state::{MemoryBackend, RedisBackend, SharedState};
 use crate::store::Store;
 use crate::tokens::{KeyRing, Verifier};
 use crate::upstream::UpstreamClient;
@@ -57,9 +57,17 @@ impl Application {
             .await
             .context("connecting to the database")?;
         let state = match &settings.redis_url {
-            None => SharedState::in_memory(),
-            Some(_) => anyhow::bail!(
-                "redis_url is set, but this build has no Redis backend yet; unset it to use in-process state"
+            None => SharedState::new(
+                Arc::new(MemoryBackend::default()),
+                settings.state_key_prefix.clone(),
+            ),
+            Some(url) => SharedState::new(
+                Arc::new(
+                    RedisBackend::connect(url)
+                        .await
+                        .context("connecting to Redis")?,
+                ),
+                settings.state_key_prefix.clone(),
             ),
         };
         let keys = Arc::new(

@@ -88,6 +88,16 @@ impl StateBackend for MemoryBackend {
         }
     }
 
+    async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, StateError> {
+        let now = Instant::now();
+        Ok(self
+            .entries
+            .lock()
+            .remove(key)
+            .filter(|entry| Self::live(entry, now))
+            .map(|entry| entry.0))
+    }
+
     async fn delete(&self, key: &str) -> Result<(), StateError> {
         self.entries.lock().remove(key);
         Ok(())

@@ -6,8 +6,10 @@
 //! several instances share revocation, codes and sessions.
 
 mod memory;
+mod redis;
 
 pub use memory::MemoryBackend;
+pub use redis::RedisBackend;
 
 use crate::domain::{ClientId, CodeChallenge, CustomerId, FieldSet, GrantId};
 use async_trait::async_trait;
@@ -47,6 +49,8 @@ pub trait StateBackend: Send + Sync + 'static {
         value: Vec<u8>,
         ttl: Duration,
     ) -> Result<Option<Vec<u8>>, StateError>;
+    /// Removes a key and returns its value, atomically: one of two racing takers wins.
+    async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, StateError>;
     async fn delete(&self, key: &str) -> Result<(), StateError>;
     async fn ping(&self) -> Result<(), StateError>;
 }
@@ -223,10 +227,10 @@ impl SharedState {
         &self,
         id: &str,
     ) -> Result<Option<PendingConsent>, StateError> {
-        let key = self.key("consent", id);
-        let pending = self.get_json(&key).await?;
-        self.backend.delete(&key).await?;
-        Ok(pending)
+        match self.backend.take(&self.key("consent", id)).await? {
+            Some(bytes) => Ok(Some(serde_json::from_slice(&bytes)?)),
+            None => Ok(None),
+        }
     }
 
     pub async fn put_session(

@@ -60,6 +60,9 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
         listen: listener.local_addr().unwrap(),
         public_url: base.parse().unwrap(),
         database_url: database_url(&dir).await,
+        redis_url: redis_url(),
+        // One Redis serves every test: each test gets keys of its own.
+        state_key_prefix: format!("kh-test-{}:", uuid::Uuid::new_v4().simple()),
         ..Settings::default()
     };
     adjust(&mut settings);
@@ -115,6 +118,14 @@ pub async fn spawn_app_with_sample_upstream(adjust: impl FnOnce(&mut Settings)) 
         adjust(s);
     })
     .await
+}
+
+/// Shared state on Redis when `KEYHOLE_REDIS_URL` names a server (as `.ci/run` sets it),
+/// in-process otherwise.
+pub fn redis_url() -> Option<String> {
+    std::env::var("KEYHOLE_REDIS_URL")
+        .ok()
+        .filter(|url| url.starts_with("redis://"))
 }
 
 /// SQLite in the test's own directory by default. When `KEYHOLE_DATABASE_URL` names a
