@@ -337,7 +337,10 @@ impl Settings {
             || self.state_key_prefix.len() > 64
             || self.state_key_prefix.chars().any(char::is_whitespace)
         {
-            return invalid("state_key_prefix", "must be 1 to 64 characters without spaces");
+            return invalid(
+                "state_key_prefix",
+                "must be 1 to 64 characters without spaces",
+            );
         }
         if !matches!(self.upstream.base_url.scheme(), "http" | "https") {
             return invalid("upstream.base_url", "must be an http(s) URL");

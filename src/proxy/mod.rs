@@ -151,11 +151,33 @@ async fn run(
     // always reads as revoked, and a partner cannot write unlimited log rows with bad requests.
     check_status(app, &claims, now).await?;
     let rates = app.proxy.partner_rates(app, &claims.client_id).await?;
-    let rate = match app
+    // The local limiter first: when it refuses, shared state is not asked. Then the limits
+    // shared by every instance, when the backend has them (Redis).
+    let local = app
         .proxy
         .limiter
-        .check(&claims.client_id, claims.grant_id, &rates)
-    {
+        .check(&claims.client_id, claims.grant_id, &rates);
+    let verdict = match local {
+        Verdict::Allowed(headers) => {
+            let (partner, grant) = app.proxy.limiter.policies(&rates);
+            match app
+                .state
+                .rate_limit(
+                    claims.grant_id,
+                    &claims.client_id,
+                    (grant.interval(), grant.burst),
+                    (partner.interval(), partner.burst),
+                )
+                .await
+                .map_err(Internal::from)?
+            {
+                Some(shared) => ratelimit::shared_verdict(&shared, partner, grant),
+                None => Verdict::Allowed(headers),
+            }
+        }
+        refused => refused,
+    };
+    let rate = match verdict {
         Verdict::Allowed(headers) => headers,
         Verdict::Refused {
             retry_after_seconds,

@@ -35,6 +35,11 @@ impl Policy {
             .allow_burst(burst)
     }
 
+    /// One call's share of the rate: GCRA's emission interval.
+    pub fn interval(self) -> Duration {
+        Duration::from_secs_f64(1.0 / self.per_second.max(1e-6))
+    }
+
     /// The window in which the whole burst refills, for `RateLimit-Policy`'s `w`.
     fn window_seconds(self) -> u64 {
         (f64::from(self.burst) / self.per_second).ceil().max(1.0) as u64
@@ -101,7 +106,8 @@ impl PartnerRateLimiter {
         }
     }
 
-    fn policies(&self, rates: &PartnerRates) -> (Policy, Policy) {
+    /// The partner's and the grant's policy, defaults overridden by the partner's own.
+    pub fn policies(&self, rates: &PartnerRates) -> (Policy, Policy) {
         (
             Policy {
                 per_second: rates.per_second.unwrap_or(self.defaults.partner_per_second),
@@ -120,13 +126,7 @@ impl PartnerRateLimiter {
     /// spend the partner's budget.
     pub fn check(&self, client: &ClientId, grant: GrantId, rates: &PartnerRates) -> Verdict {
         let (partner_policy, grant_policy) = self.policies(rates);
-        let policy = format!(
-            "\"partner\";q={};w={}, \"grant\";q={};w={}",
-            partner_policy.burst,
-            partner_policy.window_seconds(),
-            grant_policy.burst,
-            grant_policy.window_seconds()
-        );
+        let policy = policy_header(partner_policy, grant_policy);
         let checks = [
             ("grant", grant_policy, self.grants.get(&grant, grant_policy)),
             (
@@ -164,6 +164,54 @@ impl PartnerRateLimiter {
             policy,
             current: format!("\"{name}\";r={remaining};t={reset}"),
         })
+    }
+}
+
+/// `RateLimit-Policy` for both limits.
+pub fn policy_header(partner: Policy, grant: Policy) -> String {
+    format!(
+        "\"partner\";q={};w={}, \"grant\";q={};w={}",
+        partner.burst,
+        partner.window_seconds(),
+        grant.burst,
+        grant.window_seconds()
+    )
+}
+
+/// The verdict of the limits shared by every instance (grant first, then partner).
+pub fn shared_verdict(
+    outcome: &crate::state::RateOutcome,
+    partner: Policy,
+    grant: Policy,
+) -> Verdict {
+    use crate::state::RateOutcome;
+    let policy = policy_header(partner, grant);
+    let named = [("grant", grant), ("partner", partner)];
+    match outcome {
+        RateOutcome::Refused { index, retry_after } => {
+            let name = named.get(*index).map_or("grant", |n| n.0);
+            let retry = (retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0)).max(1);
+            Verdict::Refused {
+                retry_after_seconds: retry,
+                headers: RateHeaders {
+                    policy,
+                    current: format!("\"{name}\";r=0;t={retry}"),
+                },
+            }
+        }
+        RateOutcome::Allowed { remaining } => {
+            let (name, p, left) = named
+                .iter()
+                .zip(remaining)
+                .map(|((name, p), left)| (*name, *p, *left))
+                .min_by_key(|(_, _, left)| *left)
+                .unwrap_or(("grant", grant, grant.burst));
+            let reset = (f64::from(p.burst - left.min(p.burst)) / p.per_second).ceil() as u64;
+            Verdict::Allowed(RateHeaders {
+                policy,
+                current: format!("\"{name}\";r={left};t={reset}"),
+            })
+        }
     }
 }
 

@@ -8,8 +8,8 @@
 mod memory;
 mod redis;
 
+pub use self::redis::RedisBackend;
 pub use memory::MemoryBackend;
-pub use redis::RedisBackend;
 
 use crate::domain::{ClientId, CodeChallenge, CustomerId, FieldSet, GrantId};
 use async_trait::async_trait;
@@ -53,6 +53,27 @@ pub trait StateBackend: Send + Sync + 'static {
     async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, StateError>;
     async fn delete(&self, key: &str) -> Result<(), StateError>;
     async fn ping(&self) -> Result<(), StateError>;
+    /// Applies GCRA limits atomically across every instance: all are spent, or none. `None`:
+    /// this backend shares no limits (one instance, whose local limiter is the whole truth).
+    async fn rate_limit(&self, _checks: &[RateCheck]) -> Result<Option<RateOutcome>, StateError> {
+        Ok(None)
+    }
+}
+
+/// One GCRA limit: one call per `interval`, `burst` at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateCheck {
+    pub key: String,
+    pub interval: Duration,
+    pub burst: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RateOutcome {
+    /// Calls left in each limit's burst, in the order of the checks.
+    Allowed { remaining: Vec<u32> },
+    /// The first limit (by index) that refused, and when it would allow.
+    Refused { index: usize, retry_after: Duration },
 }
 
 /// What a code stands for until it is redeemed.
@@ -176,6 +197,30 @@ impl SharedState {
 
     pub async fn ping(&self) -> Result<(), StateError> {
         self.backend.ping().await
+    }
+
+    /// The shared (cross-instance) grant and partner limits, grant first; `None` when the
+    /// backend shares none.
+    pub async fn rate_limit(
+        &self,
+        grant: GrantId,
+        client: &ClientId,
+        grant_limit: (Duration, u32),
+        partner_limit: (Duration, u32),
+    ) -> Result<Option<RateOutcome>, StateError> {
+        let checks = [
+            RateCheck {
+                key: self.key("rl:grant", &grant.to_string()),
+                interval: grant_limit.0,
+                burst: grant_limit.1,
+            },
+            RateCheck {
+                key: self.key("rl:partner", client.as_str()),
+                interval: partner_limit.0,
+                burst: partner_limit.1,
+            },
+        ];
+        self.backend.rate_limit(&checks).await
     }
 
     pub async fn put_code(

@@ -5,7 +5,7 @@
 //! a dead connection for long. Every command has a response timeout: a Redis that hangs is a
 //! Redis that is down, and callers fail closed on [`StateError::Unavailable`].
 
-use super::{StateBackend, StateError};
+use super::{RateCheck, RateOutcome, StateBackend, StateError};
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,10 +22,40 @@ if old then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) end
 return old
 ";
 
+/// GCRA over several limits at once, on Redis's own clock (so instances' clocks do not
+/// matter). KEYS: one per limit; ARGV: interval (µs) and burst per limit. Each key holds its
+/// theoretical arrival time (µs). All limits are checked before any is spent, so a call refused
+/// by the partner's limit does not use up its grant's. Returns {1, remaining…} or
+/// {0, index, retry_after_µs}.
+const GCRA: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local tats = {}
+for i = 1, #KEYS do
+  local interval = tonumber(ARGV[2 * i - 1])
+  local burst = tonumber(ARGV[2 * i])
+  local tat = tonumber(redis.call('GET', KEYS[i]) or now)
+  if tat < now then tat = now end
+  local over = tat - now - interval * (burst - 1)
+  if over > 0 then return {0, i - 1, string.format('%.0f', over)} end
+  tats[i] = tat
+end
+local out = {1}
+for i = 1, #KEYS do
+  local interval = tonumber(ARGV[2 * i - 1])
+  local burst = tonumber(ARGV[2 * i])
+  local tat = tats[i] + interval
+  redis.call('SET', KEYS[i], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000) + 1)
+  out[#out + 1] = math.floor((interval * burst - (tat - now)) / interval)
+end
+return out
+";
+
 pub struct RedisBackend {
     connections: Vec<ConnectionManager>,
     next: AtomicUsize,
     replace_existing: redis::Script,
+    gcra: redis::Script,
 }
 
 fn unavailable(e: redis::RedisError) -> StateError {
@@ -58,6 +88,7 @@ impl RedisBackend {
             connections,
             next: AtomicUsize::new(0),
             replace_existing: redis::Script::new(REPLACE_EXISTING),
+            gcra: redis::Script::new(GCRA),
         })
     }
 
@@ -146,6 +177,41 @@ impl StateBackend for RedisBackend {
             .query_async::<()>(&mut self.connection())
             .await
             .map_err(unavailable)
+    }
+
+    async fn rate_limit(&self, checks: &[RateCheck]) -> Result<Option<RateOutcome>, StateError> {
+        let mut invocation = self.gcra.prepare_invoke();
+        for check in checks {
+            let interval = u64::try_from(check.interval.as_micros())
+                .unwrap_or(u64::MAX)
+                .max(1);
+            invocation
+                .key(&check.key)
+                .arg(interval)
+                .arg(check.burst.max(1));
+        }
+        let reply: Vec<redis::Value> = invocation
+            .invoke_async(&mut self.connection())
+            .await
+            .map_err(unavailable)?;
+        let number = |v: &redis::Value| -> Result<i64, StateError> {
+            redis::from_redis_value_ref::<i64>(v).map_err(|e| unavailable(e.into()))
+        };
+        match reply.split_first() {
+            Some((flag, rest)) if number(flag)? == 1 => Ok(Some(RateOutcome::Allowed {
+                remaining: rest
+                    .iter()
+                    .map(|v| number(v).map(|n| u32::try_from(n.max(0)).unwrap_or(u32::MAX)))
+                    .collect::<Result<_, _>>()?,
+            })),
+            Some((_, [index, retry])) => Ok(Some(RateOutcome::Refused {
+                index: usize::try_from(number(index)?).unwrap_or(0),
+                retry_after: Duration::from_micros(u64::try_from(number(retry)?).unwrap_or(0)),
+            })),
+            _ => Err(StateError::Unavailable(
+                "redis: unexpected rate-limit reply".into(),
+            )),
+        }
     }
 
     async fn ping(&self) -> Result<(), StateError> {

@@ -215,6 +215,28 @@ impl TestApp {
         format!("{}{path}", self.base)
     }
 
+    /// A second gateway instance over the same database, shared state and clock, as behind a
+    /// load balancer: same issuer, its own port. Returns its base URL.
+    pub async fn second_instance(&self) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let mut settings = self.app.settings.clone();
+        settings.listen = listener.local_addr().unwrap();
+        let application = Application::build(
+            settings,
+            Options {
+                clock: Arc::new(self.clock.clone()),
+                workers: Some(2),
+                listener: Some(listener),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        tokio::spawn(application.run_until_stopped());
+        base
+    }
+
     pub async fn add_partner(&self, name: &str, fields: &[&str]) -> Partner {
         let redirect_uri = format!("http://127.0.0.1:9/{}/callback", name.len());
         let add = PartnerAdd {

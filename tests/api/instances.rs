@@ -1,0 +1,203 @@
+//! Several gateway instances over one database and one Redis, as behind a load balancer.
+//! These need shared state that is shared: they run when `KEYHOLE_REDIS_URL` names a Redis
+//! server (as `.ci/run` sets it) and say so when skipped.
+
+use crate::helpers::*;
+use oauth2::{AuthorizationCode, TokenResponse};
+use reqwest::StatusCode;
+
+fn redis_or_skip(test: &str) -> bool {
+    if redis_url().is_none() {
+        eprintln!("skipped {test}: KEYHOLE_REDIS_URL names no Redis server");
+        return false;
+    }
+    true
+}
+
+#[tokio::test]
+async fn a_code_from_instance_a_is_redeemed_once_across_a_and_b() {
+    if !redis_or_skip("a_code_from_instance_a_is_redeemed_once_across_a_and_b") {
+        return;
+    }
+    let a = spawn_app().await;
+    let b = a.second_instance().await;
+    let authorized = a
+        .authorize_as(ALICE, &["claims:status"], &["claims:status"])
+        .await;
+    let verifier = authorized.verifier.secret().clone();
+    let mut racers = tokio::task::JoinSet::new();
+    for i in 0..8 {
+        let base = if i % 2 == 0 {
+            a.base.clone()
+        } else {
+            b.clone()
+        };
+        let (code, verifier) = (authorized.code.clone(), verifier.clone());
+        let partner = a.partner.clone();
+        racers.spawn(async move {
+            http()
+                .post(format!("{base}/oauth/token"))
+                .basic_auth(&partner.client_id, Some(&partner.client_secret))
+                .form(&[
+                    ("grant_type", "authorization_code"),
+                    ("code", code.as_str()),
+                    ("redirect_uri", partner.redirect_uri.as_str()),
+                    ("code_verifier", verifier.as_str()),
+                ])
+                .send()
+                .await
+                .unwrap()
+        });
+    }
+    let mut issued = Vec::new();
+    while let Some(response) = racers.join_next().await {
+        let response = response.unwrap();
+        if response.status() == StatusCode::OK {
+            let body: serde_json::Value = response.json().await.unwrap();
+            issued.push(body["access_token"].as_str().unwrap().to_owned());
+        }
+    }
+    // At most one redemption wins, on either instance; the replays revoke what it issued
+    // (RFC 6749 §4.1.2), so no token from this code works — whichever instance is asked.
+    assert!(issued.len() <= 1, "{} redemptions succeeded", issued.len());
+    let grants = a
+        .app
+        .store
+        .grants_of_customer(alice_id(&a).await)
+        .await
+        .unwrap();
+    assert!(matches!(
+        grants[0].state,
+        keyhole::store::GrantState::Revoked {
+            by: keyhole::store::RevokedBy::CodeReuse,
+            ..
+        }
+    ));
+    for token in issued {
+        for base in [&a.base, &b] {
+            let status = http()
+                .post(format!("{base}/oauth/introspect"))
+                .basic_auth(&a.partner.client_id, Some(&a.partner.client_secret))
+                .form(&[("token", token.as_str())])
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap();
+            assert_eq!(status["active"], false);
+        }
+    }
+}
+
+async fn alice_id(app: &TestApp) -> keyhole::domain::CustomerId {
+    let upstream = keyhole::domain::UpstreamCustomerId::parse(ALICE.0).unwrap();
+    app.app
+        .store
+        .customer_by_upstream_id(&upstream)
+        .await
+        .unwrap()
+        .unwrap()
+        .id
+}
+
+#[tokio::test]
+async fn a_grant_revoked_through_a_is_refused_by_b_on_the_next_call() {
+    if !redis_or_skip("a_grant_revoked_through_a_is_refused_by_b_on_the_next_call") {
+        return;
+    }
+    let a = spawn_app_with_sample_upstream(|_| {}).await;
+    let b = a.second_instance().await;
+    let tokens = a.tokens(&["claims:status"]).await;
+    let access = tokens.access_token().secret();
+    let call = |base: String| async move {
+        http()
+            .get(format!("{base}/partner/v1/claims/C-1001"))
+            .bearer_auth(access)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    assert_eq!(call(b.clone()).await, StatusCode::OK);
+    // Through A: the partner revokes its refresh token, which ends the grant.
+    a.revoke(tokens.refresh_token().unwrap().secret(), "refresh_token")
+        .await;
+    assert_eq!(call(b.clone()).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(call(a.base.clone()).await, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn the_rate_limit_is_global_across_instances() {
+    if !redis_or_skip("the_rate_limit_is_global_across_instances") {
+        return;
+    }
+    let a = spawn_app_with_sample_upstream(|s| {
+        s.rate_limits.grant_per_second = 0.01;
+        s.rate_limits.grant_burst = 4;
+    })
+    .await;
+    let b = a.second_instance().await;
+    let tokens = a.tokens(&["claims:status"]).await;
+    let access = tokens.access_token().secret();
+    let mut allowed = 0;
+    for i in 0..10 {
+        let base = if i % 2 == 0 {
+            a.base.clone()
+        } else {
+            b.clone()
+        };
+        let status = http()
+            .get(format!("{base}/partner/v1/claims/C-1001"))
+            .bearer_auth(access)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        match status {
+            StatusCode::OK => allowed += 1,
+            StatusCode::TOO_MANY_REQUESTS => {}
+            other => panic!("{other}"),
+        }
+    }
+    // Each instance alone would allow 4 (8 in all); together they allow 4.
+    assert_eq!(allowed, 4);
+}
+
+#[tokio::test]
+async fn a_session_from_a_works_on_b_and_consent_finishes_there() {
+    if !redis_or_skip("a_session_from_a_works_on_b_and_consent_finishes_there") {
+        return;
+    }
+    let a = spawn_app().await;
+    let b = a.second_instance().await;
+    let browser = browser();
+    let (auth_url, _, verifier) = a.authorize_url(&["claims:status"]);
+    a.sign_in(&browser, &auth_url, ALICE).await;
+    // The cookie is the host's, whichever instance set it; B knows the session.
+    let portal = browser.get(format!("{b}/portal")).send().await.unwrap();
+    assert_eq!(portal.status(), StatusCode::OK);
+    assert!(portal.text().await.unwrap().contains("Sign out"));
+    // Consent shown by A, decided on B.
+    let page = a.consent_page(&browser, &auth_url).await;
+    let response = browser
+        .post(format!("{b}/oauth/authorize"))
+        .form(&[
+            ("consent_id", page.consent_id.as_str()),
+            ("csrf_token", page.csrf_token.as_str()),
+            ("decision", "allow"),
+            ("field", "claims:status"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let code = query_param(&location(&response), "code").unwrap();
+    let tokens = a
+        .oauth_client()
+        .exchange_code(AuthorizationCode::new(code))
+        .set_pkce_verifier(verifier)
+        .request_async(&http())
+        .await;
+    assert!(tokens.is_ok(), "{tokens:?}");
+}
