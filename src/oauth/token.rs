@@ -89,17 +89,39 @@ async fn exchange_code(
 async fn refresh(app: &App, partner: &Partner, form: &Form) -> Result<TokenResponse, OAuthError> {
     let presented = token_hash(form.require("refresh_token")?);
     // Ownership first: another client presenting this token must change nothing.
-    let owned = match app.store.refresh_token(&presented).await? {
-        Some(record) => app
-            .store
-            .grant(record.grant_id)
-            .await?
-            .is_some_and(|g| g.client_id == partner.client_id),
-        None => false,
+    let Some(found) = app.store.refresh_token(&presented).await? else {
+        return Err(OAuthError::invalid_grant("the refresh token is invalid"));
     };
+    let owned = app
+        .store
+        .grant(found.grant_id)
+        .await?
+        .is_some_and(|g| g.client_id == partner.client_id);
     if !owned {
         return Err(OAuthError::invalid_grant("the refresh token is invalid"));
     }
+    // Everything that can fail without the token being at fault — shared state, the grant's
+    // status, the scope — is settled before the token is spent: a refresh that fails for our
+    // reasons must leave the partner's token usable, not turn its retry into a "reuse".
+    if found.expires_at <= app.clock.now() {
+        return Err(OAuthError::invalid_grant("the refresh token has expired"));
+    }
+    let grant = usable_grant(app, found.grant_id).await?;
+    // RFC 6749 §6: a refresh may narrow the scope, never widen it.
+    let scopes = match form.get("scope") {
+        Some(requested) => {
+            let requested = FieldSet::parse(requested)
+                .map_err(|e| OAuthError::new(OAuthErrorCode::InvalidScope, e.to_string()))?;
+            if !requested.is_subset(&grant.scopes) {
+                return Err(OAuthError::new(
+                    OAuthErrorCode::InvalidScope,
+                    "the requested scope exceeds the grant",
+                ));
+            }
+            requested
+        }
+        None => grant.scopes.clone(),
+    };
     let record = match app
         .store
         .spend_refresh_token(&presented, app.clock.now())
@@ -117,30 +139,6 @@ async fn refresh(app: &App, partner: &Partner, form: &Form) -> Result<TokenRespo
         RefreshOutcome::Unknown => {
             return Err(OAuthError::invalid_grant("the refresh token is invalid"));
         }
-    };
-    if record.expires_at <= app.clock.now() {
-        return Err(OAuthError::invalid_grant("the refresh token has expired"));
-    }
-    let grant = usable_grant(app, record.grant_id).await?;
-    if grant.client_id != partner.client_id {
-        return Err(OAuthError::invalid_grant(
-            "the refresh token was issued to another client",
-        ));
-    }
-    // RFC 6749 §6: a refresh may narrow the scope, never widen it.
-    let scopes = match form.get("scope") {
-        Some(requested) => {
-            let requested = FieldSet::parse(requested)
-                .map_err(|e| OAuthError::new(OAuthErrorCode::InvalidScope, e.to_string()))?;
-            if !requested.is_subset(&grant.scopes) {
-                return Err(OAuthError::new(
-                    OAuthErrorCode::InvalidScope,
-                    "the requested scope exceeds the grant",
-                ));
-            }
-            requested
-        }
-        None => grant.scopes.clone(),
     };
     issue(app, partner, &grant, &scopes, Some(record.id)).await
 }

@@ -13,6 +13,7 @@ mod browser;
 mod cli;
 mod openapi;
 mod ops;
+mod outages;
 mod portal;
 mod proxy;
 mod tokens;

@@ -1,0 +1,185 @@
+//! Fail closed, then recover by itself: the real Redis and PostgreSQL servers are stopped and
+//! started again mid-test. Each test runs its own server (from `KEYHOLE_REDIS_SERVER` /
+//! `KEYHOLE_PG_BIN`, or `redis-server` / Debian's PostgreSQL on this machine) and says so when
+//! skipped.
+
+use crate::helpers::*;
+use keyhole::access_log::Outcome;
+use oauth2::TokenResponse;
+use reqwest::StatusCode;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn redis_server() -> Option<PathBuf> {
+    if let Ok(path) = std::env::var("KEYHOLE_REDIS_SERVER") {
+        return Some(path.into());
+    }
+    ["/usr/bin/redis-server", "/usr/local/bin/redis-server"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+}
+
+/// A throwaway Redis on its own port, startable again on the same port.
+struct Redis {
+    binary: PathBuf,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl Redis {
+    fn start(binary: PathBuf) -> Self {
+        let mut redis = Self {
+            binary,
+            port: free_port(),
+            child: None,
+        };
+        redis.restart();
+        redis
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    fn restart(&mut self) {
+        let child = Command::new(&self.binary)
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server did not start");
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn ready(app: &TestApp) -> (StatusCode, serde_json::Value) {
+    let response = http().get(app.url("/readyz")).send().await.unwrap();
+    (response.status(), response.json().await.unwrap())
+}
+
+/// Polls until `check` holds, for up to 15 s.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..150 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{what} did not happen");
+}
+
+#[tokio::test]
+async fn without_redis_partners_get_503_and_everything_recovers_when_it_returns() {
+    let Some(binary) = redis_server() else {
+        eprintln!("skipped: no redis-server (set KEYHOLE_REDIS_SERVER)");
+        return;
+    };
+    let mut redis = Redis::start(binary);
+    let url = redis.url();
+    let app = spawn_app_with_sample_upstream(|s| s.redis_url = Some(url)).await;
+    let tokens = app.tokens(&["claims:status"]).await;
+    let access = tokens.access_token().secret().clone();
+    let refresh = tokens.refresh_token().unwrap().secret().clone();
+    assert_eq!(
+        app.partner_status(&access, "/partner/v1/claims/C-1001")
+            .await,
+        StatusCode::OK
+    );
+
+    redis.stop();
+    let response = http()
+        .get(app.url("/partner/v1/claims/C-1001"))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body = response.text().await.unwrap();
+    assert!(
+        !body.contains("in_repair") && !body.contains("status\":\""),
+        "{body}"
+    );
+    // The refusal is on the record, without data.
+    let (_, hash) = app.app.store.access_log_head().await.unwrap().unwrap();
+    let last = app
+        .app
+        .store
+        .access_log_after(0, 100)
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert_eq!(last.hash, hash);
+    assert_eq!(last.record.outcome, Outcome::Denied);
+    assert_eq!(last.record.status, 503);
+    assert!(last.record.fields.is_empty());
+    // Token issuance fails cleanly, in the OAuth error form.
+    let refused = app
+        .post_form(
+            "/oauth/token",
+            &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
+        )
+        .await;
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let error: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(error["error"], "temporarily_unavailable");
+    let (status, body) = ready(&app).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["shared_state"], "unavailable");
+    assert_eq!(body["database"], "ok");
+
+    // Redis returns (empty: it kept nothing); the gateway reconnects by itself and rebuilds
+    // what it needs from the database.
+    redis.restart();
+    eventually("readiness", || async {
+        ready(&app).await.0 == StatusCode::OK
+    })
+    .await;
+    eventually("the partner call", || async {
+        app.partner_status(&access, "/partner/v1/claims/C-1001")
+            .await
+            == StatusCode::OK
+    })
+    .await;
+    let renewed = app
+        .post_form(
+            "/oauth/token",
+            &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
+        )
+        .await;
+    assert_eq!(renewed.status(), StatusCode::OK);
+}
