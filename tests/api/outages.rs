@@ -183,3 +183,177 @@ async fn without_redis_partners_get_503_and_everything_recovers_when_it_returns(
         .await;
     assert_eq!(renewed.status(), StatusCode::OK);
 }
+
+fn pg_bin() -> Option<PathBuf> {
+    if let Ok(path) = std::env::var("KEYHOLE_PG_BIN") {
+        return Some(path.into());
+    }
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|p| p.join("pg_ctl").exists())
+        .collect();
+    versions.sort();
+    versions.pop()
+}
+
+/// A throwaway PostgreSQL cluster of this test's own, stopped and started with `pg_ctl`.
+/// PostgreSQL refuses to run as root, so as root it runs as `postgres`.
+struct Postgres {
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Postgres {
+    fn command(&self, tool: &str) -> Command {
+        let tool = self.bin.join(tool);
+        if running_as_root() {
+            let mut command = Command::new("runuser");
+            command.args(["-u", "postgres", "--"]).arg(tool);
+            command
+        } else {
+            Command::new(tool)
+        }
+    }
+
+    fn init(bin: PathBuf) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        if running_as_root() {
+            Command::new("chown")
+                .args(["postgres"])
+                .arg(dir.path())
+                .status()
+                .unwrap();
+        }
+        let pg = Self {
+            bin,
+            dir,
+            port: free_port(),
+        };
+        let status = pg
+            .command("initdb")
+            .args(["-A", "trust", "-U", "postgres", "-D"])
+            .arg(pg.dir.path().join("data"))
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "initdb failed");
+        pg.start();
+        pg
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    fn start(&self) {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.dir.path().display()
+        );
+        let status = self
+            .command("pg_ctl")
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .args(["-l"])
+            .arg(self.dir.path().join("log"))
+            .args(["-w", "-o", &options, "start"])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "pg_ctl start failed");
+    }
+
+    fn stop(&self) {
+        let _ = self
+            .command("pg_ctl")
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .args(["-m", "immediate", "-w", "stop"])
+            .stdout(Stdio::null())
+            .status();
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn running_as_root() -> bool {
+    std::env::var("USER").map(|u| u == "root").unwrap_or(false)
+        || Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| o.stdout.starts_with(b"0\n"))
+            .unwrap_or(false)
+}
+
+#[tokio::test]
+async fn without_postgresql_partners_get_503_and_everything_recovers_when_it_returns() {
+    let Some(bin) = pg_bin() else {
+        eprintln!("skipped: no PostgreSQL binaries (set KEYHOLE_PG_BIN)");
+        return;
+    };
+    let pg = Postgres::init(bin);
+    let url = pg.url();
+    let app = spawn_app_with_sample_upstream(|s| s.database_url = url).await;
+    let tokens = app.tokens(&["claims:status"]).await;
+    let access = tokens.access_token().secret().clone();
+    let refresh = tokens.refresh_token().unwrap().secret().clone();
+    assert_eq!(
+        app.partner_status(&access, "/partner/v1/claims/C-1001")
+            .await,
+        StatusCode::OK
+    );
+    let records_before = app.app.store.access_log_head().await.unwrap().unwrap().0;
+
+    pg.stop();
+    // The record cannot be written, so no data leaves.
+    let response = http()
+        .get(app.url("/partner/v1/claims/C-1001"))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(!response.text().await.unwrap().contains("\"status\":\""));
+    let refused = app
+        .post_form(
+            "/oauth/token",
+            &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
+        )
+        .await;
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let (status, body) = ready(&app).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["database"], "unavailable");
+
+    pg.start();
+    eventually("readiness", || async {
+        ready(&app).await.0 == StatusCode::OK
+    })
+    .await;
+    eventually("the partner call", || async {
+        app.partner_status(&access, "/partner/v1/claims/C-1001")
+            .await
+            == StatusCode::OK
+    })
+    .await;
+    let renewed = app
+        .post_form(
+            "/oauth/token",
+            &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
+        )
+        .await;
+    assert_eq!(renewed.status(), StatusCode::OK);
+    // The chain continues unbroken across the outage.
+    assert!(app.app.store.access_log_head().await.unwrap().unwrap().0 > records_before);
+    let report = keyhole::access_log::verify_chain(&app.app.store, None)
+        .await
+        .unwrap();
+    assert!(report.ok, "{report:?}");
+}
