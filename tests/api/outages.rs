@@ -1,6 +1,6 @@
 //! Fail closed, then recover by itself: the real Redis and PostgreSQL servers are stopped and
-//! started again mid-test. Each test runs its own server (from `KEYHOLE_REDIS_SERVER` /
-//! `KEYHOLE_PG_BIN`, or `redis-server` / Debian's PostgreSQL on this machine) and says so when
+//! started again mid-test. Each test runs its own server (from `TEST_REDIS_SERVER` /
+//! `TEST_PG_BIN`, or `redis-server` / Debian's PostgreSQL on this machine) and says so when
 //! skipped.
 
 use crate::helpers::*;
@@ -20,7 +20,7 @@ fn free_port() -> u16 {
 }
 
 fn redis_server() -> Option<PathBuf> {
-    if let Ok(path) = std::env::var("KEYHOLE_REDIS_SERVER") {
+    if let Ok(path) = std::env::var("TEST_REDIS_SERVER") {
         return Some(path.into());
     }
     ["/usr/bin/redis-server", "/usr/local/bin/redis-server"]
@@ -105,7 +105,7 @@ where
 #[tokio::test]
 async fn without_redis_partners_get_503_and_everything_recovers_when_it_returns() {
     let Some(binary) = redis_server() else {
-        eprintln!("skipped: no redis-server (set KEYHOLE_REDIS_SERVER)");
+        eprintln!("skipped: no redis-server (set TEST_REDIS_SERVER)");
         return;
     };
     let mut redis = Redis::start(binary);
@@ -185,7 +185,7 @@ async fn without_redis_partners_get_503_and_everything_recovers_when_it_returns(
 }
 
 fn pg_bin() -> Option<PathBuf> {
-    if let Ok(path) = std::env::var("KEYHOLE_PG_BIN") {
+    if let Ok(path) = std::env::var("TEST_PG_BIN") {
         return Some(path.into());
     }
     let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
@@ -295,7 +295,7 @@ fn running_as_root() -> bool {
 #[tokio::test]
 async fn without_postgresql_partners_get_503_and_everything_recovers_when_it_returns() {
     let Some(bin) = pg_bin() else {
-        eprintln!("skipped: no PostgreSQL binaries (set KEYHOLE_PG_BIN)");
+        eprintln!("skipped: no PostgreSQL binaries (set TEST_PG_BIN)");
         return;
     };
     let pg = Postgres::init(bin);
