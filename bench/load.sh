@@ -9,14 +9,18 @@
 # refreshed (rotating the refresh token) before every gateway run.
 #
 # Usage: bench/load.sh            (env: DURATION, REPEATS, PROXY_WORKERS as run-baselines.sh)
-#        KEYHOLE_BENCH_DB=postgres://… KEYHOLE_BENCH_REDIS=redis://… bench/load.sh   (production row)
+#        KEYHOLE_BENCH_DB=postgres://… KEYHOLE_BENCH_REDIS=redis://… KEYHOLE_BENCH_INSTANCES=2 \
+#          bench/load.sh   (production row: two instances behind an nginx round-robin balancer;
+#          bench/load-production.sh starts throwaway PostgreSQL and Redis servers for it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 baselines=${BASELINES:-$root/../shared/bench/run-baselines.sh}
 work=$(mktemp -d /tmp/keyhole-bench.XXXXXX)
 port=${KEYHOLE_BENCH_PORT:-18090}
-base="http://127.0.0.1:$port"
+instances=${KEYHOLE_BENCH_INSTANCES:-1}
+# With two instances, everything goes through a balancer on port+2, which is also the issuer.
+if [ "$instances" = 2 ]; then base="http://127.0.0.1:$((port + 2))"; else base="http://127.0.0.1:$port"; fi
 export KEYHOLE_DATABASE_URL=${KEYHOLE_BENCH_DB:-"sqlite://$work/bench.db?mode=rwc"}
 [ -n "${KEYHOLE_BENCH_REDIS:-}" ] && export KEYHOLE_REDIS_URL=$KEYHOLE_BENCH_REDIS
 export KEYHOLE_LISTEN="127.0.0.1:$port" KEYHOLE_PUBLIC_URL="$base"
@@ -33,6 +37,8 @@ bin=$root/target/release/keyhole
 
 cleanup() {
   [ -n "${gw_pid:-}" ] && kill "$gw_pid" 2>/dev/null && wait "$gw_pid" 2>/dev/null
+  [ -n "${gw2_pid:-}" ] && kill "$gw2_pid" 2>/dev/null && wait "$gw2_pid" 2>/dev/null
+  [ -f "$work/lb/nginx.pid" ] && kill "$(cat "$work/lb/nginx.pid")" 2>/dev/null
   "$baselines" down >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
@@ -47,6 +53,34 @@ client_id=$(jq -r .client_id <<<"$partner") secret=$(jq -r .client_secret <<<"$p
 
 "$bin" serve >"$work/gateway.log" 2>&1 &
 gw_pid=$!
+pids=$gw_pid
+if [ "$instances" = 2 ]; then
+  KEYHOLE_LISTEN="127.0.0.1:$((port + 1))" "$bin" serve >"$work/gateway2.log" 2>&1 &
+  gw2_pid=$!
+  mkdir -p "$work/lb/logs"
+  cat >"$work/lb/nginx.conf" <<LB
+worker_processes 1;
+pid $work/lb/nginx.pid;
+error_log $work/lb/logs/error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  upstream keyhole { server 127.0.0.1:$port; server 127.0.0.1:$((port + 1)); keepalive 64; }
+  server {
+    listen 127.0.0.1:$((port + 2));
+    location / {
+      proxy_pass http://keyhole;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+    }
+  }
+}
+LB
+  nginx -p "$work/lb" -c "$work/lb/nginx.conf"
+  sleep 0.5
+  pids="$gw_pid $gw2_pid $(cat "$work/lb/nginx.pid") $(pgrep -P "$(cat "$work/lb/nginx.pid")" | tr '\n' ' ')"
+fi
 for _ in $(seq 50); do curl -sf "$base/healthz" >/dev/null && break; sleep 0.1; done
 
 bench/consent-flow.sh "$base" "$client_id" "$secret" "http://127.0.0.1:9/cb" \
@@ -67,6 +101,6 @@ HDR
 chmod +x "$work/header.sh"
 
 GATEWAY_URL="$base/partner/v1/claims/C-1001" GATEWAY_HEADER_CMD="$work/header.sh" \
-  GATEWAY_PID=$gw_pid "$baselines" run
+  GATEWAY_PID=$pids "$baselines" run
 echo "access-log records written: $(curl -s "$base/metrics" | sed -n 's/^keyhole_access_log_records_total //p')"
 curl -s "$base/metrics" | grep -E '^keyhole_access_log_batch_size_bucket' || true

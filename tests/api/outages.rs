@@ -110,7 +110,21 @@ async fn without_redis_partners_get_503_and_everything_recovers_when_it_returns(
     };
     let mut redis = Redis::start(binary);
     let url = redis.url();
-    let app = spawn_app_with_sample_upstream(|s| s.redis_url = Some(url)).await;
+    // The upstream must see exactly two calls: one before the outage, one after it.
+    let upstream = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::path("/claims/C-1001"))
+        .respond_with(wiremock::ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "id": "C-1001", "customer_id": ALICE.0, "status": "in_repair", "iban": "NL00 BANK 0123",
+        })))
+        .expect(2)
+        .mount(&upstream)
+        .await;
+    let upstream_url = upstream.uri();
+    let app = spawn_app_with(|s| {
+        s.redis_url = Some(url);
+        s.upstream.base_url = upstream_url.parse().unwrap();
+    })
+    .await;
     let tokens = app.tokens(&["claims:status"]).await;
     let access = tokens.access_token().secret().clone();
     let refresh = tokens.refresh_token().unwrap().secret().clone();
@@ -182,6 +196,7 @@ async fn without_redis_partners_get_503_and_everything_recovers_when_it_returns(
         )
         .await;
     assert_eq!(renewed.status(), StatusCode::OK);
+    upstream.verify().await;
 }
 
 fn pg_bin() -> Option<PathBuf> {
