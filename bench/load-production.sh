@@ -21,7 +21,7 @@ runuser -u postgres -- "$PG/initdb" -D "$data" -A trust -U postgres >/dev/null
 runuser -u postgres -- "$PG/pg_ctl" -D "$data" -l "$data/server.log" -w \
   -o "-p $pg_port -k $data -c listen_addresses=127.0.0.1" start >/dev/null
 redis-server --port $redis_port --bind 127.0.0.1 --save '' --appendonly no --dir "$redis_dir" --daemonize yes
-KEYHOLE_BENCH_DB="postgres://postgres@127.0.0.1:$pg_port/postgres" \
-KEYHOLE_BENCH_REDIS="redis://127.0.0.1:$redis_port/0" \
-KEYHOLE_BENCH_INSTANCES=2 \
+KH_BENCH_DB="postgres://postgres@127.0.0.1:$pg_port/postgres" \
+KH_BENCH_REDIS="redis://127.0.0.1:$redis_port/0" \
+KH_BENCH_INSTANCES=2 \
   bench/load.sh

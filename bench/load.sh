@@ -9,7 +9,7 @@
 # refreshed (rotating the refresh token) before every gateway run.
 #
 # Usage: bench/load.sh            (env: DURATION, REPEATS, PROXY_WORKERS as run-baselines.sh)
-#        KEYHOLE_BENCH_DB=postgres://… KEYHOLE_BENCH_REDIS=redis://… KEYHOLE_BENCH_INSTANCES=2 \
+#        KH_BENCH_DB=postgres://… KH_BENCH_REDIS=redis://… KH_BENCH_INSTANCES=2 \
 #          bench/load.sh   (production row: two instances behind an nginx round-robin balancer;
 #          bench/load-production.sh starts throwaway PostgreSQL and Redis servers for it)
 set -euo pipefail
@@ -17,12 +17,12 @@ cd "$(dirname "$0")/.."
 root=$PWD
 baselines=${BASELINES:-$root/../shared/bench/run-baselines.sh}
 work=$(mktemp -d /tmp/keyhole-bench.XXXXXX)
-port=${KEYHOLE_BENCH_PORT:-18090}
-instances=${KEYHOLE_BENCH_INSTANCES:-1}
+port=${KH_BENCH_PORT:-18090}
+instances=${KH_BENCH_INSTANCES:-1}
 # With two instances, everything goes through a balancer on port+2, which is also the issuer.
 if [ "$instances" = 2 ]; then base="http://127.0.0.1:$((port + 2))"; else base="http://127.0.0.1:$port"; fi
-export KEYHOLE_DATABASE_URL=${KEYHOLE_BENCH_DB:-"sqlite://$work/bench.db?mode=rwc"}
-[ -n "${KEYHOLE_BENCH_REDIS:-}" ] && export KEYHOLE_REDIS_URL=$KEYHOLE_BENCH_REDIS
+export KEYHOLE_DATABASE_URL=${KH_BENCH_DB:-"sqlite://$work/bench.db?mode=rwc"}
+[ -n "${KH_BENCH_REDIS:-}" ] && export KEYHOLE_REDIS_URL=$KH_BENCH_REDIS
 export KEYHOLE_LISTEN="127.0.0.1:$port" KEYHOLE_PUBLIC_URL="$base"
 export KEYHOLE_UPSTREAM__BASE_URL="http://127.0.0.1:18081"
 export RUST_LOG=${RUST_LOG:-warn}

@@ -1,7 +1,7 @@
 //! The hash chain: each record's hash covers the previous hash and a canonical encoding of the
 //! record, including its id, so any edit, deletion or reordering breaks a link.
 
-use super::record::AccessRecord;
+use super::record::{AccessRecord, ChainedRecord};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -52,6 +52,28 @@ pub fn chain_hash(prev_hash: &str, id: i64, record: &AccessRecord) -> String {
     // Serialising a struct of strings and numbers cannot fail.
     hasher.update(serde_json::to_vec(&canonical).unwrap_or_default());
     hex(&hasher.finalize())
+}
+
+/// Chains `records` onto the head `(id, hash)`: consecutive ids, each hash over the last.
+pub fn chain_records(
+    records: &[AccessRecord],
+    head_id: i64,
+    head_hash: String,
+) -> Vec<ChainedRecord> {
+    let mut id = head_id;
+    let mut prev = head_hash;
+    let mut chained = Vec::with_capacity(records.len());
+    for record in records {
+        id += 1;
+        let hash = chain_hash(&prev, id, record);
+        chained.push(ChainedRecord {
+            id,
+            record: record.clone(),
+            prev_hash: std::mem::replace(&mut prev, hash.clone()),
+            hash,
+        });
+    }
+    chained
 }
 
 fn hex(bytes: &[u8]) -> String {

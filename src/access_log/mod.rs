@@ -11,7 +11,7 @@ mod record;
 mod verify;
 mod writer;
 
-pub use chain::{GENESIS_HASH, chain_hash};
+pub use chain::{GENESIS_HASH, chain_hash, chain_records};
 pub use checkpoint::PublicKeys;
 pub use query::{Cursor, LogFilter};
 pub use record::{AccessRecord, ChainedRecord, Outcome};

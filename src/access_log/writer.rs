@@ -2,8 +2,8 @@
 //! chains it, writes it as one multi-row INSERT (one transaction, one fsync) and then wakes
 //! every waiter. Under load batches grow, so the cost per call falls as the rate rises.
 
-use super::chain::{GENESIS_HASH, chain_hash};
-use super::record::{AccessRecord, ChainedRecord};
+use super::chain::{GENESIS_HASH, chain_records};
+use super::record::AccessRecord;
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
 use std::sync::Arc;
@@ -176,7 +176,16 @@ impl Writer {
     }
 
     async fn try_commit(&mut self, records: &[AccessRecord]) -> Result<i64, LogError> {
-        let (mut id, mut prev) = match self.head.take() {
+        if self.store.serialises_log_writers() {
+            let (first_id, head) = self
+                .store
+                .append_access_records_locked(records)
+                .await
+                .map_err(|e| LogError::Write(e.to_string()))?;
+            self.published.send_replace(Some(head));
+            return Ok(first_id);
+        }
+        let (id, prev) = match self.head.take() {
             Some(head) => head,
             None => self
                 .store
@@ -186,17 +195,10 @@ impl Writer {
                 .unwrap_or((0, GENESIS_HASH.to_owned())),
         };
         let first_id = id + 1;
-        let mut chained = Vec::with_capacity(records.len());
-        for record in records {
-            id += 1;
-            let hash = chain_hash(&prev, id, record);
-            chained.push(ChainedRecord {
-                id,
-                record: record.clone(),
-                prev_hash: std::mem::replace(&mut prev, hash.clone()),
-                hash,
-            });
-        }
+        let chained = chain_records(records, id, prev);
+        let Some((id, prev)) = chained.last().map(|r| (r.id, r.hash.clone())) else {
+            return Ok(first_id);
+        };
         match self.store.insert_access_records(chained).await {
             Ok(()) => {
                 self.published.send_replace(Some((id, prev.clone())));

@@ -1,5 +1,7 @@
 use super::{Store, StoreError};
-use crate::access_log::{AccessRecord, ChainedRecord, LogFilter, Outcome};
+use crate::access_log::{
+    AccessRecord, ChainedRecord, GENESIS_HASH, LogFilter, Outcome, chain_records,
+};
 use chrono::{DateTime, Utc};
 use entity::access_log;
 use sea_orm::sea_query::LikeExpr;
@@ -53,33 +55,40 @@ impl Store {
     /// One multi-row INSERT: atomic on its own, so the batch is one transaction and one fsync.
     /// A duplicate id means another writer extended the chain first.
     pub async fn insert_access_records(&self, rows: Vec<ChainedRecord>) -> Result<(), StoreError> {
-        let models = rows.into_iter().map(|row| access_log::ActiveModel {
-            id: Set(row.id),
-            at: Set(row.record.at),
-            request_id: Set(row.record.request_id),
-            client_id: Set(row.record.client_id),
-            grant_id: Set(row.record.grant_id),
-            customer_id: Set(row.record.customer_id),
-            resource: Set(row.record.resource),
-            resource_id: Set(row.record.resource_id),
-            record_ids: Set(to_json(&row.record.record_ids)),
-            fields: Set(to_json(&row.record.fields)),
-            outcome: Set(row.record.outcome.as_str().to_owned()),
-            status: Set(i32::from(row.record.status)),
-            client_ip: Set(row.record.client_ip),
-            prev_hash: Set(row.prev_hash),
-            hash: Set(row.hash),
-        });
-        access_log::Entity::insert_many(models)
-            .exec_without_returning(&self.db)
-            .await
-            .map_err(|e| match e.sql_err() {
-                Some(SqlErr::UniqueConstraintViolation(_)) => {
-                    StoreError::Conflict("access log id".into())
-                }
-                _ => StoreError::Db(e),
-            })?;
-        Ok(())
+        insert_chained(&self.db, rows).await
+    }
+
+    /// Whether several instances' writers must take turns through a database lock.
+    pub fn serialises_log_writers(&self) -> bool {
+        self.db.get_database_backend() == sea_orm::DatabaseBackend::Postgres
+    }
+
+    /// PostgreSQL, where several instances write one chain: in one transaction, take the log's
+    /// advisory lock, read the head, chain `records` onto it and insert them. Writers take
+    /// turns instead of racing for ids, so none is ever refused for losing a race. Returns the
+    /// first id and the new head.
+    pub async fn append_access_records_locked(
+        &self,
+        records: &[AccessRecord],
+    ) -> Result<(i64, (i64, String)), StoreError> {
+        use sea_orm::{ConnectionTrait, TransactionTrait};
+        let txn = self.db.begin().await?;
+        txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({LOG_WRITER_LOCK})"))
+            .await?;
+        let (head_id, head_hash) = access_log::Entity::find()
+            .order_by_desc(access_log::Column::Id)
+            .limit(1)
+            .one(&txn)
+            .await?
+            .map_or((0, GENESIS_HASH.to_owned()), |m| (m.id, m.hash));
+        let chained = chain_records(records, head_id, head_hash);
+        let head = chained
+            .last()
+            .map(|r| (r.id, r.hash.clone()))
+            .ok_or_else(|| StoreError::corrupt("an empty access-log batch"))?;
+        insert_chained(&txn, chained).await?;
+        txn.commit().await?;
+        Ok((head_id + 1, head))
     }
 
     /// The oldest record still held (older ones may have been pruned).
@@ -201,6 +210,42 @@ impl Store {
             .map(ChainedRecord::try_from)
             .collect()
     }
+}
+
+/// The advisory-lock key of the access-log writers (any constant; "kh-log" in ASCII).
+const LOG_WRITER_LOCK: i64 = 0x6b68_2d6c_6f67;
+
+async fn insert_chained(
+    db: &impl sea_orm::ConnectionTrait,
+    rows: Vec<ChainedRecord>,
+) -> Result<(), StoreError> {
+    let models = rows.into_iter().map(|row| access_log::ActiveModel {
+        id: Set(row.id),
+        at: Set(row.record.at),
+        request_id: Set(row.record.request_id),
+        client_id: Set(row.record.client_id),
+        grant_id: Set(row.record.grant_id),
+        customer_id: Set(row.record.customer_id),
+        resource: Set(row.record.resource),
+        resource_id: Set(row.record.resource_id),
+        record_ids: Set(to_json(&row.record.record_ids)),
+        fields: Set(to_json(&row.record.fields)),
+        outcome: Set(row.record.outcome.as_str().to_owned()),
+        status: Set(i32::from(row.record.status)),
+        client_ip: Set(row.record.client_ip),
+        prev_hash: Set(row.prev_hash),
+        hash: Set(row.hash),
+    });
+    access_log::Entity::insert_many(models)
+        .exec_without_returning(db)
+        .await
+        .map_err(|e| match e.sql_err() {
+            Some(SqlErr::UniqueConstraintViolation(_)) => {
+                StoreError::Conflict("access log id".into())
+            }
+            _ => StoreError::Db(e),
+        })?;
+    Ok(())
 }
 
 /// The filters as SQL. Fields are stored as a JSON array of scopes, so a field matches the

@@ -201,3 +201,56 @@ async fn a_session_from_a_works_on_b_and_consent_finishes_there() {
         .await;
     assert!(tokens.is_ok(), "{tokens:?}");
 }
+
+#[tokio::test]
+async fn two_instances_write_one_unbroken_chain_under_concurrent_load() {
+    let postgres = std::env::var("KEYHOLE_DATABASE_URL").is_ok_and(|u| u.starts_with("postgres"));
+    if !postgres || !redis_or_skip("two_instances_write_one_unbroken_chain_under_concurrent_load") {
+        eprintln!("skipped: needs KEYHOLE_DATABASE_URL (PostgreSQL) and KEYHOLE_REDIS_URL");
+        return;
+    }
+    let a = spawn_app_with_sample_upstream(|s| {
+        s.rate_limits.grant_per_second = 10_000.0;
+        s.rate_limits.grant_burst = 10_000;
+        s.rate_limits.partner_per_second = 10_000.0;
+        s.rate_limits.partner_burst = 10_000;
+    })
+    .await;
+    let b = a.second_instance().await;
+    let access = a
+        .tokens(&["claims:status"])
+        .await
+        .access_token()
+        .secret()
+        .clone();
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..300 {
+        let base = if i % 2 == 0 {
+            a.base.clone()
+        } else {
+            b.clone()
+        };
+        let access = access.clone();
+        calls.spawn(async move {
+            http()
+                .get(format!("{base}/partner/v1/claims/C-1001"))
+                .bearer_auth(&access)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        });
+    }
+    while let Some(status) = calls.join_next().await {
+        assert_eq!(
+            status.unwrap(),
+            StatusCode::OK,
+            "no call may lose a race for the chain"
+        );
+    }
+    let report = keyhole::access_log::verify_chain(&a.app.store, None)
+        .await
+        .unwrap();
+    assert!(report.ok, "{report:?}");
+    assert_eq!(report.records, 300);
+}
