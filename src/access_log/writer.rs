@@ -181,7 +181,11 @@ impl Writer {
                 .store
                 .append_access_records_locked(records)
                 .await
-                .map_err(|e| LogError::Write(e.to_string()))?;
+                .map_err(|e| match e {
+                    // A writer without the lock (an older instance during a rolling upgrade).
+                    StoreError::Conflict(_) => LogError::Write("conflict".into()),
+                    e => LogError::Write(e.to_string()),
+                })?;
             self.published.send_replace(Some(head));
             return Ok(first_id);
         }

@@ -35,8 +35,10 @@ pub async fn is_active(app: &App, id: GrantId) -> Result<bool, Internal> {
         },
         GrantState::Revoked { .. } => GrantStatus::Revoked,
     };
-    app.state
-        .put_grant_status(id, status, ttl_until(app, grant.expires_at))
+    // Only if absent: a revocation by another instance after our read must stand.
+    let status = app
+        .state
+        .fill_grant_status(id, status, ttl_until(app, grant.expires_at))
         .await?;
     Ok(status.is_active_at(now))
 }

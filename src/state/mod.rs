@@ -308,6 +308,26 @@ impl SharedState {
             .await
     }
 
+    /// Caches a grant's status read from the database, unless a revocation was written
+    /// meanwhile (by any instance); returns the status now in force.
+    pub async fn fill_grant_status(
+        &self,
+        grant: GrantId,
+        status: GrantStatus,
+        ttl: Duration,
+    ) -> Result<GrantStatus, StateError> {
+        let key = self.key("grant", &grant.to_string());
+        if self
+            .backend
+            .put_if_absent(&key, serde_json::to_vec(&status)?, ttl)
+            .await?
+        {
+            return Ok(status);
+        }
+        // Someone decided first; theirs stands. Absent again (expired) is read as revoked.
+        Ok(self.get_json(&key).await?.unwrap_or(GrantStatus::Revoked))
+    }
+
     pub async fn grant_status(&self, grant: GrantId) -> Result<Option<GrantStatus>, StateError> {
         self.get_json(&self.key("grant", &grant.to_string())).await
     }

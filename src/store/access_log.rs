@@ -72,7 +72,17 @@ impl Store {
         records: &[AccessRecord],
     ) -> Result<(i64, (i64, String)), StoreError> {
         use sea_orm::{ConnectionTrait, TransactionTrait};
-        let txn = self.db.begin().await?;
+        // READ COMMITTED whatever the database's default, so the head read after the lock sees
+        // the previous holder's commit; bounded waits, so a stalled holder turns into 503s
+        // instead of calls that hang.
+        let txn = self
+            .db
+            .begin_with_config(Some(sea_orm::IsolationLevel::ReadCommitted), None)
+            .await?;
+        txn.execute_unprepared("SET LOCAL lock_timeout = '5s'")
+            .await?;
+        txn.execute_unprepared("SET LOCAL statement_timeout = '10s'")
+            .await?;
         txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({LOG_WRITER_LOCK})"))
             .await?;
         let (head_id, head_hash) = access_log::Entity::find()

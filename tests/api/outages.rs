@@ -60,6 +60,10 @@ impl Redis {
             .unwrap();
         self.child = Some(child);
         for _ in 0..100 {
+            // Ours must still be running (a failed bind exits) and answer on the port.
+            if let Some(child) = self.child.as_mut() {
+                assert!(child.try_wait().unwrap().is_none(), "redis-server exited");
+            }
             if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
                 return;
             }
