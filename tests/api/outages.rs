@@ -91,6 +91,29 @@ async fn ready(app: &TestApp) -> (StatusCode, serde_json::Value) {
     (response.status(), response.json().await.unwrap())
 }
 
+async fn refresh_with(app: &TestApp, refresh: &str) -> reqwest::Response {
+    app.post_form(
+        "/oauth/token",
+        &[("grant_type", "refresh_token"), ("refresh_token", refresh)],
+    )
+    .await
+}
+
+/// Once the server is back: ready again, the partner's call answered, its refresh token good.
+async fn recovers(app: &TestApp, access: &str, refresh: &str) {
+    eventually("readiness", || async {
+        ready(app).await.0 == StatusCode::OK
+    })
+    .await;
+    eventually("the partner call", || async {
+        app.partner_status(access, "/partner/v1/claims/C-1001")
+            .await
+            == StatusCode::OK
+    })
+    .await;
+    assert_eq!(refresh_with(app, refresh).await.status(), StatusCode::OK);
+}
+
 /// Polls until `check` holds, for up to 15 s.
 async fn eventually<F, Fut>(what: &str, mut check: F)
 where
@@ -166,12 +189,7 @@ async fn without_redis_partners_get_503_and_everything_recovers_when_it_returns(
     assert_eq!(last.record.status, 503);
     assert!(last.record.fields.is_empty());
     // Token issuance fails cleanly, in the OAuth error form.
-    let refused = app
-        .post_form(
-            "/oauth/token",
-            &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
-        )
-        .await;
+    let refused = refresh_with(&app, &refresh).await;
     assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
     let error: serde_json::Value = refused.json().await.unwrap();
     assert_eq!(error["error"], "temporarily_unavailable");
@@ -183,23 +201,7 @@ async fn without_redis_partners_get_503_and_everything_recovers_when_it_returns(
     // Redis returns (empty: it kept nothing); the gateway reconnects by itself and rebuilds
     // what it needs from the database.
     redis.restart();
-    eventually("readiness", || async {
-        ready(&app).await.0 == StatusCode::OK
-    })
-    .await;
-    eventually("the partner call", || async {
-        app.partner_status(&access, "/partner/v1/claims/C-1001")
-            .await
-            == StatusCode::OK
-    })
-    .await;
-    let renewed = app
-        .post_form(
-            "/oauth/token",
-            &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
-        )
-        .await;
-    assert_eq!(renewed.status(), StatusCode::OK);
+    recovers(&app, &access, &refresh).await;
     upstream.verify().await;
 }
 
@@ -340,35 +342,14 @@ async fn without_postgresql_partners_get_503_and_everything_recovers_when_it_ret
         .unwrap();
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(!response.text().await.unwrap().contains("\"status\":\""));
-    let refused = app
-        .post_form(
-            "/oauth/token",
-            &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
-        )
-        .await;
+    let refused = refresh_with(&app, &refresh).await;
     assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
     let (status, body) = ready(&app).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(body["database"], "unavailable");
 
     pg.start();
-    eventually("readiness", || async {
-        ready(&app).await.0 == StatusCode::OK
-    })
-    .await;
-    eventually("the partner call", || async {
-        app.partner_status(&access, "/partner/v1/claims/C-1001")
-            .await
-            == StatusCode::OK
-    })
-    .await;
-    let renewed = app
-        .post_form(
-            "/oauth/token",
-            &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
-        )
-        .await;
-    assert_eq!(renewed.status(), StatusCode::OK);
+    recovers(&app, &access, &refresh).await;
     // The chain continues unbroken across the outage.
     assert!(app.app.store.access_log_head().await.unwrap().unwrap().0 > records_before);
     let report = keyhole::access_log::verify_chain(&app.app.store, None)
