@@ -872,7 +872,8 @@ async fn each_alert_rule_fires_on_its_pattern_and_not_on_normal_use() {
             }
         }
     }
-    let recent = now - Duration::minutes(5);
+    // In the usual hour (its start is inside the 60-minute window whatever the minute now).
+    let recent = now - Duration::minutes(i64::from(now.minute()));
     for n in 0..4 {
         // Normal: a few customers, a couple of refusals, in its usual hour.
         app.append(at(
