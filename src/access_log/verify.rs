@@ -60,7 +60,6 @@ pub struct Walker<'a> {
     prev: Option<(i64, String)>,
     records: u64,
     signed_through: Option<i64>,
-    unsigned_tail: u64,
 }
 
 impl<'a> Walker<'a> {
@@ -72,7 +71,6 @@ impl<'a> Walker<'a> {
             prev: None,
             records: 0,
             signed_through: None,
-            unsigned_tail: 0,
         }
     }
 
@@ -96,7 +94,6 @@ impl<'a> Walker<'a> {
                     });
                 }
                 self.signed_through = Some(*id);
-                self.unsigned_tail = 0;
             }
             // Of a record that is missing: the next record or the end of the walk reports it.
             Some(_) => {}
@@ -157,7 +154,6 @@ impl<'a> Walker<'a> {
             return Err(broken("the record's contents do not match its hash"));
         }
         self.records += 1;
-        self.unsigned_tail += 1;
         self.prev = Some((row.id, row.hash.clone()));
         Ok(())
     }
@@ -168,7 +164,11 @@ impl<'a> Walker<'a> {
             records: self.records,
             first_broken: broken,
             signed_through: self.signed_through,
-            unsigned_tail: self.unsigned_tail,
+            // Ids are consecutive once the walk passed them, so the tail is a difference.
+            unsigned_tail: match (self.signed_through, self.last_id()) {
+                (Some(signed), Some(last)) => u64::try_from(last - signed).unwrap_or(0),
+                _ => self.records,
+            },
         }
     }
 

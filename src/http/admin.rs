@@ -103,6 +103,16 @@ fn parse_query<T: serde::de::DeserializeOwned>(req: &HttpRequest) -> Result<T, A
         .map_err(|e| ApiError::BadRequest(format!("query: {e}")))
 }
 
+/// Pages are fetched with one row more than `limit`: when it came, there is a next page, and
+/// its cursor is that of the last row kept.
+fn page<T>(rows: &mut Vec<T>, limit: u64, cursor: impl Fn(&T) -> String) -> Option<String> {
+    if rows.len() as u64 <= limit {
+        return None;
+    }
+    rows.truncate(limit as usize);
+    rows.last().map(cursor)
+}
+
 fn bad(e: query::QueryError) -> ApiError {
     ApiError::BadRequest(e.to_string())
 }
@@ -166,12 +176,7 @@ async fn access_log(app: web::Data<App>, req: HttpRequest) -> Result<HttpRespons
         .store
         .search_access_log(&filter, before, limit + 1)
         .await?;
-    let next_cursor = if items.len() as u64 > limit {
-        items.truncate(limit as usize);
-        items.last().map(|r| Cursor(r.id).encode())
-    } else {
-        None
-    };
+    let next_cursor = page(&mut items, limit, |r| Cursor(r.id).encode());
     Ok(HttpResponse::Ok().json(LogPage { items, next_cursor }))
 }
 
@@ -474,12 +479,7 @@ async fn list_grants(
         .store
         .search_grants(&filter, app.clock.now(), after, limit + 1)
         .await?;
-    let next_cursor = if found.len() as u64 > limit {
-        found.truncate(limit as usize);
-        found.last().map(grant_cursor)
-    } else {
-        None
-    };
+    let next_cursor = page(&mut found, limit, grant_cursor);
     let items = grant_views(&app, found).await?;
     Ok(web::Json(GrantPage { items, next_cursor }))
 }
@@ -542,12 +542,7 @@ async fn audit(app: web::Data<App>, req: HttpRequest) -> Result<web::Json<AuditP
         .map_err(bad)?
         .map(|c| c.0);
     let mut rows = app.store.admin_audit(before, limit + 1).await?;
-    let next_cursor = if rows.len() as u64 > limit {
-        rows.truncate(limit as usize);
-        rows.last().map(|(id, _)| Cursor(*id).encode())
-    } else {
-        None
-    };
+    let next_cursor = page(&mut rows, limit, |(id, _)| Cursor(*id).encode());
     Ok(web::Json(AuditPage {
         items: rows.into_iter().map(|(_, e)| e).collect(),
         next_cursor,

@@ -171,7 +171,7 @@ async fn run(
                 .await
                 .map_err(Internal::from)?
             {
-                Some(shared) => ratelimit::shared_verdict(&shared, partner, grant),
+                Some(shared) => ratelimit::shared_verdict(&shared, partner, grant, headers.policy),
                 None => Verdict::Allowed(headers),
             }
         }

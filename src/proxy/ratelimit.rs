@@ -178,14 +178,15 @@ pub fn policy_header(partner: Policy, grant: Policy) -> String {
     )
 }
 
-/// The verdict of the limits shared by every instance (grant first, then partner).
+/// The verdict of the limits shared by every instance (grant first, then partner); `policy`
+/// is the `RateLimit-Policy` the local check already wrote for the same two policies.
 pub fn shared_verdict(
     outcome: &crate::state::RateOutcome,
     partner: Policy,
     grant: Policy,
+    policy: String,
 ) -> Verdict {
     use crate::state::RateOutcome;
-    let policy = policy_header(partner, grant);
     let named = [("grant", grant), ("partner", partner)];
     match outcome {
         RateOutcome::Refused { index, retry_after } => {

@@ -308,8 +308,27 @@ impl SharedState {
             .await
     }
 
-    /// Caches a grant's status read from the database, unless a revocation was written
-    /// meanwhile (by any instance); returns the status now in force.
+    /// Caches a status read from the database unless one was written meanwhile (by any
+    /// instance): a revocation or suspension decided after our read must stand. Returns the
+    /// value now in force; `gone` when it expired in between.
+    async fn fill<T: Serialize + DeserializeOwned>(
+        &self,
+        key: &str,
+        value: T,
+        gone: T,
+        ttl: Duration,
+    ) -> Result<T, StateError> {
+        if self
+            .backend
+            .put_if_absent(key, serde_json::to_vec(&value)?, ttl)
+            .await?
+        {
+            return Ok(value);
+        }
+        Ok(self.get_json(key).await?.unwrap_or(gone))
+    }
+
+    /// Caches a grant's status read from the database; see [`Self::fill`].
     pub async fn fill_grant_status(
         &self,
         grant: GrantId,
@@ -317,15 +336,7 @@ impl SharedState {
         ttl: Duration,
     ) -> Result<GrantStatus, StateError> {
         let key = self.key("grant", &grant.to_string());
-        if self
-            .backend
-            .put_if_absent(&key, serde_json::to_vec(&status)?, ttl)
-            .await?
-        {
-            return Ok(status);
-        }
-        // Someone decided first; theirs stands. Absent again (expired) is read as revoked.
-        Ok(self.get_json(&key).await?.unwrap_or(GrantStatus::Revoked))
+        self.fill(&key, status, GrantStatus::Revoked, ttl).await
     }
 
     pub async fn grant_status(&self, grant: GrantId) -> Result<Option<GrantStatus>, StateError> {
@@ -353,8 +364,7 @@ impl SharedState {
             .await
     }
 
-    /// Caches a partner's status read from the database, unless a suspension or
-    /// reinstatement was written meanwhile; returns the status now in force.
+    /// Caches a partner's status read from the database; see [`Self::fill`].
     pub async fn fill_partner_state(
         &self,
         client: &ClientId,
@@ -362,18 +372,7 @@ impl SharedState {
         ttl: Duration,
     ) -> Result<PartnerState, StateError> {
         let key = self.key("partner", client.as_str());
-        if self
-            .backend
-            .put_if_absent(&key, serde_json::to_vec(&state)?, ttl)
-            .await?
-        {
-            return Ok(state);
-        }
-        // Someone decided first; theirs stands. Absent again (expired) is read as suspended.
-        Ok(self
-            .get_json(&key)
-            .await?
-            .unwrap_or(PartnerState::Suspended))
+        self.fill(&key, state, PartnerState::Suspended, ttl).await
     }
 
     /// Grant status, partner status and token revocation in one round trip.

@@ -210,15 +210,7 @@ impl Store {
         after: i64,
         limit: u64,
     ) -> Result<Vec<ChainedRecord>, StoreError> {
-        access_log::Entity::find()
-            .filter(access_log::Column::Id.gt(after))
-            .order_by_asc(access_log::Column::Id)
-            .limit(limit)
-            .all(&self.db)
-            .await?
-            .into_iter()
-            .map(ChainedRecord::try_from)
-            .collect()
+        self.access_log_between(after, i64::MAX, limit).await
     }
 }
 

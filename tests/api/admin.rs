@@ -51,6 +51,17 @@ impl TestApp {
         self.app.access_log.append(record).await.unwrap()
     }
 
+    /// One ordinary read: Fone Shop, Alice's claim status.
+    async fn append_read(&self) -> i64 {
+        self.append(record(
+            "fone-shop",
+            "CU-1001",
+            Outcome::Ok,
+            &["claims:status"],
+        ))
+        .await
+    }
+
     async fn wait_for_checkpoint(&self, at_least: i64) -> i64 {
         for _ in 0..100 {
             if let Some(c) = self.app.store.latest_checkpoint().await.unwrap()
@@ -357,26 +368,14 @@ async fn pages_stay_stable_while_records_are_appended() {
     let app = spawn_app().await;
     let token = app.admin_token("sec").await;
     for _ in 0..25 {
-        app.append(record(
-            "fone-shop",
-            "CU-1001",
-            Outcome::Ok,
-            &["claims:status"],
-        ))
-        .await;
+        app.append_read().await;
     }
     let first = app
         .admin_json(&token, "/admin/v1/access-log?limit=10")
         .await;
     assert_eq!(ids(&first), (16..=25).rev().collect::<Vec<_>>());
     for _ in 0..5 {
-        app.append(record(
-            "fone-shop",
-            "CU-1001",
-            Outcome::Ok,
-            &["claims:status"],
-        ))
-        .await;
+        app.append_read().await;
     }
     let cursor = first["next_cursor"].as_str().unwrap();
     let second = app
@@ -1005,13 +1004,7 @@ async fn pruning_keeps_the_rest_verifiable_and_respects_retention() {
     app.wait_for_checkpoint(10).await;
     app.clock.advance(Duration::days(3000));
     for _ in 0..5 {
-        app.append(record(
-            "fone-shop",
-            "CU-1001",
-            Outcome::Ok,
-            &["claims:status"],
-        ))
-        .await;
+        app.append_read().await;
     }
     let now = Utc::now();
     let cutoff = now - Duration::days(2600);

@@ -91,6 +91,30 @@ async fn ready(app: &TestApp) -> (StatusCode, serde_json::Value) {
     (response.status(), response.json().await.unwrap())
 }
 
+/// Alice consents to `claims:status`; the partner reads once. Its access and refresh tokens.
+async fn reading_partner(app: &TestApp) -> (String, String) {
+    let tokens = app.tokens(&["claims:status"]).await;
+    let access = tokens.access_token().secret().clone();
+    assert_eq!(
+        app.partner_status(&access, "/partner/v1/claims/C-1001")
+            .await,
+        StatusCode::OK
+    );
+    (access, tokens.refresh_token().unwrap().secret().clone())
+}
+
+/// A partner call during the outage: `503`; its body, to show it carries no data.
+async fn refused_call(app: &TestApp, access: &str) -> String {
+    let response = http()
+        .get(app.url("/partner/v1/claims/C-1001"))
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    response.text().await.unwrap()
+}
+
 async fn refresh_with(app: &TestApp, refresh: &str) -> reqwest::Response {
     app.post_form(
         "/oauth/token",
@@ -152,24 +176,10 @@ async fn without_redis_partners_get_503_and_everything_recovers_when_it_returns(
         s.upstream.base_url = upstream_url.parse().unwrap();
     })
     .await;
-    let tokens = app.tokens(&["claims:status"]).await;
-    let access = tokens.access_token().secret().clone();
-    let refresh = tokens.refresh_token().unwrap().secret().clone();
-    assert_eq!(
-        app.partner_status(&access, "/partner/v1/claims/C-1001")
-            .await,
-        StatusCode::OK
-    );
+    let (access, refresh) = reading_partner(&app).await;
 
     redis.stop();
-    let response = http()
-        .get(app.url("/partner/v1/claims/C-1001"))
-        .bearer_auth(&access)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let body = response.text().await.unwrap();
+    let body = refused_call(&app, &access).await;
     assert!(
         !body.contains("in_repair") && !body.contains("status\":\""),
         "{body}"
@@ -322,26 +332,12 @@ async fn without_postgresql_partners_get_503_and_everything_recovers_when_it_ret
     let pg = Postgres::init(bin);
     let url = pg.url();
     let app = spawn_app_with_sample_upstream(|s| s.database_url = url).await;
-    let tokens = app.tokens(&["claims:status"]).await;
-    let access = tokens.access_token().secret().clone();
-    let refresh = tokens.refresh_token().unwrap().secret().clone();
-    assert_eq!(
-        app.partner_status(&access, "/partner/v1/claims/C-1001")
-            .await,
-        StatusCode::OK
-    );
+    let (access, refresh) = reading_partner(&app).await;
     let records_before = app.app.store.access_log_head().await.unwrap().unwrap().0;
 
     pg.stop();
     // The record cannot be written, so no data leaves.
-    let response = http()
-        .get(app.url("/partner/v1/claims/C-1001"))
-        .bearer_auth(&access)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert!(!response.text().await.unwrap().contains("\"status\":\""));
+    assert!(!refused_call(&app, &access).await.contains("\"status\":\""));
     let refused = refresh_with(&app, &refresh).await;
     assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
     let (status, body) = ready(&app).await;
