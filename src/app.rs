@@ -23,7 +23,6 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     pub access_log: AccessLog,
     pub proxy: ProxyCaches,
-    pub login_limiter: crate::portal::LoginLimiter,
 }
 
 impl App {

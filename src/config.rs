@@ -66,6 +66,14 @@ pub struct Settings {
     pub alerts: AlertSettings,
     #[serde(default = "default_resources")]
     pub resources: BTreeMap<String, ResourceConfig>,
+    /// Peers whose `X-Forwarded-For` is believed (a load balancer, a TLS terminator). Anyone
+    /// else's header counts for nothing: the TCP peer is the source address.
+    #[serde(default)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// A second listener that serves `/metrics` without a token, for a private scrape
+    /// network. On the main listener `/metrics` needs an admin token.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq)]
@@ -75,6 +83,20 @@ pub struct RateLimits {
     pub partner_burst: u32,
     pub grant_per_second: f64,
     pub grant_burst: u32,
+    /// Calls without a valid token, per source address, on every surface that takes a
+    /// bearer token (partner API, security team API): a flood of junk can neither grow the
+    /// log nor the audit trail.
+    #[serde(default = "default_unauthenticated_per_second")]
+    pub unauthenticated_per_second: f64,
+    #[serde(default = "default_unauthenticated_burst")]
+    pub unauthenticated_burst: u32,
+}
+
+fn default_unauthenticated_per_second() -> f64 {
+    5.0
+}
+fn default_unauthenticated_burst() -> u32 {
+    20
 }
 
 impl Default for RateLimits {
@@ -84,6 +106,8 @@ impl Default for RateLimits {
             partner_burst: 100,
             grant_per_second: 2.0,
             grant_burst: 10,
+            unauthenticated_per_second: default_unauthenticated_per_second(),
+            unauthenticated_burst: default_unauthenticated_burst(),
         }
     }
 }
@@ -275,6 +299,8 @@ impl Default for Settings {
             access_log: AccessLogSettings::default(),
             alerts: AlertSettings::default(),
             resources: default_resources(),
+            trusted_proxies: Vec::new(),
+            metrics_listen: None,
         }
     }
 }
@@ -349,9 +375,12 @@ impl Settings {
             return invalid("upstream.timeout_ms", "timeouts must be positive");
         }
         let rl = &self.rate_limits;
-        if !(rl.partner_per_second > 0.0 && rl.grant_per_second > 0.0)
+        if !(rl.partner_per_second > 0.0
+            && rl.grant_per_second > 0.0
+            && rl.unauthenticated_per_second > 0.0)
             || rl.partner_burst == 0
             || rl.grant_burst == 0
+            || rl.unauthenticated_burst == 0
         {
             return invalid("rate_limits", "rates and bursts must be positive");
         }

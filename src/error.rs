@@ -366,6 +366,8 @@ pub enum PageError {
     NotFound,
     #[error("your session has expired or the form was already used; please start again")]
     Forbidden,
+    #[error("{0}")]
+    TooMany(String),
     #[error(transparent)]
     Internal(#[from] Internal),
 }
@@ -376,6 +378,7 @@ impl PageError {
             PageError::BadRequest(_) => StatusCode::BAD_REQUEST,
             PageError::NotFound => StatusCode::NOT_FOUND,
             PageError::Forbidden => StatusCode::FORBIDDEN,
+            PageError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
             PageError::Internal(internal) => internal.status(),
         }
     }

@@ -25,4 +25,5 @@ pub mod state;
 pub mod store;
 pub mod telemetry;
 pub mod tokens;
+pub mod unauthenticated;
 pub mod upstream;

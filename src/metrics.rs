@@ -75,6 +75,8 @@ pub struct Metrics {
     auto_suspensions: Mutex<u64>,
     /// status → admin API calls.
     admin_calls: Mutex<BTreeMap<u16, u64>>,
+    /// surface → calls without a valid token refused by the per-address limit.
+    unauthenticated_refusals: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl Metrics {
@@ -137,6 +139,15 @@ impl Metrics {
 
     pub fn observe_auto_suspension(&self) {
         *self.auto_suspensions.lock() += 1;
+    }
+
+    /// `surface` is a fixed name (`partner`, `admin`, `metrics`), never caller input.
+    pub fn observe_unauthenticated_refusal(&self, surface: &'static str) {
+        *self
+            .unauthenticated_refusals
+            .lock()
+            .entry(surface)
+            .or_default() += 1;
     }
 
     pub fn observe_admin_call(&self, status: u16) {
@@ -260,6 +271,17 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "keyhole_admin_requests_total{{status=\"{status}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP keyhole_unauthenticated_refusals_total Calls without a valid token refused by the per-address limit (not logged one by one)."
+        );
+        let _ = writeln!(out, "# TYPE keyhole_unauthenticated_refusals_total counter");
+        for (surface, n) in self.unauthenticated_refusals.lock().iter() {
+            let _ = writeln!(
+                out,
+                "keyhole_unauthenticated_refusals_total{{surface=\"{surface}\"}} {n}"
             );
         }
         out

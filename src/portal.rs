@@ -6,10 +6,13 @@ use crate::access_log::{ChainedRecord, Outcome};
 use crate::app::App;
 use crate::domain::{ClientId, CustomerId, GrantId};
 use crate::error::{Internal, PageError};
+use crate::state::{SharedState, StateError};
 use crate::store::{Grant, GrantState, GrantUsage, RevokedBy};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::Duration;
 
 /// History rows per page.
 pub const PAGE: u64 = 50;
@@ -48,6 +51,33 @@ pub struct ExportRow {
     pub records_disclosed: String,
     pub fields_disclosed: String,
     pub outcome: &'static str,
+}
+
+impl ExportRow {
+    pub const HEADER: [&'static str; 8] = [
+        "at",
+        "partner",
+        "grant_id",
+        "resource",
+        "record_id",
+        "records_disclosed",
+        "fields_disclosed",
+        "outcome",
+    ];
+
+    /// The row's cells in [`Self::HEADER`]'s order, for the CSV writer.
+    pub fn cells(&self) -> [String; 8] {
+        [
+            self.at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            self.partner.clone(),
+            self.grant_id.clone().unwrap_or_default(),
+            self.resource.clone(),
+            self.record_id.clone().unwrap_or_default(),
+            self.records_disclosed.clone(),
+            self.fields_disclosed.clone(),
+            self.outcome.to_owned(),
+        ]
+    }
 }
 
 pub fn day(at: DateTime<Utc>) -> String {
@@ -246,42 +276,43 @@ pub async fn export(app: &App, customer: CustomerId) -> Result<Vec<ExportRow>, I
     Ok(rows)
 }
 
-/// Sign-in attempts: 5 a minute per e-mail address (guessing one account's password is slow,
-/// a person who mistypes is not locked out for long) and 30 a minute per client address
-/// (spraying many accounts from one place is slow). The address is the one the client or its
-/// proxy reports; a forged one only escapes the second limit, never the first.
-pub struct LoginLimiter {
-    by_email: governor::DefaultKeyedRateLimiter<String>,
-    by_address: governor::DefaultKeyedRateLimiter<String>,
-}
+/// Failed sign-ins: at most 5 per account (guessing one account's password is slow, a person
+/// who mistypes waits a few minutes) and 30 per source address (spraying many accounts from one
+/// place is slow), each counted until `SIGN_IN_WINDOW` after the latest failure. Successes
+/// count for nothing, so customers behind one carrier NAT do not lock each other out. The
+/// counts live in shared state: every instance sees the same, so instances do not multiply the
+/// allowance.
+pub struct SignInLimits;
 
-fn per_minute(n: u32) -> governor::Quota {
-    governor::Quota::per_minute(std::num::NonZeroU32::new(n).unwrap_or(std::num::NonZeroU32::MIN))
-}
+impl SignInLimits {
+    pub const WINDOW: Duration = Duration::from_secs(5 * 60);
+    pub const PER_ACCOUNT: u64 = 5;
+    pub const PER_ADDRESS: u64 = 30;
 
-impl Default for LoginLimiter {
-    fn default() -> Self {
-        Self {
-            by_email: governor::RateLimiter::keyed(per_minute(5)),
-            by_address: governor::RateLimiter::keyed(per_minute(30)),
-        }
+    /// Accounts are keyed by a hash of the normalised address: no e-mail in shared state.
+    fn account(email: &str) -> String {
+        crate::secrets::token_hash(&email.trim().to_lowercase())
     }
-}
 
-impl LoginLimiter {
-    /// False when either the address or the e-mail has used up its attempts.
-    pub fn allow(&self, email: &str, client_ip: Option<&str>) -> bool {
-        for limiter in [&self.by_email, &self.by_address] {
-            if limiter.len() > 100_000 {
-                limiter.retain_recent();
-            }
-        }
-        let by_email = self
-            .by_email
-            .check_key(&email.trim().to_lowercase())
-            .is_ok();
-        let by_address =
-            client_ip.is_none_or(|ip| self.by_address.check_key(&ip.to_owned()).is_ok());
-        by_email && by_address
+    /// False when the account or the address has used up its failures.
+    pub async fn allow(
+        state: &SharedState,
+        email: &str,
+        source: Option<IpAddr>,
+    ) -> Result<bool, StateError> {
+        let (account, address) = state
+            .sign_in_failures(&Self::account(email), source)
+            .await?;
+        Ok(account < Self::PER_ACCOUNT && address < Self::PER_ADDRESS)
+    }
+
+    pub async fn failed(
+        state: &SharedState,
+        email: &str,
+        source: Option<IpAddr>,
+    ) -> Result<(), StateError> {
+        state
+            .record_sign_in_failure(&Self::account(email), source, Self::WINDOW)
+            .await
     }
 }

@@ -45,7 +45,9 @@ impl Default for Options {
 
 pub struct Application {
     port: u16,
+    metrics_port: Option<u16>,
     server: Server,
+    metrics_server: Option<Server>,
     app: web::Data<App>,
 }
 
@@ -96,7 +98,6 @@ impl Application {
         let app = web::Data::new(App {
             access_log,
             proxy,
-            login_limiter: Default::default(),
             settings,
             catalog,
             store,
@@ -163,9 +164,18 @@ impl Application {
         if let Some(workers) = options.workers.or(workers_setting) {
             server = server.workers(workers);
         }
+        let (metrics_server, metrics_port) = match app.settings.metrics_listen {
+            Some(addr) => {
+                let (server, port) = metrics_server(app.clone(), addr)?;
+                (Some(server), Some(port))
+            }
+            None => (None, None),
+        };
         Ok(Self {
             port,
+            metrics_port,
             server: server.run(),
+            metrics_server,
             app,
         })
     }
@@ -174,13 +184,26 @@ impl Application {
         self.port
     }
 
+    /// The port of the private metrics listener, when `metrics_listen` is set.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics_port
+    }
+
     pub fn app(&self) -> web::Data<App> {
         self.app.clone()
     }
 
     /// Serves until SIGTERM/SIGINT (or the server handle stops it), then flushes the log.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let metrics = self.metrics_server.map(|server| {
+            let handle = server.handle();
+            tokio::spawn(server);
+            handle
+        });
         let result = self.server.await;
+        if let Some(handle) = metrics {
+            handle.stop(true).await;
+        }
         self.app.access_log.flush().await;
         // Sign the final head, so a deletion of the newest records is detectable at once.
         let app = &self.app;
@@ -200,6 +223,27 @@ impl Application {
         }
         result
     }
+}
+
+/// The private listener of `metrics_listen`: `/metrics` without a token, nothing else.
+fn metrics_server(
+    app: web::Data<App>,
+    addr: std::net::SocketAddr,
+) -> anyhow::Result<(Server, u16)> {
+    let listener =
+        TcpListener::bind(addr).with_context(|| format!("binding metrics_listen {addr}"))?;
+    let port = listener.local_addr()?.port();
+    let server = HttpServer::new(move || {
+        ActixApp::new()
+            .app_data(app.clone())
+            .route("/metrics", web::get().to(http::ops::metrics_open))
+            .default_service(web::to(http::not_found))
+    })
+    .workers(1)
+    .listen(listener)?
+    .shutdown_timeout(5)
+    .run();
+    Ok((server, port))
 }
 
 async fn reload_keys(keys: Arc<KeyRing>) {

@@ -14,6 +14,7 @@ pub struct Model {
     pub method: String,
     #[sea_orm(column_type = "Text")]
     pub path: String,
+    pub query_sha256: Option<String>,
     pub status: i32,
     pub client_ip: Option<String>,
 }

@@ -14,6 +14,7 @@ mod m20261122_000005_create_signing_keys;
 mod m20261122_000006_create_access_log;
 mod m20261122_000007_create_admin_tokens;
 mod m20261201_000008_security_team;
+mod m20261202_000009_admin_audit_query_hash;
 
 /// Runs every Keyhole migration in order.
 pub struct Migrator;
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000006_create_access_log::Migration),
             Box::new(m20261122_000007_create_admin_tokens::Migration),
             Box::new(m20261201_000008_security_team::Migration),
+            Box::new(m20261202_000009_admin_audit_query_hash::Migration),
         ]
     }
 }

@@ -13,10 +13,13 @@ pub enum Outcome {
     RateLimited,
     InvalidToken,
     UpstreamError,
+    /// The gateway itself could not serve (shared state or database down): not the partner's
+    /// doing, so no alert rule counts it.
+    Unavailable,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 7] = [
+    pub const ALL: [Outcome; 8] = [
         Outcome::Ok,
         Outcome::NotModified,
         Outcome::Denied,
@@ -24,6 +27,7 @@ impl Outcome {
         Outcome::RateLimited,
         Outcome::InvalidToken,
         Outcome::UpstreamError,
+        Outcome::Unavailable,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -35,6 +39,7 @@ impl Outcome {
             Outcome::RateLimited => "rate_limited",
             Outcome::InvalidToken => "invalid_token",
             Outcome::UpstreamError => "upstream_error",
+            Outcome::Unavailable => "unavailable",
         }
     }
 

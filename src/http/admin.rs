@@ -10,8 +10,10 @@ use crate::admin::views::{GrantView, PartnerView, grant_views};
 use crate::app::App;
 use crate::domain::{ClientId, GrantId, UpstreamCustomerId};
 use crate::error::{ApiError, Internal};
+use crate::http::csv::CsvWriter;
 use crate::http::middleware::RequestId;
 use crate::oauth::grants;
+use crate::unauthenticated::{self, Admission};
 use crate::store::{AdminAuditEntry, GrantFilter, GrantStatusFilter, PartnerStatus, RevokedBy};
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -54,12 +56,36 @@ pub async fn gate(
             "no application state",
         ));
     };
-    let path = match req.query_string() {
-        "" => req.path().to_owned(),
-        q => format!("{}?{q}", req.path()),
-    };
     let identity = auth::authenticate(&app, super::bearer(req.headers())).await;
+    let source = super::source::source_addr(&req);
+    if identity.is_err() {
+        // Refused calls spend their address's allowance first: past it, nothing is written.
+        let limits = &app.settings.rate_limits;
+        match unauthenticated::admit(&app.state, limits, source).await {
+            Ok(Admission::Admitted) => {}
+            Ok(Admission::Refused {
+                retry_after_seconds,
+                policy,
+                current,
+            }) => {
+                app.metrics.observe_unauthenticated_refusal("admin");
+                let refused = ApiError::RateLimited {
+                    retry_after_seconds,
+                    policy,
+                    current,
+                };
+                return Ok(req
+                    .into_response(refused.error_response())
+                    .map_into_boxed_body());
+            }
+            Err(e) => {
+                let refused = ApiError::Internal(Internal::from(e)).error_response();
+                return Ok(req.into_response(refused).map_into_boxed_body());
+            }
+        }
+    }
     let who = identity.as_ref().ok();
+    let query = req.query_string();
     let entry = AdminAuditEntry {
         at: app.clock.now(),
         request_id: req
@@ -70,9 +96,10 @@ pub async fn gate(
         token_id: who.map(|w| w.token_id.clone()),
         token_name: who.map(|w| w.name.clone()),
         method: req.method().to_string(),
-        path,
+        path: bounded(req.path()),
+        query_sha256: (!query.is_empty()).then(|| crate::secrets::token_hash(query)),
         status: 0,
-        client_ip: req.peer_addr().map(|a| a.ip().to_string()),
+        client_ip: source.map(|ip| ip.to_string()),
     };
     let audit_id = match app.store.insert_admin_audit(entry.clone()).await {
         Ok(id) => id,
@@ -96,6 +123,11 @@ pub async fn gate(
         tracing::error!(error = %e, audit_id, "recording an admin call's status failed");
     }
     Ok(response)
+}
+
+/// What the audit keeps of a caller-chosen string: at most 64 characters.
+fn bounded(s: &str) -> String {
+    s.chars().take(64).collect()
 }
 
 fn parse_query<T: serde::de::DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError> {
@@ -198,43 +230,32 @@ const CSV_HEADER: [&str; 15] = [
     "hash",
 ];
 
-/// A cell a spreadsheet would run as a formula (`=`, `+`, `-`, `@`, tab, CR at its start) gets
-/// a leading `'`: resource names and ids come from partners' request paths.
-fn cell(value: &str) -> std::borrow::Cow<'_, str> {
-    match value.chars().next() {
-        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{value}").into(),
-        _ => value.into(),
-    }
-}
-
 fn csv_rows(records: &[ChainedRecord], header: bool) -> Result<bytes::Bytes, csv::Error> {
-    let mut out = csv::Writer::from_writer(Vec::with_capacity(records.len() * 256));
+    let mut out = CsvWriter::with_capacity(records.len() * 256);
     if header {
-        out.write_record(CSV_HEADER)?;
+        out.row(CSV_HEADER)?;
     }
     for row in records {
         let r = &row.record;
-        out.write_record([
+        out.row([
             row.id.to_string().as_str(),
             &r.at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-            &cell(&r.request_id),
+            &r.request_id,
             r.client_id.as_deref().unwrap_or(""),
             r.grant_id.as_deref().unwrap_or(""),
-            &cell(r.customer_id.as_deref().unwrap_or("")),
-            &cell(&r.resource),
-            &cell(r.resource_id.as_deref().unwrap_or("")),
-            &cell(&r.record_ids.join(" ")),
+            r.customer_id.as_deref().unwrap_or(""),
+            &r.resource,
+            r.resource_id.as_deref().unwrap_or(""),
+            &r.record_ids.join(" "),
             &r.fields.join(" "),
             r.outcome.as_str(),
             &r.status.to_string(),
-            &cell(r.client_ip.as_deref().unwrap_or("")),
+            r.client_ip.as_deref().unwrap_or(""),
             &row.prev_hash,
             &row.hash,
         ])?;
     }
-    out.into_inner()
-        .map(bytes::Bytes::from)
-        .map_err(|e| e.into_error().into())
+    out.into_bytes().map(bytes::Bytes::from)
 }
 
 struct CsvState {
@@ -547,19 +568,4 @@ async fn audit(app: web::Data<App>, req: HttpRequest) -> Result<web::Json<AuditP
         items: rows.into_iter().map(|(_, e)| e).collect(),
         next_cursor,
     }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cells_a_spreadsheet_would_run_are_defused() {
-        assert_eq!(cell("=HYPERLINK(\"x\")"), "'=HYPERLINK(\"x\")");
-        assert_eq!(cell("+1"), "'+1");
-        assert_eq!(cell("-2"), "'-2");
-        assert_eq!(cell("@SUM"), "'@SUM");
-        assert_eq!(cell("C-1001"), "C-1001");
-        assert_eq!(cell(""), "");
-    }
 }

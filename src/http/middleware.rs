@@ -1,4 +1,5 @@
-//! Cross-cutting request handling: request ids, the body cap, and the root tracing span.
+//! Cross-cutting request handling: request ids, the source address, the body cap, and the
+//! root tracing span.
 
 use super::MAX_BODY_BYTES;
 use crate::error::ApiError;
@@ -56,6 +57,13 @@ pub async fn outermost(
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let id = request_id(&req);
     req.extensions_mut().insert(RequestId(id.clone()));
+    let trusted = req
+        .app_data::<actix_web::web::Data<crate::app::App>>()
+        .map(|app| app.settings.trusted_proxies.as_slice())
+        .unwrap_or_default();
+    let source = super::source::resolve(req.peer_addr().map(|a| a.ip()), req.headers(), trusted);
+    req.extensions_mut()
+        .insert(super::source::SourceAddr(source));
     let too_large = req
         .headers()
         .get(CONTENT_LENGTH)

@@ -2,6 +2,7 @@
 //! authorise, call one service function, map the result.
 
 pub mod admin;
+pub mod csv;
 pub mod demo;
 pub mod middleware;
 pub mod oauth;
@@ -10,6 +11,7 @@ pub mod ops;
 pub mod pages;
 pub mod partner;
 pub mod portal;
+pub mod source;
 
 use crate::error::ApiError;
 use actix_web::web;

@@ -1,7 +1,10 @@
 //! Operations: liveness, readiness and metrics.
 
+use crate::admin::auth;
 use crate::app::App;
-use actix_web::{HttpResponse, get, web};
+use crate::error::{ApiError, Internal};
+use crate::unauthenticated::{self, Admission};
+use actix_web::{HttpRequest, HttpResponse, get, web};
 use serde_json::json;
 
 /// The process is up.
@@ -32,10 +35,48 @@ pub async fn readyz(app: web::Data<App>) -> HttpResponse {
     }
 }
 
-/// Prometheus text exposition.
-#[utoipa::path(tag = "ops", responses((status = 200, description = "Prometheus metrics", content_type = "text/plain")))]
+/// Prometheus text exposition. On this listener it needs an admin token: partner ids and
+/// their outcomes are not for everyone. `metrics_listen` serves it without one, for a private
+/// scrape network. Scrapes are not written to the admin audit (one every few seconds would
+/// drown it); refused ones spend the caller's unauthenticated allowance.
+#[utoipa::path(tag = "ops", security(("bearer" = [])), responses(
+    (status = 200, description = "Prometheus metrics", content_type = "text/plain"),
+    (status = 401, description = "No valid admin token", content_type = "application/problem+json"),
+    (status = 429, description = "Too many calls without a valid token from this address", content_type = "application/problem+json"),
+))]
 #[get("/metrics")]
-pub async fn metrics(app: web::Data<App>) -> HttpResponse {
+pub async fn metrics(app: web::Data<App>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    if let Err(refused) = auth::authenticate(&app, super::bearer(req.headers())).await {
+        let limits = &app.settings.rate_limits;
+        let source = super::source::source_addr(&req);
+        return match unauthenticated::admit(&app.state, limits, source)
+            .await
+            .map_err(Internal::from)?
+        {
+            Admission::Admitted => Err(refused),
+            Admission::Refused {
+                retry_after_seconds,
+                policy,
+                current,
+            } => {
+                app.metrics.observe_unauthenticated_refusal("metrics");
+                Err(ApiError::RateLimited {
+                    retry_after_seconds,
+                    policy,
+                    current,
+                })
+            }
+        };
+    }
+    Ok(exposition(&app))
+}
+
+/// `/metrics` on the private `metrics_listen` listener: no token.
+pub async fn metrics_open(app: web::Data<App>) -> HttpResponse {
+    exposition(&app)
+}
+
+fn exposition(app: &App) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(app.metrics.render())

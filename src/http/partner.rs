@@ -44,9 +44,9 @@ async fn serve(
             .get::<RequestId>()
             .map(|r| r.0.clone())
             .unwrap_or_default(),
-        client_ip: req.peer_addr().map(|a| a.ip().to_string()),
+        source: super::source::source_addr(req),
     };
-    let (result, mut record) = proxy::handle(app, upstream, call).await;
+    let (result, record) = proxy::handle(app, upstream, call).await;
     let mut response = match result {
         Ok(Answer::Data { body, etag, rate }) => with_validators(HttpResponse::Ok(), etag, rate)
             .content_type("application/json")
@@ -56,8 +56,17 @@ async fn serve(
         }
         Err(e) => ApiError::from(e).error_response(),
     };
+    // No record: refused before it could write one (a flood of calls without a valid token).
+    let Some(mut record) = record else {
+        return response;
+    };
     record.status = response.status().as_u16();
     let client = record.client_id.clone().unwrap_or_default();
+    // Metric labels only from bounded sets: a path segment the caller made up is `other`.
+    let resource = app
+        .catalog
+        .resource(resource)
+        .map_or("other", |r| r.name.as_str());
     let outcome = record.outcome.as_str();
     let fields = record.fields.clone();
     // No answer leaves before its record is durable; without the log there is no answer.

@@ -153,13 +153,35 @@ pub async fn validate(app: &App, params: &AuthorizeParams) -> Result<ValidReques
     })
 }
 
-/// Parks a validated request until the customer decides; returns its single-use id.
+/// Consent requests one session may have parked at once (each lives `CONSENT_TTL`): enough
+/// for a customer with several tabs, far too few for one account to fill shared state.
+pub const MAX_PENDING_CONSENTS: u64 = 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ParkError {
+    #[error("too many consent requests are waiting for this session")]
+    TooMany,
+    #[error(transparent)]
+    Internal(#[from] Internal),
+}
+
+/// Parks a validated request until the customer decides; returns its single-use id. A session
+/// may have at most [`MAX_PENDING_CONSENTS`] parked in `CONSENT_TTL`.
 pub async fn park(
     app: &App,
     request: &ValidRequest,
     customer_id: crate::domain::CustomerId,
-) -> Result<String, Internal> {
-    let id = random_token("").map_err(anyhow::Error::from)?;
+    session_hash: &str,
+) -> Result<String, ParkError> {
+    let parked = app
+        .state
+        .count_pending_consent(session_hash, CONSENT_TTL)
+        .await
+        .map_err(Internal::from)?;
+    if parked > MAX_PENDING_CONSENTS {
+        return Err(ParkError::TooMany);
+    }
+    let id = random_token("").map_err(|e| Internal::from(anyhow::Error::from(e)))?;
     let pending = PendingConsent {
         customer_id,
         client_id: request.partner.client_id.clone(),
@@ -170,7 +192,8 @@ pub async fn park(
     };
     app.state
         .put_pending_consent(id.expose(), &pending, CONSENT_TTL)
-        .await?;
+        .await
+        .map_err(Internal::from)?;
     Ok(id.expose().to_owned())
 }
 

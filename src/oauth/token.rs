@@ -7,7 +7,7 @@ use crate::app::App;
 use crate::domain::{CodeVerifier, FieldSet, pairwise_subject};
 use crate::error::{OAuthError, OAuthErrorCode};
 use crate::secrets::{random_token, token_hash};
-use crate::state::CodeRedemption;
+use crate::state::{CodeLookup, CodeSpend};
 use crate::store::{Grant, Partner, RefreshOutcome, RevokedBy};
 use crate::tokens::AccessClaims;
 use serde::Serialize;
@@ -55,15 +55,16 @@ async fn exchange_code(
     let verifier = CodeVerifier::parse(form.require("code_verifier")?)
         .map_err(|e| OAuthError::invalid_request(e.to_string()))?;
 
-    let issued = match app.state.redeem_code(&token_hash(code)).await? {
-        CodeRedemption::Fresh(issued) => issued,
-        CodeRedemption::Replayed { grant_id } => {
-            // RFC 6749 §4.1.2: a code used twice revokes what the first use issued.
-            tracing::warn!(grant_id = %grant_id, client_id = %partner.client_id, "authorization code replayed");
-            grants::revoke(app, grant_id, RevokedBy::CodeReuse).await?;
-            return Err(OAuthError::invalid_grant("the code was already used"));
-        }
-        CodeRedemption::Unknown => {
+    let hash = token_hash(code);
+    // Everything the presenter could get wrong is checked before the code is spent, so a wrong
+    // verifier or redirect_uri leaves the partner's code usable.
+    let issued = match app.state.code(&hash).await? {
+        CodeLookup::Issued(issued) => issued,
+        CodeLookup::Redeemed {
+            grant_id,
+            client_id,
+        } => return Err(replayed(app, partner, grant_id, client_id.as_ref()).await?),
+        CodeLookup::Unknown => {
             return Err(OAuthError::invalid_grant("the code is invalid or expired"));
         }
     };
@@ -83,7 +84,47 @@ async fn exchange_code(
         ));
     }
     let grant = usable_grant(app, issued.grant_id).await?;
-    issue(app, partner, &grant, &issued.scopes, None).await
+    match app.state.spend_code(&hash, &issued).await? {
+        CodeSpend::Spent => {}
+        CodeSpend::AlreadySpent => {
+            return Err(replayed(app, partner, issued.grant_id, Some(&issued.client_id)).await?);
+        }
+        CodeSpend::Gone => {
+            return Err(OAuthError::invalid_grant("the code is invalid or expired"));
+        }
+    }
+    match issue(app, partner, &grant, &issued.scopes, None).await {
+        Ok(tokens) => Ok(tokens),
+        Err(e) => {
+            // Nothing was issued: give the code back, so the partner's retry is a first use
+            // and not a replay that would revoke the customer's grant.
+            if let Err(restore) = app.state.unspend_code(&hash, issued, CODE_RETRY).await {
+                tracing::warn!(error = %restore, "restoring an unspent authorization code failed");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// How long a code given back after a failed exchange stays usable.
+const CODE_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A spent code came back. RFC 6749 §4.1.2: when its own client presents it again, what the
+/// first use issued is revoked (the code leaked, or the client is confused: both lose). Any
+/// other client's presentation changes nothing: it must not be able to end someone's grant.
+async fn replayed(
+    app: &App,
+    partner: &Partner,
+    grant_id: crate::domain::GrantId,
+    owner: Option<&crate::domain::ClientId>,
+) -> Result<OAuthError, OAuthError> {
+    if owner.is_none_or(|owner| *owner == partner.client_id) {
+        tracing::warn!(grant_id = %grant_id, client_id = %partner.client_id, "authorization code replayed; revoking the grant");
+        grants::revoke(app, grant_id, RevokedBy::CodeReuse).await?;
+    } else {
+        tracing::warn!(client_id = %partner.client_id, "another client presented a spent authorization code");
+    }
+    Ok(OAuthError::invalid_grant("the code was already used"))
 }
 
 async fn refresh(app: &App, partner: &Partner, form: &Form) -> Result<TokenResponse, OAuthError> {

@@ -19,6 +19,7 @@ use crate::domain::{Field, Resource};
 use crate::error::Internal;
 use crate::state::PartnerState;
 use crate::tokens::{AccessClaims, TokenError};
+use crate::unauthenticated::{self, Admission};
 use crate::upstream::{UpstreamClient, UpstreamError};
 use projection::{is_owned_by, project};
 use serde_json::{Map, Value};
@@ -60,8 +61,8 @@ impl ProxyError {
             ProxyError::BadId | ProxyError::InsufficientScope => Outcome::Denied,
             ProxyError::RateLimited { .. } => Outcome::RateLimited,
             ProxyError::UpstreamTimeout | ProxyError::UpstreamFailed => Outcome::UpstreamError,
-            // Shared state or the database is down: refused, and logged as such.
-            ProxyError::Unavailable(_) | ProxyError::LogUnavailable => Outcome::Denied,
+            // Shared state or the database is down: our failure, not the partner's.
+            ProxyError::Unavailable(_) | ProxyError::LogUnavailable => Outcome::Unavailable,
         }
     }
 }
@@ -73,7 +74,7 @@ pub struct CallRequest<'a> {
     pub id: Option<&'a str>,
     pub if_none_match: Option<&'a str>,
     pub request_id: String,
-    pub client_ip: Option<String>,
+    pub source: Option<std::net::IpAddr>,
 }
 
 #[derive(Debug)]
@@ -98,12 +99,14 @@ pub fn valid_record_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-/// Runs the call and returns its answer together with the record that describes it.
+/// Runs the call and returns its answer together with the record that describes it. A call
+/// without a valid token first spends its source address's allowance; over it, the call gets
+/// `429` and no record (`None`), so a flood cannot grow the log.
 pub async fn handle(
     app: &App,
     upstream: &UpstreamClient,
     req: CallRequest<'_>,
-) -> (Result<Answer, ProxyError>, AccessRecord) {
+) -> (Result<Answer, ProxyError>, Option<AccessRecord>) {
     let mut record = AccessRecord {
         at: app.clock.now(),
         request_id: req.request_id.clone(),
@@ -116,9 +119,30 @@ pub async fn handle(
         fields: Vec::new(),
         outcome: Outcome::Denied,
         status: 0,
-        client_ip: req.client_ip.clone(),
+        client_ip: req.source.map(|ip| ip.to_string()),
     };
     let result = run(app, upstream, &req, &mut record).await;
+    if matches!(result, Err(ProxyError::InvalidToken(_))) {
+        let limits = &app.settings.rate_limits;
+        match unauthenticated::admit(&app.state, limits, req.source).await {
+            Ok(Admission::Admitted) => {}
+            Ok(Admission::Refused {
+                retry_after_seconds,
+                policy,
+                current,
+            }) => {
+                app.metrics.observe_unauthenticated_refusal("partner");
+                let headers = RateHeaders { policy, current };
+                let refused = ProxyError::RateLimited {
+                    retry_after_seconds,
+                    headers,
+                };
+                return (Err(refused), None);
+            }
+            // Nothing was read, and without the limit nothing may be written.
+            Err(e) => return (Err(ProxyError::Unavailable(e.into())), None),
+        }
+    }
     record.outcome = match &result {
         Ok(Answer::Data { .. }) => Outcome::Ok,
         Ok(Answer::NotModified { .. }) => Outcome::NotModified,
@@ -128,7 +152,7 @@ pub async fn handle(
         record.record_ids.clear();
         record.fields.clear();
     }
-    (result, record)
+    (result, Some(record))
 }
 
 async fn run(
@@ -211,6 +235,11 @@ async fn run(
         Some(id) => {
             let path = resource.item_path.replace("{id}", id);
             let upstream_record = upstream.get_json(&path).await.map_err(upstream_error)?;
+            // Anything but an object is a broken upstream, not a missing record: a `404` here
+            // would be logged as `not_found` and counted against the partner.
+            if !upstream_record.is_object() {
+                return Err(ProxyError::UpstreamFailed);
+            }
             // Another customer's record looks exactly like a missing one.
             if !is_owned_by(resource, &upstream_record, customer) {
                 return Err(ProxyError::NotFound);
@@ -254,6 +283,9 @@ fn list_body(
     let mut out = Vec::with_capacity(items.len());
     let mut disclosed = std::collections::BTreeSet::new();
     for item in &items {
+        if !item.is_object() {
+            return Err(ProxyError::UpstreamFailed);
+        }
         if !is_owned_by(resource, item, customer) {
             // The upstream answered the wrong customer's record; never pass it on.
             tracing::warn!(resource = %resource.name, "upstream list held a record of another owner");

@@ -226,6 +226,7 @@ mod tests {
             partner_burst: 1000,
             grant_per_second: 0.01,
             grant_burst: 2,
+            ..RateLimits::default()
         })
     }
 

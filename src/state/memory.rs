@@ -1,14 +1,24 @@
 //! The in-process backend: one mutex-guarded map with lazy expiry. Enough for one instance.
 
-use super::{StateBackend, StateError};
+use super::{RateCheck, RateOutcome, StateBackend, StateError};
 use async_trait::async_trait;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-#[derive(Default)]
 pub struct MemoryBackend {
     entries: Mutex<HashMap<String, (Vec<u8>, Instant)>>,
+    /// Rate-limit cells hold their theoretical arrival time as microseconds since this.
+    epoch: Instant,
+}
+
+impl Default for MemoryBackend {
+    fn default() -> Self {
+        Self {
+            entries: Mutex::default(),
+            epoch: Instant::now(),
+        }
+    }
 }
 
 /// Expired entries are dropped when the map passes a multiple of this size, so memory stays
@@ -19,17 +29,30 @@ impl MemoryBackend {
     fn live(entry: &(Vec<u8>, Instant), now: Instant) -> bool {
         entry.1 > now
     }
+
+    fn insert(
+        entries: &mut HashMap<String, (Vec<u8>, Instant)>,
+        key: &str,
+        value: Vec<u8>,
+        expires: Instant,
+        now: Instant,
+    ) {
+        if entries.len() % SWEEP_EVERY == SWEEP_EVERY - 1 {
+            entries.retain(|_, entry| Self::live(entry, now));
+        }
+        entries.insert(key.to_owned(), (value, expires));
+    }
+
+    fn micros(d: Duration) -> u64 {
+        u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+    }
 }
 
 #[async_trait]
 impl StateBackend for MemoryBackend {
     async fn put(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), StateError> {
         let now = Instant::now();
-        let mut entries = self.entries.lock();
-        if entries.len() % SWEEP_EVERY == SWEEP_EVERY - 1 {
-            entries.retain(|_, entry| Self::live(entry, now));
-        }
-        entries.insert(key.to_owned(), (value, now + ttl));
+        Self::insert(&mut self.entries.lock(), key, value, now + ttl, now);
         Ok(())
     }
 
@@ -67,7 +90,7 @@ impl StateBackend for MemoryBackend {
         if entries.get(key).is_some_and(|entry| Self::live(entry, now)) {
             return Ok(false);
         }
-        entries.insert(key.to_owned(), (value, now + ttl));
+        Self::insert(&mut entries, key, value, now + ttl, now);
         Ok(true)
     }
 
@@ -106,11 +129,111 @@ impl StateBackend for MemoryBackend {
     async fn ping(&self) -> Result<(), StateError> {
         Ok(())
     }
+
+    fn shares_limits(&self) -> bool {
+        false
+    }
+
+    async fn incr(&self, key: &str, ttl: Duration) -> Result<u64, StateError> {
+        let now = Instant::now();
+        let mut entries = self.entries.lock();
+        let count = entries
+            .get(key)
+            .filter(|entry| Self::live(entry, now))
+            // Decimal text, as Redis's INCR keeps it, so readers need not know the backend.
+            .and_then(|entry| std::str::from_utf8(&entry.0).ok()?.parse::<u64>().ok())
+            .unwrap_or(0)
+            .saturating_add(1);
+        Self::insert(
+            &mut entries,
+            key,
+            count.to_string().into_bytes(),
+            now + ttl,
+            now,
+        );
+        Ok(count)
+    }
+
+    /// GCRA, as the Redis backend's script does it: every limit is checked before any is
+    /// spent; each cell holds its theoretical arrival time.
+    async fn rate_limit(&self, checks: &[RateCheck]) -> Result<RateOutcome, StateError> {
+        let instant = Instant::now();
+        let now = Self::micros(instant.saturating_duration_since(self.epoch));
+        let mut entries = self.entries.lock();
+        let mut tats = Vec::with_capacity(checks.len());
+        for (index, check) in checks.iter().enumerate() {
+            let interval = Self::micros(check.interval).max(1);
+            let burst = u64::from(check.burst.max(1));
+            let tat = entries
+                .get(&check.key)
+                .filter(|entry| Self::live(entry, instant))
+                .and_then(|entry| <[u8; 8]>::try_from(entry.0.as_slice()).ok())
+                .map_or(now, u64::from_be_bytes)
+                .max(now);
+            let allowed_until = now.saturating_add(interval.saturating_mul(burst - 1));
+            if tat > allowed_until {
+                return Ok(RateOutcome::Refused {
+                    index,
+                    retry_after: Duration::from_micros(tat - allowed_until),
+                });
+            }
+            tats.push((tat, interval, burst));
+        }
+        let mut remaining = Vec::with_capacity(checks.len());
+        for (check, (tat, interval, burst)) in checks.iter().zip(tats) {
+            let tat = tat.saturating_add(interval);
+            let ahead = tat - now;
+            Self::insert(
+                &mut entries,
+                &check.key,
+                tat.to_be_bytes().to_vec(),
+                instant + Duration::from_micros(ahead),
+                instant,
+            );
+            let left = interval.saturating_mul(burst).saturating_sub(ahead) / interval;
+            remaining.push(u32::try_from(left).unwrap_or(u32::MAX));
+        }
+        Ok(RateOutcome::Allowed { remaining })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn gcra_allows_the_burst_then_refuses_with_a_retry_after() {
+        let backend = MemoryBackend::default();
+        let check = RateCheck {
+            key: "rl".into(),
+            interval: Duration::from_secs(10),
+            burst: 3,
+        };
+        for left in [2, 1, 0] {
+            assert_eq!(
+                backend.rate_limit(std::slice::from_ref(&check)).await.unwrap(),
+                RateOutcome::Allowed {
+                    remaining: vec![left]
+                }
+            );
+        }
+        match backend.rate_limit(std::slice::from_ref(&check)).await.unwrap() {
+            RateOutcome::Refused { index, retry_after } => {
+                assert_eq!(index, 0);
+                assert!(retry_after > Duration::from_secs(9));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn counters_count_and_expire() {
+        let backend = MemoryBackend::default();
+        assert_eq!(backend.incr("c", Duration::from_secs(60)).await.unwrap(), 1);
+        assert_eq!(backend.incr("c", Duration::from_secs(60)).await.unwrap(), 2);
+        assert_eq!(backend.incr("d", Duration::ZERO).await.unwrap(), 1);
+        assert_eq!(backend.incr("d", Duration::ZERO).await.unwrap(), 1);
+    }
 
     #[tokio::test]
     async fn expired_entries_are_invisible() {

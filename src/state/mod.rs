@@ -15,6 +15,7 @@ use crate::domain::{ClientId, CodeChallenge, CustomerId, FieldSet, GrantId};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -53,11 +54,13 @@ pub trait StateBackend: Send + Sync + 'static {
     async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, StateError>;
     async fn delete(&self, key: &str) -> Result<(), StateError>;
     async fn ping(&self) -> Result<(), StateError>;
-    /// Applies GCRA limits atomically across every instance: all are spent, or none. `None`:
-    /// this backend shares no limits (one instance, whose local limiter is the whole truth).
-    async fn rate_limit(&self, _checks: &[RateCheck]) -> Result<Option<RateOutcome>, StateError> {
-        Ok(None)
-    }
+    /// Applies GCRA limits atomically: all are spent, or none.
+    async fn rate_limit(&self, checks: &[RateCheck]) -> Result<RateOutcome, StateError>;
+    /// Whether other instances see the same limits. When not (one instance), the partner
+    /// path's local limiter is the whole truth and this backend is not asked again.
+    fn shares_limits(&self) -> bool;
+    /// Adds one to a counter and (re)sets its time to live; returns the new count.
+    async fn incr(&self, key: &str, ttl: Duration) -> Result<u64, StateError>;
 }
 
 /// One GCRA limit: one call per `interval`, `burst` at once.
@@ -91,18 +94,38 @@ pub struct IssuedCode {
 #[serde(tag = "state", rename_all = "snake_case")]
 enum CodeEntry {
     Issued(IssuedCode),
-    Redeemed { grant_id: GrantId },
+    Redeemed {
+        grant_id: GrantId,
+        /// Whose code it was: only that client's replay revokes the grant. Absent in markers
+        /// written before it was kept; those are treated as the presenter's own.
+        #[serde(default)]
+        client_id: Option<ClientId>,
+    },
 }
 
-/// The outcome of presenting a code.
+/// What a code stands for when presented, before anything is spent.
 #[derive(Debug)]
-pub enum CodeRedemption {
-    /// First use: the code is now spent.
-    Fresh(IssuedCode),
-    /// Second use: whatever the first use issued must be revoked.
-    Replayed { grant_id: GrantId },
+pub enum CodeLookup {
+    /// Not yet used; checking it spends nothing.
+    Issued(IssuedCode),
+    /// Already used, by an exchange that issued tokens of `grant_id`.
+    Redeemed {
+        grant_id: GrantId,
+        client_id: Option<ClientId>,
+    },
     /// Unknown or expired.
     Unknown,
+}
+
+/// The outcome of spending a code that was seen issued.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CodeSpend {
+    /// This call spent it.
+    Spent,
+    /// Another call spent it first (a race between two presentations).
+    AlreadySpent,
+    /// It expired in between.
+    Gone,
 }
 
 /// A consent request between the consent page and the customer's decision.
@@ -150,6 +173,21 @@ pub struct CallStatus {
 impl GrantStatus {
     pub fn is_active_at(&self, now: DateTime<Utc>) -> bool {
         matches!(self, GrantStatus::Active { expires_at } if *expires_at > now)
+    }
+}
+
+/// A source address as limits see it: an IPv4 address, or an IPv6 /64 (one subscriber's
+/// allocation: rotating through it buys nothing).
+pub fn source_key(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
     }
 }
 
@@ -220,7 +258,83 @@ impl SharedState {
                 burst: partner_limit.1,
             },
         ];
-        self.backend.rate_limit(&checks).await
+        if !self.backend.shares_limits() {
+            return Ok(None);
+        }
+        self.backend.rate_limit(&checks).await.map(Some)
+    }
+
+    /// The limit on calls without a valid token, per source address and shared by every
+    /// instance, so a flood of junk can grow neither the log nor the audit trail.
+    pub async fn limit_unauthenticated(
+        &self,
+        source: IpAddr,
+        interval: Duration,
+        burst: u32,
+    ) -> Result<RateOutcome, StateError> {
+        let check = RateCheck {
+            key: self.key("rl:anon", &source_key(source)),
+            interval,
+            burst,
+        };
+        self.backend.rate_limit(std::slice::from_ref(&check)).await
+    }
+
+    /// Failed sign-ins so far for this account and this address (in that order).
+    pub async fn sign_in_failures(
+        &self,
+        account: &str,
+        source: Option<IpAddr>,
+    ) -> Result<(u64, u64), StateError> {
+        let keys = [
+            self.key("signin:account", account),
+            self.key("signin:addr", &source.map(source_key).unwrap_or_default()),
+        ];
+        let values = self.backend.get_many(&keys).await?;
+        let count = |v: Option<&Option<Vec<u8>>>| {
+            v.and_then(Option::as_ref)
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0)
+        };
+        let account_failures = count(values.first());
+        let address_failures = if source.is_some() {
+            count(values.get(1))
+        } else {
+            0
+        };
+        Ok((account_failures, address_failures))
+    }
+
+    /// Counts one failed sign-in against the account and the address; each count lives
+    /// `window` after its latest failure.
+    pub async fn record_sign_in_failure(
+        &self,
+        account: &str,
+        source: Option<IpAddr>,
+        window: Duration,
+    ) -> Result<(), StateError> {
+        self.backend
+            .incr(&self.key("signin:account", account), window)
+            .await?;
+        if let Some(source) = source {
+            self.backend
+                .incr(&self.key("signin:addr", &source_key(source)), window)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Counts a consent request parked by a session; the count lives as long as the
+    /// newest request, so it covers every request that may still be pending.
+    pub async fn count_pending_consent(
+        &self,
+        session_hash: &str,
+        ttl: Duration,
+    ) -> Result<u64, StateError> {
+        self.backend
+            .incr(&self.key("consents", session_hash), ttl)
+            .await
     }
 
     pub async fn put_code(
@@ -233,29 +347,60 @@ impl SharedState {
         self.put_json(&key, &CodeEntry::Issued(code), ttl).await
     }
 
-    pub async fn redeem_code(&self, code_hash: &str) -> Result<CodeRedemption, StateError> {
+    /// Reads a code without spending it, so the client, `redirect_uri` and PKCE can be
+    /// checked first: a wrong verifier must not burn the partner's code.
+    pub async fn code(&self, code_hash: &str) -> Result<CodeLookup, StateError> {
         let key = self.key("code", code_hash);
-        // Peek first so the redeemed marker can name the grant; the atomic swap below decides
-        // which of two racing redemptions wins.
-        let Some(CodeEntry::Issued(peeked)) = self.get_json::<CodeEntry>(&key).await? else {
-            return match self.get_json::<CodeEntry>(&key).await? {
-                Some(CodeEntry::Redeemed { grant_id }) => Ok(CodeRedemption::Replayed { grant_id }),
-                _ => Ok(CodeRedemption::Unknown),
-            };
-        };
+        Ok(match self.get_json::<CodeEntry>(&key).await? {
+            Some(CodeEntry::Issued(code)) => CodeLookup::Issued(code),
+            Some(CodeEntry::Redeemed {
+                grant_id,
+                client_id,
+            }) => CodeLookup::Redeemed {
+                grant_id,
+                client_id,
+            },
+            None => CodeLookup::Unknown,
+        })
+    }
+
+    /// Spends a code seen issued: an atomic swap to the redeemed marker (one Lua script on
+    /// Redis), so of two racing presentations exactly one wins.
+    pub async fn spend_code(
+        &self,
+        code_hash: &str,
+        code: &IssuedCode,
+    ) -> Result<CodeSpend, StateError> {
+        let key = self.key("code", code_hash);
         let marker = serde_json::to_vec(&CodeEntry::Redeemed {
-            grant_id: peeked.grant_id,
+            grant_id: code.grant_id,
+            client_id: Some(code.client_id.clone()),
         })?;
         let previous = self
             .backend
             .replace_existing(&key, marker, REDEEMED_CODE_MEMORY)
             .await?;
         match previous.map(|bytes| serde_json::from_slice::<CodeEntry>(&bytes)) {
-            Some(Ok(CodeEntry::Issued(code))) => Ok(CodeRedemption::Fresh(code)),
-            Some(Ok(CodeEntry::Redeemed { grant_id })) => Ok(CodeRedemption::Replayed { grant_id }),
+            Some(Ok(CodeEntry::Issued(_))) => Ok(CodeSpend::Spent),
+            Some(Ok(CodeEntry::Redeemed { .. })) => Ok(CodeSpend::AlreadySpent),
             Some(Err(e)) => Err(e.into()),
-            None => Ok(CodeRedemption::Unknown),
+            None => Ok(CodeSpend::Gone),
         }
+    }
+
+    /// Puts a spent code back when the exchange failed on our side (the database) before
+    /// anything was issued: the partner's retry is then a first use, not a replay that
+    /// revokes the grant. Only a code still marked redeemed is restored.
+    pub async fn unspend_code(
+        &self,
+        code_hash: &str,
+        code: IssuedCode,
+        ttl: Duration,
+    ) -> Result<(), StateError> {
+        let key = self.key("code", code_hash);
+        let issued = serde_json::to_vec(&CodeEntry::Issued(code))?;
+        self.backend.replace_existing(&key, issued, ttl).await?;
+        Ok(())
     }
 
     pub async fn put_pending_consent(
@@ -420,48 +565,66 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_code_redeems_once_then_reports_replay() {
+    async fn a_code_is_spent_once_and_remembers_its_client() {
         let state = SharedState::in_memory();
         let issued = code();
         let grant = issued.grant_id;
         state
-            .put_code("h", issued, Duration::from_secs(60))
+            .put_code("h", issued.clone(), Duration::from_secs(60))
             .await
             .unwrap();
-        assert!(matches!(
-            state.redeem_code("h").await.unwrap(),
-            CodeRedemption::Fresh(_)
-        ));
-        match state.redeem_code("h").await.unwrap() {
-            CodeRedemption::Replayed { grant_id } => assert_eq!(grant_id, grant),
+        assert!(matches!(state.code("h").await.unwrap(), CodeLookup::Issued(_)));
+        assert_eq!(
+            state.spend_code("h", &issued).await.unwrap(),
+            CodeSpend::Spent
+        );
+        assert_eq!(
+            state.spend_code("h", &issued).await.unwrap(),
+            CodeSpend::AlreadySpent
+        );
+        match state.code("h").await.unwrap() {
+            CodeLookup::Redeemed {
+                grant_id,
+                client_id,
+            } => {
+                assert_eq!(grant_id, grant);
+                assert_eq!(client_id, Some(issued.client_id.clone()));
+            }
             other => panic!("{other:?}"),
         }
         assert!(matches!(
-            state.redeem_code("nope").await.unwrap(),
-            CodeRedemption::Unknown
+            state.code("nope").await.unwrap(),
+            CodeLookup::Unknown
         ));
+        state
+            .unspend_code("h", issued.clone(), Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert!(matches!(state.code("h").await.unwrap(), CodeLookup::Issued(_)));
     }
 
     #[tokio::test]
-    async fn racing_redemptions_have_exactly_one_winner() {
+    async fn racing_spends_have_exactly_one_winner() {
         let state = SharedState::in_memory();
+        let issued = code();
         state
-            .put_code("race", code(), Duration::from_secs(60))
+            .put_code("race", issued.clone(), Duration::from_secs(60))
             .await
             .unwrap();
         let tasks: Vec<_> = (0..16)
             .map(|_| {
                 let state = state.clone();
-                tokio::spawn(async move { state.redeem_code("race").await.unwrap() })
+                let issued = issued.clone();
+                tokio::spawn(async move { state.spend_code("race", &issued).await.unwrap() })
             })
             .collect();
-        let mut fresh = 0;
+        let mut spent = 0;
         for task in tasks {
-            if matches!(task.await.unwrap(), CodeRedemption::Fresh(_)) {
-                fresh += 1;
+            if task.await.unwrap() == CodeSpend::Spent {
+                spent += 1;
             }
         }
-        assert_eq!(fresh, 1);
+        assert_eq!(spent, 1);
     }
 
     #[tokio::test]

@@ -179,7 +179,26 @@ impl StateBackend for RedisBackend {
             .map_err(unavailable)
     }
 
-    async fn rate_limit(&self, checks: &[RateCheck]) -> Result<Option<RateOutcome>, StateError> {
+    fn shares_limits(&self) -> bool {
+        true
+    }
+
+    async fn incr(&self, key: &str, ttl: Duration) -> Result<u64, StateError> {
+        let (count,): (u64,) = redis::pipe()
+            .atomic()
+            .cmd("INCR")
+            .arg(key)
+            .cmd("PEXPIRE")
+            .arg(key)
+            .arg(millis(ttl))
+            .ignore()
+            .query_async(&mut self.connection())
+            .await
+            .map_err(unavailable)?;
+        Ok(count)
+    }
+
+    async fn rate_limit(&self, checks: &[RateCheck]) -> Result<RateOutcome, StateError> {
         let mut invocation = self.gcra.prepare_invoke();
         for check in checks {
             let interval = u64::try_from(check.interval.as_micros())
@@ -198,16 +217,16 @@ impl StateBackend for RedisBackend {
             redis::from_redis_value_ref::<i64>(v).map_err(|e| unavailable(e.into()))
         };
         match reply.split_first() {
-            Some((flag, rest)) if number(flag)? == 1 => Ok(Some(RateOutcome::Allowed {
+            Some((flag, rest)) if number(flag)? == 1 => Ok(RateOutcome::Allowed {
                 remaining: rest
                     .iter()
                     .map(|v| number(v).map(|n| u32::try_from(n.max(0)).unwrap_or(u32::MAX)))
                     .collect::<Result<_, _>>()?,
-            })),
-            Some((_, [index, retry])) => Ok(Some(RateOutcome::Refused {
+            }),
+            Some((_, [index, retry])) => Ok(RateOutcome::Refused {
                 index: usize::try_from(number(index)?).unwrap_or(0),
                 retry_after: Duration::from_micros(u64::try_from(number(retry)?).unwrap_or(0)),
-            })),
+            }),
             _ => Err(StateError::Unavailable(
                 "redis: unexpected rate-limit reply".into(),
             )),

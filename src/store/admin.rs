@@ -35,7 +35,10 @@ pub struct AdminAuditEntry {
     pub token_id: Option<String>,
     pub token_name: Option<String>,
     pub method: String,
+    /// The path, at most 64 characters: the caller chose it.
     pub path: String,
+    /// SHA-256 (hex) of the query string, which may be long and is the caller's too.
+    pub query_sha256: Option<String>,
     pub status: u16,
     pub client_ip: Option<String>,
 }
@@ -109,6 +112,7 @@ impl Store {
             token_name: Set(entry.token_name),
             method: Set(entry.method),
             path: Set(entry.path),
+            query_sha256: Set(entry.query_sha256),
             status: Set(i32::from(entry.status)),
             client_ip: Set(entry.client_ip),
             ..Default::default()
@@ -154,6 +158,7 @@ impl Store {
                         token_name: m.token_name,
                         method: m.method,
                         path: m.path,
+                        query_sha256: m.query_sha256,
                         status: u16::try_from(m.status).unwrap_or(0),
                         client_ip: m.client_ip,
                     },

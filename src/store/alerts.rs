@@ -83,17 +83,15 @@ impl Store {
             .collect())
     }
 
-    /// Calls per partner with one of `outcomes` in the window. Refusals answered with a 5xx
-    /// (shared state, database or log down) are the gateway's fault, not the partner's, and
-    /// are left out.
+    /// Calls per partner with one of `outcomes` in the window. The gateway's own failures
+    /// have their own outcome (`unavailable`), which no rule asks for.
     pub async fn calls_by_partner(
         &self,
         window: &Window,
         outcomes: &[Outcome],
     ) -> Result<PerPartner, StoreError> {
         let query = Self::in_window(window)
-            .filter(access_log::Column::Outcome.is_in(strs(outcomes)))
-            .filter(access_log::Column::Status.lt(500));
+            .filter(access_log::Column::Outcome.is_in(strs(outcomes)));
         self.per_partner(query, Func::count(Expr::col(access_log::Column::Id)))
             .await
     }

@@ -6,7 +6,7 @@ use crate::error::PageError;
 use crate::http::pages::{page, render, see_other};
 use crate::http::portal::login::login_page;
 use crate::http::portal::session;
-use crate::oauth::authorize::{self, AuthorizeParams, Rejection};
+use crate::oauth::authorize::{self, AuthorizeParams, ParkError, Rejection};
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use serde::Serialize;
@@ -54,7 +54,14 @@ pub async fn start(
         let next = format!("/oauth/authorize?{}", req.query_string());
         return login_page(&app, &next, Some(&request.partner.name), "", None);
     };
-    let consent_id = authorize::park(&app, &request, active.session.customer_id).await?;
+    let consent_id = authorize::park(&app, &request, active.session.customer_id, &active.hash)
+        .await
+        .map_err(|e| match e {
+            ParkError::TooMany => PageError::TooMany(
+                "You have started too many consent requests. Finish or close the others, then try again in a few minutes.".into(),
+            ),
+            ParkError::Internal(internal) => PageError::Internal(internal),
+        })?;
     let fields: Vec<FieldView> = request
         .scopes
         .iter()

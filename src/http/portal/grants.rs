@@ -3,6 +3,7 @@
 
 use super::session::{self, ActiveSession};
 use crate::app::App;
+use crate::http::csv::CsvWriter;
 use crate::error::PageError;
 use crate::http::pages::{page, render, see_other};
 use crate::oauth::grants;
@@ -126,13 +127,14 @@ pub async fn revoke(
 pub async fn export_csv(app: web::Data<App>, req: HttpRequest) -> Result<HttpResponse, PageError> {
     let active = require_session!(&app, &req);
     let rows = portal::export(&app, active.session.customer_id).await?;
-    let mut writer = csv::Writer::from_writer(Vec::new());
+    let mut writer = CsvWriter::with_capacity(rows.len() * 128);
+    writer
+        .row(portal::ExportRow::HEADER)
+        .map_err(anyhow::Error::from)?;
     for row in &rows {
-        writer.serialize(row).map_err(anyhow::Error::from)?;
+        writer.row(row.cells().iter().map(String::as_str)).map_err(anyhow::Error::from)?;
     }
-    let body = writer
-        .into_inner()
-        .map_err(|e| anyhow::anyhow!(e.to_string()))?;
+    let body = writer.into_bytes().map_err(anyhow::Error::from)?;
     Ok(download(
         body,
         "text/csv; charset=utf-8",

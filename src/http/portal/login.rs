@@ -2,8 +2,10 @@
 
 use super::session::{self, LOGIN_CSRF_COOKIE, SESSION_COOKIE};
 use crate::app::App;
-use crate::error::PageError;
+use crate::error::{Internal, PageError};
 use crate::http::pages::{page, render, see_other};
+use crate::http::source::source_addr;
+use crate::portal::SignInLimits;
 use crate::secrets::{dummy_password_hash, password_matches, random_token};
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
@@ -96,12 +98,12 @@ pub async fn submit(
         return Err(PageError::Forbidden);
     }
     let next = safe_next(form.next.as_deref()).to_owned();
-    let client_ip = req
-        .connection_info()
-        .realip_remote_addr()
-        .map(str::to_owned);
-    if !app.login_limiter.allow(&form.email, client_ip.as_deref()) {
-        tracing::warn!(client_ip = ?client_ip, "customer sign-in rate limited");
+    let source = source_addr(&req);
+    if !SignInLimits::allow(&app.state, &form.email, source)
+        .await
+        .map_err(Internal::from)?
+    {
+        tracing::warn!(client_ip = ?source, "customer sign-in rate limited");
         let mut response = login_page(
             &app,
             &next,
@@ -124,8 +126,11 @@ pub async fn submit(
         .await
         .map_err(anyhow::Error::from)?;
     let Some(customer) = customer.filter(|_| matches) else {
-        // Never the password, and not the address either: only that a sign-in failed.
-        tracing::warn!(client_ip = ?req.connection_info().realip_remote_addr(), "customer sign-in failed");
+        SignInLimits::failed(&app.state, &form.email, source)
+            .await
+            .map_err(Internal::from)?;
+        // Never the password, and not the e-mail either: only that a sign-in failed.
+        tracing::warn!(client_ip = ?source, "customer sign-in failed");
         return login_page(
             &app,
             &next,
