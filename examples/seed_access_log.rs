@@ -114,6 +114,7 @@ async fn main() -> anyhow::Result<()> {
                     Outcome::RateLimited => 429,
                     Outcome::InvalidToken => 401,
                     Outcome::UpstreamError => 502,
+                    Outcome::Unavailable => 503,
                 },
                 client_ip: Some(format!("10.0.{}.{}", client / 250, client % 250)),
             }

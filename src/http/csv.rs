@@ -26,7 +26,8 @@ impl CsvWriter {
     }
 
     pub fn row<'a>(&mut self, cells: impl IntoIterator<Item = &'a str>) -> Result<(), csv::Error> {
-        self.out.write_record(cells.into_iter().map(|c| cell(c).into_owned()))
+        self.out
+            .write_record(cells.into_iter().map(|c| cell(c).into_owned()))
     }
 
     pub fn into_bytes(self) -> Result<Vec<u8>, csv::Error> {

@@ -111,7 +111,16 @@ pub async fn validate(app: &App, params: &AuthorizeParams) -> Result<ValidReques
         })?
         .to_owned();
 
-    let state = params.state.clone().filter(|s| !s.is_empty());
+    // `state` is stored with the pending consent and echoed back: bounded like every other
+    // string a caller chooses. An oversized one is not echoed either.
+    let oversized_state = params
+        .state
+        .as_ref()
+        .is_some_and(|s| s.len() > MAX_STATE_LEN);
+    let state = params
+        .state
+        .clone()
+        .filter(|s| !s.is_empty() && s.len() <= MAX_STATE_LEN);
     let back = |error: &str, description: &str| {
         Rejection::Redirect(error_redirect(
             app,
@@ -122,6 +131,9 @@ pub async fn validate(app: &App, params: &AuthorizeParams) -> Result<ValidReques
         ))
     };
 
+    if oversized_state {
+        return Err(back("invalid_request", "state is longer than 512 bytes"));
+    }
     if params.response_type.as_deref() != Some("code") {
         return Err(back(
             "unsupported_response_type",
@@ -152,6 +164,9 @@ pub async fn validate(app: &App, params: &AuthorizeParams) -> Result<ValidReques
         challenge,
     })
 }
+
+/// The longest `state` a partner may send: room for any signed or encrypted value it needs.
+pub const MAX_STATE_LEN: usize = 512;
 
 /// Consent requests one session may have parked at once (each lives `CONSENT_TTL`): enough
 /// for a customer with several tabs, far too few for one account to fill shared state.

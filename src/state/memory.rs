@@ -211,13 +211,20 @@ mod tests {
         };
         for left in [2, 1, 0] {
             assert_eq!(
-                backend.rate_limit(std::slice::from_ref(&check)).await.unwrap(),
+                backend
+                    .rate_limit(std::slice::from_ref(&check))
+                    .await
+                    .unwrap(),
                 RateOutcome::Allowed {
                     remaining: vec![left]
                 }
             );
         }
-        match backend.rate_limit(std::slice::from_ref(&check)).await.unwrap() {
+        match backend
+            .rate_limit(std::slice::from_ref(&check))
+            .await
+            .unwrap()
+        {
             RateOutcome::Refused { index, retry_after } => {
                 assert_eq!(index, 0);
                 assert!(retry_after > Duration::from_secs(9));

@@ -573,7 +573,10 @@ mod tests {
             .put_code("h", issued.clone(), Duration::from_secs(60))
             .await
             .unwrap();
-        assert!(matches!(state.code("h").await.unwrap(), CodeLookup::Issued(_)));
+        assert!(matches!(
+            state.code("h").await.unwrap(),
+            CodeLookup::Issued(_)
+        ));
         assert_eq!(
             state.spend_code("h", &issued).await.unwrap(),
             CodeSpend::Spent
@@ -600,7 +603,10 @@ mod tests {
             .unspend_code("h", issued.clone(), Duration::from_secs(30))
             .await
             .unwrap();
-        assert!(matches!(state.code("h").await.unwrap(), CodeLookup::Issued(_)));
+        assert!(matches!(
+            state.code("h").await.unwrap(),
+            CodeLookup::Issued(_)
+        ));
     }
 
     #[tokio::test]

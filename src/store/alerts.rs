@@ -90,8 +90,8 @@ impl Store {
         window: &Window,
         outcomes: &[Outcome],
     ) -> Result<PerPartner, StoreError> {
-        let query = Self::in_window(window)
-            .filter(access_log::Column::Outcome.is_in(strs(outcomes)));
+        let query =
+            Self::in_window(window).filter(access_log::Column::Outcome.is_in(strs(outcomes)));
         self.per_partner(query, Func::count(Expr::col(access_log::Column::Id)))
             .await
     }

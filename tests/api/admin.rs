@@ -6,32 +6,13 @@ use crate::helpers::*;
 use chrono::{DateTime, Duration, SubsecRound, Timelike, Utc};
 use keyhole::access_log::{AccessRecord, Outcome, chain_hash, export, prune};
 use keyhole::clock::Clock;
-use keyhole::secrets::{random_token, token_hash};
+use keyhole::secrets::token_hash;
 use oauth2::TokenResponse;
 use reqwest::StatusCode;
 use sea_orm::{ConnectionTrait, Database};
 use serde_json::Value;
 
 impl TestApp {
-    async fn admin_token(&self, name: &str) -> String {
-        let token = random_token("kh_adm_").unwrap();
-        self.app
-            .store
-            .insert_admin_token(name, token_hash(token.expose()), Utc::now())
-            .await
-            .unwrap();
-        token.expose().to_owned()
-    }
-
-    async fn admin_get(&self, token: &str, path: &str) -> reqwest::Response {
-        http()
-            .get(self.url(path))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap()
-    }
-
     async fn admin_json(&self, token: &str, path: &str) -> Value {
         let response = self.admin_get(token, path).await;
         assert_eq!(response.status(), StatusCode::OK, "{path}");
@@ -111,6 +92,7 @@ fn record(client: &str, customer: &str, outcome: Outcome, fields: &[&str]) -> Ac
             Outcome::InvalidToken => 401,
             Outcome::RateLimited => 429,
             Outcome::UpstreamError => 502,
+            Outcome::Unavailable => 503,
         },
         client_ip: Some("127.0.0.1".into()),
     }
@@ -966,14 +948,7 @@ async fn a_rule_with_containment_suspends_the_partner_by_itself() {
             .await
             == StatusCode::UNAUTHORIZED
         {
-            let metrics = http()
-                .get(app.url("/metrics"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
+            let metrics = app.metrics().await;
             assert!(
                 metrics.contains("keyhole_partner_auto_suspensions_total 1"),
                 "{metrics}"
@@ -1054,14 +1029,7 @@ async fn metrics_count_rate_limit_refusals_and_admin_calls() {
         StatusCode::TOO_MANY_REQUESTS
     );
     app.admin_json(&token, "/admin/v1/partners").await;
-    let metrics = http()
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     let client = &app.partner.client_id;
     assert!(
         metrics.contains(&format!(
@@ -1230,4 +1198,41 @@ async fn a_partner_reinstated_by_the_security_team_is_not_suspended_again_for_th
             .await,
         StatusCode::OK
     );
+}
+
+#[tokio::test]
+async fn refused_admin_calls_are_limited_per_address_and_write_no_audit_row_past_the_limit() {
+    // The default burst (20), refilled too slowly to matter while the test runs.
+    let app = spawn_app_with(|s| s.rate_limits.unauthenticated_per_second = 0.01).await;
+    let query = format!("client_id={}", "q".repeat(4_000));
+    let path = format!("/admin/v1/access-log/{}?{query}", "p".repeat(200));
+    let mut statuses = Vec::new();
+    for _ in 0..30 {
+        let response = app.admin_get("kh_adm_forged", &path).await;
+        statuses.push(response.status().as_u16());
+    }
+    let refused = statuses.iter().filter(|s| **s == 401).count();
+    let limited = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!((refused, limited), (20, 10), "{statuses:?}");
+    let token = app.admin_token("sec").await;
+    let audit = app.admin_json(&token, "/admin/v1/audit?limit=100").await;
+    let rows = audit["items"].as_array().unwrap();
+    // 20 refused calls, and this one.
+    assert_eq!(rows.len(), 21, "{audit}");
+    for row in rows {
+        let stored = row["path"].as_str().unwrap();
+        assert!(stored.chars().count() <= 64, "{stored}");
+        assert!(!stored.contains('?'), "the query is not stored: {stored}");
+    }
+    let refused_row = &rows[1];
+    assert_eq!(refused_row["query_sha256"], json_hash(&query));
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains("keyhole_unauthenticated_refusals_total{surface=\"admin\"} 10"),
+        "{metrics}"
+    );
+}
+
+fn json_hash(query: &str) -> Value {
+    Value::String(token_hash(query))
 }

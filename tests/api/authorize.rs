@@ -413,3 +413,56 @@ async fn sign_in_without_the_csrf_cookie_is_refused() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
 }
+
+// ----- issue 11: bounded consent requests ---------------------------------------------------
+
+#[tokio::test]
+async fn a_session_can_park_only_so_many_consent_requests() {
+    let app = spawn_app().await;
+    let (auth_url, _, _) = app.authorize_url(&["claims:status"]);
+    let browser = browser();
+    app.sign_in(&browser, &auth_url, ALICE).await;
+    let mut statuses = Vec::new();
+    for _ in 0..22 {
+        let (auth_url, _, _) = app.authorize_url(&["claims:status"]);
+        statuses.push(
+            browser
+                .get(&auth_url)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16(),
+        );
+    }
+    assert!(statuses[..20].iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(&statuses[20..], &[429, 429], "{statuses:?}");
+    // Another customer's session is not affected.
+    let bob = browser_signed_in(&app, BOB).await;
+    let (auth_url, _, _) = app.authorize_url(&["claims:status"]);
+    assert_eq!(
+        bob.get(&auth_url).send().await.unwrap().status(),
+        StatusCode::OK
+    );
+}
+
+async fn browser_signed_in(app: &TestApp, who: (&str, &str, &str)) -> reqwest::Client {
+    let browser = browser();
+    let (auth_url, _, _) = app.authorize_url(&["claims:status"]);
+    app.sign_in(&browser, &auth_url, who).await;
+    browser
+}
+
+#[tokio::test]
+async fn an_oversized_state_is_refused_and_not_echoed() {
+    let app = spawn_app().await;
+    let params = with(&base_params(&app), "state", Some(&"s".repeat(513)));
+    let response = get(&raw_authorize(&app, &as_refs(&params))).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let location = location(&response);
+    assert_eq!(
+        query_param(&location, "error").as_deref(),
+        Some("invalid_request")
+    );
+    assert_eq!(query_param(&location, "state"), None);
+}

@@ -7,7 +7,7 @@ use keyhole::cli::{PartnerAdd, add_partner};
 use keyhole::clock::ManualClock;
 use keyhole::config::Settings;
 use keyhole::domain::UpstreamCustomerId;
-use keyhole::secrets::hash_password;
+use keyhole::secrets::{hash_password, random_token, token_hash};
 use keyhole::startup::{Application, Options};
 use oauth2::basic::BasicClient;
 use oauth2::{
@@ -525,5 +525,34 @@ impl TestApp {
             .request_async(&http())
             .await
             .unwrap()
+    }
+}
+
+impl TestApp {
+    pub async fn admin_token(&self, name: &str) -> String {
+        let token = random_token("kh_adm_").unwrap();
+        self.app
+            .store
+            .insert_admin_token(name, token_hash(token.expose()), Utc::now())
+            .await
+            .unwrap();
+        token.expose().to_owned()
+    }
+
+    pub async fn admin_get(&self, token: &str, path: &str) -> reqwest::Response {
+        http()
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// `/metrics` as an operator reads it on the main listener: with an admin token.
+    pub async fn metrics(&self) -> String {
+        let token = self.admin_token("metrics").await;
+        let response = self.admin_get(&token, "/metrics").await;
+        assert_eq!(response.status(), StatusCode::OK);
+        response.text().await.unwrap()
     }
 }

@@ -202,7 +202,8 @@ async fn metrics_count_requests_by_route_and_status() {
         get(&app, "/no/such/thing").await.status(),
         StatusCode::NOT_FOUND
     );
-    let response = get(&app, "/metrics").await;
+    let token = app.admin_token("scraper").await;
+    let response = app.admin_get(&token, "/metrics").await;
     assert_eq!(response.status(), StatusCode::OK);
     assert!(content_type(&response).starts_with("text/plain"));
     let text = response.text().await.unwrap();
@@ -224,5 +225,64 @@ async fn metrics_count_requests_by_route_and_status() {
     assert!(
         text.contains("status=\"404\""),
         "the 404 is counted: {text}"
+    );
+}
+
+#[tokio::test]
+async fn metrics_need_an_admin_token_on_the_main_listener() {
+    let app = spawn_app().await;
+    assert_eq!(
+        get(&app, "/metrics").await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let tokens = app.tokens(&["claims:status"]).await;
+    use oauth2::TokenResponse;
+    let with_jwt = http()
+        .get(app.url("/metrics"))
+        .bearer_auth(tokens.access_token().secret())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        with_jwt.status(),
+        StatusCode::UNAUTHORIZED,
+        "a partner token is not enough"
+    );
+    assert!(
+        app.metrics()
+            .await
+            .contains("keyhole_http_request_duration_seconds")
+    );
+}
+
+#[tokio::test]
+async fn metrics_listen_serves_metrics_without_a_token_and_nothing_else() {
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = free.local_addr().unwrap();
+    drop(free);
+    let app = spawn_app_with(|s| s.metrics_listen = Some(addr)).await;
+    let private = format!("http://{addr}");
+    let response = http()
+        .get(format!("{private}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap()
+            .contains("keyhole_http_request_duration_seconds")
+    );
+    let other = http()
+        .get(format!("{private}/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        get(&app, "/metrics").await.status(),
+        StatusCode::UNAUTHORIZED
     );
 }

@@ -195,7 +195,7 @@ async fn without_redis_partners_get_503_and_everything_recovers_when_it_returns(
         .pop()
         .unwrap();
     assert_eq!(last.hash, hash);
-    assert_eq!(last.record.outcome, Outcome::Denied);
+    assert_eq!(last.record.outcome, Outcome::Unavailable);
     assert_eq!(last.record.status, 503);
     assert!(last.record.fields.is_empty());
     // Token issuance fails cleanly, in the OAuth error form.

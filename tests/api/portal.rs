@@ -241,7 +241,7 @@ async fn repeated_failed_sign_ins_are_slowed_down() {
         statuses.push(response.status().as_u16());
     }
     assert_eq!(statuses, vec![401, 401, 401, 401, 401, 429, 429]);
-    // Even the right password waits now: the limit is on attempts, not on failures.
+    // The right password waits too, once the account has used up its failures.
     let response = app
         .submit_sign_in(&browser, &app.url("/portal/login"), ALICE.1, ALICE.2)
         .await;
@@ -309,4 +309,93 @@ async fn sessions_end_after_their_absolute_lifetime_and_cookies_are_locked_down(
         StatusCode::SEE_OTHER,
         "signed out after 8 hours"
     );
+}
+
+#[tokio::test]
+async fn the_access_history_csv_defuses_formulas_a_partner_put_in_its_path() {
+    let app = app_with_sample_upstream().await;
+    let token = app.tokens(&["claims:status"]).await;
+    let access = token.access_token().secret();
+    let status = app
+        .partner_status(
+            access,
+            "/partner/v1/claims/=HYPERLINK(%22https:%2F%2Fevil%22)",
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let alice = signed_in(&app, ALICE).await;
+    let csv = alice
+        .get(app.url("/portal/access-history.csv"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(csv.contains(",'=HYPERLINK("), "{csv}");
+    for line in csv.lines() {
+        for cell in line.split(',') {
+            assert!(!cell.trim_start_matches('"').starts_with('='), "{line}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_forged_x_forwarded_for_does_not_escape_the_sign_in_limit_per_address() {
+    let app = spawn_app().await;
+    let browser = browser();
+    let mut last = 0;
+    for i in 0..31 {
+        let page = browser.get(app.url("/portal/login")).send().await.unwrap();
+        let html = page.text().await.unwrap();
+        let response = browser
+            .post(app.url("/portal/login"))
+            .header("x-forwarded-for", format!("203.0.113.{i}"))
+            .form(&[
+                // A different account each time: only the address limit can stop this.
+                ("email", format!("nobody{i}@example.com").as_str()),
+                ("password", "guess"),
+                ("csrf_token", &hidden(&html, "csrf_token").unwrap()),
+                ("next", &hidden(&html, "next").unwrap()),
+            ])
+            .send()
+            .await
+            .unwrap();
+        last = response.status().as_u16();
+    }
+    assert_eq!(last, 429, "the 31st failure from one address is refused");
+}
+
+#[tokio::test]
+async fn successful_sign_ins_do_not_count_toward_the_limit() {
+    let app = spawn_app().await;
+    for _ in 0..8 {
+        let browser = browser();
+        let response = app
+            .submit_sign_in(&browser, &app.url("/portal/login"), ALICE.1, ALICE.2)
+            .await;
+        assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    }
+}
+
+#[tokio::test]
+async fn failed_sign_ins_are_counted_across_instances() {
+    if redis_url().is_none() {
+        eprintln!("skipped: KEYHOLE_REDIS_URL names no Redis server");
+        return;
+    }
+    let app = spawn_app().await;
+    let b = app.second_instance().await;
+    for base in [&app.base, &b, &app.base, &b, &app.base] {
+        let browser = browser();
+        let response = app
+            .submit_sign_in(&browser, &format!("{base}/portal/login"), ALICE.1, "wrong")
+            .await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    let browser = browser();
+    let response = app
+        .submit_sign_in(&browser, &format!("{b}/portal/login"), ALICE.1, "wrong")
+        .await;
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
 }

@@ -1713,3 +1713,127 @@ async fn refused_requests_count_against_the_rate_limit_too() {
         vec![Outcome::NotFound, Outcome::NotFound, Outcome::RateLimited]
     );
 }
+
+// ----- issue 11: hostile input is bounded ---------------------------------------------------
+
+#[tokio::test]
+async fn junk_path_segments_never_become_metric_labels() {
+    let (_mock, app) = upstream_app().await;
+    let partner = unlimited_partner(&app, "Label Prober", &["claims:status"]).await;
+    let tokens = app.tokens_for(&partner, &["claims:status"]).await;
+    let access = tokens.access_token().secret();
+    for i in 0..20 {
+        let junk = format!("junk{i}{}", "x".repeat(2_000));
+        let status = app
+            .partner_status(access, &format!("/partner/v1/{junk}"))
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+    let metrics = app.metrics().await;
+    assert!(!metrics.contains("junk"), "a path segment became a label");
+    assert!(metrics.len() < 64 * 1024, "{} bytes", metrics.len());
+    assert!(
+        metrics.contains("resource=\"other\",outcome=\"not_found\"} 20"),
+        "{metrics}"
+    );
+    // What is stored of the caller's segment is bounded too.
+    for record in log_of(&app).await {
+        assert!(record.record.resource.chars().count() <= 64);
+    }
+}
+
+#[tokio::test]
+async fn calls_without_a_valid_token_are_limited_per_address_and_not_logged_past_the_limit() {
+    // The default burst (20), refilled too slowly to matter while the test runs.
+    let (mock, app) = upstream_app_with(|s| s.rate_limits.unauthenticated_per_second = 0.01).await;
+    forbid_upstream(&mock).await;
+    let mut statuses = Vec::new();
+    for i in 0..30 {
+        // A forged X-Forwarded-For per call: from an untrusted peer it counts for nothing.
+        let forged = format!("198.51.100.{i}");
+        let response = get_with(
+            &app,
+            "/partner/v1/claims/C-1001",
+            &[
+                ("authorization", "Bearer not-a-token"),
+                ("x-forwarded-for", &forged),
+            ],
+        )
+        .await;
+        if response.status() == StatusCode::TOO_MANY_REQUESTS {
+            assert!(response.headers().contains_key("retry-after"));
+        }
+        statuses.push(response.status().as_u16());
+    }
+    let unauthorized = statuses.iter().filter(|s| **s == 401).count();
+    let limited = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!((unauthorized, limited), (20, 10), "{statuses:?}");
+    assert_eq!(
+        log_of(&app).await.len(),
+        20,
+        "refusals past the limit are not logged"
+    );
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains("keyhole_unauthenticated_refusals_total{surface=\"partner\"} 10"),
+        "{metrics}"
+    );
+    mock.verify().await;
+}
+
+#[tokio::test]
+async fn a_valid_token_is_never_held_to_the_unauthenticated_limit() {
+    let (mock, app) = upstream_app().await;
+    serve_item(&mock, "C-1001", alice_claim("C-1001"), 40).await;
+    let partner = unlimited_partner(&app, "Busy Partner", &["claims:status"]).await;
+    let tokens = app.tokens_for(&partner, &["claims:status"]).await;
+    for _ in 0..40 {
+        assert_eq!(
+            app.partner_status(tokens.access_token().secret(), "/partner/v1/claims/C-1001")
+                .await,
+            StatusCode::OK
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_upstream_item_that_is_not_an_object_is_a_bad_gateway_not_a_missing_record() {
+    let (mock, app) = upstream_app().await;
+    serve_item(&mock, "C-1001", json!(["C-1001", "CU-1001"]), 1).await;
+    serve_item(&mock, "C-1002", json!("in_repair"), 1).await;
+    let tokens = app.tokens(&["claims:status"]).await;
+    let access = tokens.access_token().secret();
+    for id in ["C-1001", "C-1002"] {
+        let status = app
+            .partner_status(access, &format!("/partner/v1/claims/{id}"))
+            .await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY, "{id}");
+        let record = last_record(&app).await.record;
+        assert_eq!(record.outcome, Outcome::UpstreamError, "{id}");
+    }
+}
+
+#[tokio::test]
+async fn a_database_outage_is_logged_as_unavailable_not_as_the_partners_denial() {
+    let (mock, app) = upstream_app().await;
+    forbid_upstream(&mock).await;
+    let tokens = app.tokens(&["claims:status"]).await;
+    let db = sea_orm::Database::connect(&app.app.settings.database_url)
+        .await
+        .unwrap();
+    // The grant's facts are read from the database on the first call: make that fail.
+    db.execute_unprepared("ALTER TABLE grants RENAME TO grants_away")
+        .await
+        .unwrap();
+    let status = app
+        .partner_status(tokens.access_token().secret(), "/partner/v1/claims/C-1001")
+        .await;
+    db.execute_unprepared("ALTER TABLE grants_away RENAME TO grants")
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let record = last_record(&app).await.record;
+    assert_eq!(record.outcome, Outcome::Unavailable);
+    assert_eq!(record.status, 503);
+    mock.verify().await;
+}

@@ -496,3 +496,103 @@ async fn token_refresh_with_the_refresh_token_of_another_client_is_refused() {
         true
     );
 }
+
+// ----- issue 11: codes are checked before they are spent -----------------------------------
+
+async fn exchange_raw(
+    app: &TestApp,
+    partner: &Partner,
+    code: &str,
+    verifier: &str,
+) -> reqwest::Response {
+    http()
+        .post(app.url("/oauth/token"))
+        .basic_auth(&partner.client_id, Some(&partner.client_secret))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", app.partner.redirect_uri.as_str()),
+            ("code_verifier", verifier),
+        ])
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_wrong_code_verifier_does_not_burn_the_code() {
+    let app = spawn_app().await;
+    let authorized = app
+        .authorize_as(ALICE, &["claims:status"], &["claims:status"])
+        .await;
+    let wrong = exchange_raw(&app, &app.partner, &authorized.code, &"x".repeat(43)).await;
+    assert_eq!(
+        error_of(wrong).await,
+        (StatusCode::BAD_REQUEST, "invalid_grant".into())
+    );
+    let right = exchange_raw(
+        &app,
+        &app.partner,
+        &authorized.code,
+        authorized.verifier.secret(),
+    )
+    .await;
+    assert_eq!(right.status(), StatusCode::OK);
+    let body: Value = right.json().await.unwrap();
+    let access = body["access_token"].as_str().unwrap();
+    assert_eq!(app.introspect(access).await["active"], true);
+}
+
+#[tokio::test]
+async fn another_clients_replay_of_a_spent_code_does_not_revoke_the_grant() {
+    let app = spawn_app().await;
+    let other = app.add_partner("Fix Point", &["claims:status"]).await;
+    let authorized = app
+        .authorize_as(ALICE, &["claims:status"], &["claims:status"])
+        .await;
+    let verifier = authorized.verifier.secret().clone();
+    let first = exchange_raw(&app, &app.partner, &authorized.code, &verifier).await;
+    assert_eq!(first.status(), StatusCode::OK);
+    let body: Value = first.json().await.unwrap();
+    let access = body["access_token"].as_str().unwrap().to_owned();
+    let replay = exchange_raw(&app, &other, &authorized.code, &verifier).await;
+    assert_eq!(
+        error_of(replay).await,
+        (StatusCode::BAD_REQUEST, "invalid_grant".into())
+    );
+    assert_eq!(
+        app.introspect(&access).await["active"],
+        true,
+        "another client cannot end Alice's grant"
+    );
+}
+
+#[tokio::test]
+async fn a_code_survives_a_database_failure_during_its_exchange() {
+    use sea_orm::ConnectionTrait;
+    let app = spawn_app().await;
+    let authorized = app
+        .authorize_as(ALICE, &["claims:status"], &["claims:status"])
+        .await;
+    let verifier = authorized.verifier.secret().clone();
+    let db = sea_orm::Database::connect(&app.app.settings.database_url)
+        .await
+        .unwrap();
+    // Storing the refresh token fails: nothing is issued.
+    db.execute_unprepared("ALTER TABLE refresh_tokens RENAME TO refresh_tokens_away")
+        .await
+        .unwrap();
+    let failed = exchange_raw(&app, &app.partner, &authorized.code, &verifier).await;
+    db.execute_unprepared("ALTER TABLE refresh_tokens_away RENAME TO refresh_tokens")
+        .await
+        .unwrap();
+    assert!(failed.status().is_server_error(), "{}", failed.status());
+    // The retry is a first use, not a replay that revokes the grant.
+    let retry = exchange_raw(&app, &app.partner, &authorized.code, &verifier).await;
+    assert_eq!(retry.status(), StatusCode::OK);
+    let body: Value = retry.json().await.unwrap();
+    assert_eq!(
+        app.introspect(body["access_token"].as_str().unwrap()).await["active"],
+        true
+    );
+}

@@ -3,8 +3,8 @@
 
 use super::session::{self, ActiveSession};
 use crate::app::App;
-use crate::http::csv::CsvWriter;
 use crate::error::PageError;
+use crate::http::csv::CsvWriter;
 use crate::http::pages::{page, render, see_other};
 use crate::oauth::grants;
 use crate::portal;
@@ -132,7 +132,9 @@ pub async fn export_csv(app: web::Data<App>, req: HttpRequest) -> Result<HttpRes
         .row(portal::ExportRow::HEADER)
         .map_err(anyhow::Error::from)?;
     for row in &rows {
-        writer.row(row.cells().iter().map(String::as_str)).map_err(anyhow::Error::from)?;
+        writer
+            .row(row.cells().iter().map(String::as_str))
+            .map_err(anyhow::Error::from)?;
     }
     let body = writer.into_bytes().map_err(anyhow::Error::from)?;
     Ok(download(
