@@ -96,12 +96,48 @@ fn bench(c: &mut Criterion) {
         partner_burst: 1_000_000,
         grant_per_second: 1e9,
         grant_burst: 1_000_000,
+        ..RateLimits::default()
     });
     let client = ClientId::parse("fone-shop").expect("id");
     let grant = GrantId::random();
     let rates = PartnerRates::default();
     c.bench_function("rate_limit_check (grant + partner)", |b| {
         b.iter(|| limiter.check(&client, grant, black_box(&rates)))
+    });
+
+    // Issue 11: what every request pays to learn its source address, and what a call without
+    // a valid token pays for the per-address limit (in-process state; on Redis it is one
+    // round trip, like the partner path's shared limits).
+    let headers = {
+        let mut h = actix_web::http::header::HeaderMap::new();
+        h.insert(
+            actix_web::http::header::HeaderName::from_static("x-forwarded-for"),
+            actix_web::http::header::HeaderValue::from_static("198.51.100.7, 10.0.0.1"),
+        );
+        h
+    };
+    let peer: std::net::IpAddr = "10.0.0.2".parse().expect("ip");
+    c.bench_function("source_address (untrusted peer)", |b| {
+        b.iter(|| keyhole::http::source::resolve(Some(black_box(peer)), &headers, &[]))
+    });
+    let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().expect("net")];
+    c.bench_function("source_address (trusted proxy, X-Forwarded-For)", |b| {
+        b.iter(|| keyhole::http::source::resolve(Some(black_box(peer)), &headers, &trusted))
+    });
+    let state = keyhole::state::SharedState::in_memory();
+    let open = RateLimits {
+        unauthenticated_per_second: 1e9,
+        unauthenticated_burst: 1_000_000,
+        ..RateLimits::default()
+    };
+    c.bench_function("unauthenticated_limit (in-process state)", |b| {
+        b.iter(|| {
+            rt.block_on(keyhole::unauthenticated::admit(
+                &state,
+                &open,
+                Some(black_box(peer)),
+            ))
+        })
     });
 }
 

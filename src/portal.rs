@@ -294,25 +294,28 @@ impl SignInLimits {
         crate::secrets::token_hash(&email.trim().to_lowercase())
     }
 
-    /// False when the account or the address has used up its failures.
-    pub async fn allow(
+    /// Counts this attempt first, then answers whether it may go on: false when the account
+    /// or the address is past its failures. Counting before the password check means parallel
+    /// guesses cannot all pass one check.
+    pub async fn attempt(
         state: &SharedState,
         email: &str,
         source: Option<IpAddr>,
     ) -> Result<bool, StateError> {
         let (account, address) = state
-            .sign_in_failures(&Self::account(email), source)
+            .count_sign_in_attempt(&Self::account(email), source, Self::WINDOW)
             .await?;
-        Ok(account < Self::PER_ACCOUNT && address < Self::PER_ADDRESS)
+        Ok(account <= Self::PER_ACCOUNT && address <= Self::PER_ADDRESS)
     }
 
-    pub async fn failed(
+    /// The attempt succeeded: it does not count.
+    pub async fn succeeded(
         state: &SharedState,
         email: &str,
         source: Option<IpAddr>,
     ) -> Result<(), StateError> {
         state
-            .record_sign_in_failure(&Self::account(email), source, Self::WINDOW)
+            .forgive_sign_in_attempt(&Self::account(email), source)
             .await
     }
 }

@@ -95,7 +95,7 @@ pub async fn gate(
             .unwrap_or_default(),
         token_id: who.map(|w| w.token_id.clone()),
         token_name: who.map(|w| w.name.clone()),
-        method: req.method().to_string(),
+        method: bounded(req.method().as_str()),
         path: bounded(req.path()),
         query_sha256: (!query.is_empty()).then(|| crate::secrets::token_hash(query)),
         status: 0,

@@ -17,7 +17,9 @@ const MAX_HOPS: usize = 16;
 
 pub fn resolve(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpNet]) -> Option<IpAddr> {
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
-    let mut source = peer?;
+    // An IPv4 client of a dual-stack listener arrives as `::ffff:a.b.c.d`: compare and keep
+    // it as the IPv4 address it is, or `trusted_proxies` of IPv4 nets would never match.
+    let mut source = peer?.to_canonical();
     if !is_trusted(&source) {
         return Some(source);
     }
@@ -30,7 +32,7 @@ pub fn resolve(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpNet]) -> 
     for hop in hops.iter().rev().take(MAX_HOPS) {
         // A hop that is not an address ends the walk: what lies left of it is unknowable,
         // and the last trusted proxy stands for it (conservative: one shared allowance).
-        let Ok(ip) = hop.trim().parse::<IpAddr>() else {
+        let Ok(ip) = hop.trim().parse::<IpAddr>().map(|ip| ip.to_canonical()) else {
             break;
         };
         source = ip;
@@ -85,6 +87,21 @@ mod tests {
             &trusted,
         );
         assert_eq!(got, Some(ip("198.51.100.7")));
+    }
+
+    #[test]
+    fn an_ipv4_mapped_peer_of_a_trusted_ipv4_net_is_trusted() {
+        let trusted: Vec<IpNet> = vec!["127.0.0.0/8".parse().unwrap()];
+        let got = resolve(
+            Some(ip("::ffff:127.0.0.1")),
+            &headers(&["198.51.100.7"]),
+            &trusted,
+        );
+        assert_eq!(got, Some(ip("198.51.100.7")));
+        assert_eq!(
+            resolve(Some(ip("::ffff:192.0.2.1")), &headers(&[]), &[]),
+            Some(ip("192.0.2.1"))
+        );
     }
 
     #[test]

@@ -163,11 +163,8 @@ async fn refresh(app: &App, partner: &Partner, form: &Form) -> Result<TokenRespo
         }
         None => grant.scopes.clone(),
     };
-    let record = match app
-        .store
-        .spend_refresh_token(&presented, app.clock.now())
-        .await?
-    {
+    let spent_at = app.clock.now();
+    let record = match app.store.spend_refresh_token(&presented, spent_at).await? {
         RefreshOutcome::Spent(record) => record,
         RefreshOutcome::AlreadySpent(record) => {
             // A spent token came back: either the partner or a thief holds a copy. Both lose.
@@ -181,7 +178,16 @@ async fn refresh(app: &App, partner: &Partner, form: &Form) -> Result<TokenRespo
             return Err(OAuthError::invalid_grant("the refresh token is invalid"));
         }
     };
-    issue(app, partner, &grant, &scopes, Some(record.id)).await
+    match issue(app, partner, &grant, &scopes, Some(record.id.clone())).await {
+        Ok(tokens) => Ok(tokens),
+        Err(e) => {
+            // Nothing was issued: give the token back, as for codes.
+            if let Err(restore) = app.store.unspend_refresh_token(&record.id, spent_at).await {
+                tracing::warn!(error = %restore, "restoring an unspent refresh token failed");
+            }
+            Err(e)
+        }
+    }
 }
 
 async fn usable_grant(app: &App, id: crate::domain::GrantId) -> Result<Grant, OAuthError> {

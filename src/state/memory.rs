@@ -154,6 +154,19 @@ impl StateBackend for MemoryBackend {
         Ok(count)
     }
 
+    async fn decr_existing(&self, key: &str) -> Result<(), StateError> {
+        let now = Instant::now();
+        let mut entries = self.entries.lock();
+        if let Some(entry) = entries.get_mut(key).filter(|entry| Self::live(entry, now))
+            && let Some(count) = std::str::from_utf8(&entry.0)
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+        {
+            entry.0 = count.saturating_sub(1).to_string().into_bytes();
+        }
+        Ok(())
+    }
+
     /// GCRA, as the Redis backend's script does it: every limit is checked before any is
     /// spent; each cell holds its theoretical arrival time.
     async fn rate_limit(&self, checks: &[RateCheck]) -> Result<RateOutcome, StateError> {

@@ -61,6 +61,8 @@ pub trait StateBackend: Send + Sync + 'static {
     fn shares_limits(&self) -> bool;
     /// Adds one to a counter and (re)sets its time to live; returns the new count.
     async fn incr(&self, key: &str, ttl: Duration) -> Result<u64, StateError>;
+    /// Takes one off a counter that exists (never below zero, never creating it).
+    async fn decr_existing(&self, key: &str) -> Result<(), StateError>;
 }
 
 /// One GCRA limit: one call per `interval`, `burst` at once.
@@ -280,46 +282,42 @@ impl SharedState {
         self.backend.rate_limit(std::slice::from_ref(&check)).await
     }
 
-    /// Failed sign-ins so far for this account and this address (in that order).
-    pub async fn sign_in_failures(
-        &self,
-        account: &str,
-        source: Option<IpAddr>,
-    ) -> Result<(u64, u64), StateError> {
-        let keys = [
-            self.key("signin:account", account),
-            self.key("signin:addr", &source.map(source_key).unwrap_or_default()),
-        ];
-        let values = self.backend.get_many(&keys).await?;
-        let count = |v: Option<&Option<Vec<u8>>>| {
-            v.and_then(Option::as_ref)
-                .and_then(|b| std::str::from_utf8(b).ok())
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0)
-        };
-        let account_failures = count(values.first());
-        let address_failures = if source.is_some() {
-            count(values.get(1))
-        } else {
-            0
-        };
-        Ok((account_failures, address_failures))
-    }
-
-    /// Counts one failed sign-in against the account and the address; each count lives
-    /// `window` after its latest failure.
-    pub async fn record_sign_in_failure(
+    /// Counts a sign-in attempt against the account and the address before the password is
+    /// checked (so parallel guesses cannot all pass one check); returns both counts. Each
+    /// count lives `window` after its latest attempt.
+    pub async fn count_sign_in_attempt(
         &self,
         account: &str,
         source: Option<IpAddr>,
         window: Duration,
+    ) -> Result<(u64, u64), StateError> {
+        let by_account = self
+            .backend
+            .incr(&self.key("signin:account", account), window)
+            .await?;
+        let by_address = match source {
+            Some(source) => {
+                self.backend
+                    .incr(&self.key("signin:addr", &source_key(source)), window)
+                    .await?
+            }
+            None => 0,
+        };
+        Ok((by_account, by_address))
+    }
+
+    /// Takes back a counted attempt that succeeded: only failures count.
+    pub async fn forgive_sign_in_attempt(
+        &self,
+        account: &str,
+        source: Option<IpAddr>,
     ) -> Result<(), StateError> {
         self.backend
-            .incr(&self.key("signin:account", account), window)
+            .decr_existing(&self.key("signin:account", account))
             .await?;
         if let Some(source) = source {
             self.backend
-                .incr(&self.key("signin:addr", &source_key(source)), window)
+                .decr_existing(&self.key("signin:addr", &source_key(source)))
                 .await?;
         }
         Ok(())

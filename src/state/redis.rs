@@ -51,10 +51,19 @@ end
 return out
 ";
 
+/// Takes one off a counter that exists and is above zero; an expired counter stays gone
+/// (a plain DECR would bring it back without a time to live).
+const DECR_EXISTING: &str = r"
+local n = tonumber(redis.call('GET', KEYS[1]) or '0')
+if n > 0 then redis.call('DECR', KEYS[1]) end
+return 0
+";
+
 pub struct RedisBackend {
     connections: Vec<ConnectionManager>,
     next: AtomicUsize,
     replace_existing: redis::Script,
+    decr_existing: redis::Script,
     gcra: redis::Script,
 }
 
@@ -88,6 +97,7 @@ impl RedisBackend {
             connections,
             next: AtomicUsize::new(0),
             replace_existing: redis::Script::new(REPLACE_EXISTING),
+            decr_existing: redis::Script::new(DECR_EXISTING),
             gcra: redis::Script::new(GCRA),
         })
     }
@@ -196,6 +206,15 @@ impl StateBackend for RedisBackend {
             .await
             .map_err(unavailable)?;
         Ok(count)
+    }
+
+    async fn decr_existing(&self, key: &str) -> Result<(), StateError> {
+        self.decr_existing
+            .key(key)
+            .invoke_async::<i64>(&mut self.connection())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
     }
 
     async fn rate_limit(&self, checks: &[RateCheck]) -> Result<RateOutcome, StateError> {

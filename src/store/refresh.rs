@@ -101,4 +101,25 @@ impl Store {
             Ok(RefreshOutcome::AlreadySpent(record))
         }
     }
+
+    /// Gives a spent refresh token back when nothing was issued for it (the next one could not
+    /// be stored): the partner's retry must be a first use, not a reuse that revokes the grant.
+    /// Only the spend made at `spent_at` is undone.
+    pub async fn unspend_refresh_token(
+        &self,
+        id: &str,
+        spent_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        refresh_tokens::Entity::update_many()
+            .col_expr(
+                refresh_tokens::Column::UsedAt,
+                Expr::value(Option::<DateTime<Utc>>::None),
+            )
+            .filter(refresh_tokens::Column::Id.eq(id))
+            .filter(refresh_tokens::Column::UsedAt.eq(spent_at))
+            .filter(refresh_tokens::Column::RevokedAt.is_null())
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
 }

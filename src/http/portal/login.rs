@@ -99,7 +99,7 @@ pub async fn submit(
     }
     let next = safe_next(form.next.as_deref()).to_owned();
     let source = source_addr(&req);
-    if !SignInLimits::allow(&app.state, &form.email, source)
+    if !SignInLimits::attempt(&app.state, &form.email, source)
         .await
         .map_err(Internal::from)?
     {
@@ -126,9 +126,6 @@ pub async fn submit(
         .await
         .map_err(anyhow::Error::from)?;
     let Some(customer) = customer.filter(|_| matches) else {
-        SignInLimits::failed(&app.state, &form.email, source)
-            .await
-            .map_err(Internal::from)?;
         // Never the password, and not the e-mail either: only that a sign-in failed.
         tracing::warn!(client_ip = ?source, "customer sign-in failed");
         return login_page(
@@ -139,6 +136,9 @@ pub async fn submit(
             Some("That e-mail address and password do not match. Please try again."),
         );
     };
+    SignInLimits::succeeded(&app.state, &form.email, source)
+        .await
+        .map_err(Internal::from)?;
     if let Some(old) = session::current(&app, &req).await? {
         app.state.delete_session(&old.hash).await?;
     }
