@@ -1336,6 +1336,12 @@ async fn checkpoints_are_signed_with_a_key_that_is_not_in_the_database() {
         !token_kids.contains(&checkpoint.kid),
         "signed with a token key: {checkpoint:?}"
     );
+    // It is the key of the app's own key file, which only its owner can read.
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(checkpoint.kid, app.app.checkpoint_key.kid());
+    let file = &app.app.settings.access_log.checkpoint_key_file;
+    let mode = std::fs::metadata(file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
 }
 
 #[tokio::test]
