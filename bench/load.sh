@@ -25,6 +25,9 @@ export KEYHOLE_DATABASE_URL=${KH_BENCH_DB:-"sqlite://$work/bench.db?mode=rwc"}
 [ -n "${KH_BENCH_REDIS:-}" ] && export KEYHOLE_REDIS_URL=$KH_BENCH_REDIS
 export KEYHOLE_LISTEN="127.0.0.1:$port" KEYHOLE_PUBLIC_URL="$base"
 export KEYHOLE_UPSTREAM__BASE_URL="http://127.0.0.1:18081"
+# The checkpoint key goes with the throwaway data, not into the working directory; both
+# instances share it, as every instance of one deployment must.
+export KEYHOLE_ACCESS_LOG__CHECKPOINT_KEY_FILE="$work/checkpoint.key"
 export RUST_LOG=${RUST_LOG:-warn}
 # One HTTP worker: on this 2-core machine wrk and the nginx upstream take the other core, and a
 # second worker only adds context switches (measured: 25 % more CPU per call).

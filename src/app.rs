@@ -1,7 +1,7 @@
 //! Everything a request may need, built once at start and shared by reference. No statics:
 //! a test can run many apps in one process.
 
-use crate::access_log::AccessLog;
+use crate::access_log::{AccessLog, CheckpointKey};
 use crate::clock::SharedClock;
 use crate::config::Settings;
 use crate::domain::Catalog;
@@ -22,6 +22,8 @@ pub struct App {
     pub clock: SharedClock,
     pub metrics: Arc<Metrics>,
     pub access_log: AccessLog,
+    /// Signs the log's checkpoints; held in a file, never in the database.
+    pub checkpoint_key: Arc<CheckpointKey>,
     pub proxy: ProxyCaches,
 }
 

@@ -112,6 +112,21 @@ pub enum CustomerCommand {
 pub enum AdminCommand {
     #[command(subcommand)]
     Token(AdminTokenCommand),
+    /// The record of every admin call.
+    #[command(subcommand)]
+    Audit(AdminAuditCommand),
+}
+
+#[derive(Subcommand)]
+pub enum AdminAuditCommand {
+    /// Remove admin-call records older than DATE (at most now minus
+    /// `access_log.audit_retention_days`, by default `access_log.retention_days`).
+    Prune {
+        #[arg(long)]
+        before: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -148,8 +163,9 @@ pub fn parse_instant(s: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
 
 #[derive(Subcommand)]
 pub enum LogCommand {
-    /// Write records (by time, RFC 3339 or YYYY-MM-DD), their signed checkpoints and the
-    /// public keys to one file that `keyhole log verify` checks without the database.
+    /// Write records (by time, RFC 3339 or YYYY-MM-DD), their signed checkpoints, the
+    /// checkpoint key's public key and an end signed with it to one file that `keyhole log
+    /// verify` checks without the database.
     Export {
         #[arg(long)]
         from: Option<String>,
@@ -159,13 +175,13 @@ pub enum LogCommand {
         #[arg(long, short, default_value = "-")]
         output: PathBuf,
     },
-    /// Check an export offline: the hash chain, every signature, and completeness. Exits 1
-    /// when anything is broken.
+    /// Check an export offline: the hash chain, every signature, and completeness (its signed
+    /// end). Exits 1 when anything is broken or a record is not covered by a signature.
     Verify {
         file: PathBuf,
-        /// A key id (RFC 7638 thumbprint, as in the gateway's JWKS) to trust; repeatable.
-        /// Without one, the keys inside the file are used, which proves the file consistent
-        /// but not who signed it.
+        /// A checkpoint key id (RFC 7638 thumbprint, as `keyhole log checkpoint-key` prints
+        /// it) to trust; repeatable. Without one, the key inside the file is used, which
+        /// proves the file consistent but not who signed it.
         #[arg(long = "trust-kid")]
         trust_kids: Vec<String>,
         #[arg(long)]
@@ -176,6 +192,12 @@ pub enum LogCommand {
     Prune {
         #[arg(long)]
         before: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the public key (JWK and kid) of the checkpoint key, for pinning with `log verify
+    /// --trust-kid`; creates the key file (mode 0600) if it does not exist yet.
+    CheckpointKey {
         #[arg(long)]
         json: bool,
     },
@@ -379,6 +401,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 format!("admin token {id} revoked"),
             );
         }
+        Command::Admin(AdminCommand::Audit(AdminAuditCommand::Prune { before, json })) => {
+            let before = parse_instant(&before)?;
+            let store = Store::connect(&settings.database_url).await?;
+            let removed = crate::access_log::prune::prune_audit(
+                &store,
+                before,
+                SystemClock.now(),
+                settings.access_log.audit_retention_days(),
+            )
+            .await?;
+            print(
+                json,
+                json!({ "removed": removed }),
+                format!("removed {removed} admin-call records from before {before}"),
+            );
+        }
         Command::Log(command) => run_log(&settings, command).await?,
         Command::Keys(KeysCommand::Rotate { json }) => {
             let store = Store::connect(&settings.database_url).await?;
@@ -400,20 +438,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn run_log(settings: &Settings, command: LogCommand) -> anyhow::Result<()> {
-    use crate::access_log::{export, prune};
+    use crate::access_log::{CheckpointKey, export, prune};
+    let key_file = &settings.access_log.checkpoint_key_file;
     match command {
         LogCommand::Export { from, to, output } => {
             let from = from.as_deref().map(parse_instant).transpose()?;
             let to = to.as_deref().map(parse_instant).transpose()?;
+            // Only the gateway's own key may sign an export's end: never one made up here.
+            let key = CheckpointKey::load(key_file)?;
             let store = Store::connect(&settings.database_url).await?;
+            let issuer = settings.issuer();
             let summary = if output.as_os_str() == "-" {
                 let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-                export::export(&store, from, to, SystemClock.now(), &mut out).await?
+                export::export(&store, &key, &issuer, from, to, SystemClock.now(), &mut out).await?
             } else {
                 let file = std::fs::File::create(&output)
                     .with_context(|| format!("creating {}", output.display()))?;
                 let mut out = std::io::BufWriter::new(file);
-                let summary = export::export(&store, from, to, SystemClock.now(), &mut out).await?;
+                let summary =
+                    export::export(&store, &key, &issuer, from, to, SystemClock.now(), &mut out)
+                        .await?;
                 println!("{}", serde_json::to_string(&summary)?);
                 summary
             };
@@ -429,25 +473,22 @@ async fn run_log(settings: &Settings, command: LogCommand) -> anyhow::Result<()>
             let trusted = (!trust_kids.is_empty()).then_some(trust_kids.as_slice());
             let report = export::verify_file(std::io::BufReader::new(input), trusted)?;
             let chain = &report.chain;
-            // Nothing vouches for records no signature covers.
-            let unsigned = chain.records > 0 && chain.signed_through.is_none();
+            // Nothing vouches for records no signature covers (the signed end covers them all
+            // in a file that verifies; this stays as a second guard).
+            let unsigned = chain.unsigned_tail > 0;
             let human = match &chain.first_broken {
                 None if unsigned => format!(
-                    "UNSIGNED: {} records chain correctly, but no signed checkpoint covers them",
-                    chain.records
+                    "UNSIGNED: {} of {} records are covered by no signature",
+                    chain.unsigned_tail, chain.records
                 ),
                 None => format!(
-                    "OK: {} records; signed through record {} by {}; {} after the last checkpoint{}",
+                    "OK: {} records, all signed by {}{}",
                     chain.records,
-                    chain
-                        .signed_through
-                        .map_or("none".into(), |id| id.to_string()),
                     report.keys.join(", "),
-                    chain.unsigned_tail,
                     if report.keys_pinned {
                         ""
                     } else {
-                        "\n(keys taken from the file itself: pass --trust-kid with the gateway's key ids to prove who signed)"
+                        "\n(key taken from the file itself: pass --trust-kid with the kid `keyhole log checkpoint-key` prints to prove who signed)"
                     }
                 ),
                 Some(link) => format!(
@@ -475,6 +516,27 @@ async fn run_log(settings: &Settings, command: LogCommand) -> anyhow::Result<()>
                 None => "nothing to remove: no signed checkpoint lies before that date".to_owned(),
             };
             print(json, serde_json::to_value(&report)?, human);
+        }
+        LogCommand::CheckpointKey { json } => {
+            let (key, created) = CheckpointKey::load_or_create(key_file)?;
+            let path = key_file.display();
+            print(
+                json,
+                json!({
+                    "kid": key.kid(),
+                    "jwk": key.public_jwk(),
+                    "file": path.to_string(),
+                    "created": created,
+                }),
+                format!(
+                    "checkpoint key {}{}\nkid: {}\npublic JWK: {}\n(pin it: keyhole log verify FILE --trust-kid {})",
+                    path,
+                    if created { " (created now)" } else { "" },
+                    key.kid(),
+                    key.public_jwk(),
+                    key.kid()
+                ),
+            );
         }
     }
     Ok(())

@@ -7,7 +7,7 @@ use figment::providers::{Env, Format, Toml};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use url::Url;
 
 /// The most an access token may live: long enough to poll, short enough that a stolen one dies
@@ -150,7 +150,7 @@ impl Default for SessionSettings {
 }
 
 /// Signed checkpoints of the access log's hash chain, and how long records are kept.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AccessLogSettings {
     /// The head of the chain is signed at least every this many records…
@@ -161,6 +161,15 @@ pub struct AccessLogSettings {
     /// `keyhole log prune` refuses to remove records younger than this. The default is the
     /// seven years the insurer's privacy statement names for statutory records.
     pub retention_days: u32,
+    /// The Ed25519 key that signs checkpoints and exports, in a file of its own (PKCS#8 PEM,
+    /// mode 0600, created on first start): kept out of the database, so that whoever can
+    /// rewrite the database cannot re-sign what they rewrote. Relative paths start from the
+    /// working directory, as the default SQLite database does.
+    pub checkpoint_key_file: PathBuf,
+    /// `keyhole admin audit prune` refuses to remove admin-call records younger than this;
+    /// absent, the access log's `retention_days`, since the audit trail is the record of who
+    /// read that log.
+    pub audit_retention_days: Option<u32>,
 }
 
 impl Default for AccessLogSettings {
@@ -169,11 +178,17 @@ impl Default for AccessLogSettings {
             checkpoint_every: 1000,
             checkpoint_interval_seconds: 60,
             retention_days: 2557,
+            checkpoint_key_file: PathBuf::from("keyhole-checkpoint.key"),
+            audit_retention_days: None,
         }
     }
 }
 
 impl AccessLogSettings {
+    pub fn audit_retention_days(&self) -> u32 {
+        self.audit_retention_days.unwrap_or(self.retention_days)
+    }
+
     /// The latest time a checkpoint anchoring a pruned log may have been signed: records go
     /// only once older than the retention period, and their checkpoint followed them within
     /// the checkpoint interval (a day of slack on top).
@@ -394,6 +409,15 @@ impl Settings {
         if !(1..=36_500).contains(&log.retention_days) {
             return invalid("access_log.retention_days", "must be between 1 and 36500");
         }
+        if !(1..=36_500).contains(&log.audit_retention_days()) {
+            return invalid(
+                "access_log.audit_retention_days",
+                "must be between 1 and 36500",
+            );
+        }
+        if log.checkpoint_key_file.as_os_str().is_empty() {
+            return invalid("access_log.checkpoint_key_file", "must name a file");
+        }
         let alerts = &self.alerts;
         if !(1..=525_600).contains(&alerts.window_minutes)
             || !(1..=3650).contains(&alerts.baseline_days)
@@ -524,6 +548,24 @@ mod tests {
             let s = Settings::from_figment(figment).map_err(|e| e.to_string())?;
             assert_eq!(s.upstream.base_url.as_str(), "http://127.0.0.1:9999/");
             assert_eq!(s.grant_lifetime_days, 30);
+            assert_eq!(
+                s.access_log.audit_retention_days(),
+                2557,
+                "the log's by default"
+            );
+            jail.set_env(
+                "KEYHOLE_ACCESS_LOG__CHECKPOINT_KEY_FILE",
+                "/etc/keyhole/ck.key",
+            );
+            jail.set_env("KEYHOLE_ACCESS_LOG__AUDIT_RETENTION_DAYS", "400");
+            let figment = Figment::from(Serialized::defaults(Settings::default()))
+                .merge(Env::prefixed("KEYHOLE_").split("__"));
+            let s = Settings::from_figment(figment).map_err(|e| e.to_string())?;
+            assert_eq!(
+                s.access_log.checkpoint_key_file,
+                PathBuf::from("/etc/keyhole/ck.key")
+            );
+            assert_eq!(s.access_log.audit_retention_days(), 400);
             Ok(())
         });
     }

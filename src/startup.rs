@@ -1,7 +1,7 @@
 //! Builds the application: binds its own listener (so tests ask for port 0), wires the state,
 //! and returns a server that runs until SIGTERM or SIGINT, then drains in-flight requests.
 
-use crate::access_log::AccessLog;
+use crate::access_log::{AccessLog, CheckpointKey};
 use crate::app::App;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Settings;
@@ -55,6 +55,17 @@ impl Application {
     pub async fn build(settings: Settings, options: Options) -> anyhow::Result<Self> {
         settings.validate()?;
         let catalog = settings.catalog()?;
+        // Before anything else is touched: a key file others can read refuses the start.
+        let key_file = &settings.access_log.checkpoint_key_file;
+        let (checkpoint_key, created) = CheckpointKey::load_or_create(key_file)
+            .context("loading the access log's checkpoint key")?;
+        if created {
+            tracing::info!(
+                path = %key_file.display(),
+                kid = checkpoint_key.kid(),
+                "created the access log's checkpoint key; pin its kid (keyhole log checkpoint-key)"
+            );
+        }
         let store = Store::connect(&settings.database_url)
             .await
             .context("connecting to the database")?;
@@ -97,6 +108,7 @@ impl Application {
         let proxy = ProxyCaches::new(settings.rate_limits);
         let app = web::Data::new(App {
             access_log,
+            checkpoint_key: Arc::new(checkpoint_key),
             proxy,
             settings,
             catalog,
@@ -108,13 +120,13 @@ impl Application {
             metrics,
         });
 
-        tokio::spawn(reload_keys(keys.clone()));
+        tokio::spawn(reload_keys(keys));
         tokio::spawn(crate::access_log::checkpoint::run(
             app.store.clone(),
-            keys,
+            app.checkpoint_key.clone(),
             app.issuer(),
             app.clock.clone(),
-            app.settings.access_log,
+            app.settings.access_log.clone(),
             app.access_log.head(),
         ));
         if crate::admin::alerts::any_containment(&app.settings.alerts) {
@@ -211,7 +223,7 @@ impl Application {
         if let Some((id, hash)) = head
             && let Err(e) = crate::access_log::checkpoint::checkpoint(
                 &app.store,
-                &app.keys,
+                &app.checkpoint_key,
                 &app.issuer(),
                 &app.clock,
                 id,

@@ -1,15 +1,17 @@
 //! Signed checkpoints: every N records (and after a quiet interval) the chain's head hash is
-//! signed with the current token-signing key. A checkpoint makes the records up to it
+//! signed with the checkpoint key, which is kept outside the database (see `key`). A checkpoint makes the records up to it
 //! tamper-evident to anyone holding the public key — without database access — and it is
 //! what detects the deletion of the newest records, which the chain alone cannot.
 
+use super::key::{CheckpointKey, CheckpointKeyError};
 use crate::clock::SharedClock;
 use crate::config::AccessLogSettings;
-use crate::store::{Store, StoredCheckpoint, StoredKey};
-use crate::tokens::{KeyError, KeyRing, thumbprint};
+use crate::store::{Store, StoredCheckpoint};
+use crate::tokens::thumbprint;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,19 +33,19 @@ struct CheckpointClaims {
 pub type Head = Option<(i64, String)>;
 
 pub fn sign(
-    keys: &KeyRing,
+    key: &CheckpointKey,
     issuer: &str,
     record_id: i64,
     hash: &str,
     now: chrono::DateTime<chrono::Utc>,
-) -> Result<StoredCheckpoint, KeyError> {
+) -> Result<StoredCheckpoint, CheckpointKeyError> {
     let claims = CheckpointClaims {
         iss: issuer.to_owned(),
         record_id,
         hash: hash.to_owned(),
         iat: now.timestamp(),
     };
-    let (kid, signature) = keys.sign_jws(CHECKPOINT_TYP, &claims)?;
+    let (kid, signature) = key.sign_jws(CHECKPOINT_TYP, &claims)?;
     Ok(StoredCheckpoint {
         record_id,
         hash: hash.to_owned(),
@@ -58,13 +60,9 @@ pub fn sign(
 pub struct PublicKeys(HashMap<String, DecodingKey>);
 
 impl PublicKeys {
-    pub fn from_stored(keys: &[StoredKey]) -> Result<Self, String> {
-        let mut map = HashMap::new();
-        for key in keys {
-            let x = URL_SAFE_NO_PAD.encode(&key.public_key);
-            map.insert(key.kid.clone(), decoding(&key.kid, &x)?);
-        }
-        Ok(Self(map))
+    /// One key, already known to be the key its `kid` names.
+    pub(super) fn single(kid: &str, key: DecodingKey) -> Self {
+        Self(HashMap::from([(kid.to_owned(), key)]))
     }
 
     /// From JWKs (RFC 8037 `OKP`/`Ed25519`), as an export carries them. A key whose `kid` is
@@ -100,29 +98,40 @@ impl PublicKeys {
         kids
     }
 
-    /// Whether the checkpoint's signature is valid and signs exactly its record id and hash;
-    /// returns the signed time (seconds since the epoch).
-    pub fn verify(&self, checkpoint: &StoredCheckpoint) -> Result<i64, String> {
-        let header = jsonwebtoken::decode_header(&checkpoint.signature)
+    /// The claims of a compact JWS of type `typ` signed by the key `kid`, if that key is one
+    /// of these and the signature verifies.
+    pub fn verify_jws<T: DeserializeOwned>(
+        &self,
+        typ: &str,
+        kid: &str,
+        jws: &str,
+    ) -> Result<T, String> {
+        let header = jsonwebtoken::decode_header(jws)
             .map_err(|e| format!("the signature is malformed: {e}"))?;
-        if header.typ.as_deref() != Some(CHECKPOINT_TYP) {
-            return Err("the signature is not a checkpoint".into());
+        if header.typ.as_deref() != Some(typ) {
+            return Err(format!("the signature is not a {typ}"));
         }
-        if header.kid.as_deref() != Some(checkpoint.kid.as_str()) {
+        if header.kid.as_deref() != Some(kid) {
             return Err("the signature names another key".into());
         }
         let key = self
             .0
-            .get(&checkpoint.kid)
-            .ok_or_else(|| format!("signing key {} is unknown or not trusted", checkpoint.kid))?;
+            .get(kid)
+            .ok_or_else(|| format!("signing key {kid} is unknown or not trusted"))?;
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.required_spec_claims.clear();
         validation.validate_exp = false;
         validation.validate_aud = false;
-        let claims =
-            jsonwebtoken::decode::<CheckpointClaims>(&checkpoint.signature, key, &validation)
-                .map_err(|e| format!("the signature does not verify: {e}"))?
-                .claims;
+        Ok(jsonwebtoken::decode::<T>(jws, key, &validation)
+            .map_err(|e| format!("the signature does not verify: {e}"))?
+            .claims)
+    }
+
+    /// Whether the checkpoint's signature is valid and signs exactly its record id and hash;
+    /// returns the signed time (seconds since the epoch).
+    pub fn verify(&self, checkpoint: &StoredCheckpoint) -> Result<i64, String> {
+        let claims: CheckpointClaims =
+            self.verify_jws(CHECKPOINT_TYP, &checkpoint.kid, &checkpoint.signature)?;
         if claims.record_id != checkpoint.record_id || claims.hash != checkpoint.hash {
             return Err("the signature covers another record or hash".into());
         }
@@ -130,7 +139,7 @@ impl PublicKeys {
     }
 }
 
-fn decoding(kid: &str, x: &str) -> Result<DecodingKey, String> {
+pub(super) fn decoding(kid: &str, x: &str) -> Result<DecodingKey, String> {
     DecodingKey::from_ed_components(x).map_err(|e| format!("key {kid} is unusable: {e}"))
 }
 
@@ -138,7 +147,7 @@ fn decoding(kid: &str, x: &str) -> Result<DecodingKey, String> {
 /// records were added and `interval` has passed. Runs until the writer stops.
 pub async fn run(
     store: Store,
-    keys: Arc<KeyRing>,
+    key: Arc<CheckpointKey>,
     issuer: String,
     clock: SharedClock,
     settings: AccessLogSettings,
@@ -167,7 +176,7 @@ pub async fn run(
         if id <= last || (id - last < every && signed_at.elapsed() < interval) {
             continue;
         }
-        match checkpoint(&store, &keys, &issuer, &clock, id, &hash).await {
+        match checkpoint(&store, &key, &issuer, &clock, id, &hash).await {
             Ok(()) => {
                 last = id;
                 signed_at = Instant::now();
@@ -181,13 +190,13 @@ pub async fn run(
 /// Signs and stores one checkpoint of the record `id` with hash `hash`.
 pub async fn checkpoint(
     store: &Store,
-    keys: &KeyRing,
+    key: &CheckpointKey,
     issuer: &str,
     clock: &SharedClock,
     id: i64,
     hash: &str,
 ) -> anyhow::Result<()> {
-    let signed = sign(keys, issuer, id, hash, clock.now())?;
+    let signed = sign(key, issuer, id, hash, clock.now())?;
     // A copy outside the database: whoever can rewrite the database cannot rewrite the log
     // stream this line goes to, and the auditor can compare the two.
     tracing::info!(

@@ -5,6 +5,7 @@
 mod chain;
 pub mod checkpoint;
 pub mod export;
+pub mod key;
 pub mod prune;
 pub mod query;
 mod record;
@@ -13,6 +14,7 @@ mod writer;
 
 pub use chain::{GENESIS_HASH, chain_hash, chain_records};
 pub use checkpoint::PublicKeys;
+pub use key::{CheckpointKey, CheckpointKeyError};
 pub use query::{Cursor, LogFilter};
 pub use record::{AccessRecord, ChainedRecord, Outcome};
 pub use verify::{Anchor, BrokenLink, VerifyReport, Walker, verify_chain};

@@ -2,6 +2,10 @@
 //! only up to a signed checkpoint, one checkpoint's span per statement, oldest first: after
 //! every step the first remaining record hangs from a checkpoint that stays, so even a prune
 //! interrupted half-way leaves a log that verifies.
+//!
+//! The admin-call records (`admin_audit`), the record of who read the log, have a retention of
+//! their own (`audit_retention_days`, by default the log's): they are not chained, so they go
+//! in one statement.
 
 use crate::store::Store;
 use chrono::{DateTime, Utc};
@@ -30,12 +34,12 @@ pub enum PruneError {
     Store(#[from] crate::store::StoreError),
 }
 
-pub async fn prune(
-    store: &Store,
+/// Refuses a `before` inside the retention period.
+fn past_retention(
     before: DateTime<Utc>,
     now: DateTime<Utc>,
     retention_days: u32,
-) -> Result<PruneReport, PruneError> {
+) -> Result<(), PruneError> {
     let latest_allowed = now - chrono::Duration::days(i64::from(retention_days));
     if before > latest_allowed {
         return Err(PruneError::WithinRetention {
@@ -43,6 +47,29 @@ pub async fn prune(
             latest_allowed,
         });
     }
+    Ok(())
+}
+
+/// Removes the admin-call records older than `before`; returns how many.
+pub async fn prune_audit(
+    store: &Store,
+    before: DateTime<Utc>,
+    now: DateTime<Utc>,
+    retention_days: u32,
+) -> Result<u64, PruneError> {
+    past_retention(before, now, retention_days)?;
+    let removed = store.delete_admin_audit_before(before).await?;
+    tracing::info!(removed, before = %before, "admin audit pruned");
+    Ok(removed)
+}
+
+pub async fn prune(
+    store: &Store,
+    before: DateTime<Utc>,
+    now: DateTime<Utc>,
+    retention_days: u32,
+) -> Result<PruneReport, PruneError> {
+    past_retention(before, now, retention_days)?;
     // Everything below the first record at or after the cutoff is older than it. The newest
     // record always stays: the chain continues from it, and a checkpoint beyond an empty log
     // would read as a truncation.

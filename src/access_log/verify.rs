@@ -7,12 +7,13 @@
 //! edit), when a record differs from the signed checkpoint of its id (an edit with every later
 //! hash recomputed), when a signed checkpoint names records that are gone (the newest records
 //! deleted), or when the oldest records are gone without a signed checkpoint that anchors the
-//! rest — or with one signed too recently for retention to have removed them.
+//! rest — or with one signed too recently for retention to have removed them. In the database,
+//! a row also breaks when it does not decode or is not stored exactly as the writer wrote it.
 
 use super::chain::{GENESIS_HASH, chain_hash};
 use super::checkpoint::PublicKeys;
 use super::record::ChainedRecord;
-use crate::store::{Store, StoreError, StoredCheckpoint};
+use crate::store::{CheckedRecord, Store, StoreError, StoredCheckpoint};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
@@ -77,6 +78,22 @@ impl<'a> Walker<'a> {
     /// The id of the last record pushed.
     pub fn last_id(&self) -> Option<i64> {
         self.prev.as_ref().map(|(id, _)| *id)
+    }
+
+    /// How many records were pushed.
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+
+    /// The id and hash of the last record pushed.
+    pub fn head(&self) -> Option<(i64, &str)> {
+        self.prev.as_ref().map(|(id, hash)| (*id, hash.as_str()))
+    }
+
+    /// Records that a valid signature covers the last record pushed (an export's signed end),
+    /// and so, through the chain, every record before it.
+    pub fn signed_to_the_end(&mut self) {
+        self.signed_through = self.last_id();
     }
 
     pub fn checkpoint(&mut self, c: &StoredCheckpoint) -> Result<(), BrokenLink> {
@@ -187,38 +204,43 @@ impl<'a> Walker<'a> {
     }
 }
 
-/// Verifies the whole log in the database, checkpoints against every key ever used.
-/// `signed_before`: the newest signing time an anchoring checkpoint may have (now minus the
-/// retention period), when the oldest records are gone.
+/// Verifies the whole log in the database against `keys` (the checkpoint key: never a key the
+/// database holds). `signed_before`: the newest signing time an anchoring checkpoint may have
+/// (now minus the retention period), when the oldest records are gone.
 pub async fn verify_chain(
     store: &Store,
+    keys: &PublicKeys,
     signed_before: Option<DateTime<Utc>>,
 ) -> Result<VerifyReport, StoreError> {
-    let keys =
-        PublicKeys::from_stored(&store.all_signing_keys().await?).map_err(StoreError::corrupt)?;
     let latest = store.latest_checkpoint().await?.map(|c| c.record_id);
-    let mut walker = Walker::new(&keys, Anchor::Required { signed_before });
+    let mut walker = Walker::new(keys, Anchor::Required { signed_before });
     let mut after = 0;
     loop {
-        let page = store.access_log_after(after, PAGE).await?;
-        let (Some(first), Some(last)) = (page.first(), page.last()) else {
+        let page = store
+            .access_log_checked_between(after, i64::MAX, PAGE)
+            .await?;
+        let (Some((first, _)), Some((last, _))) = (page.first(), page.last()) else {
             return Ok(walker.finish(latest));
         };
         // On the first page, the checkpoint just before it may anchor a pruned log.
         let from = if after == 0 {
-            first.id.saturating_sub(1)
+            first.saturating_sub(1)
         } else {
-            first.id
+            *first
         };
         let mut checkpoints = store
-            .checkpoints_between(from, last.id)
+            .checkpoints_between(from, *last)
             .await?
             .into_iter()
             .peekable();
-        after = last.id;
+        after = *last;
         let mut step =
-            |walker: &mut Walker, row: Option<&ChainedRecord>| -> Result<(), BrokenLink> {
-                if let Some(row) = row {
+            |walker: &mut Walker, row: Option<&CheckedRecord>| -> Result<(), BrokenLink> {
+                if let Some((id, row)) = row {
+                    let row = row.as_ref().map_err(|reason| BrokenLink {
+                        id: *id,
+                        reason: reason.clone(),
+                    })?;
                     walker.push(row)?;
                 }
                 let through = walker.last_id().unwrap_or(from);

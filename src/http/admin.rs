@@ -333,7 +333,8 @@ async fn verify(app: web::Data<App>) -> Result<web::Json<VerifyReport>, ApiError
         .settings
         .access_log
         .anchor_signed_before(app.clock.now());
-    let report = verify_chain(&app.store, Some(signed_before)).await?;
+    let keys = app.checkpoint_key.public_keys();
+    let report = verify_chain(&app.store, &keys, Some(signed_before)).await?;
     if !report.ok {
         tracing::error!(?report.first_broken, "the access log's hash chain is broken");
     }

@@ -132,6 +132,18 @@ impl Store {
         Ok(())
     }
 
+    /// Removes the admin-call records from before `before`; one statement, so one transaction.
+    pub async fn delete_admin_audit_before(
+        &self,
+        before: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let result = admin_audit::Entity::delete_many()
+            .filter(admin_audit::Column::At.lt(before))
+            .exec(&self.db)
+            .await?;
+        Ok(result.rows_affected)
+    }
+
     /// The newest admin calls first, below `before` (an id) when given; with their ids.
     pub async fn admin_audit(
         &self,

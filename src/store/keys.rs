@@ -56,8 +56,8 @@ impl Store {
             .collect())
     }
 
-    /// Every key ever used, retired ones included: checkpoints stay verifiable for as long as
-    /// the log is kept.
+    /// Every token-signing key ever used, retired ones included. (Checkpoints are not signed
+    /// with these: see `access_log::key`.)
     pub async fn all_signing_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
         Ok(signing_keys::Entity::find()
             .order_by_desc(signing_keys::Column::CreatedAt)

@@ -11,7 +11,7 @@ mod keys;
 mod partners;
 mod refresh;
 
-pub use access_log::GrantUsage;
+pub use access_log::{CheckedRecord, GrantUsage};
 pub use admin::{AdminAuditEntry, AdminToken};
 pub use alerts::{PerPartner, READ_OUTCOMES};
 pub use checkpoints::StoredCheckpoint;

@@ -572,9 +572,18 @@ async fn verify_finds_the_newest_records_deleted_after_a_checkpoint() {
 
 async fn export_lines(app: &TestApp) -> Vec<String> {
     let mut out = Vec::new();
-    export::export(&app.app.store, None, None, Utc::now(), &mut out)
-        .await
-        .unwrap();
+    let a = &app.app;
+    export::export(
+        &a.store,
+        &a.checkpoint_key,
+        &a.issuer(),
+        None,
+        None,
+        Utc::now(),
+        &mut out,
+    )
+    .await
+    .unwrap();
     String::from_utf8(out)
         .unwrap()
         .lines()
@@ -1080,7 +1089,7 @@ async fn an_export_re_signed_with_a_forgers_key_passes_only_until_the_keys_are_p
     let (app, _) = seeded_for_verify(3).await;
     app.wait_for_checkpoint(10).await;
     let lines = export_lines(&app).await;
-    let real_kid = app.app.keys.current_kid();
+    let real_kid = app.app.checkpoint_key.kid().to_owned();
     assert!(
         export::verify_file(
             std::io::Cursor::new(lines.join("\n")),
@@ -1091,8 +1100,8 @@ async fn an_export_re_signed_with_a_forgers_key_passes_only_until_the_keys_are_p
         .ok
     );
 
-    // The forger edits record 2, recomputes the chain and re-signs every checkpoint with a
-    // key of their own, which they put in the file in place of the real ones.
+    // The forger edits record 2, recomputes the chain and re-signs every checkpoint and the end
+    // with a key of their own, which they put in the file in place of the real one.
     let forger = keyhole::tokens::generate_key(Utc::now()).unwrap();
     let encoding = EncodingKey::from_ed_der(&forger.private_key);
     let mut forged = Vec::new();
@@ -1127,6 +1136,18 @@ async fn an_export_re_signed_with_a_forgers_key_passes_only_until_the_keys_are_p
             c["hash"] = Value::String(hashes[&id].clone());
             c["kid"] = Value::String(forger.kid.clone());
             c["signature"] =
+                Value::String(jsonwebtoken::encode(&header, &claims, &encoding).unwrap());
+        }
+        if let Some(end) = value.get_mut("end") {
+            let mut header = Header::new(Algorithm::EdDSA);
+            header.typ = Some(export::END_TYP.into());
+            header.kid = Some(forger.kid.clone());
+            let first: Value = serde_json::from_str(&lines[0]).unwrap();
+            let claims = serde_json::json!({
+                "iss": "x", "header": first["header"], "records": 10, "last_hash": hashes[&10]
+            });
+            end["kid"] = Value::String(forger.kid.clone());
+            end["signature"] =
                 Value::String(jsonwebtoken::encode(&header, &claims, &encoding).unwrap());
         }
         forged.push(value.to_string());
@@ -1235,4 +1256,147 @@ async fn refused_admin_calls_are_limited_per_address_and_write_no_audit_row_past
 
 fn json_hash(query: &str) -> Value {
     Value::String(token_hash(query))
+}
+
+#[tokio::test]
+async fn a_row_that_does_not_decode_is_reported_as_broken_instead_of_a_500() {
+    let (app, token) = seeded_for_verify(1000).await;
+    app.tamper("UPDATE access_log SET outcome = 'exfiltrated' WHERE id = 4")
+        .await;
+    let (id, reason) = broken(&app, &token).await;
+    assert_eq!(id, 4);
+    assert!(reason.contains("outcome"), "{reason}");
+
+    let (app, token) = seeded_for_verify(1000).await;
+    app.tamper("UPDATE access_log SET fields = 'not json' WHERE id = 6")
+        .await;
+    let (id, _) = broken(&app, &token).await;
+    assert_eq!(id, 6);
+}
+
+#[tokio::test]
+async fn a_row_whose_stored_text_was_re_encoded_is_found_although_its_values_hash_the_same() {
+    // The fields as JSON with an escaped colon: the same value once parsed, but a `field`
+    // search no longer finds the row.
+    let (app, token) = seeded_for_verify(1000).await;
+    app.tamper(r#"UPDATE access_log SET fields = '["claims\u003astatus"]' WHERE id = 4"#)
+        .await;
+    let found = all_pages(&app, &token, "field=claims:status").await;
+    assert_eq!(found.len(), 9, "the row is hidden from searches");
+    let (id, reason) = broken(&app, &token).await;
+    assert_eq!(id, 4);
+    assert!(reason.contains("fields"), "{reason}");
+
+    // The time written in another offset: the same instant, but it sorts elsewhere as text.
+    if app.app.store.serialises_log_writers() {
+        return; // PostgreSQL stores the instant, not its text.
+    }
+    let (app, token) = seeded_for_verify(1000).await;
+    let db = app.raw_db().await;
+    let row = db
+        .query_one_raw(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            "SELECT CAST(at AS TEXT) FROM access_log WHERE id = 5",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    let stored: String = row.try_get_by_index(0).unwrap();
+    let at = DateTime::parse_from_rfc3339(&stored.replacen(' ', "T", 1))
+        .or_else(|_| DateTime::parse_from_str(&stored, "%Y-%m-%d %H:%M:%S%.f%:z"))
+        .unwrap();
+    let shifted = at
+        .with_timezone(&chrono::FixedOffset::east_opt(5 * 3600).unwrap())
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, false);
+    app.tamper(&format!(
+        "UPDATE access_log SET at = '{shifted}' WHERE id = 5"
+    ))
+    .await;
+    let (id, reason) = broken(&app, &token).await;
+    assert_eq!(id, 5);
+    assert!(reason.contains("at"), "{reason}");
+}
+
+#[tokio::test]
+async fn checkpoints_are_signed_with_a_key_that_is_not_in_the_database() {
+    let (app, _) = seeded_for_verify(3).await;
+    let latest = app.wait_for_checkpoint(10).await;
+    let checkpoint = app
+        .app
+        .store
+        .checkpoints_between(latest, latest)
+        .await
+        .unwrap()
+        .remove(0);
+    let token_kids: Vec<String> = app
+        .app
+        .store
+        .all_signing_keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| k.kid)
+        .collect();
+    assert!(
+        !token_kids.contains(&checkpoint.kid),
+        "signed with a token key: {checkpoint:?}"
+    );
+    // It is the key of the app's own key file, which only its owner can read.
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(checkpoint.kid, app.app.checkpoint_key.kid());
+    let file = &app.app.settings.access_log.checkpoint_key_file;
+    let mode = std::fs::metadata(file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+}
+
+#[tokio::test]
+async fn a_log_rewritten_and_re_signed_with_the_token_key_from_the_database_does_not_verify() {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    let (app, token) = seeded_for_verify(3).await;
+    app.wait_for_checkpoint(10).await;
+    // The intruder can write the database, and so can read the token-signing key in it: they
+    // edit record 2, recompute the chain and re-sign every checkpoint with that key.
+    let key = app.app.store.all_signing_keys().await.unwrap().remove(0);
+    let encoding = EncodingKey::from_ed_der(&key.private_key);
+    let mut records = app.app.store.access_log_after(0, 100).await.unwrap();
+    records[1].record.customer_id = Some("CU-9999".into());
+    let db = app.raw_db().await;
+    let mut prev = records[0].prev_hash.clone();
+    for r in records.iter_mut() {
+        r.prev_hash = prev.clone();
+        r.hash = chain_hash(&prev, r.id, &r.record);
+        prev = r.hash.clone();
+        db.execute_unprepared(&format!(
+            "UPDATE access_log SET customer_id = '{}', prev_hash = '{}', hash = '{}' WHERE id = {}",
+            r.record.customer_id.as_deref().unwrap(),
+            r.prev_hash,
+            r.hash,
+            r.id
+        ))
+        .await
+        .unwrap();
+    }
+    db.execute_unprepared("DELETE FROM log_checkpoints")
+        .await
+        .unwrap();
+    for id in [3, 6, 9, 10] {
+        let hash = &records[id as usize - 1].hash;
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.typ = Some(keyhole::access_log::checkpoint::CHECKPOINT_TYP.into());
+        header.kid = Some(key.kid.clone());
+        let claims = serde_json::json!({
+            "iss": app.base, "record_id": id, "hash": hash, "iat": Utc::now().timestamp()
+        });
+        let signature = jsonwebtoken::encode(&header, &claims, &encoding).unwrap();
+        db.execute_unprepared(&format!(
+            "INSERT INTO log_checkpoints (record_id, hash, kid, signature, signed_at) \
+             VALUES ({id}, '{hash}', '{}', '{signature}', '{}')",
+            key.kid,
+            Utc::now().to_rfc3339()
+        ))
+        .await
+        .unwrap();
+    }
+    let (_, reason) = broken(&app, &token).await;
+    assert!(reason.contains("not trusted"), "{reason}");
 }

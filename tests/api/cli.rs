@@ -6,21 +6,34 @@ use keyhole::store::Store;
 use serde_json::Value;
 use std::process::{Command, Output};
 
-/// A scratch directory with the database the commands share.
+/// A scratch directory with the database and the checkpoint key the commands share.
 struct Cli {
     dir: tempfile::TempDir,
     database_url: String,
+    key_file: std::path::PathBuf,
 }
 
 impl Cli {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let database_url = format!("sqlite://{}?mode=rwc", dir.path().join("k.db").display());
-        Self { dir, database_url }
+        let key_file = dir.path().join("checkpoint.key");
+        Self {
+            dir,
+            database_url,
+            key_file,
+        }
+    }
+
+    /// The checkpoint key, created as the gateway's first start would.
+    fn checkpoint_key(&self) -> keyhole::access_log::CheckpointKey {
+        keyhole::access_log::CheckpointKey::load_or_create(&self.key_file)
+            .unwrap()
+            .0
     }
 
     /// The binary with a clean configuration: no `KEYHOLE_*` or `RUST_LOG` from the caller's
-    /// environment, only this test's database.
+    /// environment, only this test's database and checkpoint key file.
     fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_keyhole"));
         for (name, _) in std::env::vars_os() {
@@ -31,6 +44,7 @@ impl Cli {
         command
             .env_remove("RUST_LOG")
             .env("KEYHOLE_DATABASE_URL", &self.database_url)
+            .env("KEYHOLE_ACCESS_LOG__CHECKPOINT_KEY_FILE", &self.key_file)
             .args(args);
         command
     }
@@ -343,11 +357,9 @@ async fn log_export_is_verified_offline_and_a_tampered_file_fails() {
         .unwrap();
     }
     let clock: keyhole::clock::SharedClock = std::sync::Arc::new(SystemClock);
-    let keys = keyhole::tokens::KeyRing::load(store.clone(), clock.clone(), 300)
-        .await
-        .unwrap();
+    let key = cli.checkpoint_key();
     let (id, hash) = store.access_log_head().await.unwrap().unwrap();
-    checkpoint::checkpoint(&store, &keys, "http://keyhole.test", &clock, id, &hash)
+    checkpoint::checkpoint(&store, &key, "http://keyhole.test", &clock, id, &hash)
         .await
         .unwrap();
 
@@ -390,4 +402,271 @@ async fn log_prune_refuses_to_cut_into_the_retention_period() {
         cli.failure(&["log", "prune", "--before", "last tuesday"])
             .contains("RFC 3339")
     );
+}
+
+/// Six reads appended to the CLI's database through the library, as the gateway would.
+async fn seed_reads(store: &Store, count: usize) {
+    use keyhole::access_log::{AccessLog, AccessRecord, Outcome};
+    let log = AccessLog::start(store.clone(), Default::default());
+    for i in 0..count {
+        log.append(AccessRecord {
+            at: chrono::Utc::now(),
+            request_id: format!("r{i}"),
+            client_id: Some("fone-shop".into()),
+            grant_id: None,
+            customer_id: Some("CU-1001".into()),
+            resource: "claims".into(),
+            resource_id: Some("C-1001".into()),
+            record_ids: vec!["C-1001".into()],
+            fields: vec!["claims:status".into()],
+            outcome: Outcome::Ok,
+            status: 200,
+            client_ip: None,
+        })
+        .await
+        .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn an_export_taken_right_after_activity_verifies() {
+    let cli = Cli::new();
+    let store = Store::connect(&cli.database_url).await.unwrap();
+    // The gateway's first start made its checkpoint key; no checkpoint was signed yet, so
+    // the export itself must vouch for every record.
+    cli.checkpoint_key();
+    seed_reads(&store, 4).await;
+    let file = cli.dir.path().join("export.jsonl");
+    let file_arg = file.to_str().unwrap();
+    cli.json(&["log", "export", "--output", file_arg]);
+    let report = cli.json(&["log", "verify", file_arg, "--json"]);
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["records"], 4);
+    assert_eq!(report["signed_through"], 4);
+    assert_eq!(report["unsigned_tail"], 0);
+}
+
+#[tokio::test]
+async fn a_cut_export_does_not_verify_even_with_pinned_keys() {
+    use keyhole::access_log::checkpoint;
+    use keyhole::clock::SystemClock;
+    let cli = Cli::new();
+    let store = Store::connect(&cli.database_url).await.unwrap();
+    seed_reads(&store, 10).await;
+    let clock: keyhole::clock::SharedClock = std::sync::Arc::new(SystemClock);
+    let key = cli.checkpoint_key();
+    let kid = key.kid().to_owned();
+    for id in [6, 10] {
+        let record = store.access_log_between(id - 1, id, 1).await.unwrap();
+        checkpoint::checkpoint(
+            &store,
+            &key,
+            "http://keyhole.test",
+            &clock,
+            id,
+            &record[0].hash,
+        )
+        .await
+        .unwrap();
+    }
+    let file = cli.dir.path().join("export.jsonl");
+    let file_arg = file.to_str().unwrap();
+    cli.json(&["log", "export", "--output", file_arg]);
+    let pinned = ["log", "verify", file_arg, "--trust-kid", &kid, "--json"];
+    assert_eq!(cli.json(&pinned)["ok"], true);
+
+    // Records 7 to 10, the checkpoints after record 6 and whatever follows them are cut
+    // off, and the unsigned header is edited to match what is left.
+    let text = std::fs::read_to_string(&file).unwrap();
+    let mut cut = Vec::new();
+    for line in text.lines() {
+        let mut value: Value = serde_json::from_str(line).unwrap();
+        if let Some(header) = value.get_mut("header") {
+            header["last_id"] = 6.into();
+        }
+        let id = value
+            .get("record")
+            .map(|r| &r["id"])
+            .or_else(|| value.get("checkpoint").map(|c| &c["record_id"]))
+            .and_then(Value::as_i64);
+        let is_record_or_key = value.get("record").is_some()
+            || value.get("checkpoint").is_some()
+            || value.get("header").is_some()
+            || value.get("key").is_some();
+        if is_record_or_key && id.is_none_or(|id| id <= 6) {
+            cut.push(value.to_string());
+        }
+    }
+    std::fs::write(&file, cut.join("\n") + "\n").unwrap();
+    for args in [&pinned[..], &["log", "verify", file_arg]] {
+        let output = cli.run(args);
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "{args:?}: {}",
+            describe(&output)
+        );
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            stdout.contains("BROKEN at record 7") || stdout.contains(r#""ok":false"#),
+            "{}",
+            describe(&output)
+        );
+        assert!(stdout.contains("signed end"), "{}", describe(&output));
+    }
+}
+
+#[test]
+fn log_checkpoint_key_prints_the_public_key_of_an_owner_only_key_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let cli = Cli::new();
+    let path = cli.dir.path().join("own.key");
+    let printed = |cli: &Cli| {
+        let output = cli
+            .command(&["log", "checkpoint-key", "--json"])
+            .env("KEYHOLE_ACCESS_LOG__CHECKPOINT_KEY_FILE", &path)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", describe(&output));
+        serde_json::from_slice::<Value>(&output.stdout).unwrap()
+    };
+    let first = printed(&cli);
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(
+        mode, 0o600,
+        "the key file is created readable by its owner only"
+    );
+    let kid = first["kid"].as_str().unwrap();
+    let jwk = &first["jwk"];
+    assert_eq!(jwk["kty"], "OKP");
+    assert_eq!(jwk["crv"], "Ed25519");
+    assert_eq!(jwk["kid"], kid);
+    assert!(jwk.get("d").is_none(), "never the private key: {first}");
+    let x = base64::Engine::decode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        jwk["x"].as_str().unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        kid,
+        keyhole::tokens::thumbprint(&x),
+        "the kid is the RFC 7638 thumbprint"
+    );
+    // The same file, the same key; and nothing of it is in the database.
+    assert_eq!(printed(&cli)["kid"], kid);
+    let db = std::fs::read(cli.dir.path().join("k.db")).unwrap_or_default();
+    let secret = std::fs::read(&path).unwrap();
+    assert!(!secret.is_empty());
+    assert!(!db.windows(secret.len()).any(|w| w == secret.as_slice()));
+}
+
+#[test]
+fn a_checkpoint_key_file_readable_by_others_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let cli = Cli::new();
+    let path = cli.dir.path().join("exposed.key");
+    let output = cli
+        .command(&["log", "checkpoint-key"])
+        .env("KEYHOLE_ACCESS_LOG__CHECKPOINT_KEY_FILE", &path)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", describe(&output));
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    for args in [
+        &["log", "checkpoint-key"][..],
+        &["log", "export"],
+        &["serve"],
+    ] {
+        let mut child = cli
+            .command(args)
+            .env("KEYHOLE_ACCESS_LOG__CHECKPOINT_KEY_FILE", &path)
+            .env("KEYHOLE_LISTEN", "127.0.0.1:0")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // `serve` that does not refuse would run until killed.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap();
+        }
+        let output = child.wait_with_output().unwrap();
+        assert!(!output.status.success(), "{args:?}: {}", describe(&output));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("exposed.key") && stderr.contains("chmod 600"),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn admin_audit_prune_removes_only_entries_past_their_retention() {
+    use keyhole::store::AdminAuditEntry;
+    let cli = Cli::new();
+    let store = Store::connect(&cli.database_url).await.unwrap();
+    let now = chrono::Utc::now();
+    for days in [3000, 2800, 10] {
+        store
+            .insert_admin_audit(AdminAuditEntry {
+                at: now - chrono::Duration::days(days),
+                request_id: format!("r{days}"),
+                token_id: None,
+                token_name: Some("sec".into()),
+                method: "GET".into(),
+                path: "/admin/v1/access-log".into(),
+                status: 200,
+                client_ip: None,
+            })
+            .await
+            .unwrap();
+    }
+    // The default retention is the access log's: seven years.
+    let stderr = cli.failure(&["admin", "audit", "prune", "--before", "2026-01-01"]);
+    assert!(stderr.contains("retention"), "{stderr}");
+    let before = (now - chrono::Duration::days(2900))
+        .format("%Y-%m-%d")
+        .to_string();
+    let pruned = cli.json(&["admin", "audit", "prune", "--before", &before, "--json"]);
+    assert_eq!(pruned["removed"], 1, "{pruned}");
+    let left: Vec<String> = store
+        .admin_audit(None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, e)| e.request_id)
+        .collect();
+    assert_eq!(left, ["r10", "r2800"]);
+
+    // A shorter audit retention of its own lets more go.
+    let output = cli
+        .command(&[
+            "admin",
+            "audit",
+            "prune",
+            "--before",
+            &now.format("%Y-%m-%d").to_string(),
+            "--json",
+        ])
+        .env("KEYHOLE_ACCESS_LOG__AUDIT_RETENTION_DAYS", "30")
+        .output()
+        .unwrap();
+    assert!(
+        !output.status.success(),
+        "inside 30 days: {}",
+        describe(&output)
+    );
+    let before = (now - chrono::Duration::days(30)).to_rfc3339();
+    let output = cli
+        .command(&["admin", "audit", "prune", "--before", &before, "--json"])
+        .env("KEYHOLE_ACCESS_LOG__AUDIT_RETENTION_DAYS", "30")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", describe(&output));
+    let left = store.admin_audit(None, 10).await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].1.request_id, "r10");
 }

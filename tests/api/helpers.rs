@@ -65,6 +65,8 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
         state_key_prefix: format!("kh-test-{}:", uuid::Uuid::new_v4().simple()),
         ..Settings::default()
     };
+    // Each app its own checkpoint key, in its own directory (never the working directory).
+    settings.access_log.checkpoint_key_file = dir.path().join("checkpoint.key");
     adjust(&mut settings);
     let clock = ManualClock::new(Utc::now());
     let application = Application::build(
@@ -216,7 +218,8 @@ impl TestApp {
     }
 
     /// A second gateway instance over the same database, shared state and clock, as behind a
-    /// load balancer: same issuer, its own port. Returns its base URL.
+    /// load balancer: same issuer, its own port, the same checkpoint key file (as every
+    /// instance of one deployment must have). Returns its base URL.
     pub async fn second_instance(&self) -> String {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());

@@ -248,9 +248,10 @@ async fn two_instances_write_one_unbroken_chain_under_concurrent_load() {
             "no call may lose a race for the chain"
         );
     }
-    let report = keyhole::access_log::verify_chain(&a.app.store, None)
-        .await
-        .unwrap();
+    let report =
+        keyhole::access_log::verify_chain(&a.app.store, &a.app.checkpoint_key.public_keys(), None)
+            .await
+            .unwrap();
     assert!(report.ok, "{report:?}");
     assert_eq!(report.records, 300);
 }

@@ -348,8 +348,12 @@ async fn without_postgresql_partners_get_503_and_everything_recovers_when_it_ret
     recovers(&app, &access, &refresh).await;
     // The chain continues unbroken across the outage.
     assert!(app.app.store.access_log_head().await.unwrap().unwrap().0 > records_before);
-    let report = keyhole::access_log::verify_chain(&app.app.store, None)
-        .await
-        .unwrap();
+    let report = keyhole::access_log::verify_chain(
+        &app.app.store,
+        &app.app.checkpoint_key.public_keys(),
+        None,
+    )
+    .await
+    .unwrap();
     assert!(report.ok, "{report:?}");
 }

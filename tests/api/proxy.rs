@@ -488,7 +488,13 @@ fn random_upstream_shapes_never_leak_anything_but_granted_scalars() {
                 .map_err(TestCaseError::fail)
         })
         .unwrap();
-    let report = rt.block_on(verify_chain(&app.app.store, None)).unwrap();
+    let report = rt
+        .block_on(verify_chain(
+            &app.app.store,
+            &app.app.checkpoint_key.public_keys(),
+            None,
+        ))
+        .unwrap();
     assert!(report.ok, "{report:?}");
 }
 
@@ -1420,7 +1426,9 @@ async fn under_concurrent_load_every_200_has_exactly_one_record_with_exactly_its
         assert_eq!(logged, expected_fields, "{request_id}: {body}");
         assert_eq!(r.record_ids, expected_ids, "{request_id}");
     }
-    let report = verify_chain(&app.app.store, None).await.unwrap();
+    let report = verify_chain(&app.app.store, &app.app.checkpoint_key.public_keys(), None)
+        .await
+        .unwrap();
     assert!(report.ok, "{report:?}");
     assert_eq!(report.records, CALLS as u64);
 }
@@ -1442,7 +1450,9 @@ async fn app_with_four_records() -> (MockServer, TestApp) {
             StatusCode::OK
         );
     }
-    let report = verify_chain(&app.app.store, None).await.unwrap();
+    let report = verify_chain(&app.app.store, &app.app.checkpoint_key.public_keys(), None)
+        .await
+        .unwrap();
     assert!(report.ok && report.records == 4, "{report:?}");
     (mock, app)
 }
@@ -1459,7 +1469,9 @@ async fn tamper(app: &TestApp, statements: &[&str]) {
 }
 
 async fn first_broken(app: &TestApp) -> i64 {
-    let report = verify_chain(&app.app.store, None).await.unwrap();
+    let report = verify_chain(&app.app.store, &app.app.checkpoint_key.public_keys(), None)
+        .await
+        .unwrap();
     assert!(!report.ok, "{report:?}");
     report.first_broken.expect("a broken link").id
 }
@@ -1505,7 +1517,7 @@ async fn the_hash_chain_detects_deleting_the_newest_row() {
     let (id, hash) = a.store.access_log_head().await.unwrap().unwrap();
     keyhole::access_log::checkpoint::checkpoint(
         &a.store,
-        &a.keys,
+        &a.checkpoint_key,
         &a.issuer(),
         &a.clock,
         id,
@@ -1514,7 +1526,9 @@ async fn the_hash_chain_detects_deleting_the_newest_row() {
     .await
     .unwrap();
     tamper(&app, &["DELETE FROM access_log WHERE id = 4"]).await;
-    let report = verify_chain(&app.app.store, None).await.unwrap();
+    let report = verify_chain(&app.app.store, &app.app.checkpoint_key.public_keys(), None)
+        .await
+        .unwrap();
     assert!(!report.ok, "truncating the log went unnoticed: {report:?}");
 }
 
