@@ -611,6 +611,8 @@ mod tests {
     #[allow(clippy::result_large_err)]
     fn nested_keys_come_from_double_underscore_variables() {
         figment::Jail::expect_with(|jail| {
+            // Not the caller's KEYHOLE_* (CI sets a PostgreSQL database_url).
+            jail.clear_env();
             jail.set_env("KEYHOLE_UPSTREAM__BASE_URL", "http://127.0.0.1:9999");
             jail.set_env("KEYHOLE_GRANT_LIFETIME_DAYS", "30");
             let figment = Figment::from(Serialized::defaults(Settings::default()))
@@ -629,6 +631,7 @@ mod tests {
             .unwrap()
             .to_base64();
         figment::Jail::expect_with(|jail| {
+            jail.clear_env();
             jail.set_env("KEYHOLE_KEYS__ENCRYPTION_KEY", key.as_str());
             let figment = Figment::from(Serialized::defaults(Settings::default()))
                 .merge(Env::prefixed("KEYHOLE_").split("__"));
