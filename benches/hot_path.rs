@@ -12,7 +12,7 @@ use keyhole::domain::{Catalog, ClientId, FieldSet, GrantId};
 use keyhole::proxy::projection::project;
 use keyhole::proxy::{PartnerRateLimiter, ProxyCaches};
 use keyhole::store::{PartnerRates, Store};
-use keyhole::tokens::{AccessClaims, KeyRing, Verifier};
+use keyhole::tokens::{AccessClaims, EncryptionKey, KeyRing, Verifier};
 use std::hint::black_box;
 use std::sync::Arc;
 
@@ -23,9 +23,14 @@ fn bench(c: &mut Criterion) {
     let keys = rt.block_on(async {
         let store = Store::connect(&url).await.expect("store");
         Arc::new(
-            KeyRing::load(store, Arc::new(SystemClock), 300)
-                .await
-                .expect("keys"),
+            KeyRing::load(
+                store,
+                Arc::new(SystemClock),
+                300,
+                EncryptionKey::generate().expect("encryption key"),
+            )
+            .await
+            .expect("keys"),
         )
     });
     let issuer = "http://127.0.0.1:8080";

@@ -5,12 +5,13 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
 use crate::domain::{Catalog, ClientId, FieldSet, UpstreamCustomerId};
 use crate::secrets::{hash_password, random_token, token_hash};
+use crate::startup::{encryption_key, open_store};
 use crate::store::{NewPartner, PartnerRates, Store};
-use crate::tokens::KeyRing;
+use crate::tokens::{EncryptionKey, KeyRing, reseal};
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 #[derive(Parser)]
@@ -210,6 +211,15 @@ pub enum KeysCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Re-encrypt every signing key under the key in FILE (created, owner-only, when absent),
+    /// for rotating the encryption key; then point keys.encryption_key_file at FILE (or set
+    /// KEYHOLE_KEYS__ENCRYPTION_KEY to its contents) and restart every instance.
+    Rewrap {
+        #[arg(long = "new-key-file", value_name = "FILE")]
+        new_key_file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Redirect URIs must be absolute, without fragment, and https except on loopback.
@@ -315,11 +325,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             crate::sample_upstream::start(listener, workers)?.await?;
         }
         Command::Migrate => {
-            Store::connect(&settings.database_url).await?;
+            open_store(&settings).await?;
             println!("migrations applied");
         }
         Command::Partner(PartnerCommand::Add(add)) => {
-            let store = Store::connect(&settings.database_url).await?;
+            let store = open_store(&settings).await?;
             let (client_id, secret) = add_partner(&store, &settings.catalog()?, &add).await?;
             print(
                 add.json,
@@ -341,7 +351,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             if !email.contains('@') {
                 bail!("--email must be an e-mail address");
             }
-            let store = Store::connect(&settings.database_url).await?;
+            let store = open_store(&settings).await?;
             let upstream = UpstreamCustomerId::parse(&id).context("--id")?;
             let customer = store
                 .insert_customer(
@@ -358,7 +368,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             );
         }
         Command::Admin(AdminCommand::Token(AdminTokenCommand::Create { name, json })) => {
-            let store = Store::connect(&settings.database_url).await?;
+            let store = open_store(&settings).await?;
             let token = random_token("kh_adm_")?;
             let id = store
                 .insert_admin_token(&name, token_hash(token.expose()), SystemClock.now())
@@ -373,7 +383,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             );
         }
         Command::Admin(AdminCommand::Token(AdminTokenCommand::List { json })) => {
-            let store = Store::connect(&settings.database_url).await?;
+            let store = open_store(&settings).await?;
             let tokens = store.admin_tokens().await?;
             if json {
                 let items: Vec<_> = tokens
@@ -391,7 +401,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Admin(AdminCommand::Token(AdminTokenCommand::Revoke { id, json })) => {
-            let store = Store::connect(&settings.database_url).await?;
+            let store = open_store(&settings).await?;
             if !store.revoke_admin_token(&id, SystemClock.now()).await? {
                 bail!("no active admin token has the id {id}");
             }
@@ -419,11 +429,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Log(command) => run_log(&settings, command).await?,
         Command::Keys(KeysCommand::Rotate { json }) => {
-            let store = Store::connect(&settings.database_url).await?;
+            let store = open_store(&settings).await?;
+            let encryption_key = encryption_key(&settings, &store).await?;
             let keys = KeyRing::load(
                 store,
                 Arc::new(SystemClock),
                 settings.access_token_ttl_seconds,
+                encryption_key,
             )
             .await?;
             let kid = keys.rotate().await?;
@@ -433,7 +445,49 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 format!("new signing key {kid}; running instances sign with it within 60 s"),
             );
         }
+        Command::Keys(KeysCommand::Rewrap { new_key_file, json }) => {
+            rewrap(&settings, &new_key_file, json).await?
+        }
     }
+    Ok(())
+}
+
+/// `keys rewrap`: every signing key from the configured encryption key to the one in
+/// `new_key_file`. Running it again is harmless: keys already under the new key stay.
+async fn rewrap(settings: &Settings, new_key_file: &Path, json_out: bool) -> anyhow::Result<()> {
+    let store = open_store(settings).await?;
+    let current = encryption_key(settings, &store).await?;
+    let context = || format!("--new-key-file {}", new_key_file.display());
+    let new = if new_key_file.exists() {
+        crate::files::check_owner_only(new_key_file).with_context(context)?;
+        EncryptionKey::read_file(new_key_file).with_context(context)?
+    } else {
+        EncryptionKey::create_file(new_key_file).with_context(context)?
+    };
+    if new.same_as(&current) {
+        bail!(
+            "{} holds the encryption key already configured: nothing to rotate",
+            new_key_file.display()
+        );
+    }
+    let report = reseal(&store, &new, Some(&current)).await?;
+    let path = new_key_file.display();
+    print(
+        json_out,
+        json!({
+            "new_key_file": path.to_string(),
+            "rewrapped": report.rewrapped + report.were_plain,
+            "unchanged": report.unchanged,
+        }),
+        format!(
+            "{} signing keys are now encrypted with the key in {path} ({} were already).\n\
+             Next: point keys.encryption_key_file at {path} (or set KEYHOLE_KEYS__ENCRYPTION_KEY \
+             to its contents) on every instance and restart them; until then they keep \
+             signing with the key they loaded. Then destroy the old key and its copies.",
+            report.rewrapped + report.were_plain,
+            report.unchanged,
+        ),
+    );
     Ok(())
 }
 
@@ -446,7 +500,7 @@ async fn run_log(settings: &Settings, command: LogCommand) -> anyhow::Result<()>
             let to = to.as_deref().map(parse_instant).transpose()?;
             // Only the gateway's own key may sign an export's end: never one made up here.
             let key = CheckpointKey::load(key_file)?;
-            let store = Store::connect(&settings.database_url).await?;
+            let store = open_store(settings).await?;
             let issuer = settings.issuer();
             let summary = if output.as_os_str() == "-" {
                 let mut out = std::io::BufWriter::new(std::io::stdout().lock());
@@ -503,7 +557,7 @@ async fn run_log(settings: &Settings, command: LogCommand) -> anyhow::Result<()>
         }
         LogCommand::Prune { before, json } => {
             let before = parse_instant(&before)?;
-            let store = Store::connect(&settings.database_url).await?;
+            let store = open_store(settings).await?;
             let report = prune::prune(
                 &store,
                 before,

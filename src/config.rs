@@ -2,13 +2,15 @@
 //! (`__` between nesting levels). Invalid settings fail at start and name the key.
 
 use crate::domain::catalog::{Catalog, ResourceConfig, default_resources};
+use crate::secrets::Secret;
+use crate::store::{SqliteLocation, sqlite_location};
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use url::Url;
+use url::{Host, Url};
 
 /// The most an access token may live: long enough to poll, short enough that a stolen one dies
 /// quickly even if nobody revokes it.
@@ -74,7 +76,42 @@ pub struct Settings {
     /// network. On the main listener `/metrics` needs an admin token.
     #[serde(default)]
     pub metrics_listen: Option<SocketAddr>,
+    #[serde(default)]
+    pub keys: KeysSettings,
+    /// Lets a plain-http `public_url` serve beyond loopback, where session cookies would
+    /// cross the network without `Secure`. For a closed test network only.
+    #[serde(default)]
+    pub allow_insecure_http: bool,
+    /// Lets the gateway start although its database or key files are open to other users
+    /// (with a warning at every start).
+    #[serde(default)]
+    pub allow_insecure_file_permissions: bool,
 }
+
+/// The key that encrypts the token-signing keys in the database. It must not live in the
+/// database: a copy of the database (a backup, a dump) alone must not let anyone sign tokens.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeysSettings {
+    /// A file holding the key (base64 of 32 bytes), created owner-only on first start when
+    /// absent. Absent from the settings = `keyhole-keys.key` beside the SQLite database file.
+    pub encryption_key_file: Option<PathBuf>,
+    /// The key itself (base64 of 32 bytes), e.g. from a secret manager as
+    /// `KEYHOLE_KEYS__ENCRYPTION_KEY`, instead of a file.
+    pub encryption_key: Option<Secret>,
+}
+
+/// Where the key that encrypts the signing keys comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EncryptionKeySource {
+    File(PathBuf),
+    Value(Secret),
+    /// For an in-memory database, which dies with the process, so may its key.
+    Ephemeral,
+}
+
+/// The file name of the default key file, beside the SQLite database file.
+pub const DEFAULT_ENCRYPTION_KEY_FILE: &str = "keyhole-keys.key";
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -316,6 +353,9 @@ impl Default for Settings {
             resources: default_resources(),
             trusted_proxies: Vec::new(),
             metrics_listen: None,
+            keys: KeysSettings::default(),
+            allow_insecure_http: false,
+            allow_insecure_file_permissions: false,
         }
     }
 }
@@ -362,6 +402,15 @@ impl Settings {
         }
         if self.public_url.query().is_some() || self.public_url.fragment().is_some() {
             return invalid("public_url", "must not have a query or fragment");
+        }
+        if self.public_url.scheme() == "http" && !self.allow_insecure_http && !self.only_local() {
+            return invalid(
+                "public_url",
+                "is plain http while the gateway is reachable beyond this machine (`listen` or \
+                 the URL's host is not loopback): sign-in sessions would cross the network \
+                 unencrypted. Use an https public_url (TLS in front of the gateway), or set \
+                 allow_insecure_http = true (KEYHOLE_ALLOW_INSECURE_HTTP) on a closed test network",
+            );
         }
         if !(self.database_url.starts_with("sqlite:") || self.database_url.starts_with("postgres"))
         {
@@ -445,7 +494,59 @@ impl Settings {
             );
         }
         Catalog::build(&self.resources)?;
+        self.encryption_key_source()?;
         Ok(())
+    }
+
+    /// Both where the gateway listens and where browsers reach it are this machine.
+    fn only_local(&self) -> bool {
+        let host_is_loopback = match self.public_url.host() {
+            Some(Host::Domain(domain)) => domain.eq_ignore_ascii_case("localhost"),
+            Some(Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(Host::Ipv6(ip)) => ip.is_loopback(),
+            None => false,
+        };
+        self.listen.ip().is_loopback() && host_is_loopback
+    }
+
+    /// The key that encrypts the signing keys: the value, else the file, else the default
+    /// file beside a SQLite database. A PostgreSQL deployment has no such place and usually
+    /// several instances, which must share one key, so it names the key explicitly.
+    pub fn encryption_key_source(&self) -> Result<EncryptionKeySource, ConfigError> {
+        let invalid = |key, problem: &str| ConfigError::Invalid {
+            key,
+            problem: problem.to_owned(),
+        };
+        match (&self.keys.encryption_key, &self.keys.encryption_key_file) {
+            (Some(_), Some(_)) => Err(invalid(
+                "keys",
+                "set encryption_key or encryption_key_file, not both",
+            )),
+            (Some(value), None) => {
+                crate::tokens::EncryptionKey::from_base64(value.expose()).map_err(|_| {
+                    invalid(
+                        "keys.encryption_key",
+                        "must be the base64 of 32 random bytes",
+                    )
+                })?;
+                Ok(EncryptionKeySource::Value(value.clone()))
+            }
+            (None, Some(path)) if path.as_os_str().is_empty() => {
+                Err(invalid("keys.encryption_key_file", "must not be empty"))
+            }
+            (None, Some(path)) => Ok(EncryptionKeySource::File(path.clone())),
+            (None, None) => match sqlite_location(&self.database_url) {
+                Some(SqliteLocation::Memory) => Ok(EncryptionKeySource::Ephemeral),
+                Some(SqliteLocation::File { path, .. }) => Ok(EncryptionKeySource::File(
+                    path.with_file_name(DEFAULT_ENCRYPTION_KEY_FILE),
+                )),
+                None => Err(invalid(
+                    "keys.encryption_key_file",
+                    "is required with a PostgreSQL database_url, with the same key on every \
+                     instance (or set keys.encryption_key, KEYHOLE_KEYS__ENCRYPTION_KEY)",
+                )),
+            },
+        }
     }
 
     /// The issuer: `public_url` without a trailing slash (RFC 8414 §2).
@@ -458,7 +559,8 @@ impl Settings {
         format!("{}/partner", self.issuer())
     }
 
-    /// Cookies get `Secure` whenever the public URL is https.
+    /// Cookies get `Secure` and the `__Host-` prefix whenever the public URL is https (plain
+    /// http is refused beyond loopback unless `allow_insecure_http`).
     pub fn cookies_secure(&self) -> bool {
         self.public_url.scheme() == "https"
     }
@@ -526,6 +628,27 @@ mod tests {
     }
 
     #[test]
+    fn an_http_public_url_off_loopback_is_refused_unless_allowed() {
+        for toml in [
+            "listen = \"0.0.0.0:8080\"\npublic_url = \"http://127.0.0.1:8080\"",
+            "listen = \"0.0.0.0:8080\"\npublic_url = \"http://partners.example\"",
+            "public_url = \"http://partners.example\"",
+        ] {
+            let err = load_toml(toml).unwrap_err().to_string();
+            assert!(err.contains("`public_url`"), "{toml}: {err}");
+            assert!(err.contains("allow_insecure_http"), "{toml}: {err}");
+            let allowed = load_toml(&format!("allow_insecure_http = true\n{toml}")).unwrap();
+            assert!(!allowed.cookies_secure());
+        }
+        let behind_tls =
+            load_toml("listen = \"0.0.0.0:8080\"\npublic_url = \"https://partners.example\"")
+                .unwrap();
+        assert!(behind_tls.cookies_secure());
+        load_toml("listen = \"127.0.0.1:8080\"\npublic_url = \"http://localhost:8080\"").unwrap();
+        load_toml("listen = \"[::1]:8080\"\npublic_url = \"http://[::1]:8080\"").unwrap();
+    }
+
+    #[test]
     fn an_unknown_key_is_an_error() {
         let err = load_toml("listne = \"127.0.0.1:1\"").unwrap_err();
         assert!(err.to_string().contains("listne"), "{err}");
@@ -541,6 +664,8 @@ mod tests {
     #[allow(clippy::result_large_err)]
     fn nested_keys_come_from_double_underscore_variables() {
         figment::Jail::expect_with(|jail| {
+            // Not the caller's KEYHOLE_* (CI sets a PostgreSQL database_url).
+            jail.clear_env();
             jail.set_env("KEYHOLE_UPSTREAM__BASE_URL", "http://127.0.0.1:9999");
             jail.set_env("KEYHOLE_GRANT_LIFETIME_DAYS", "30");
             let figment = Figment::from(Serialized::defaults(Settings::default()))
@@ -568,6 +693,63 @@ mod tests {
             assert_eq!(s.access_log.audit_retention_days(), 400);
             Ok(())
         });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn the_encryption_key_comes_from_the_environment_a_file_or_beside_the_database() {
+        let key = crate::tokens::EncryptionKey::generate()
+            .unwrap()
+            .to_base64();
+        figment::Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.set_env("KEYHOLE_KEYS__ENCRYPTION_KEY", key.as_str());
+            let figment = Figment::from(Serialized::defaults(Settings::default()))
+                .merge(Env::prefixed("KEYHOLE_").split("__"));
+            let s = Settings::from_figment(figment).map_err(|e| e.to_string())?;
+            assert_eq!(
+                s.encryption_key_source().unwrap(),
+                EncryptionKeySource::Value(Secret::new(key.to_string()))
+            );
+            assert!(
+                !format!("{s:?}").contains(key.as_str()),
+                "never in a debug print"
+            );
+
+            jail.set_env("KEYHOLE_KEYS__ENCRYPTION_KEY", "c2hvcnQ=");
+            let figment = Figment::from(Serialized::defaults(Settings::default()))
+                .merge(Env::prefixed("KEYHOLE_").split("__"));
+            let err = Settings::from_figment(figment).unwrap_err().to_string();
+            assert!(err.contains("keys.encryption_key"), "{err}");
+            assert!(!err.contains("c2hvcnQ="), "the value is not echoed: {err}");
+            Ok(())
+        });
+        let s = load_toml("database_url = \"sqlite:///var/lib/keyhole/k.db?mode=rwc\"").unwrap();
+        assert_eq!(
+            s.encryption_key_source().unwrap(),
+            EncryptionKeySource::File("/var/lib/keyhole/keyhole-keys.key".into())
+        );
+        let s = load_toml("[keys]\nencryption_key_file = \"/etc/keyhole/k.key\"").unwrap();
+        assert_eq!(
+            s.encryption_key_source().unwrap(),
+            EncryptionKeySource::File("/etc/keyhole/k.key".into())
+        );
+        let s = load_toml("database_url = \"sqlite::memory:\"").unwrap();
+        assert_eq!(
+            s.encryption_key_source().unwrap(),
+            EncryptionKeySource::Ephemeral
+        );
+        let err = load_toml("database_url = \"postgres://db/keyhole\"").unwrap_err();
+        assert!(
+            err.to_string().contains("keys.encryption_key_file"),
+            "{err}"
+        );
+        let err = load_toml(&format!(
+            "[keys]\nencryption_key_file = \"k.key\"\nencryption_key = \"{}\"",
+            key.as_str()
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("not both"), "{err}");
     }
 
     #[test]

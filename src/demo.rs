@@ -8,7 +8,7 @@ use crate::config::Settings;
 use crate::domain::{ClientId, UpstreamCustomerId};
 use crate::http::demo::DemoPartner;
 use crate::secrets::{hash_password, random_bytes, random_token, token_hash};
-use crate::startup::{Application, Options};
+use crate::startup::{Application, Options, open_store};
 use crate::store::Store;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -85,7 +85,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("starting the sample claims API on {upstream_addr}: {e}"))?;
     let upstream = crate::sample_upstream::start(upstream_listener, 1)?;
     tokio::spawn(upstream);
-    let store = Store::connect(&settings.database_url).await?;
+    let store = open_store(&settings).await?;
     let secret = seed(&store, &settings).await?;
     let admin = random_token("kh_adm_")?;
     store

@@ -20,8 +20,10 @@ pub enum SecretError {
     PasswordHash(String),
 }
 
-/// A secret value that must never reach a log line.
-#[derive(Clone, PartialEq, Eq)]
+/// A secret value that must never reach a log line. It (de)serializes as the plain string,
+/// because settings that hold one pass through figment as values.
+#[derive(Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(transparent)]
 pub struct Secret(String);
 
 impl Secret {

@@ -4,19 +4,21 @@
 use crate::access_log::{AccessLog, CheckpointKey};
 use crate::app::App;
 use crate::clock::{SharedClock, SystemClock};
-use crate::config::Settings;
+use crate::config::{EncryptionKeySource, Settings};
+use crate::files::{self, FileError};
 use crate::http::{self, demo::DemoPartner, middleware};
 use crate::metrics::Metrics;
 use crate::proxy::ProxyCaches;
 use crate::state::{MemoryBackend, RedisBackend, SharedState};
-use crate::store::Store;
-use crate::tokens::{KeyRing, Verifier};
+use crate::store::{SqliteLocation, Store, sqlite_location};
+use crate::tokens::{EncryptionKey, KeyRing, SealError, Verifier, sealing::is_sealed};
 use crate::upstream::UpstreamClient;
 use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::{App as ActixApp, HttpServer, web};
-use anyhow::Context;
+use anyhow::{Context, bail};
 use std::net::TcpListener;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing_actix_web::TracingLogger;
@@ -66,9 +68,8 @@ impl Application {
                 "created the access log's checkpoint key; pin its kid (keyhole log checkpoint-key)"
             );
         }
-        let store = Store::connect(&settings.database_url)
-            .await
-            .context("connecting to the database")?;
+        let store = open_store(&settings).await?;
+        let encryption_key = encryption_key(&settings, &store).await?;
         let state = match &settings.redis_url {
             None => SharedState::new(
                 Arc::new(MemoryBackend::default()),
@@ -88,6 +89,7 @@ impl Application {
                 store.clone(),
                 options.clock.clone(),
                 settings.access_token_ttl_seconds,
+                encryption_key,
             )
             .await
             .context("loading signing keys")?,
@@ -256,6 +258,101 @@ fn metrics_server(
     .shutdown_timeout(5)
     .run();
     Ok((server, port))
+}
+
+/// Refuses a file that other users can read or write, unless the operator allowed it: then
+/// it warns at every start.
+fn require_owner_only(path: &Path, allow_exposed: bool, holds: &str) -> anyhow::Result<()> {
+    match files::check_owner_only(path) {
+        Err(FileError::Exposed { path, mode }) if allow_exposed => {
+            tracing::warn!(
+                path = %path.display(),
+                mode = format!("{mode:o}"),
+                "INSECURE: this file holds {holds} and other users can read or write it; \
+                 starting only because allow_insecure_file_permissions = true"
+            );
+            Ok(())
+        }
+        other => other.with_context(|| {
+            format!(
+                "refusing to start: the file holds {holds} (set allow_insecure_file_permissions \
+                 = true, KEYHOLE_ALLOW_INSECURE_FILE_PERMISSIONS, to start anyway)"
+            )
+        }),
+    }
+}
+
+/// Opens the database the settings name. A SQLite file is created owner-only, and an existing
+/// one (or its -wal, -shm or -journal file) that other users can read is refused: it holds
+/// customers' password hashes, their access history and the sealed signing keys.
+pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
+    if let Some(SqliteLocation::File { path, .. }) = sqlite_location(&settings.database_url) {
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let mut name = path.clone().into_os_string();
+            name.push(suffix);
+            require_owner_only(
+                Path::new(&name),
+                settings.allow_insecure_file_permissions,
+                "the gateway's database",
+            )?;
+        }
+    }
+    Store::connect(&settings.database_url)
+        .await
+        .context("connecting to the database")
+}
+
+/// The key that seals the signing keys in the database. An absent key file is created
+/// (owner-only), unless the database already holds sealed keys: then the file was lost or is
+/// misnamed, and a new key would only hide that.
+pub async fn encryption_key(settings: &Settings, store: &Store) -> anyhow::Result<EncryptionKey> {
+    let path = match settings.encryption_key_source()? {
+        EncryptionKeySource::Value(value) => {
+            return EncryptionKey::from_base64(value.expose()).context("keys.encryption_key");
+        }
+        EncryptionKeySource::Ephemeral => return Ok(EncryptionKey::generate()?),
+        EncryptionKeySource::File(path) => path,
+    };
+    require_owner_only(
+        &path,
+        settings.allow_insecure_file_permissions,
+        "the key that encrypts the token-signing keys",
+    )?;
+    let context = || format!("keys.encryption_key_file {}", path.display());
+    match EncryptionKey::read_file(&path) {
+        Err(SealError::File(FileError::Io { source, .. }))
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            let sealed = store
+                .all_signing_keys()
+                .await?
+                .iter()
+                .filter(|k| is_sealed(&k.private_key))
+                .count();
+            if sealed > 0 {
+                bail!(
+                    "keys.encryption_key_file {} does not exist, but the database holds {sealed} \
+                     signing keys encrypted under a key: restore that file, or point \
+                     keys.encryption_key_file (KEYHOLE_KEYS__ENCRYPTION_KEY_FILE) at it",
+                    path.display()
+                );
+            }
+            match EncryptionKey::create_file(&path) {
+                Ok(key) => {
+                    tracing::info!(path = %path.display(), "created the signing keys' encryption key");
+                    Ok(key)
+                }
+                // Another process starting at the same moment made it first.
+                Err(SealError::File(FileError::Io { source, .. }))
+                    if source.kind() == std::io::ErrorKind::AlreadyExists =>
+                {
+                    EncryptionKey::read_file(&path).with_context(context)
+                }
+                Err(e) => Err(e).with_context(context),
+            }
+        }
+        other => other.with_context(context),
+    }
 }
 
 async fn reload_keys(keys: Arc<KeyRing>) {

@@ -7,7 +7,8 @@ use sea_orm::entity::prelude::*;
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub kid: String,
-    /// PKCS#8 DER encoded private key.
+    /// PKCS#8 DER private key, sealed under the encryption key kept outside the database
+    /// (plain in databases from before sealing, until the next start seals it).
     #[sea_orm(column_type = "Blob")]
     pub private_key: Vec<u8>,
     /// Raw 32-byte public key.

@@ -10,7 +10,9 @@ use sea_orm::{
 #[derive(Clone)]
 pub struct StoredKey {
     pub kid: String,
-    /// PKCS#8 DER. Never logged.
+    /// The private key as stored: PKCS#8 DER sealed under the encryption key kept outside the
+    /// database (`tokens::sealing`), or plain PKCS#8 DER in a database from before sealing,
+    /// until the next start seals it. Never logged.
     pub private_key: Vec<u8>,
     pub public_key: Vec<u8>,
     pub created_at: DateTime<Utc>,
@@ -25,6 +27,13 @@ impl std::fmt::Debug for StoredKey {
             .field("retired_at", &self.retired_at)
             .finish_non_exhaustive()
     }
+}
+
+/// A stored private key to overwrite, only if it still holds what the caller read.
+pub struct KeyReplacement {
+    pub kid: String,
+    pub expected: Vec<u8>,
+    pub private_key: Vec<u8>,
 }
 
 impl From<signing_keys::Model> for StoredKey {
@@ -66,6 +75,29 @@ impl Store {
             .into_iter()
             .map(StoredKey::from)
             .collect())
+    }
+
+    /// Overwrites private keys (to seal or re-seal them), all or none. Each must still hold
+    /// the value the caller read, so a concurrent writer's value is never lost.
+    pub async fn replace_private_keys(
+        &self,
+        replacements: Vec<KeyReplacement>,
+    ) -> Result<(), StoreError> {
+        let txn = self.db.begin().await?;
+        for r in replacements {
+            let updated = signing_keys::Entity::update_many()
+                .col_expr(signing_keys::Column::PrivateKey, Expr::value(r.private_key))
+                .filter(signing_keys::Column::Kid.eq(r.kid.as_str()))
+                .filter(signing_keys::Column::PrivateKey.eq(r.expected))
+                .exec(&txn)
+                .await?;
+            if updated.rows_affected != 1 {
+                txn.rollback().await?;
+                return Err(StoreError::Changed(format!("signing key {}", r.kid)));
+            }
+        }
+        txn.commit().await?;
+        Ok(())
     }
 
     /// Adds a key as the current one and retires the previous current key, atomically.

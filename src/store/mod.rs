@@ -17,13 +17,15 @@ pub use alerts::{PerPartner, READ_OUTCOMES};
 pub use checkpoints::StoredCheckpoint;
 pub use customers::Customer;
 pub use grants::{Grant, GrantFilter, GrantState, GrantStatusFilter, RevokedBy};
-pub use keys::StoredKey;
+pub use keys::{KeyReplacement, StoredKey};
 pub use partners::{NewPartner, Partner, PartnerRates, PartnerStatus};
 pub use refresh::{RefreshOutcome, RefreshRecord};
 
+use crate::files::{self, FileError};
 use migration::{Migrator, MigratorTrait};
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +38,46 @@ pub enum StoreError {
     Conflict(String),
     #[error("{0} not found")]
     NotFound(String),
+    #[error("{0} was changed by another process meanwhile; try again")]
+    Changed(String),
+    #[error(transparent)]
+    File(#[from] FileError),
+}
+
+/// Where a `sqlite:` database URL keeps its data, read as sqlx reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SqliteLocation {
+    /// In memory: nothing on disk.
+    Memory,
+    /// A file; `create` when the URL lets it be created (`mode=rwc`).
+    File { path: PathBuf, create: bool },
+}
+
+/// The location of a SQLite database URL; `None` for any other database.
+pub fn sqlite_location(url: &str) -> Option<SqliteLocation> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let (database, params) = rest.split_once('?').unwrap_or((rest, ""));
+    let mut create = false;
+    for (key, value) in url::form_urlencoded::parse(params.as_bytes()) {
+        if key == "mode" {
+            match value.as_ref() {
+                "memory" => return Some(SqliteLocation::Memory),
+                "rwc" => create = true,
+                _ => {}
+            }
+        }
+    }
+    // An empty name is SQLite's private temporary database.
+    if database.is_empty() || database == ":memory:" {
+        return Some(SqliteLocation::Memory);
+    }
+    let decoded = percent_encoding::percent_decode_str(database).decode_utf8_lossy();
+    Some(SqliteLocation::File {
+        path: PathBuf::from(decoded.as_ref()),
+        create,
+    })
 }
 
 impl StoreError {
@@ -52,6 +94,17 @@ pub struct Store {
 impl Store {
     /// Connects and applies pending migrations.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        if let Some(SqliteLocation::File { path, create: true }) = sqlite_location(url) {
+            // SQLite creates its file 0644 less the umask, and the -wal and -shm files take the
+            // database file's mode: an empty owner-only file first (a valid empty database)
+            // closes all three to other users.
+            match files::create_owner_only(&path, b"") {
+                Ok(()) => {}
+                Err(FileError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
         let pool = if url.starts_with("sqlite:") { 4 } else { 16 };
         let store = Self::open(url, pool).await?;
         store.migrate().await?;
@@ -121,6 +174,46 @@ fn map_insert_error(err: DbErr, what: &str) -> StoreError {
             StoreError::Conflict(what.to_owned())
         }
         _ => StoreError::Db(err),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{SqliteLocation, sqlite_location};
+    use std::path::PathBuf;
+
+    #[test]
+    fn sqlite_urls_name_their_file_as_sqlx_reads_them() {
+        let file = |path: &str, create| {
+            Some(SqliteLocation::File {
+                path: PathBuf::from(path),
+                create,
+            })
+        };
+        assert_eq!(
+            sqlite_location("sqlite://keyhole.db?mode=rwc"),
+            file("keyhole.db", true)
+        );
+        assert_eq!(
+            sqlite_location("sqlite:///var/lib/k.db"),
+            file("/var/lib/k.db", false)
+        );
+        assert_eq!(
+            sqlite_location("sqlite:k%3F.db?mode=rw"),
+            file("k?.db", false)
+        );
+        for memory in [
+            "sqlite::memory:",
+            "sqlite://?mode=memory",
+            "sqlite://k.db?mode=memory",
+        ] {
+            assert_eq!(
+                sqlite_location(memory),
+                Some(SqliteLocation::Memory),
+                "{memory}"
+            );
+        }
+        assert_eq!(sqlite_location("postgres://db/keyhole"), None);
     }
 }
 

@@ -2,10 +2,12 @@
 
 mod claims;
 mod keys;
+pub mod sealing;
 mod verify;
 
 pub use claims::AccessClaims;
-pub use keys::{KeyError, KeyRing, generate_key, public_jwk, thumbprint};
+pub use keys::{KeyError, KeyRing, Resealed, generate_key, public_jwk, reseal, thumbprint};
+pub use sealing::{EncryptionKey, SealError};
 pub use verify::{TokenError, Verifier};
 
 /// RFC 9068 §2.1: the `typ` of a JWT access token.

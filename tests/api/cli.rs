@@ -45,8 +45,17 @@ impl Cli {
             .env_remove("RUST_LOG")
             .env("KEYHOLE_DATABASE_URL", &self.database_url)
             .env("KEYHOLE_ACCESS_LOG__CHECKPOINT_KEY_FILE", &self.key_file)
+            .env(
+                "KEYHOLE_KEYS__ENCRYPTION_KEY_FILE",
+                self.encryption_key_file(),
+            )
             .args(args);
         command
+    }
+
+    /// This test's key that encrypts the signing keys.
+    fn encryption_key_file(&self) -> std::path::PathBuf {
+        self.dir.path().join("keys.key")
     }
 
     fn run(&self, args: &[&str]) -> Output {
@@ -257,6 +266,50 @@ async fn keys_rotate_prints_the_new_kid_and_it_becomes_current() {
         keys.iter()
             .any(|k| k.kid == first && k.retired_at.is_some())
     );
+}
+
+#[test]
+fn keys_rewrap_moves_every_signing_key_to_a_new_encryption_key() {
+    use std::os::unix::fs::PermissionsExt;
+    let cli = Cli::new();
+    cli.json(&["keys", "rotate", "--json"]);
+    cli.json(&["keys", "rotate", "--json"]);
+    let new_key = cli.dir.path().join("new.key");
+    let new_arg = new_key.to_str().unwrap();
+    let report = cli.json(&["keys", "rewrap", "--new-key-file", new_arg, "--json"]);
+    // The first key of all, then one per rotation.
+    assert_eq!(report["rewrapped"], 3, "{report}");
+    let mode = std::fs::metadata(&new_key).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+
+    // The old key no longer opens them, and is not silently replaced.
+    let stderr = cli.failure(&["keys", "rotate"]);
+    assert!(stderr.contains("cannot be decrypted"), "{stderr}");
+
+    // The new key does, from the file or from the environment.
+    let with_new_file = |args: &[&str]| {
+        cli.command(args)
+            .env("KEYHOLE_KEYS__ENCRYPTION_KEY_FILE", &new_key)
+            .output()
+            .unwrap()
+    };
+    let output = with_new_file(&["keys", "rotate", "--json"]);
+    assert!(output.status.success(), "{}", describe(&output));
+    let output = with_new_file(&["keys", "rewrap", "--new-key-file", new_arg]);
+    assert!(!output.status.success(), "{}", describe(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("already configured"),
+        "{}",
+        describe(&output)
+    );
+    let value = std::fs::read_to_string(&new_key).unwrap();
+    let output = cli
+        .command(&["keys", "rotate", "--json"])
+        .env_remove("KEYHOLE_KEYS__ENCRYPTION_KEY_FILE")
+        .env("KEYHOLE_KEYS__ENCRYPTION_KEY", value.trim())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", describe(&output));
 }
 
 #[test]
@@ -618,6 +671,7 @@ async fn admin_audit_prune_removes_only_entries_past_their_retention() {
                 token_name: Some("sec".into()),
                 method: "GET".into(),
                 path: "/admin/v1/access-log".into(),
+                query_sha256: None,
                 status: 200,
                 client_ip: None,
             })
@@ -669,4 +723,95 @@ async fn admin_audit_prune_removes_only_entries_past_their_retention() {
     let left = store.admin_audit(None, 10).await.unwrap();
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].1.request_id, "r10");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `keyhole demo` in an empty directory, with no configuration but free ports: it starts,
+/// serves, and every file it leaves there is closed to other users.
+#[tokio::test]
+async fn the_demo_starts_in_an_empty_directory_and_leaves_only_owner_only_files() {
+    use std::io::BufRead;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (port, upstream) = (free_port(), free_port());
+    let mut command = Command::new(env!("CARGO_BIN_EXE_keyhole"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("KEYHOLE_") {
+            command.env_remove(&name);
+        }
+    }
+    let mut demo = command
+        .current_dir(dir.path())
+        .env("KEYHOLE_LISTEN", format!("127.0.0.1:{port}"))
+        .env("KEYHOLE_PUBLIC_URL", format!("http://127.0.0.1:{port}"))
+        .env(
+            "KEYHOLE_UPSTREAM__BASE_URL",
+            format!("http://127.0.0.1:{upstream}"),
+        )
+        .arg("demo")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = demo.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let started = std::time::Instant::now();
+    let mut running = false;
+    while started.elapsed() < std::time::Duration::from_secs(60) {
+        match rx.recv_timeout(std::time::Duration::from_secs(1)) {
+            Ok(line) if line.contains("Keyhole demo is running") => {
+                running = true;
+                break;
+            }
+            Ok(_) | Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    let jwks = if running {
+        reqwest::get(format!("http://127.0.0.1:{port}/.well-known/jwks.json"))
+            .await
+            .ok()
+    } else {
+        None
+    };
+    let jwks: Option<Value> = match jwks {
+        Some(response) => response.json().await.ok(),
+        None => None,
+    };
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let entry = entry.unwrap();
+        let mode = entry.metadata().unwrap().permissions().mode() & 0o777;
+        files.push((entry.file_name().to_string_lossy().into_owned(), mode));
+    }
+    demo.kill().unwrap();
+    demo.wait().unwrap();
+
+    assert!(running, "the demo did not start");
+    let jwks = jwks.expect("the demo serves its JWKS");
+    assert_eq!(jwks["keys"].as_array().map(Vec::len), Some(1), "{jwks}");
+    assert!(
+        files.iter().any(|(name, _)| name == "keyhole.db"),
+        "{files:?}"
+    );
+    for (name, mode) in &files {
+        assert_eq!(*mode, 0o600, "{name} has mode {mode:o}");
+    }
 }

@@ -5,7 +5,7 @@ use chrono::Utc;
 use keyhole::app::App;
 use keyhole::cli::{PartnerAdd, add_partner};
 use keyhole::clock::ManualClock;
-use keyhole::config::Settings;
+use keyhole::config::{KeysSettings, Settings};
 use keyhole::domain::UpstreamCustomerId;
 use keyhole::secrets::{hash_password, random_token, token_hash};
 use keyhole::startup::{Application, Options};
@@ -63,6 +63,10 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
         redis_url: redis_url(),
         // One Redis serves every test: each test gets keys of its own.
         state_key_prefix: format!("kh-test-{}:", uuid::Uuid::new_v4().simple()),
+        keys: KeysSettings {
+            encryption_key_file: Some(dir.path().join("keys.key")),
+            encryption_key: None,
+        },
         ..Settings::default()
     };
     // Each app its own checkpoint key, in its own directory (never the working directory).
@@ -215,6 +219,27 @@ pub struct Authorized {
 impl TestApp {
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// The test's own directory: its SQLite database and key files.
+    pub fn dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
+    /// The key that encrypts this app's signing keys, read from its key file.
+    pub fn encryption_key(&self) -> keyhole::tokens::EncryptionKey {
+        let path = self.app.settings.keys.encryption_key_file.as_ref().unwrap();
+        keyhole::tokens::EncryptionKey::read_file(path).unwrap()
+    }
+
+    /// The SQLite database file, or `None` when the test runs on PostgreSQL.
+    pub fn sqlite_file(&self) -> Option<std::path::PathBuf> {
+        let path = self.dir().join("keyhole.db");
+        self.app
+            .settings
+            .database_url
+            .starts_with("sqlite:")
+            .then_some(path)
     }
 
     /// A second gateway instance over the same database, shared state and clock, as behind a

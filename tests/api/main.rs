@@ -8,6 +8,7 @@ mod helpers;
 mod instances;
 
 mod admin;
+mod at_rest;
 mod authorize;
 mod browser;
 mod cli;

@@ -399,3 +399,145 @@ async fn failed_sign_ins_are_counted_across_instances() {
         .await;
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
 }
+
+/// The `Set-Cookie` header that sets `name`, if the response has one.
+fn set_cookie(response: &reqwest::Response, name: &str) -> Option<String> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|c| c.starts_with(&format!("{name}=")))
+}
+
+/// The value a `Set-Cookie` header sets.
+fn cookie_value(set_cookie: &str) -> String {
+    let pair = set_cookie.split(';').next().unwrap();
+    pair.split_once('=').unwrap().1.to_owned()
+}
+
+/// Behind TLS the cookies are `__Host-` cookies: Secure, Path=/, no Domain, so neither a
+/// sibling subdomain nor a plain-http answer can plant or overwrite them. The test server
+/// itself speaks plain http, so the test carries the cookies by hand, as a browser would over
+/// https.
+#[tokio::test]
+async fn over_https_the_portal_cookies_take_the_host_prefix_and_the_flow_still_works() {
+    let app = spawn_app_with(|s| s.public_url.set_scheme("https").unwrap()).await;
+    let client = http();
+
+    let response = client.get(app.url("/portal/login")).send().await.unwrap();
+    let csrf_cookie = set_cookie(&response, "__Host-kh_login_csrf")
+        .expect("the sign-in form's CSRF cookie has the __Host- prefix");
+    for attribute in ["Secure", "HttpOnly", "Path=/", "SameSite=Lax"] {
+        assert!(csrf_cookie.contains(attribute), "{csrf_cookie}");
+    }
+    assert!(!csrf_cookie.contains("Domain"), "{csrf_cookie}");
+    let html = response.text().await.unwrap();
+    let login_form = [
+        ("email", ALICE.1.to_owned()),
+        ("password", ALICE.2.to_owned()),
+        ("csrf_token", hidden(&html, "csrf_token").unwrap()),
+        ("next", "/portal".to_owned()),
+    ];
+
+    // The unprefixed name is not what the server reads behind TLS.
+    let refused = client
+        .post(app.url("/portal/login"))
+        .header(
+            "cookie",
+            format!("kh_login_csrf={}", cookie_value(&csrf_cookie)),
+        )
+        .form(&login_form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+
+    let response = client
+        .post(app.url("/portal/login"))
+        .header(
+            "cookie",
+            format!("__Host-kh_login_csrf={}", cookie_value(&csrf_cookie)),
+        )
+        .form(&login_form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let session = set_cookie(&response, "__Host-kh_session").expect("a __Host- session cookie");
+    for attribute in ["Secure", "HttpOnly", "Path=/", "SameSite=Lax"] {
+        assert!(session.contains(attribute), "{session}");
+    }
+    assert!(!session.contains("Domain"), "{session}");
+    let cleared =
+        set_cookie(&response, "__Host-kh_login_csrf").expect("the CSRF cookie is cleared");
+    assert!(cleared.contains("Max-Age=0"), "{cleared}");
+    let session = format!("__Host-kh_session={}", cookie_value(&session));
+
+    let overview = client
+        .get(app.url("/portal"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(overview.status(), StatusCode::OK);
+    let unprefixed = client
+        .get(app.url("/portal"))
+        .header("cookie", session.trim_start_matches("__Host-"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unprefixed.status(), StatusCode::SEE_OTHER, "not signed in");
+
+    // Consent, with the same cookie.
+    let (auth_url, state, _verifier) = app.authorize_url(&["claims:status"]);
+    let response = client
+        .get(&auth_url)
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let html = response.text().await.unwrap();
+    let response = client
+        .post(app.url("/oauth/authorize"))
+        .header("cookie", &session)
+        .form(&[
+            (
+                "consent_id",
+                hidden(&html, "consent_id").expect("a consent page"),
+            ),
+            ("csrf_token", hidden(&html, "csrf_token").unwrap()),
+            ("decision", "allow".to_owned()),
+            ("field", "claims:status".to_owned()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let location = location(&response);
+    assert!(
+        location.starts_with(&app.partner.redirect_uri),
+        "{location}"
+    );
+    assert_eq!(
+        query_param(&location, "state").as_deref(),
+        Some(state.secret().as_str())
+    );
+    assert!(query_param(&location, "code").is_some(), "{location}");
+
+    let response = client
+        .post(app.url("/portal/logout"))
+        .header("cookie", &session)
+        .form(&[("csrf_token", hidden(&html, "csrf_token").unwrap())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let cleared =
+        set_cookie(&response, "__Host-kh_session").expect("the session cookie is cleared");
+    assert!(
+        cleared.contains("Max-Age=0") && cleared.contains("Secure"),
+        "{cleared}"
+    );
+}

@@ -77,14 +77,22 @@ async fn genuine(app: &TestApp) -> String {
 /// claims are not, so the checks after the signature are exercised too.
 async fn real_key(app: &TestApp) -> StoredKey {
     let kid = app.app.keys.current_kid();
-    app.app
+    let mut key = app
+        .app
         .store
         .signing_keys(app.clock.now() - chrono::Duration::days(1))
         .await
         .unwrap()
         .into_iter()
         .find(|k| k.kid == kid)
+        .unwrap();
+    // Stored sealed: opened with the key file, as only the gateway can.
+    key.private_key = app
+        .encryption_key()
+        .open(&key.kid, &key.private_key)
         .unwrap()
+        .to_vec();
+    key
 }
 
 /// Both the verifier and introspection refuse `token`, the verifier for `reason`.

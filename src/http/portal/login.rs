@@ -1,6 +1,6 @@
 //! Sign-in, sign-out and the portal's landing page.
 
-use super::session::{self, LOGIN_CSRF_COOKIE, SESSION_COOKIE};
+use super::session::{self, CookieName};
 use crate::app::App;
 use crate::error::{Internal, PageError};
 use crate::http::pages::{page, render, see_other};
@@ -50,7 +50,7 @@ pub fn login_page(
     response
         .add_cookie(&session::cookie(
             app,
-            LOGIN_CSRF_COOKIE,
+            CookieName::LoginCsrf,
             csrf.expose().to_owned(),
         ))
         .map_err(anyhow::Error::from)?;
@@ -87,12 +87,8 @@ pub async fn submit(
     form: web::Form<LoginForm>,
 ) -> Result<HttpResponse, PageError> {
     let form = form.into_inner();
-    let csrf_ok = req.cookie(LOGIN_CSRF_COOKIE).is_some_and(|c| {
-        !form.csrf_token.is_empty()
-            && c.value()
-                .as_bytes()
-                .ct_eq(form.csrf_token.as_bytes())
-                .into()
+    let csrf_ok = session::read(&app, &req, CookieName::LoginCsrf).is_some_and(|c| {
+        !form.csrf_token.is_empty() && c.as_bytes().ct_eq(form.csrf_token.as_bytes()).into()
     });
     if !csrf_ok {
         return Err(PageError::Forbidden);
@@ -146,7 +142,7 @@ pub async fn submit(
     let mut response = see_other(&next);
     response.add_cookie(&cookie).map_err(anyhow::Error::from)?;
     response
-        .add_removal_cookie(&session::removal_cookie(&app, LOGIN_CSRF_COOKIE))
+        .add_removal_cookie(&session::removal_cookie(&app, CookieName::LoginCsrf))
         .map_err(anyhow::Error::from)?;
     Ok(response)
 }
@@ -171,7 +167,7 @@ pub async fn logout(
     }
     let mut response = see_other("/portal/login");
     response
-        .add_removal_cookie(&session::removal_cookie(&app, SESSION_COOKIE))
+        .add_removal_cookie(&session::removal_cookie(&app, CookieName::Session))
         .map_err(anyhow::Error::from)?;
     Ok(response)
 }

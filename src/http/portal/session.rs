@@ -10,9 +10,26 @@ use actix_web::cookie::{Cookie, SameSite, time::Duration as CookieDuration};
 use std::time::Duration;
 use subtle::ConstantTimeEq;
 
-pub const SESSION_COOKIE: &str = "kh_session";
-/// Double-submit cookie protecting the sign-in form, which has no session yet.
-pub const LOGIN_CSRF_COOKIE: &str = "kh_login_csrf";
+/// The portal's cookies. Behind TLS their names take the `__Host-` prefix, which browsers
+/// accept only with `Secure`, `Path=/` and no `Domain`: a sibling subdomain or a plain-http
+/// answer then cannot plant one (session fixation, or a known double-submit CSRF value).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CookieName {
+    Session,
+    /// Double-submit cookie protecting the sign-in form, which has no session yet.
+    LoginCsrf,
+}
+
+impl CookieName {
+    pub fn name(self, app: &App) -> &'static str {
+        match (self, app.settings.cookies_secure()) {
+            (CookieName::Session, true) => "__Host-kh_session",
+            (CookieName::Session, false) => "kh_session",
+            (CookieName::LoginCsrf, true) => "__Host-kh_login_csrf",
+            (CookieName::LoginCsrf, false) => "kh_login_csrf",
+        }
+    }
+}
 
 pub struct ActiveSession {
     pub hash: String,
@@ -33,8 +50,14 @@ fn idle(app: &App) -> Duration {
     Duration::from_secs(u64::from(app.settings.session.idle_minutes) * 60)
 }
 
-pub fn cookie<'a>(app: &App, name: &'a str, value: String) -> Cookie<'a> {
-    Cookie::build(name, value)
+/// The request's value of one of the portal's cookies.
+pub fn read(app: &App, req: &HttpRequest, name: CookieName) -> Option<String> {
+    req.cookie(name.name(app)).map(|c| c.value().to_owned())
+}
+
+pub fn cookie(app: &App, name: CookieName, value: String) -> Cookie<'static> {
+    // `Path=/` and no `Domain`, as the `__Host-` prefix requires.
+    Cookie::build(name.name(app), value)
         .path("/")
         .http_only(true)
         .same_site(SameSite::Lax)
@@ -42,7 +65,7 @@ pub fn cookie<'a>(app: &App, name: &'a str, value: String) -> Cookie<'a> {
         .finish()
 }
 
-pub fn removal_cookie<'a>(app: &App, name: &'a str) -> Cookie<'a> {
+pub fn removal_cookie(app: &App, name: CookieName) -> Cookie<'static> {
     let mut c = cookie(app, name, String::new());
     c.set_max_age(CookieDuration::ZERO);
     c
@@ -50,10 +73,10 @@ pub fn removal_cookie<'a>(app: &App, name: &'a str) -> Cookie<'a> {
 
 /// The session of this request, if any; touching it extends the idle timeout.
 pub async fn current(app: &App, req: &HttpRequest) -> Result<Option<ActiveSession>, Internal> {
-    let Some(value) = req.cookie(SESSION_COOKIE) else {
+    let Some(value) = read(app, req, CookieName::Session) else {
         return Ok(None);
     };
-    let hash = token_hash(value.value());
+    let hash = token_hash(&value);
     let Some(session) = app.state.session(&hash).await? else {
         return Ok(None);
     };
@@ -81,5 +104,5 @@ pub async fn start(
     app.state
         .put_session(&token_hash(value.expose()), &session, idle(app))
         .await?;
-    Ok(cookie(app, SESSION_COOKIE, value.expose().to_owned()))
+    Ok(cookie(app, CookieName::Session, value.expose().to_owned()))
 }
