@@ -168,8 +168,9 @@ pub async fn validate(app: &App, params: &AuthorizeParams) -> Result<ValidReques
 /// The longest `state` a partner may send: room for any signed or encrypted value it needs.
 pub const MAX_STATE_LEN: usize = 512;
 
-/// Consent requests one session may have parked at once (each lives `CONSENT_TTL`): enough
-/// for a customer with several tabs, far too few for one account to fill shared state.
+/// Consent requests one customer may have parked at once (each lives `CONSENT_TTL`): enough
+/// for several tabs, far too few for one account to fill shared state. Counted per customer,
+/// not per session, so signing in again buys nothing.
 pub const MAX_PENDING_CONSENTS: u64 = 20;
 
 #[derive(Debug, thiserror::Error)]
@@ -180,17 +181,16 @@ pub enum ParkError {
     Internal(#[from] Internal),
 }
 
-/// Parks a validated request until the customer decides; returns its single-use id. A session
-/// may have at most [`MAX_PENDING_CONSENTS`] parked in `CONSENT_TTL`.
+/// Parks a validated request until the customer decides; returns its single-use id. A
+/// customer may have at most [`MAX_PENDING_CONSENTS`] parked in `CONSENT_TTL`.
 pub async fn park(
     app: &App,
     request: &ValidRequest,
     customer_id: crate::domain::CustomerId,
-    session_hash: &str,
 ) -> Result<String, ParkError> {
     let parked = app
         .state
-        .count_pending_consent(session_hash, CONSENT_TTL)
+        .count_pending_consent(&customer_id.to_string(), CONSENT_TTL)
         .await
         .map_err(Internal::from)?;
     if parked > MAX_PENDING_CONSENTS {

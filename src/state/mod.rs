@@ -323,15 +323,15 @@ impl SharedState {
         Ok(())
     }
 
-    /// Counts a consent request parked by a session; the count lives as long as the
+    /// Counts a consent request parked for a customer; the count lives as long as the
     /// newest request, so it covers every request that may still be pending.
     pub async fn count_pending_consent(
         &self,
-        session_hash: &str,
+        customer: &str,
         ttl: Duration,
     ) -> Result<u64, StateError> {
         self.backend
-            .incr(&self.key("consents", session_hash), ttl)
+            .incr(&self.key("consents", customer), ttl)
             .await
     }
 

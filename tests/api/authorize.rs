@@ -417,7 +417,7 @@ async fn sign_in_without_the_csrf_cookie_is_refused() {
 // ----- issue 11: bounded consent requests ---------------------------------------------------
 
 #[tokio::test]
-async fn a_session_can_park_only_so_many_consent_requests() {
+async fn a_customer_can_park_only_so_many_consent_requests() {
     let app = spawn_app().await;
     let (auth_url, _, _) = app.authorize_url(&["claims:status"]);
     let browser = browser();
@@ -437,7 +437,14 @@ async fn a_session_can_park_only_so_many_consent_requests() {
     }
     assert!(statuses[..20].iter().all(|s| *s == 200), "{statuses:?}");
     assert_eq!(&statuses[20..], &[429, 429], "{statuses:?}");
-    // Another customer's session is not affected.
+    // Signing in again buys nothing: the cap is the customer's.
+    let again = browser_signed_in(&app, ALICE).await;
+    let (auth_url, _, _) = app.authorize_url(&["claims:status"]);
+    assert_eq!(
+        again.get(&auth_url).send().await.unwrap().status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // Another customer is not affected.
     let bob = browser_signed_in(&app, BOB).await;
     let (auth_url, _, _) = app.authorize_url(&["claims:status"]);
     assert_eq!(

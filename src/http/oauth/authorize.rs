@@ -54,7 +54,7 @@ pub async fn start(
         let next = format!("/oauth/authorize?{}", req.query_string());
         return login_page(&app, &next, Some(&request.partner.name), "", None);
     };
-    let consent_id = authorize::park(&app, &request, active.session.customer_id, &active.hash)
+    let consent_id = authorize::park(&app, &request, active.session.customer_id)
         .await
         .map_err(|e| match e {
             ParkError::TooMany => PageError::TooMany(
