@@ -209,6 +209,17 @@ pub enum ApiError {
     Internal(#[from] Internal),
 }
 
+/// A call without a valid token past its address's allowance.
+impl From<crate::unauthenticated::Refused> for ApiError {
+    fn from(r: crate::unauthenticated::Refused) -> Self {
+        ApiError::RateLimited {
+            retry_after_seconds: r.retry_after_seconds,
+            policy: r.policy,
+            current: r.current,
+        }
+    }
+}
+
 /// The partner API's refusals, each with its one status.
 impl From<ProxyError> for ApiError {
     fn from(e: ProxyError) -> Self {

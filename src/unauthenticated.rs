@@ -14,11 +14,16 @@ pub enum Admission {
     /// It may be answered (and recorded) as usual.
     Admitted,
     /// Over the limit: `429`, and nothing is written.
-    Refused {
-        retry_after_seconds: u64,
-        policy: String,
-        current: String,
-    },
+    Refused(Refused),
+}
+
+/// A refusal, with what the `429` tells the caller (`Retry-After`, `RateLimit-Policy`,
+/// `RateLimit`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub retry_after_seconds: u64,
+    pub policy: String,
+    pub current: String,
 }
 
 const POLICY_NAME: &str = "unauthenticated";
@@ -39,11 +44,11 @@ pub async fn admit(
         RateOutcome::Allowed { .. } => Ok(Admission::Admitted),
         RateOutcome::Refused { retry_after, .. } => {
             let retry = retry_after.as_secs_f64().ceil().max(1.0) as u64;
-            Ok(Admission::Refused {
+            Ok(Admission::Refused(Refused {
                 retry_after_seconds: retry,
                 current: format!("\"{POLICY_NAME}\";r=0;t={retry}"),
                 policy,
-            })
+            }))
         }
     }
 }
@@ -70,7 +75,7 @@ mod tests {
         }
         assert!(matches!(
             admit(&state, &limits, Some(a)).await.unwrap(),
-            Admission::Refused { retry_after_seconds, .. } if retry_after_seconds >= 99
+            Admission::Refused(r) if r.retry_after_seconds >= 99
         ));
         assert_eq!(
             admit(&state, &limits, Some(b)).await.unwrap(),
@@ -94,7 +99,7 @@ mod tests {
         );
         assert!(matches!(
             admit(&state, &limits, Some(second)).await.unwrap(),
-            Admission::Refused { .. }
+            Admission::Refused(_)
         ));
     }
 }

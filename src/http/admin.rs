@@ -63,20 +63,10 @@ pub async fn gate(
         let limits = &app.settings.rate_limits;
         match unauthenticated::admit(&app.state, limits, source).await {
             Ok(Admission::Admitted) => {}
-            Ok(Admission::Refused {
-                retry_after_seconds,
-                policy,
-                current,
-            }) => {
+            Ok(Admission::Refused(refused)) => {
                 app.metrics.observe_unauthenticated_refusal("admin");
-                let refused = ApiError::RateLimited {
-                    retry_after_seconds,
-                    policy,
-                    current,
-                };
-                return Ok(req
-                    .into_response(refused.error_response())
-                    .map_into_boxed_body());
+                let response = ApiError::from(refused).error_response();
+                return Ok(req.into_response(response).map_into_boxed_body());
             }
             Err(e) => {
                 let refused = ApiError::Internal(Internal::from(e)).error_response();

@@ -54,17 +54,9 @@ pub async fn metrics(app: web::Data<App>, req: HttpRequest) -> Result<HttpRespon
             .map_err(Internal::from)?
         {
             Admission::Admitted => Err(refused),
-            Admission::Refused {
-                retry_after_seconds,
-                policy,
-                current,
-            } => {
+            Admission::Refused(limited) => {
                 app.metrics.observe_unauthenticated_refusal("metrics");
-                Err(ApiError::RateLimited {
-                    retry_after_seconds,
-                    policy,
-                    current,
-                })
+                Err(limited.into())
             }
         };
     }

@@ -126,18 +126,16 @@ pub async fn handle(
         let limits = &app.settings.rate_limits;
         match unauthenticated::admit(&app.state, limits, req.source).await {
             Ok(Admission::Admitted) => {}
-            Ok(Admission::Refused {
-                retry_after_seconds,
-                policy,
-                current,
-            }) => {
+            Ok(Admission::Refused(refused)) => {
                 app.metrics.observe_unauthenticated_refusal("partner");
-                let headers = RateHeaders { policy, current };
-                let refused = ProxyError::RateLimited {
-                    retry_after_seconds,
-                    headers,
+                let limited = ProxyError::RateLimited {
+                    retry_after_seconds: refused.retry_after_seconds,
+                    headers: RateHeaders {
+                        policy: refused.policy,
+                        current: refused.current,
+                    },
                 };
-                return (Err(refused), None);
+                return (Err(limited), None);
             }
             // Nothing was read, and without the limit nothing may be written.
             Err(e) => return (Err(ProxyError::Unavailable(e.into())), None),
