@@ -1354,10 +1354,19 @@ async fn a_log_rewritten_and_re_signed_with_the_token_key_from_the_database_does
     use jsonwebtoken::{Algorithm, EncodingKey, Header};
     let (app, token) = seeded_for_verify(3).await;
     app.wait_for_checkpoint(10).await;
-    // The intruder can write the database, and so can read the token-signing key in it: they
-    // edit record 2, recompute the chain and re-sign every checkpoint with that key.
+    // The intruder can write the database and read the token-signing key in it (and the key
+    // that seals it, for the worst case): they edit record 2, recompute the chain and re-sign
+    // every checkpoint with that key.
+    use keyhole::config::EncryptionKeySource;
+    use keyhole::tokens::EncryptionKey;
     let key = app.app.store.all_signing_keys().await.unwrap().remove(0);
-    let encoding = EncodingKey::from_ed_der(&key.private_key);
+    let sealing = match app.app.settings.encryption_key_source().unwrap() {
+        EncryptionKeySource::Value(value) => EncryptionKey::from_base64(value.expose()).unwrap(),
+        EncryptionKeySource::File(path) => EncryptionKey::read_file(&path).unwrap(),
+        EncryptionKeySource::Ephemeral => panic!("the test app keeps its key somewhere"),
+    };
+    let private_key = sealing.open(&key.kid, &key.private_key).unwrap();
+    let encoding = EncodingKey::from_ed_der(&private_key);
     let mut records = app.app.store.access_log_after(0, 100).await.unwrap();
     records[1].record.customer_id = Some("CU-9999".into());
     let db = app.raw_db().await;
