@@ -276,17 +276,19 @@ pub async fn export(app: &App, customer: CustomerId) -> Result<Vec<ExportRow>, I
     Ok(rows)
 }
 
-/// Failed sign-ins: at most 5 per account (guessing one account's password is slow, a person
-/// who mistypes waits a few minutes) and 30 per source address (spraying many accounts from one
-/// place is slow), each counted until `SIGN_IN_WINDOW` after the latest failure. Successes
-/// count for nothing, so customers behind one carrier NAT do not lock each other out. The
-/// counts live in shared state: every instance sees the same, so instances do not multiply the
-/// allowance.
+/// Failed sign-ins, each counted until `WINDOW` after the latest one: at most 5 for one account
+/// from one source address (guessing a password is slow, a person who mistypes waits a few
+/// minutes), 50 for one account from everywhere (guessing from many addresses is slow too), and
+/// 30 from one address for any accounts (spraying is slow). An attacker at one address thus locks
+/// only itself out of an account, not the customer at theirs. Successes count for nothing, so
+/// customers behind one carrier NAT do not lock each other out. The counts live in shared state:
+/// instances do not multiply the allowance.
 pub struct SignInLimits;
 
 impl SignInLimits {
     pub const WINDOW: Duration = Duration::from_secs(5 * 60);
-    pub const PER_ACCOUNT: u64 = 5;
+    pub const PER_ACCOUNT_AND_ADDRESS: u64 = 5;
+    pub const PER_ACCOUNT: u64 = 50;
     pub const PER_ADDRESS: u64 = 30;
 
     /// Accounts are keyed by a hash of the normalised address: no e-mail in shared state.
@@ -302,10 +304,12 @@ impl SignInLimits {
         email: &str,
         source: Option<IpAddr>,
     ) -> Result<bool, StateError> {
-        let (account, address) = state
+        let counts = state
             .count_sign_in_attempt(&Self::account(email), source, Self::WINDOW)
             .await?;
-        Ok(account <= Self::PER_ACCOUNT && address <= Self::PER_ADDRESS)
+        Ok(counts.pair <= Self::PER_ACCOUNT_AND_ADDRESS
+            && counts.account <= Self::PER_ACCOUNT
+            && counts.address <= Self::PER_ADDRESS)
     }
 
     /// The attempt succeeded: it does not count.

@@ -263,6 +263,9 @@ pub async fn approve(
         grant_id: grant.id,
         customer_id: pending.customer_id,
         scopes: selected.clone(),
+        expires_at: chrono::Duration::from_std(CODE_TTL)
+            .ok()
+            .map(|ttl| app.clock.now() + ttl),
     };
     app.state
         .put_code(&token_hash(code.expose()), issued, CODE_TTL)

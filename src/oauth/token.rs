@@ -68,6 +68,11 @@ async fn exchange_code(
             return Err(OAuthError::invalid_grant("the code is invalid or expired"));
         }
     };
+    // Shared state drops a code at its expiry; this also holds a code given back after a
+    // failed exchange to the time it was first given.
+    if issued.expires_at.is_some_and(|at| at <= app.clock.now()) {
+        return Err(OAuthError::invalid_grant("the code is invalid or expired"));
+    }
     if issued.client_id != partner.client_id {
         return Err(OAuthError::invalid_grant(
             "the code was issued to another client",
@@ -96,9 +101,20 @@ async fn exchange_code(
     match issue(app, partner, &grant, &issued.scopes, None).await {
         Ok(tokens) => Ok(tokens),
         Err(e) => {
-            // Nothing was issued: give the code back, so the partner's retry is a first use
-            // and not a replay that would revoke the customer's grant.
-            if let Err(restore) = app.state.unspend_code(&hash, issued, CODE_RETRY).await {
+            // Nothing was issued: give the code back for what is left of its life, so the
+            // partner's retry is a first use and not a replay that revokes the grant.
+            let left = issued
+                .expires_at
+                .map(|at| (at - app.clock.now()).to_std().unwrap_or_default())
+                .unwrap_or(CODE_RETRY);
+            // A code whose life is over is forgotten instead: its retry then reads as
+            // expired, never as a replay.
+            let restored = if left.is_zero() {
+                app.state.forget_code(&hash).await
+            } else {
+                app.state.unspend_code(&hash, issued, left).await
+            };
+            if let Err(restore) = restored {
                 tracing::warn!(error = %restore, "restoring an unspent authorization code failed");
             }
             Err(e)
@@ -106,7 +122,8 @@ async fn exchange_code(
     }
 }
 
-/// How long a code given back after a failed exchange stays usable.
+/// How long a code given back after a failed exchange stays usable when it does not know its
+/// own expiry (codes issued before it was kept).
 const CODE_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A spent code came back. RFC 6749 §4.1.2: when its own client presents it again, what the

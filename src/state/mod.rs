@@ -90,6 +90,10 @@ pub struct IssuedCode {
     pub grant_id: GrantId,
     pub customer_id: CustomerId,
     pub scopes: FieldSet,
+    /// When the code stops working: a code given back after a failed exchange keeps it.
+    /// Absent in codes written before it was kept.
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -176,6 +180,17 @@ impl GrantStatus {
     pub fn is_active_at(&self, now: DateTime<Utc>) -> bool {
         matches!(self, GrantStatus::Active { expires_at } if *expires_at > now)
     }
+}
+
+/// Counted sign-in attempts (failures, once successes are forgiven) within the window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SignInCounts {
+    /// This account from this address.
+    pub pair: u64,
+    /// This account from anywhere.
+    pub account: u64,
+    /// This address, for any account.
+    pub address: u64,
 }
 
 /// A source address as limits see it: an IPv4 address, or an IPv6 /64 (one subscriber's
@@ -282,28 +297,29 @@ impl SharedState {
         self.backend.rate_limit(std::slice::from_ref(&check)).await
     }
 
-    /// Counts a sign-in attempt against the account and the address before the password is
-    /// checked (so parallel guesses cannot all pass one check); returns both counts. Each
-    /// count lives `window` after its latest attempt.
+    /// Counts a sign-in attempt before the password is checked (so parallel guesses cannot all
+    /// pass one check): against the account from this address, the account from anywhere, and
+    /// the address. Returns the three counts, in that order. Each lives `window` after its
+    /// latest attempt.
     pub async fn count_sign_in_attempt(
         &self,
         account: &str,
         source: Option<IpAddr>,
         window: Duration,
-    ) -> Result<(u64, u64), StateError> {
-        let by_account = self
-            .backend
-            .incr(&self.key("signin:account", account), window)
-            .await?;
-        let by_address = match source {
-            Some(source) => {
-                self.backend
-                    .incr(&self.key("signin:addr", &source_key(source)), window)
-                    .await?
-            }
-            None => 0,
-        };
-        Ok((by_account, by_address))
+    ) -> Result<SignInCounts, StateError> {
+        let address = source.map(source_key).unwrap_or_default();
+        let mut counts = SignInCounts::default();
+        for (key, count) in [
+            (
+                self.key("signin:pair", &format!("{account}:{address}")),
+                &mut counts.pair,
+            ),
+            (self.key("signin:account", account), &mut counts.account),
+            (self.key("signin:addr", &address), &mut counts.address),
+        ] {
+            *count = self.backend.incr(&key, window).await?;
+        }
+        Ok(counts)
     }
 
     /// Takes back a counted attempt that succeeded: only failures count.
@@ -312,13 +328,13 @@ impl SharedState {
         account: &str,
         source: Option<IpAddr>,
     ) -> Result<(), StateError> {
-        self.backend
-            .decr_existing(&self.key("signin:account", account))
-            .await?;
-        if let Some(source) = source {
-            self.backend
-                .decr_existing(&self.key("signin:addr", &source_key(source)))
-                .await?;
+        let address = source.map(source_key).unwrap_or_default();
+        for key in [
+            self.key("signin:pair", &format!("{account}:{address}")),
+            self.key("signin:account", account),
+            self.key("signin:addr", &address),
+        ] {
+            self.backend.decr_existing(&key).await?;
         }
         Ok(())
     }
@@ -399,6 +415,11 @@ impl SharedState {
         let issued = serde_json::to_vec(&CodeEntry::Issued(code))?;
         self.backend.replace_existing(&key, issued, ttl).await?;
         Ok(())
+    }
+
+    /// Drops a code that was spent without issuing anything and has no life left.
+    pub async fn forget_code(&self, code_hash: &str) -> Result<(), StateError> {
+        self.backend.delete(&self.key("code", code_hash)).await
     }
 
     pub async fn put_pending_consent(
@@ -559,6 +580,7 @@ mod tests {
             grant_id: GrantId::random(),
             customer_id: CustomerId::random(),
             scopes: FieldSet::parse("claims:status").unwrap(),
+            expires_at: None,
         }
     }
 

@@ -541,3 +541,40 @@ async fn over_https_the_portal_cookies_take_the_host_prefix_and_the_flow_still_w
         "{cleared}"
     );
 }
+
+#[tokio::test]
+async fn failed_sign_ins_from_one_address_do_not_lock_the_customer_out_at_hers() {
+    // Behind a trusted proxy on loopback, so each request can name its client address.
+    let app = spawn_app_with(|s| s.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()]).await;
+    let attempt = |from: &'static str, password: &'static str| {
+        let app = &app;
+        async move {
+            let browser = browser();
+            let page = browser.get(app.url("/portal/login")).send().await.unwrap();
+            let html = page.text().await.unwrap();
+            browser
+                .post(app.url("/portal/login"))
+                .header("x-forwarded-for", from)
+                .form(&[
+                    ("email", ALICE.1),
+                    ("password", password),
+                    ("csrf_token", &hidden(&html, "csrf_token").unwrap()),
+                    ("next", &hidden(&html, "next").unwrap()),
+                ])
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    let mut statuses = Vec::new();
+    for _ in 0..7 {
+        statuses.push(attempt("203.0.113.66", "guess").await.as_u16());
+    }
+    assert_eq!(statuses, vec![401, 401, 401, 401, 401, 429, 429]);
+    // Alice, at her own address, signs in.
+    assert_eq!(
+        attempt("198.51.100.9", ALICE.2).await,
+        StatusCode::SEE_OTHER
+    );
+}

@@ -596,3 +596,43 @@ async fn a_code_survives_a_database_failure_during_its_exchange() {
         true
     );
 }
+
+#[tokio::test]
+async fn a_code_given_back_after_a_failure_keeps_its_original_expiry() {
+    use sea_orm::ConnectionTrait;
+    let app = spawn_app().await;
+    let authorized = app
+        .authorize_as(ALICE, &["claims:status"], &["claims:status"])
+        .await;
+    let verifier = authorized.verifier.secret().clone();
+    let db = sea_orm::Database::connect(&app.app.settings.database_url)
+        .await
+        .unwrap();
+    app.clock.advance(chrono::Duration::seconds(50));
+    db.execute_unprepared("ALTER TABLE refresh_tokens RENAME TO refresh_tokens_away")
+        .await
+        .unwrap();
+    let failed = exchange_raw(&app, &app.partner, &authorized.code, &verifier).await;
+    db.execute_unprepared("ALTER TABLE refresh_tokens_away RENAME TO refresh_tokens")
+        .await
+        .unwrap();
+    assert!(failed.status().is_server_error());
+    // Past the code's first 60 s: expired, and not a replay that would end the grant.
+    app.clock.advance(chrono::Duration::seconds(15));
+    let late = exchange_raw(&app, &app.partner, &authorized.code, &verifier).await;
+    assert_eq!(
+        error_of(late).await,
+        (StatusCode::BAD_REQUEST, "invalid_grant".into())
+    );
+    let revoked = db
+        .query_one_raw(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            "SELECT COUNT(*) AS n FROM grants WHERE revoked_at IS NOT NULL",
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get::<i64>("", "n")
+        .unwrap();
+    assert_eq!(revoked, 0, "the late retry revoked nothing");
+}
