@@ -5,6 +5,7 @@
 mod chain;
 pub mod checkpoint;
 pub mod export;
+pub mod journal;
 pub mod key;
 pub mod prune;
 pub mod query;

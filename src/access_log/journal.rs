@@ -1,0 +1,411 @@
+//! The journal's storage (issue 12, groundwork): append-only segment files in `journal_dir`,
+//! one per range of the instance's chain, written a batch at a time with one `write` and one
+//! `fdatasync`. Not yet wired into the writer; the group commit and the importer build on it.
+//!
+//! A frame is `len: u32 LE | crc: u32 LE | payload`, the CRC-32 covering the length and the
+//! payload, so a torn or garbled tail after a crash is detected — and cut — never misread as a
+//! record. Only the newest segment can have a torn tail: a segment is closed (synced) before the
+//! next one is started.
+
+use crate::files::{FileError, OWNER_ONLY};
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+/// The largest payload a frame may carry: a record is a few hundred bytes, and a length beyond
+/// this is corruption, not a record.
+pub const MAX_PAYLOAD: usize = 1 << 20;
+const HEADER: usize = 8;
+const SEGMENT_PREFIX: &str = "segment-";
+const SEGMENT_SUFFIX: &str = ".journal";
+/// The instance's writer id, its chain: created once, then the same at every start.
+const CHAIN_FILE: &str = "chain-id";
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("journal {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    File(#[from] FileError),
+    #[error("a journal frame of {0} bytes is larger than {MAX_PAYLOAD}")]
+    TooLarge(usize),
+    #[error("journal {0}: the chain id file is not a chain id")]
+    BadChainId(PathBuf),
+    #[error("journal {0}: unreadable at byte {1}, in a segment that is not the newest")]
+    Corrupt(PathBuf, u64),
+}
+
+fn io_error(path: &Path) -> impl FnOnce(io::Error) -> JournalError + '_ {
+    move |source| JournalError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn checksum(len: [u8; 4], payload: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&len);
+    hasher.update(payload);
+    hasher.finalize()
+}
+
+/// Appends one frame to `out`.
+pub fn frame(out: &mut Vec<u8>, payload: &[u8]) -> Result<(), JournalError> {
+    if payload.len() > MAX_PAYLOAD {
+        return Err(JournalError::TooLarge(payload.len()));
+    }
+    let len = u32::try_from(payload.len())
+        .map_err(|_| JournalError::TooLarge(payload.len()))?
+        .to_le_bytes();
+    out.extend_from_slice(&len);
+    out.extend_from_slice(&checksum(len, payload).to_le_bytes());
+    out.extend_from_slice(payload);
+    Ok(())
+}
+
+/// What reading a segment found: its frames, and where a torn tail began, if one did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct SegmentContents {
+    pub frames: Vec<Vec<u8>>,
+    /// Offset of the first byte that is not a whole, valid frame, and how many bytes follow.
+    pub torn: Option<(u64, u64)>,
+}
+
+/// Splits `bytes` into frames, stopping at the first one that is short or fails its check.
+pub fn parse(bytes: &[u8]) -> SegmentContents {
+    let mut contents = SegmentContents::default();
+    let mut at = 0usize;
+    while at < bytes.len() {
+        let Some(header) = bytes.get(at..at + HEADER) else {
+            break;
+        };
+        let len_bytes = [header[0], header[1], header[2], header[3]];
+        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+        let len = u32::from_le_bytes(len_bytes) as usize;
+        if len > MAX_PAYLOAD {
+            break;
+        }
+        let Some(payload) = bytes.get(at + HEADER..at + HEADER + len) else {
+            break;
+        };
+        if checksum(len_bytes, payload) != crc {
+            break;
+        }
+        contents.frames.push(payload.to_vec());
+        at += HEADER + len;
+    }
+    if at < bytes.len() {
+        contents.torn = Some((at as u64, (bytes.len() - at) as u64));
+    }
+    contents
+}
+
+fn segment_name(first_seq: u64) -> String {
+    format!("{SEGMENT_PREFIX}{first_seq:020}{SEGMENT_SUFFIX}")
+}
+
+/// The segments of `dir`, oldest first, with the sequence number each starts at.
+pub fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, JournalError> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io_error(dir))? {
+        let entry = entry.map_err(io_error(dir))?;
+        let name = entry.file_name();
+        let Some(first) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(SEGMENT_PREFIX))
+            .and_then(|n| n.strip_suffix(SEGMENT_SUFFIX))
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        found.push((first, entry.path()));
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// The instance's chain id, created (0600) on the first start in `dir`.
+pub fn chain_id(dir: &Path) -> Result<String, JournalError> {
+    let path = dir.join(CHAIN_FILE);
+    crate::files::check_owner_only(&path)?;
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let id = text.trim();
+            if id.is_empty()
+                || id.len() > 64
+                || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            {
+                return Err(JournalError::BadChainId(path));
+            }
+            Ok(id.to_owned())
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let id = uuid::Uuid::now_v7().to_string();
+            crate::files::create_owner_only(&path, id.as_bytes())?;
+            Ok(id)
+        }
+        Err(e) => Err(io_error(&path)(e)),
+    }
+}
+
+/// The open end of the journal: the newest segment, appended to a batch at a time.
+pub struct Journal {
+    dir: PathBuf,
+    segment_bytes: u64,
+    file: File,
+    path: PathBuf,
+    len: u64,
+    next_seq: u64,
+}
+
+/// What opening found: every frame still in the journal (oldest first, for the importer) and
+/// the torn tail that was cut, if any.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    pub frames: Vec<(u64, Vec<u8>)>,
+    pub torn: Option<(PathBuf, u64, u64)>,
+}
+
+impl Journal {
+    /// Opens `dir` (created 0700 when absent), reads what it holds, cuts a torn tail off the
+    /// newest segment, and positions the next append after the last whole frame.
+    pub fn open(dir: &Path, segment_bytes: u64) -> Result<(Self, Recovered), JournalError> {
+        if !dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .create(dir)
+                .map_err(io_error(dir))?;
+            std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+                .map_err(io_error(dir))?;
+        }
+        let mut recovered = Recovered::default();
+        let mut next_seq = 1;
+        let mut newest = None;
+        let all = segments(dir)?;
+        let last = all.len().saturating_sub(1);
+        for (index, (first, path)) in all.into_iter().enumerate() {
+            crate::files::check_owner_only(&path)?;
+            let mut bytes = Vec::new();
+            File::open(&path)
+                .and_then(|mut f| f.read_to_end(&mut bytes))
+                .map_err(io_error(&path))?;
+            let contents = parse(&bytes);
+            // Only the newest segment was being written at a crash; damage anywhere else is
+            // not a torn tail but corruption, and skipping it would renumber the chain.
+            if let Some((offset, _)) = contents.torn
+                && index != last
+            {
+                return Err(JournalError::Corrupt(path, offset));
+            }
+            for (i, payload) in contents.frames.into_iter().enumerate() {
+                recovered.frames.push((first + i as u64, payload));
+            }
+            next_seq = recovered.frames.last().map_or(first, |(seq, _)| seq + 1);
+            if let Some((offset, bytes)) = contents.torn {
+                recovered.torn = Some((path.clone(), offset, bytes));
+            }
+            newest = Some((path, contents.torn.map_or(bytes.len() as u64, |(o, _)| o)));
+        }
+        let (path, len) = match newest {
+            Some((path, valid)) => (path, valid),
+            None => (dir.join(segment_name(next_seq)), 0),
+        };
+        let mut file = open_segment(&path)?;
+        // Cut what a crash left half-written, so the next frame follows the last whole one.
+        file.set_len(len).map_err(io_error(&path))?;
+        file.sync_data().map_err(io_error(&path))?;
+        std::io::Seek::seek(&mut file, io::SeekFrom::Start(len)).map_err(io_error(&path))?;
+        Ok((
+            Self {
+                dir: dir.to_owned(),
+                segment_bytes,
+                file,
+                path,
+                len,
+                next_seq,
+            },
+            recovered,
+        ))
+    }
+
+    /// The sequence number the next appended frame gets.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Appends a batch of payloads with one `write` and one `fdatasync`; they are durable when
+    /// this returns. Returns the sequence number of the first.
+    pub fn append(&mut self, payloads: &[&[u8]]) -> Result<u64, JournalError> {
+        if self.len >= self.segment_bytes {
+            self.roll()?;
+        }
+        let mut batch = Vec::with_capacity(payloads.iter().map(|p| p.len() + HEADER).sum());
+        for payload in payloads {
+            frame(&mut batch, payload)?;
+        }
+        let first = self.next_seq;
+        self.file.write_all(&batch).map_err(io_error(&self.path))?;
+        self.file.sync_data().map_err(io_error(&self.path))?;
+        self.len += batch.len() as u64;
+        self.next_seq += payloads.len() as u64;
+        Ok(first)
+    }
+
+    /// Closes the full segment and starts the next; the closed one is already synced.
+    fn roll(&mut self) -> Result<(), JournalError> {
+        let path = self.dir.join(segment_name(self.next_seq));
+        self.file = open_segment(&path)?;
+        // The new file's name must survive a crash too.
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_error(&self.dir))?;
+        self.path = path;
+        self.len = 0;
+        Ok(())
+    }
+}
+
+fn open_segment(path: &Path) -> Result<File, JournalError> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(OWNER_ONLY)
+        .open(path)
+        .map_err(io_error(path))
+        .and_then(|mut f| {
+            use std::io::Seek;
+            f.seek(io::SeekFrom::End(0)).map_err(io_error(path))?;
+            Ok(f)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn payloads(range: std::ops::Range<u64>) -> Vec<Vec<u8>> {
+        range.map(|i| format!("record {i}").into_bytes()).collect()
+    }
+
+    fn refs(p: &[Vec<u8>]) -> Vec<&[u8]> {
+        p.iter().map(Vec::as_slice).collect()
+    }
+
+    #[test]
+    fn batches_come_back_in_order_across_segments_and_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal_dir = dir.path().join("journal");
+        let (mut journal, recovered) = Journal::open(&journal_dir, 64).unwrap();
+        assert!(recovered.frames.is_empty());
+        for start in [1, 4, 7] {
+            let batch = payloads(start..start + 3);
+            assert_eq!(journal.append(&refs(&batch)).unwrap(), start);
+        }
+        assert!(segments(&journal_dir).unwrap().len() > 1, "it rolled");
+        drop(journal);
+        let (journal, recovered) = Journal::open(&journal_dir, 64).unwrap();
+        let seqs: Vec<u64> = recovered.frames.iter().map(|(s, _)| *s).collect();
+        assert_eq!(seqs, (1..10).collect::<Vec<_>>());
+        assert_eq!(recovered.frames[8].1, b"record 9");
+        assert_eq!(journal.next_seq(), 10);
+        assert!(recovered.torn.is_none());
+        for (_, path) in segments(&journal_dir).unwrap() {
+            let mode = std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+        }
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_and_reported_never_misread() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut journal, _) = Journal::open(dir.path(), 1 << 20).unwrap();
+        journal.append(&refs(&payloads(1..4))).unwrap();
+        let path = journal.path.clone();
+        drop(journal);
+        let whole = std::fs::metadata(&path).unwrap().len();
+        // A crash in the middle of the next batch: a header and half a payload.
+        let mut torn = Vec::new();
+        frame(&mut torn, b"record 4, never finished").unwrap();
+        torn.truncate(HEADER + 5);
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        file.write_all(&torn).unwrap();
+        drop(file);
+
+        let (mut journal, recovered) = Journal::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(recovered.frames.len(), 3);
+        assert_eq!(
+            recovered.torn,
+            Some((path.clone(), whole, torn.len() as u64))
+        );
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), whole, "cut");
+        assert_eq!(journal.append(&[b"record 4"]).unwrap(), 4);
+        drop(journal);
+        let (_, recovered) = Journal::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(recovered.frames.len(), 4);
+        assert!(recovered.torn.is_none());
+    }
+
+    #[test]
+    fn a_garbled_frame_ends_the_readable_journal() {
+        let mut bytes = Vec::new();
+        for p in payloads(1..4) {
+            frame(&mut bytes, &p).unwrap();
+        }
+        let second = HEADER + b"record 1".len();
+        bytes[second + HEADER + 2] ^= 0xff;
+        let contents = parse(&bytes);
+        assert_eq!(contents.frames, vec![b"record 1".to_vec()]);
+        assert_eq!(
+            contents.torn,
+            Some((second as u64, (bytes.len() - second) as u64))
+        );
+        // A length beyond any record is corruption too.
+        let mut huge = u32::MAX.to_le_bytes().to_vec();
+        huge.extend_from_slice(&[0; 12]);
+        assert_eq!(parse(&huge).frames.len(), 0);
+        assert!(parse(&huge).torn.is_some());
+    }
+
+    #[test]
+    fn damage_in_an_older_segment_is_corruption_not_a_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut journal, _) = Journal::open(dir.path(), 16).unwrap();
+        journal.append(&refs(&payloads(1..3))).unwrap();
+        journal.append(&refs(&payloads(3..5))).unwrap();
+        drop(journal);
+        let (_, oldest) = segments(dir.path()).unwrap().remove(0);
+        let mut bytes = std::fs::read(&oldest).unwrap();
+        bytes[HEADER] ^= 0xff;
+        std::fs::write(&oldest, bytes).unwrap();
+        assert!(matches!(
+            Journal::open(dir.path(), 16),
+            Err(JournalError::Corrupt(_, 0))
+        ));
+    }
+
+    #[test]
+    fn the_chain_id_is_made_once_owner_only_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = chain_id(dir.path()).unwrap();
+        assert_eq!(chain_id(dir.path()).unwrap(), first);
+        let mode = std::fs::metadata(dir.path().join(CHAIN_FILE))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600);
+        std::fs::write(dir.path().join(CHAIN_FILE), "../../etc").unwrap();
+        assert!(matches!(
+            chain_id(dir.path()),
+            Err(JournalError::BadChainId(_))
+        ));
+    }
+}
