@@ -38,11 +38,12 @@ pub async fn admit(
     let interval = Duration::from_secs_f64(1.0 / per_second);
     let burst = limits.unauthenticated_burst.max(1);
     let source = source.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-    let window = (f64::from(burst) / per_second).ceil().max(1.0) as u64;
-    let policy = format!("\"{POLICY_NAME}\";q={burst};w={window}");
     match state.limit_unauthenticated(source, interval, burst).await? {
         RateOutcome::Allowed { .. } => Ok(Admission::Admitted),
         RateOutcome::Refused { retry_after, .. } => {
+            // The headers are built only for a refusal: an admitted call pays for none.
+            let window = (f64::from(burst) / per_second).ceil().max(1.0) as u64;
+            let policy = format!("\"{POLICY_NAME}\";q={burst};w={window}");
             let retry = retry_after.as_secs_f64().ceil().max(1.0) as u64;
             Ok(Admission::Refused(Refused {
                 retry_after_seconds: retry,

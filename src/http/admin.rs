@@ -8,7 +8,7 @@ use crate::admin::alerts::{self, AlertReport};
 use crate::admin::auth;
 use crate::admin::views::{GrantView, PartnerView, grant_views};
 use crate::app::App;
-use crate::domain::{ClientId, GrantId, UpstreamCustomerId};
+use crate::domain::{ClientId, GrantId, UpstreamCustomerId, bounded};
 use crate::error::{ApiError, Internal};
 use crate::http::csv::CsvWriter;
 use crate::http::middleware::RequestId;
@@ -113,11 +113,6 @@ pub async fn gate(
         tracing::error!(error = %e, audit_id, "recording an admin call's status failed");
     }
     Ok(response)
-}
-
-/// What the audit keeps of a caller-chosen string: at most 64 characters.
-fn bounded(s: &str) -> String {
-    s.chars().take(64).collect()
 }
 
 fn parse_query<T: serde::de::DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError> {

@@ -2,6 +2,7 @@
 //! root tracing span.
 
 use super::MAX_BODY_BYTES;
+use crate::domain::bounded;
 use crate::error::ApiError;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -45,8 +46,8 @@ impl RootSpanBuilder for KeyholeRootSpan {
             .get::<RequestId>()
             .map(|r| r.0.clone())
             .unwrap_or_default();
-        let method: String = request.method().as_str().chars().take(16).collect();
-        let path: String = request.path().chars().take(64).collect();
+        let method = bounded(request.method().as_str());
+        let path = bounded(request.path());
         let source = super::source::source_addr(request);
         tracing::info_span!(
             "HTTP request",

@@ -15,7 +15,7 @@ pub use ratelimit::{PartnerRateLimiter, RateHeaders, Verdict};
 
 use crate::access_log::{AccessRecord, Outcome};
 use crate::app::App;
-use crate::domain::{Field, Resource};
+use crate::domain::{Field, Resource, bounded};
 use crate::error::Internal;
 use crate::state::PartnerState;
 use crate::tokens::{AccessClaims, TokenError};
@@ -113,8 +113,8 @@ pub async fn handle(
         client_id: None,
         grant_id: None,
         customer_id: None,
-        resource: req.resource.chars().take(64).collect(),
-        resource_id: req.id.map(|id| id.chars().take(64).collect()),
+        resource: bounded(req.resource),
+        resource_id: req.id.map(bounded),
         record_ids: Vec::new(),
         fields: Vec::new(),
         outcome: Outcome::Denied,

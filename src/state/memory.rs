@@ -43,6 +43,10 @@ impl MemoryBackend {
         entries.insert(key.to_owned(), (value, expires));
     }
 
+    fn count(value: &[u8]) -> Option<u64> {
+        std::str::from_utf8(value).ok()?.parse().ok()
+    }
+
     fn micros(d: Duration) -> u64 {
         u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
     }
@@ -134,35 +138,39 @@ impl StateBackend for MemoryBackend {
         false
     }
 
-    async fn incr(&self, key: &str, ttl: Duration) -> Result<u64, StateError> {
+    async fn incr(&self, keys: &[String], ttl: Duration) -> Result<Vec<u64>, StateError> {
         let now = Instant::now();
         let mut entries = self.entries.lock();
-        let count = entries
-            .get(key)
-            .filter(|entry| Self::live(entry, now))
+        let mut counts = Vec::with_capacity(keys.len());
+        for key in keys {
+            let count = entries
+                .get(key)
+                .filter(|entry| Self::live(entry, now))
+                .and_then(|entry| Self::count(&entry.0))
+                .unwrap_or(0)
+                .saturating_add(1);
             // Decimal text, as Redis's INCR keeps it, so readers need not know the backend.
-            .and_then(|entry| std::str::from_utf8(&entry.0).ok()?.parse::<u64>().ok())
-            .unwrap_or(0)
-            .saturating_add(1);
-        Self::insert(
-            &mut entries,
-            key,
-            count.to_string().into_bytes(),
-            now + ttl,
-            now,
-        );
-        Ok(count)
+            Self::insert(
+                &mut entries,
+                key,
+                count.to_string().into_bytes(),
+                now + ttl,
+                now,
+            );
+            counts.push(count);
+        }
+        Ok(counts)
     }
 
-    async fn decr_existing(&self, key: &str) -> Result<(), StateError> {
+    async fn decr_existing(&self, keys: &[String]) -> Result<(), StateError> {
         let now = Instant::now();
         let mut entries = self.entries.lock();
-        if let Some(entry) = entries.get_mut(key).filter(|entry| Self::live(entry, now))
-            && let Some(count) = std::str::from_utf8(&entry.0)
-                .ok()
-                .and_then(|s| s.parse::<u64>().ok())
-        {
-            entry.0 = count.saturating_sub(1).to_string().into_bytes();
+        for key in keys {
+            if let Some(entry) = entries.get_mut(key).filter(|entry| Self::live(entry, now))
+                && let Some(count) = Self::count(&entry.0)
+            {
+                entry.0 = count.saturating_sub(1).to_string().into_bytes();
+            }
         }
         Ok(())
     }
@@ -249,10 +257,15 @@ mod tests {
     #[tokio::test]
     async fn counters_count_and_expire() {
         let backend = MemoryBackend::default();
-        assert_eq!(backend.incr("c", Duration::from_secs(60)).await.unwrap(), 1);
-        assert_eq!(backend.incr("c", Duration::from_secs(60)).await.unwrap(), 2);
-        assert_eq!(backend.incr("d", Duration::ZERO).await.unwrap(), 1);
-        assert_eq!(backend.incr("d", Duration::ZERO).await.unwrap(), 1);
+        let minute = Duration::from_secs(60);
+        let (c, d) = (vec!["c".to_owned()], vec!["d".to_owned()]);
+        assert_eq!(backend.incr(&c, minute).await.unwrap(), vec![1]);
+        let both = vec!["c".to_owned(), "e".to_owned()];
+        assert_eq!(backend.incr(&both, minute).await.unwrap(), vec![2, 1]);
+        backend.decr_existing(&both).await.unwrap();
+        assert_eq!(backend.incr(&both, minute).await.unwrap(), vec![2, 1]);
+        assert_eq!(backend.incr(&d, Duration::ZERO).await.unwrap(), vec![1]);
+        assert_eq!(backend.incr(&d, Duration::ZERO).await.unwrap(), vec![1]);
     }
 
     #[tokio::test]

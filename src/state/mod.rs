@@ -59,10 +59,11 @@ pub trait StateBackend: Send + Sync + 'static {
     /// Whether other instances see the same limits. When not (one instance), the partner
     /// path's local limiter is the whole truth and this backend is not asked again.
     fn shares_limits(&self) -> bool;
-    /// Adds one to a counter and (re)sets its time to live; returns the new count.
-    async fn incr(&self, key: &str, ttl: Duration) -> Result<u64, StateError>;
-    /// Takes one off a counter that exists (never below zero, never creating it).
-    async fn decr_existing(&self, key: &str) -> Result<(), StateError>;
+    /// Adds one to each counter and (re)sets its time to live, in one round trip; returns
+    /// the new counts in the order of the keys.
+    async fn incr(&self, keys: &[String], ttl: Duration) -> Result<Vec<u64>, StateError>;
+    /// Takes one off each counter that exists (never below zero, never creating one).
+    async fn decr_existing(&self, keys: &[String]) -> Result<(), StateError>;
 }
 
 /// One GCRA limit: one call per `interval`, `burst` at once.
@@ -307,19 +308,27 @@ impl SharedState {
         source: Option<IpAddr>,
         window: Duration,
     ) -> Result<SignInCounts, StateError> {
+        let counts = self
+            .backend
+            .incr(&self.sign_in_keys(account, source), window)
+            .await?;
+        let count = |i: usize| counts.get(i).copied().unwrap_or(u64::MAX);
+        Ok(SignInCounts {
+            pair: count(0),
+            account: count(1),
+            address: count(2),
+        })
+    }
+
+    /// The sign-in counters of an attempt: account from this address, account, address.
+    /// Attempts whose address is unknown share one address counter.
+    fn sign_in_keys(&self, account: &str, source: Option<IpAddr>) -> [String; 3] {
         let address = source.map(source_key).unwrap_or_default();
-        let mut counts = SignInCounts::default();
-        for (key, count) in [
-            (
-                self.key("signin:pair", &format!("{account}:{address}")),
-                &mut counts.pair,
-            ),
-            (self.key("signin:account", account), &mut counts.account),
-            (self.key("signin:addr", &address), &mut counts.address),
-        ] {
-            *count = self.backend.incr(&key, window).await?;
-        }
-        Ok(counts)
+        [
+            self.key("signin:pair", &format!("{account}:{address}")),
+            self.key("signin:account", account),
+            self.key("signin:addr", &address),
+        ]
     }
 
     /// Takes back a counted attempt that succeeded: only failures count.
@@ -328,15 +337,9 @@ impl SharedState {
         account: &str,
         source: Option<IpAddr>,
     ) -> Result<(), StateError> {
-        let address = source.map(source_key).unwrap_or_default();
-        for key in [
-            self.key("signin:pair", &format!("{account}:{address}")),
-            self.key("signin:account", account),
-            self.key("signin:addr", &address),
-        ] {
-            self.backend.decr_existing(&key).await?;
-        }
-        Ok(())
+        self.backend
+            .decr_existing(&self.sign_in_keys(account, source))
+            .await
     }
 
     /// Counts a consent request parked for a customer; the count lives as long as the
@@ -346,9 +349,11 @@ impl SharedState {
         customer: &str,
         ttl: Duration,
     ) -> Result<u64, StateError> {
-        self.backend
-            .incr(&self.key("consents", customer), ttl)
-            .await
+        let counts = self
+            .backend
+            .incr(&[self.key("consents", customer)], ttl)
+            .await?;
+        Ok(counts.first().copied().unwrap_or(u64::MAX))
     }
 
     pub async fn put_code(

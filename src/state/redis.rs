@@ -54,8 +54,10 @@ return out
 /// Takes one off a counter that exists and is above zero; an expired counter stays gone
 /// (a plain DECR would bring it back without a time to live).
 const DECR_EXISTING: &str = r"
-local n = tonumber(redis.call('GET', KEYS[1]) or '0')
-if n > 0 then redis.call('DECR', KEYS[1]) end
+for i = 1, #KEYS do
+  local n = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if n > 0 then redis.call('DECR', KEYS[i]) end
+end
 return 0
 ";
 
@@ -193,24 +195,31 @@ impl StateBackend for RedisBackend {
         true
     }
 
-    async fn incr(&self, key: &str, ttl: Duration) -> Result<u64, StateError> {
-        let (count,): (u64,) = redis::pipe()
-            .atomic()
-            .cmd("INCR")
-            .arg(key)
-            .cmd("PEXPIRE")
-            .arg(key)
-            .arg(millis(ttl))
-            .ignore()
-            .query_async(&mut self.connection())
+    async fn incr(&self, keys: &[String], ttl: Duration) -> Result<Vec<u64>, StateError> {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for key in keys {
+            pipe.cmd("INCR")
+                .arg(key)
+                .cmd("PEXPIRE")
+                .arg(key)
+                .arg(millis(ttl))
+                .ignore();
+        }
+        pipe.query_async(&mut self.connection())
             .await
-            .map_err(unavailable)?;
-        Ok(count)
+            .map_err(unavailable)
     }
 
-    async fn decr_existing(&self, key: &str) -> Result<(), StateError> {
-        self.decr_existing
-            .key(key)
+    async fn decr_existing(&self, keys: &[String]) -> Result<(), StateError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let mut invocation = self.decr_existing.prepare_invoke();
+        for key in keys {
+            invocation.key(key);
+        }
+        invocation
             .invoke_async::<i64>(&mut self.connection())
             .await
             .map_err(unavailable)?;

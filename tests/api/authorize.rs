@@ -438,26 +438,19 @@ async fn a_customer_can_park_only_so_many_consent_requests() {
     assert!(statuses[..20].iter().all(|s| *s == 200), "{statuses:?}");
     assert_eq!(&statuses[20..], &[429, 429], "{statuses:?}");
     // Signing in again buys nothing: the cap is the customer's.
-    let again = browser_signed_in(&app, ALICE).await;
+    let again = app.signed_in(ALICE).await;
     let (auth_url, _, _) = app.authorize_url(&["claims:status"]);
     assert_eq!(
         again.get(&auth_url).send().await.unwrap().status(),
         StatusCode::TOO_MANY_REQUESTS
     );
     // Another customer is not affected.
-    let bob = browser_signed_in(&app, BOB).await;
+    let bob = app.signed_in(BOB).await;
     let (auth_url, _, _) = app.authorize_url(&["claims:status"]);
     assert_eq!(
         bob.get(&auth_url).send().await.unwrap().status(),
         StatusCode::OK
     );
-}
-
-async fn browser_signed_in(app: &TestApp, who: (&str, &str, &str)) -> reqwest::Client {
-    let browser = browser();
-    let (auth_url, _, _) = app.authorize_url(&["claims:status"]);
-    app.sign_in(&browser, &auth_url, who).await;
-    browser
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
 //! The real `keyhole` binary, run as an operator would, against a database of its own.
 
+use crate::helpers::free_port;
 use keyhole::domain::ClientId;
 use keyhole::secrets::token_hash;
 use keyhole::store::Store;
@@ -386,29 +387,11 @@ async fn admin_tokens_are_listed_without_secrets_and_revoked_by_id() {
 
 #[tokio::test]
 async fn log_export_is_verified_offline_and_a_tampered_file_fails() {
-    use keyhole::access_log::{AccessLog, AccessRecord, Outcome, checkpoint};
+    use keyhole::access_log::checkpoint;
     use keyhole::clock::SystemClock;
     let cli = Cli::new();
     let store = Store::connect(&cli.database_url).await.unwrap();
-    let log = AccessLog::start(store.clone(), Default::default());
-    for i in 0..6 {
-        log.append(AccessRecord {
-            at: chrono::Utc::now(),
-            request_id: format!("r{i}"),
-            client_id: Some("fone-shop".into()),
-            grant_id: None,
-            customer_id: Some("CU-1001".into()),
-            resource: "claims".into(),
-            resource_id: Some("C-1001".into()),
-            record_ids: vec!["C-1001".into()],
-            fields: vec!["claims:status".into()],
-            outcome: Outcome::Ok,
-            status: 200,
-            client_ip: None,
-        })
-        .await
-        .unwrap();
-    }
+    seed_reads(&store, 6).await;
     let clock: keyhole::clock::SharedClock = std::sync::Arc::new(SystemClock);
     let key = cli.checkpoint_key();
     let (id, hash) = store.access_log_head().await.unwrap().unwrap();
@@ -723,14 +706,6 @@ async fn admin_audit_prune_removes_only_entries_past_their_retention() {
     let left = store.admin_audit(None, 10).await.unwrap();
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].1.request_id, "r10");
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// `keyhole demo` in an empty directory, with no configuration but free ports: it starts,

@@ -126,6 +126,15 @@ pub async fn spawn_app_with_sample_upstream(adjust: impl FnOnce(&mut Settings)) 
     .await
 }
 
+/// A port free at the time of asking, for servers the test must start by address.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Shared state on Redis when `KEYHOLE_REDIS_URL` names a server (as `.ci/run` sets it),
 /// in-process otherwise.
 pub fn redis_url() -> Option<String> {
@@ -323,6 +332,20 @@ impl TestApp {
         email: &str,
         password: &str,
     ) -> reqwest::Response {
+        self.submit_sign_in_from(browser, page_url, email, password, None)
+            .await
+    }
+
+    /// The same, with an `X-Forwarded-For` naming the client (believed only from a trusted
+    /// proxy).
+    pub async fn submit_sign_in_from(
+        &self,
+        browser: &reqwest::Client,
+        page_url: &str,
+        email: &str,
+        password: &str,
+        forwarded_for: Option<&str>,
+    ) -> reqwest::Response {
         let page = browser.get(page_url).send().await.unwrap();
         assert_eq!(page.status(), StatusCode::OK);
         let html = page.text().await.unwrap();
@@ -330,17 +353,19 @@ impl TestApp {
             html.contains("Sign in"),
             "expected the sign-in page: {html}"
         );
-        browser
-            .post(self.url("/portal/login"))
-            .form(&[
-                ("email", email),
-                ("password", password),
-                ("csrf_token", &hidden(&html, "csrf_token").unwrap()),
-                ("next", &hidden(&html, "next").unwrap()),
-            ])
-            .send()
-            .await
-            .unwrap()
+        let mut post = browser.post(self.url("/portal/login"));
+        if let Some(forwarded_for) = forwarded_for {
+            post = post.header("x-forwarded-for", forwarded_for);
+        }
+        post.form(&[
+            ("email", email),
+            ("password", password),
+            ("csrf_token", &hidden(&html, "csrf_token").unwrap()),
+            ("next", &hidden(&html, "next").unwrap()),
+        ])
+        .send()
+        .await
+        .unwrap()
     }
 
     /// Signs in through the form that `auth_url` shows.
@@ -356,13 +381,25 @@ impl TestApp {
 
     /// A partner API call with a bearer token; only the status matters to the caller.
     pub async fn partner_status(&self, token: &str, path: &str) -> StatusCode {
+        self.bearer_get(token, path).await.status()
+    }
+
+    /// A browser signed in through the portal's own sign-in page.
+    pub async fn signed_in(&self, who: (&str, &str, &str)) -> reqwest::Client {
+        let browser = browser();
+        self.sign_in(&browser, &self.url("/portal/login"), who)
+            .await;
+        browser
+    }
+
+    /// A GET with a bearer token (partner, admin or garbage).
+    pub async fn bearer_get(&self, token: &str, path: &str) -> reqwest::Response {
         http()
             .get(self.url(path))
             .bearer_auth(token)
             .send()
             .await
             .unwrap()
-            .status()
     }
 
     pub async fn consent_page(&self, browser: &reqwest::Client, auth_url: &str) -> ConsentPage {
@@ -568,12 +605,7 @@ impl TestApp {
     }
 
     pub async fn admin_get(&self, token: &str, path: &str) -> reqwest::Response {
-        http()
-            .get(self.url(path))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap()
+        self.bearer_get(token, path).await
     }
 
     /// `/metrics` as an operator reads it on the main listener: with an admin token.

@@ -257,9 +257,7 @@ async fn metrics_need_an_admin_token_on_the_main_listener() {
 
 #[tokio::test]
 async fn metrics_listen_serves_metrics_without_a_token_and_nothing_else() {
-    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = free.local_addr().unwrap();
-    drop(free);
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let app = spawn_app_with(|s| s.metrics_listen = Some(addr)).await;
     let private = format!("http://{addr}");
     let response = http()

@@ -11,14 +11,6 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn redis_server() -> Option<PathBuf> {
     if let Ok(path) = std::env::var("TEST_REDIS_SERVER") {
         return Some(path.into());

@@ -10,9 +10,7 @@ async fn app_with_sample_upstream() -> TestApp {
 }
 
 async fn signed_in(app: &TestApp, who: (&str, &str, &str)) -> reqwest::Client {
-    let browser = browser();
-    app.sign_in(&browser, &app.url("/portal/login"), who).await;
-    browser
+    app.signed_in(who).await
 }
 
 async fn page(browser: &reqwest::Client, url: &str) -> (StatusCode, String) {
@@ -346,21 +344,18 @@ async fn a_forged_x_forwarded_for_does_not_escape_the_sign_in_limit_per_address(
     let browser = browser();
     let mut last = 0;
     for i in 0..31 {
-        let page = browser.get(app.url("/portal/login")).send().await.unwrap();
-        let html = page.text().await.unwrap();
-        let response = browser
-            .post(app.url("/portal/login"))
-            .header("x-forwarded-for", format!("203.0.113.{i}"))
-            .form(&[
-                // A different account each time: only the address limit can stop this.
-                ("email", format!("nobody{i}@example.com").as_str()),
-                ("password", "guess"),
-                ("csrf_token", &hidden(&html, "csrf_token").unwrap()),
-                ("next", &hidden(&html, "next").unwrap()),
-            ])
-            .send()
-            .await
-            .unwrap();
+        // A different account each time: only the address limit can stop this.
+        let email = format!("nobody{i}@example.com");
+        let forged = format!("203.0.113.{i}");
+        let response = app
+            .submit_sign_in_from(
+                &browser,
+                &app.url("/portal/login"),
+                &email,
+                "guess",
+                Some(&forged),
+            )
+            .await;
         last = response.status().as_u16();
     }
     assert_eq!(last, 429, "the 31st failure from one address is refused");
@@ -549,22 +544,15 @@ async fn failed_sign_ins_from_one_address_do_not_lock_the_customer_out_at_hers()
     let attempt = |from: &'static str, password: &'static str| {
         let app = &app;
         async move {
-            let browser = browser();
-            let page = browser.get(app.url("/portal/login")).send().await.unwrap();
-            let html = page.text().await.unwrap();
-            browser
-                .post(app.url("/portal/login"))
-                .header("x-forwarded-for", from)
-                .form(&[
-                    ("email", ALICE.1),
-                    ("password", password),
-                    ("csrf_token", &hidden(&html, "csrf_token").unwrap()),
-                    ("next", &hidden(&html, "next").unwrap()),
-                ])
-                .send()
-                .await
-                .unwrap()
-                .status()
+            app.submit_sign_in_from(
+                &browser(),
+                &app.url("/portal/login"),
+                ALICE.1,
+                password,
+                Some(from),
+            )
+            .await
+            .status()
         }
     };
     let mut statuses = Vec::new();

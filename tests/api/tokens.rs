@@ -567,25 +567,36 @@ async fn another_clients_replay_of_a_spent_code_does_not_revoke_the_grant() {
     );
 }
 
+/// A code exchange while the refresh-token table is away, so storing the new refresh token
+/// fails after the code was spent.
+async fn exchange_while_storage_fails(
+    app: &TestApp,
+    code: &str,
+    verifier: &str,
+) -> reqwest::Response {
+    use sea_orm::ConnectionTrait;
+    let db = sea_orm::Database::connect(&app.app.settings.database_url)
+        .await
+        .unwrap();
+    db.execute_unprepared("ALTER TABLE refresh_tokens RENAME TO refresh_tokens_away")
+        .await
+        .unwrap();
+    let response = exchange_raw(app, &app.partner, code, verifier).await;
+    db.execute_unprepared("ALTER TABLE refresh_tokens_away RENAME TO refresh_tokens")
+        .await
+        .unwrap();
+    response
+}
+
 #[tokio::test]
 async fn a_code_survives_a_database_failure_during_its_exchange() {
-    use sea_orm::ConnectionTrait;
     let app = spawn_app().await;
     let authorized = app
         .authorize_as(ALICE, &["claims:status"], &["claims:status"])
         .await;
     let verifier = authorized.verifier.secret().clone();
-    let db = sea_orm::Database::connect(&app.app.settings.database_url)
-        .await
-        .unwrap();
     // Storing the refresh token fails: nothing is issued.
-    db.execute_unprepared("ALTER TABLE refresh_tokens RENAME TO refresh_tokens_away")
-        .await
-        .unwrap();
-    let failed = exchange_raw(&app, &app.partner, &authorized.code, &verifier).await;
-    db.execute_unprepared("ALTER TABLE refresh_tokens_away RENAME TO refresh_tokens")
-        .await
-        .unwrap();
+    let failed = exchange_while_storage_fails(&app, &authorized.code, &verifier).await;
     assert!(failed.status().is_server_error(), "{}", failed.status());
     // The retry is a first use, not a replay that revokes the grant.
     let retry = exchange_raw(&app, &app.partner, &authorized.code, &verifier).await;
@@ -599,23 +610,13 @@ async fn a_code_survives_a_database_failure_during_its_exchange() {
 
 #[tokio::test]
 async fn a_code_given_back_after_a_failure_keeps_its_original_expiry() {
-    use sea_orm::ConnectionTrait;
     let app = spawn_app().await;
     let authorized = app
         .authorize_as(ALICE, &["claims:status"], &["claims:status"])
         .await;
     let verifier = authorized.verifier.secret().clone();
-    let db = sea_orm::Database::connect(&app.app.settings.database_url)
-        .await
-        .unwrap();
     app.clock.advance(chrono::Duration::seconds(50));
-    db.execute_unprepared("ALTER TABLE refresh_tokens RENAME TO refresh_tokens_away")
-        .await
-        .unwrap();
-    let failed = exchange_raw(&app, &app.partner, &authorized.code, &verifier).await;
-    db.execute_unprepared("ALTER TABLE refresh_tokens_away RENAME TO refresh_tokens")
-        .await
-        .unwrap();
+    let failed = exchange_while_storage_fails(&app, &authorized.code, &verifier).await;
     assert!(failed.status().is_server_error());
     // Past the code's first 60 s: expired, and not a replay that would end the grant.
     app.clock.advance(chrono::Duration::seconds(15));
@@ -624,6 +625,10 @@ async fn a_code_given_back_after_a_failure_keeps_its_original_expiry() {
         error_of(late).await,
         (StatusCode::BAD_REQUEST, "invalid_grant".into())
     );
+    use sea_orm::ConnectionTrait;
+    let db = sea_orm::Database::connect(&app.app.settings.database_url)
+        .await
+        .unwrap();
     let revoked = db
         .query_one_raw(sea_orm::Statement::from_string(
             db.get_database_backend(),
