@@ -506,8 +506,17 @@ async fn run_log(settings: &Settings, command: LogCommand) -> anyhow::Result<()>
                 let mut out = std::io::BufWriter::new(std::io::stdout().lock());
                 export::export(&store, &key, &issuer, from, to, SystemClock.now(), &mut out).await?
             } else {
-                let file = std::fs::File::create(&output)
-                    .with_context(|| format!("creating {}", output.display()))?;
+                // It holds customers' ids and partners' addresses: owner-only, like the log.
+                let file = {
+                    use std::os::unix::fs::OpenOptionsExt;
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .create(true)
+                        .truncate(true)
+                        .mode(crate::files::OWNER_ONLY)
+                        .open(&output)
+                }
+                .with_context(|| format!("creating {}", output.display()))?;
                 let mut out = std::io::BufWriter::new(file);
                 let summary =
                     export::export(&store, &key, &issuer, from, to, SystemClock.now(), &mut out)

@@ -3,8 +3,8 @@
 //! local user who can read them can sign tokens or read customers' data.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// The mode every such file gets: read and write for the owner, nothing for anyone else.
@@ -22,6 +22,19 @@ pub enum FileError {
         "{path} is readable or writable by other users (mode {mode:o}); run `chmod 600 {path}`"
     )]
     Exposed { path: PathBuf, mode: u32 },
+    /// Another user could have planted it (in a shared directory, say): never trusted.
+    #[error("{path} belongs to user {owner}, not to the user the gateway runs as ({ours})")]
+    Foreign {
+        path: PathBuf,
+        owner: u32,
+        ours: u32,
+    },
+    /// A symlink, a FIFO, a directory: a planted FIFO would hang the start, a symlink could
+    /// point anywhere.
+    #[error("{path} is not a regular file")]
+    NotAFile { path: PathBuf },
+    #[error("{path} is larger than {limit} bytes: not a key")]
+    TooLarge { path: PathBuf, limit: u64 },
 }
 
 fn io_error(path: &Path) -> impl FnOnce(io::Error) -> FileError + '_ {
@@ -55,11 +68,31 @@ pub fn open_append_owner_only(path: &Path) -> Result<File, FileError> {
         .map_err(io_error(path))
 }
 
-/// Whether an existing file is closed to everyone but its owner. Absent files pass: they are
-/// created 0600 by whoever creates them.
+/// The user this process runs as, from the owner of `/proc/self` (no `unsafe` for geteuid);
+/// `None` where there is no procfs, and then ownership is not checked.
+fn current_uid() -> Option<u32> {
+    std::fs::metadata("/proc/self").ok().map(|m| m.uid())
+}
+
+/// Whether an existing file is a regular file of ours, closed to everyone else. Absent files
+/// pass: they are created 0600 by whoever creates them. Symlinks are not followed.
 pub fn check_owner_only(path: &Path) -> Result<(), FileError> {
-    match std::fs::metadata(path) {
+    match std::fs::symlink_metadata(path) {
         Ok(meta) => {
+            if !meta.file_type().is_file() {
+                return Err(FileError::NotAFile {
+                    path: path.to_owned(),
+                });
+            }
+            if let Some(ours) = current_uid()
+                && meta.uid() != ours
+            {
+                return Err(FileError::Foreign {
+                    path: path.to_owned(),
+                    owner: meta.uid(),
+                    ours,
+                });
+            }
             let mode = meta.permissions().mode() & 0o777;
             if mode & 0o077 != 0 {
                 return Err(FileError::Exposed {
@@ -72,6 +105,29 @@ pub fn check_owner_only(path: &Path) -> Result<(), FileError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(io_error(path)(e)),
     }
+}
+
+/// Reads a small text file (a key) of at most `limit` bytes: a huge or endless file is refused
+/// instead of read into memory.
+pub fn read_small(path: &Path, limit: u64) -> Result<String, FileError> {
+    let file = File::open(path).map_err(io_error(path))?;
+    let meta = file.metadata().map_err(io_error(path))?;
+    if !meta.file_type().is_file() {
+        return Err(FileError::NotAFile {
+            path: path.to_owned(),
+        });
+    }
+    let mut text = String::new();
+    file.take(limit + 1)
+        .read_to_string(&mut text)
+        .map_err(io_error(path))?;
+    if text.len() as u64 > limit {
+        return Err(FileError::TooLarge {
+            path: path.to_owned(),
+            limit,
+        });
+    }
+    Ok(text)
 }
 
 #[cfg(test)]
@@ -101,5 +157,45 @@ mod tests {
             Err(FileError::Exposed { mode: 0o644, .. })
         ));
         check_owner_only(&dir.path().join("absent")).unwrap();
+    }
+
+    #[test]
+    fn symlinks_directories_and_other_users_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("real.key");
+        create_owner_only(&target, b"k").unwrap();
+        let link = dir.path().join("link.key");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(matches!(
+            check_owner_only(&link),
+            Err(FileError::NotAFile { .. })
+        ));
+        assert!(matches!(
+            check_owner_only(dir.path()),
+            Err(FileError::NotAFile { .. })
+        ));
+        // Only root can give a file away; elsewhere this part has nothing to show.
+        if std::os::unix::fs::chown(&target, Some(65534), None).is_ok() {
+            assert!(matches!(
+                check_owner_only(&target),
+                Err(FileError::Foreign { owner: 65534, .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn a_huge_key_file_is_refused_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("huge.key");
+        create_owner_only(&path, &[b'a'; 10_000]).unwrap();
+        assert!(matches!(
+            read_small(&path, 4096),
+            Err(FileError::TooLarge { .. })
+        ));
+        create_owner_only(&dir.path().join("small.key"), b"key").unwrap();
+        assert_eq!(
+            read_small(&dir.path().join("small.key"), 4096).unwrap(),
+            "key"
+        );
     }
 }

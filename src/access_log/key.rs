@@ -45,22 +45,19 @@ pub struct CheckpointKey {
     decoding: DecodingKey,
 }
 
+/// A PEM Ed25519 key is about 120 bytes; anything much larger is not one.
+const KEY_FILE_LIMIT: u64 = 4096;
+
 impl CheckpointKey {
     /// Reads the key; refuses a file that other users can read or write.
     pub fn load(path: &Path) -> Result<Self, CheckpointKeyError> {
         check_owner_only(path)?;
-        let pem = match std::fs::read_to_string(path) {
+        let pem = match crate::files::read_small(path, KEY_FILE_LIMIT) {
             Ok(pem) => pem,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            Err(FileError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
                 return Err(CheckpointKeyError::Absent(path.to_owned()));
             }
-            Err(source) => {
-                return Err(FileError::Io {
-                    path: path.to_owned(),
-                    source,
-                }
-                .into());
-            }
+            Err(e) => return Err(e.into()),
         };
         let malformed = |reason: String| CheckpointKeyError::Malformed {
             path: path.to_owned(),

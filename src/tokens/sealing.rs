@@ -73,13 +73,8 @@ impl EncryptionKey {
 
     /// Reads a key file (its base64 form); the caller checks the file's permissions first.
     pub fn read_file(path: &Path) -> Result<Self, SealError> {
-        let text =
-            Zeroizing::new(
-                std::fs::read_to_string(path).map_err(|source| FileError::Io {
-                    path: path.to_owned(),
-                    source,
-                })?,
-            );
+        // A base64 key is 44 bytes; a huge or endless file is refused, not read.
+        let text = Zeroizing::new(crate::files::read_small(path, 4096)?);
         Self::from_base64(&text)
     }
 
