@@ -555,8 +555,8 @@ async fn run_log(settings: &Settings, command: LogCommand) -> anyhow::Result<()>
                     }
                 ),
                 Some(link) => format!(
-                    "BROKEN at record {}: {} ({} records verified before it)",
-                    link.id, link.reason, chain.records
+                    "BROKEN in chain {} at record {}: {} ({} records verified)",
+                    link.chain, link.seq, link.reason, chain.records
                 ),
             };
             print(json, serde_json::to_value(&report)?, human);
@@ -574,9 +574,15 @@ async fn run_log(settings: &Settings, command: LogCommand) -> anyhow::Result<()>
                 settings.access_log.retention_days,
             )
             .await?;
-            let human = match report.through_id {
-                Some(id) => format!("removed {} records, through record {id}", report.removed),
-                None => "nothing to remove: no signed checkpoint lies before that date".to_owned(),
+            let human = if report.chains.is_empty() {
+                "nothing to remove: no signed checkpoint lies before that date".to_owned()
+            } else {
+                let through: Vec<String> = report
+                    .chains
+                    .iter()
+                    .map(|c| format!("chain {} through {}", c.chain, c.through_seq))
+                    .collect();
+                format!("removed {} records ({})", report.removed, through.join(", "))
             };
             print(json, serde_json::to_value(&report)?, human);
         }

@@ -207,6 +207,25 @@ pub struct AccessLogSettings {
     /// absent, the access log's `retention_days`, since the audit trail is the record of who
     /// read that log.
     pub audit_retention_days: Option<u32>,
+    /// Where a record is durable before its answer may leave: see [`Durability`].
+    pub durability: Durability,
+    /// This instance's journal (`durability = "journal"`): segment files, the chain id and a
+    /// lock, all owner-only. Each instance needs a directory of its own, on a disk that
+    /// survives a restart.
+    pub journal_dir: PathBuf,
+}
+
+/// The durability point of an access-log record.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// Appended to the instance's journal with a group `fdatasync`, copied into the database
+    /// within seconds; on start, what is not yet there is copied first.
+    #[default]
+    Journal,
+    /// Committed to the database before the answer leaves, for instances without a
+    /// persistent disk of their own.
+    Database,
 }
 
 impl Default for AccessLogSettings {
@@ -217,6 +236,8 @@ impl Default for AccessLogSettings {
             retention_days: 2557,
             checkpoint_key_file: PathBuf::from("keyhole-checkpoint.key"),
             audit_retention_days: None,
+            durability: Durability::Journal,
+            journal_dir: PathBuf::from("keyhole-journal"),
         }
     }
 }
@@ -466,6 +487,9 @@ impl Settings {
         }
         if log.checkpoint_key_file.as_os_str().is_empty() {
             return invalid("access_log.checkpoint_key_file", "must name a file");
+        }
+        if log.durability == Durability::Journal && log.journal_dir.as_os_str().is_empty() {
+            return invalid("access_log.journal_dir", "must name a directory");
         }
         let alerts = &self.alerts;
         if !(1..=525_600).contains(&alerts.window_minutes)

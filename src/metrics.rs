@@ -77,6 +77,8 @@ pub struct Metrics {
     admin_calls: Mutex<BTreeMap<u16, u64>>,
     /// surface → calls without a valid token refused by the per-address limit.
     unauthenticated_refusals: Mutex<BTreeMap<&'static str, u64>>,
+    /// Bytes of torn journal tail cut at start (a crash mid-write).
+    journal_torn_bytes: std::sync::atomic::AtomicU64,
 }
 
 impl Metrics {
@@ -105,6 +107,65 @@ impl Metrics {
                 *counts.entry(field.clone()).or_default() += 1;
             }
         }
+    }
+
+    pub fn observe_journal_torn_tail(&self, bytes: u64) {
+        self.journal_torn_bytes
+            .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The access log's import state, rendered with the rest: computed at scrape time from
+    /// the writer's counters, never kept per call.
+    pub fn render_access_log(out: &mut String, status: &crate::access_log::LogStatus, metrics: &Self) {
+        use std::sync::atomic::Ordering;
+        let lag = status.import_lag();
+        let behind_for = if lag > 0 {
+            (chrono::Utc::now().timestamp() - status.caught_up_at.load(Ordering::Acquire)).max(0)
+        } else {
+            0
+        };
+        let _ = writeln!(
+            out,
+            "# HELP keyhole_access_log_import_lag_records Records durable in the journal, not yet in the database."
+        );
+        let _ = writeln!(out, "# TYPE keyhole_access_log_import_lag_records gauge");
+        let _ = writeln!(out, "keyhole_access_log_import_lag_records {lag}");
+        let _ = writeln!(
+            out,
+            "# HELP keyhole_access_log_import_lag_seconds How long the database has been behind the journal."
+        );
+        let _ = writeln!(out, "# TYPE keyhole_access_log_import_lag_seconds gauge");
+        let _ = writeln!(out, "keyhole_access_log_import_lag_seconds {behind_for}");
+        let _ = writeln!(
+            out,
+            "# HELP keyhole_access_log_durable_seq The last record of this instance's chain that is durable."
+        );
+        let _ = writeln!(out, "# TYPE keyhole_access_log_durable_seq gauge");
+        let _ = writeln!(
+            out,
+            "keyhole_access_log_durable_seq {}",
+            status.durable.load(Ordering::Acquire)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP keyhole_access_log_journal_failed 1 once the journal failed to write or sync (every call then gets 503)."
+        );
+        let _ = writeln!(out, "# TYPE keyhole_access_log_journal_failed gauge");
+        let _ = writeln!(
+            out,
+            "keyhole_access_log_journal_failed {}",
+            u8::from(status.broken.load(Ordering::Acquire))
+        );
+        let _ = writeln!(
+            out,
+            "# HELP keyhole_access_log_journal_torn_bytes_total Bytes of torn journal tail cut at start."
+        );
+        let _ = writeln!(out, "# TYPE keyhole_access_log_journal_torn_bytes_total counter");
+        let _ = writeln!(
+            out,
+            "keyhole_access_log_journal_torn_bytes_total {}",
+            metrics.journal_torn_bytes.load(Ordering::Relaxed)
+        );
     }
 
     pub fn observe_log_batch(&self, records: usize, elapsed: Duration, ok: bool) {

@@ -135,6 +135,7 @@ fn ended(grant: &Grant, partner: &str, now: DateTime<Utc>) -> Option<String> {
 }
 
 pub async fn overview(app: &App, customer: CustomerId) -> Result<Vec<GrantView>, Internal> {
+    app.access_log.settled().await;
     let grants = app.store.grants_of_customer(customer).await?;
     let ids: Vec<String> = grants.iter().map(|g| g.id.to_string()).collect();
     let usage = app.store.grant_usage(&ids).await?;
@@ -190,6 +191,7 @@ pub async fn own_grant(app: &App, customer: CustomerId, id: &str) -> Result<Gran
 }
 
 pub async fn grant_view(app: &App, grant: &Grant) -> Result<GrantView, Internal> {
+    app.access_log.settled().await;
     let ids = [grant.id.to_string()];
     let used = app
         .store
@@ -249,6 +251,7 @@ pub async fn history(
 
 /// Everything the log holds about the customer's grants, for the right of access.
 pub async fn export(app: &App, customer: CustomerId) -> Result<Vec<ExportRow>, Internal> {
+    app.access_log.settled().await;
     let grants = app.store.grants_of_customer(customer).await?;
     let ids: Vec<String> = grants.iter().map(|g| g.id.to_string()).collect();
     let names = partner_names(app, grants.iter().map(|g| g.client_id.to_string())).await?;

@@ -1,7 +1,7 @@
 //! Builds the application: binds its own listener (so tests ask for port 0), wires the state,
 //! and returns a server that runs until SIGTERM or SIGINT, then drains in-flight requests.
 
-use crate::access_log::{AccessLog, CheckpointKey};
+use crate::access_log::CheckpointKey;
 use crate::app::App;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{EncryptionKeySource, Settings};
@@ -106,7 +106,9 @@ impl Application {
             .dedicated(&settings.database_url)
             .await
             .context("connecting the access-log writer")?;
-        let access_log = AccessLog::start(log_store, metrics.clone());
+        let access_log =
+            crate::access_log::start::start(&settings.access_log, log_store, metrics.clone())
+                .await?;
         let proxy = ProxyCaches::new(settings.rate_limits);
         let app = web::Data::new(App {
             access_log,
@@ -129,6 +131,7 @@ impl Application {
             app.issuer(),
             app.clock.clone(),
             app.settings.access_log.clone(),
+            app.access_log.chain().to_owned(),
             app.access_log.head(),
         ));
         if crate::admin::alerts::any_containment(&app.settings.alerts) {
@@ -218,17 +221,23 @@ impl Application {
         if let Some(handle) = metrics {
             handle.stop(true).await;
         }
-        self.app.access_log.flush().await;
-        // Sign the final head, so a deletion of the newest records is detectable at once.
         let app = &self.app;
+        app.access_log.flush().await;
+        // What the journal holds reaches the database now if it can, else on the next start.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while app.access_log.status().import_lag() > 0 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        // Sign the final head, so a deletion of the newest records is detectable at once.
         let head = app.access_log.head().borrow().clone();
-        if let Some((id, hash)) = head
+        if let Some((seq, hash)) = head
             && let Err(e) = crate::access_log::checkpoint::checkpoint(
                 &app.store,
                 &app.checkpoint_key,
                 &app.issuer(),
                 &app.clock,
-                id,
+                app.access_log.chain(),
+                seq,
                 &hash,
             )
             .await

@@ -9,6 +9,10 @@ use sea_orm::entity::prelude::*;
 pub struct Model {
     #[sea_orm(primary_key)]
     pub id: i64,
+    /// The writer whose hash chain holds the record (one per gateway instance).
+    pub chain: String,
+    /// The record's place in its chain: 1, 2, 3…
+    pub seq: i64,
     pub at: DateTimeUtc,
     pub request_id: String,
     pub client_id: Option<String>,

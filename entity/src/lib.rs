@@ -8,7 +8,7 @@ pub mod admin_audit;
 pub mod admin_tokens;
 pub mod customers;
 pub mod grants;
-pub mod log_checkpoints;
+pub mod chain_checkpoints;
 pub mod partners;
 pub mod prelude;
 pub mod refresh_tokens;

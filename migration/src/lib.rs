@@ -15,6 +15,9 @@ mod m20261122_000006_create_access_log;
 mod m20261122_000007_create_admin_tokens;
 mod m20261201_000008_security_team;
 mod m20261202_000009_admin_audit_query_hash;
+mod m20261202_000010_access_log_chains;
+
+pub use m20261202_000010_access_log_chains::LEGACY_CHAIN;
 
 /// Runs every Keyhole migration in order.
 pub struct Migrator;
@@ -32,6 +35,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000007_create_admin_tokens::Migration),
             Box::new(m20261201_000008_security_team::Migration),
             Box::new(m20261202_000009_admin_audit_query_hash::Migration),
+            Box::new(m20261202_000010_access_log_chains::Migration),
         ]
     }
 }
@@ -50,8 +54,8 @@ mod tests {
         "signing_keys",
         "access_log",
         "admin_tokens",
-        "log_checkpoints",
         "admin_audit",
+        "chain_checkpoints",
     ];
 
     async fn tables_present(db: &DatabaseConnection) -> Vec<&'static str> {

@@ -42,7 +42,7 @@ pub(crate) enum AdminAudit {
     ClientIp,
 }
 
-fn checkpoints() -> TableCreateStatement {
+pub(crate) fn checkpoints() -> TableCreateStatement {
     Table::create()
         .table(LogCheckpoints::Table)
         .col(big_integer(LogCheckpoints::RecordId).primary_key())

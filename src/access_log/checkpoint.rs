@@ -21,33 +21,54 @@ use tokio::sync::watch;
 /// The JWS `typ` of a checkpoint, so an access token can never pass for one, nor the reverse.
 pub const CHECKPOINT_TYP: &str = "keyhole-log-checkpoint+jwt";
 
+/// What a checkpoint signs. Checkpoints of the `legacy` chain, signed before there were
+/// chains, name their record by `record_id` (its `seq`) and no chain.
 #[derive(Debug, Serialize, Deserialize)]
 struct CheckpointClaims {
     iss: String,
-    record_id: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    chain: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    seq: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    record_id: Option<i64>,
     hash: String,
     iat: i64,
 }
 
-/// The chain's head as the writer last committed it.
+impl CheckpointClaims {
+    fn names(&self, chain: &str, seq: i64) -> bool {
+        match (&self.chain, self.seq, self.record_id) {
+            (Some(c), Some(s), None) => c == chain && s == seq,
+            (None, None, Some(id)) => chain == super::chain::LEGACY_CHAIN && id == seq,
+            _ => false,
+        }
+    }
+}
+
+/// A chain's head as its writer last made it durable in the database: `(seq, hash)`.
 pub type Head = Option<(i64, String)>;
 
 pub fn sign(
     key: &CheckpointKey,
     issuer: &str,
-    record_id: i64,
+    chain: &str,
+    seq: i64,
     hash: &str,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<StoredCheckpoint, CheckpointKeyError> {
     let claims = CheckpointClaims {
         iss: issuer.to_owned(),
-        record_id,
+        chain: Some(chain.to_owned()),
+        seq: Some(seq),
+        record_id: None,
         hash: hash.to_owned(),
         iat: now.timestamp(),
     };
     let (kid, signature) = key.sign_jws(CHECKPOINT_TYP, &claims)?;
     Ok(StoredCheckpoint {
-        record_id,
+        chain: chain.to_owned(),
+        seq,
         hash: hash.to_owned(),
         kid,
         signature,
@@ -127,12 +148,12 @@ impl PublicKeys {
             .claims)
     }
 
-    /// Whether the checkpoint's signature is valid and signs exactly its record id and hash;
-    /// returns the signed time (seconds since the epoch).
+    /// Whether the checkpoint's signature is valid and signs exactly its chain, place and
+    /// hash; returns the signed time (seconds since the epoch).
     pub fn verify(&self, checkpoint: &StoredCheckpoint) -> Result<i64, String> {
         let claims: CheckpointClaims =
             self.verify_jws(CHECKPOINT_TYP, &checkpoint.kid, &checkpoint.signature)?;
-        if claims.record_id != checkpoint.record_id || claims.hash != checkpoint.hash {
+        if !claims.names(&checkpoint.chain, checkpoint.seq) || claims.hash != checkpoint.hash {
             return Err("the signature covers another record or hash".into());
         }
         Ok(claims.iat)
@@ -143,21 +164,22 @@ pub(super) fn decoding(kid: &str, x: &str) -> Result<DecodingKey, String> {
     DecodingKey::from_ed_components(x).map_err(|e| format!("key {kid} is unusable: {e}"))
 }
 
-/// Signs the head whenever `every` records were added since the last checkpoint, or when
-/// records were added and `interval` has passed. Runs until the writer stops.
+/// Signs the head of `chain` whenever `every` records were added since the last checkpoint,
+/// or when records were added and `interval` has passed. Runs until the writer stops.
 pub async fn run(
     store: Store,
     key: Arc<CheckpointKey>,
     issuer: String,
     clock: SharedClock,
     settings: AccessLogSettings,
+    chain: String,
     mut head: watch::Receiver<Head>,
 ) {
     let every = i64::from(settings.checkpoint_every);
     let interval = Duration::from_secs(u64::from(settings.checkpoint_interval_seconds));
     let mut last = loop {
-        match store.latest_checkpoint().await {
-            Ok(latest) => break latest.map_or(0, |c| c.record_id),
+        match store.latest_checkpoint(&chain).await {
+            Ok(latest) => break latest.map_or(0, |c| c.seq),
             Err(e) => {
                 tracing::warn!(error = %e, "reading the latest checkpoint failed; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -176,31 +198,33 @@ pub async fn run(
         if id <= last || (id - last < every && signed_at.elapsed() < interval) {
             continue;
         }
-        match checkpoint(&store, &key, &issuer, &clock, id, &hash).await {
+        match checkpoint(&store, &key, &issuer, &clock, &chain, id, &hash).await {
             Ok(()) => {
                 last = id;
                 signed_at = Instant::now();
             }
             // The next change or tick tries again with the newer head.
-            Err(e) => tracing::warn!(error = %e, record_id = id, "signing a checkpoint failed"),
+            Err(e) => tracing::warn!(error = %e, %chain, seq = id, "signing a checkpoint failed"),
         }
     }
 }
 
-/// Signs and stores one checkpoint of the record `id` with hash `hash`.
+/// Signs and stores one checkpoint of the record `seq` of `chain`, whose hash is `hash`.
 pub async fn checkpoint(
     store: &Store,
     key: &CheckpointKey,
     issuer: &str,
     clock: &SharedClock,
-    id: i64,
+    chain: &str,
+    seq: i64,
     hash: &str,
 ) -> anyhow::Result<()> {
-    let signed = sign(key, issuer, id, hash, clock.now())?;
+    let signed = sign(key, issuer, chain, seq, hash, clock.now())?;
     // A copy outside the database: whoever can rewrite the database cannot rewrite the log
     // stream this line goes to, and the auditor can compare the two.
     tracing::info!(
-        record_id = id,
+        chain,
+        seq,
         hash = %hash,
         kid = %signed.kid,
         signature = %signed.signature,

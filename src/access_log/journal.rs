@@ -12,6 +12,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The largest payload a frame may carry: a record is a few hundred bytes, and a length beyond
 /// this is corruption, not a record.
@@ -21,6 +22,8 @@ const SEGMENT_PREFIX: &str = "segment-";
 const SEGMENT_SUFFIX: &str = ".journal";
 /// The instance's writer id, its chain: created once, then the same at every start.
 const CHAIN_FILE: &str = "chain-id";
+/// Locked by the process writing the journal.
+const LOCK_FILE: &str = "lock";
 
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
@@ -38,6 +41,8 @@ pub enum JournalError {
     BadChainId(PathBuf),
     #[error("journal {0}: unreadable at byte {1}, in a segment that is not the newest")]
     Corrupt(PathBuf, u64),
+    #[error("journal {0} is in use by another process (each instance needs a journal_dir of its own)")]
+    Locked(PathBuf),
 }
 
 fn io_error(path: &Path) -> impl FnOnce(io::Error) -> JournalError + '_ {
@@ -157,34 +162,38 @@ pub fn chain_id(dir: &Path) -> Result<String, JournalError> {
 pub struct Journal {
     dir: PathBuf,
     segment_bytes: u64,
-    file: File,
+    file: Arc<File>,
     path: PathBuf,
     len: u64,
     next_seq: u64,
+    /// Held for the journal's life: a second process on the same directory would interleave
+    /// two writers' frames in one chain.
+    _lock: File,
 }
 
-/// What opening found: every frame still in the journal (oldest first, for the importer) and
-/// the torn tail that was cut, if any.
+/// What opening found: the last whole frame (where the chain continues) and the torn tail that
+/// was cut, if any. The frames themselves stay on disk for the importer.
 #[derive(Debug, Default)]
 pub struct Recovered {
-    pub frames: Vec<(u64, Vec<u8>)>,
+    pub last: Option<(u64, Vec<u8>)>,
+    /// How many whole frames the journal holds.
+    pub frames: u64,
     pub torn: Option<(PathBuf, u64, u64)>,
 }
 
 impl Journal {
-    /// Opens `dir` (created 0700 when absent), reads what it holds, cuts a torn tail off the
-    /// newest segment, and positions the next append after the last whole frame.
-    pub fn open(dir: &Path, segment_bytes: u64) -> Result<(Self, Recovered), JournalError> {
-        if !dir.exists() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .create(dir)
-                .map_err(io_error(dir))?;
-            std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
-                .map_err(io_error(dir))?;
-        }
+    /// Opens `dir` (created 0700 when absent), locks it, reads what it holds, cuts a torn tail
+    /// off the newest segment, and positions the next append after the last whole frame. An
+    /// empty journal continues at `start_seq` (where the database's copy of the chain ends).
+    pub fn open(
+        dir: &Path,
+        segment_bytes: u64,
+        start_seq: u64,
+    ) -> Result<(Self, Recovered), JournalError> {
+        create_dir(dir)?;
+        let lock = lock_dir(dir)?;
         let mut recovered = Recovered::default();
-        let mut next_seq = 1;
+        let mut next_seq = start_seq;
         let mut newest = None;
         let all = segments(dir)?;
         let last = all.len().saturating_sub(1);
@@ -202,10 +211,12 @@ impl Journal {
             {
                 return Err(JournalError::Corrupt(path, offset));
             }
-            for (i, payload) in contents.frames.into_iter().enumerate() {
-                recovered.frames.push((first + i as u64, payload));
+            let count = contents.frames.len() as u64;
+            recovered.frames += count;
+            next_seq = first + count;
+            if let Some(payload) = contents.frames.into_iter().last() {
+                recovered.last = Some((next_seq - 1, payload));
             }
-            next_seq = recovered.frames.last().map_or(first, |(seq, _)| seq + 1);
             if let Some((offset, bytes)) = contents.torn {
                 recovered.torn = Some((path.clone(), offset, bytes));
             }
@@ -216,18 +227,22 @@ impl Journal {
             None => (dir.join(segment_name(next_seq)), 0),
         };
         let mut file = open_segment(&path)?;
-        // Cut what a crash left half-written, so the next frame follows the last whole one.
+        // Cut what a crash left half-written, so the next frame follows the last whole one;
+        // and make what a crashed process wrote but never synced durable before anyone reads
+        // it as the journal.
         file.set_len(len).map_err(io_error(&path))?;
         file.sync_data().map_err(io_error(&path))?;
+        sync_dir(dir)?;
         std::io::Seek::seek(&mut file, io::SeekFrom::Start(len)).map_err(io_error(&path))?;
         Ok((
             Self {
                 dir: dir.to_owned(),
                 segment_bytes,
-                file,
+                file: Arc::new(file),
                 path,
                 len,
                 next_seq,
+                _lock: lock,
             },
             recovered,
         ))
@@ -238,9 +253,10 @@ impl Journal {
         self.next_seq
     }
 
-    /// Appends a batch of payloads with one `write` and one `fdatasync`; they are durable when
-    /// this returns. Returns the sequence number of the first.
-    pub fn append(&mut self, payloads: &[&[u8]]) -> Result<u64, JournalError> {
+    /// Appends a batch of payloads with one `write`; they are durable once the returned file
+    /// is synced (see [`sync`]), which another thread may do while the next batch is written.
+    /// Returns the sequence number of the first.
+    pub fn write(&mut self, payloads: &[Vec<u8>]) -> Result<(u64, Arc<File>), JournalError> {
         if self.len >= self.segment_bytes {
             self.roll()?;
         }
@@ -249,25 +265,88 @@ impl Journal {
             frame(&mut batch, payload)?;
         }
         let first = self.next_seq;
-        self.file.write_all(&batch).map_err(io_error(&self.path))?;
-        self.file.sync_data().map_err(io_error(&self.path))?;
+        (&*self.file)
+            .write_all(&batch)
+            .map_err(io_error(&self.path))?;
         self.len += batch.len() as u64;
         self.next_seq += payloads.len() as u64;
+        Ok((first, self.file.clone()))
+    }
+
+    /// Appends a batch and syncs it: durable when this returns.
+    pub fn append(&mut self, payloads: &[Vec<u8>]) -> Result<u64, JournalError> {
+        let (first, file) = self.write(payloads)?;
+        sync(&file).map_err(io_error(&self.path))?;
         Ok(first)
     }
 
-    /// Closes the full segment and starts the next; the closed one is already synced.
+    /// Closes the full segment and starts the next. The closed one is synced by whoever syncs
+    /// the batches written to it.
     fn roll(&mut self) -> Result<(), JournalError> {
         let path = self.dir.join(segment_name(self.next_seq));
-        self.file = open_segment(&path)?;
+        self.file = Arc::new(open_segment(&path)?);
         // The new file's name must survive a crash too.
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_error(&self.dir))?;
+        sync_dir(&self.dir)?;
         self.path = path;
         self.len = 0;
         Ok(())
     }
+}
+
+/// Creates the journal directory (0700) when it does not exist yet.
+pub fn create_dir(dir: &Path) -> Result<(), JournalError> {
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .create(dir)
+            .map_err(io_error(dir))?;
+        std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .map_err(io_error(dir))?;
+    }
+    Ok(())
+}
+
+/// `fdatasync`: the batches written to `file` are durable when it returns.
+pub fn sync(file: &File) -> io::Result<()> {
+    file.sync_data()
+}
+
+fn sync_dir(dir: &Path) -> Result<(), JournalError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error(dir))
+}
+
+/// Takes the journal directory's lock, or fails at once when another process holds it.
+fn lock_dir(dir: &Path) -> Result<File, JournalError> {
+    let path = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(OWNER_ONLY)
+        .open(&path)
+        .map_err(io_error(&path))?;
+    file.try_lock().map_err(|_| JournalError::Locked(dir.to_owned()))?;
+    Ok(file)
+}
+
+/// The frames of one segment from byte `offset` on: what the importer reads as the writer
+/// goes. A frame still being written reads as a torn tail and is simply not returned yet.
+pub fn read_from(path: &Path, offset: u64) -> Result<SegmentContents, JournalError> {
+    use std::io::Seek;
+    let mut file = File::open(path).map_err(io_error(path))?;
+    file.seek(io::SeekFrom::Start(offset))
+        .map_err(io_error(path))?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).map_err(io_error(path))?;
+    Ok(parse(&bytes))
+}
+
+/// The byte length of `payload` as a frame.
+pub fn framed_len(payload: &[u8]) -> u64 {
+    (HEADER + payload.len()) as u64
 }
 
 fn open_segment(path: &Path) -> Result<File, JournalError> {
@@ -295,26 +374,29 @@ mod tests {
         range.map(|i| format!("record {i}").into_bytes()).collect()
     }
 
-    fn refs(p: &[Vec<u8>]) -> Vec<&[u8]> {
-        p.iter().map(Vec::as_slice).collect()
-    }
 
     #[test]
     fn batches_come_back_in_order_across_segments_and_restarts() {
         let dir = tempfile::tempdir().unwrap();
         let journal_dir = dir.path().join("journal");
-        let (mut journal, recovered) = Journal::open(&journal_dir, 64).unwrap();
-        assert!(recovered.frames.is_empty());
+        let (mut journal, recovered) = Journal::open(&journal_dir, 64, 1).unwrap();
+        assert_eq!(recovered.frames, 0);
         for start in [1, 4, 7] {
             let batch = payloads(start..start + 3);
-            assert_eq!(journal.append(&refs(&batch)).unwrap(), start);
+            assert_eq!(journal.append(&batch).unwrap(), start);
         }
         assert!(segments(&journal_dir).unwrap().len() > 1, "it rolled");
         drop(journal);
-        let (journal, recovered) = Journal::open(&journal_dir, 64).unwrap();
-        let seqs: Vec<u64> = recovered.frames.iter().map(|(s, _)| *s).collect();
-        assert_eq!(seqs, (1..10).collect::<Vec<_>>());
-        assert_eq!(recovered.frames[8].1, b"record 9");
+        let (journal, recovered) = Journal::open(&journal_dir, 64, 1).unwrap();
+        assert_eq!(recovered.frames, 9);
+        assert_eq!(recovered.last, Some((9, b"record 9".to_vec())));
+        let mut read = Vec::new();
+        for (first, path) in segments(&journal_dir).unwrap() {
+            let contents = read_from(&path, 0).unwrap();
+            assert_eq!(first, read.len() as u64 + 1);
+            read.extend(contents.frames);
+        }
+        assert_eq!(read, payloads(1..10));
         assert_eq!(journal.next_seq(), 10);
         assert!(recovered.torn.is_none());
         for (_, path) in segments(&journal_dir).unwrap() {
@@ -326,8 +408,8 @@ mod tests {
     #[test]
     fn a_torn_tail_is_cut_and_reported_never_misread() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut journal, _) = Journal::open(dir.path(), 1 << 20).unwrap();
-        journal.append(&refs(&payloads(1..4))).unwrap();
+        let (mut journal, _) = Journal::open(dir.path(), 1 << 20, 1).unwrap();
+        journal.append(&payloads(1..4)).unwrap();
         let path = journal.path.clone();
         drop(journal);
         let whole = std::fs::metadata(&path).unwrap().len();
@@ -339,17 +421,17 @@ mod tests {
         file.write_all(&torn).unwrap();
         drop(file);
 
-        let (mut journal, recovered) = Journal::open(dir.path(), 1 << 20).unwrap();
-        assert_eq!(recovered.frames.len(), 3);
+        let (mut journal, recovered) = Journal::open(dir.path(), 1 << 20, 1).unwrap();
+        assert_eq!(recovered.frames, 3);
         assert_eq!(
             recovered.torn,
             Some((path.clone(), whole, torn.len() as u64))
         );
         assert_eq!(std::fs::metadata(&path).unwrap().len(), whole, "cut");
-        assert_eq!(journal.append(&[b"record 4"]).unwrap(), 4);
+        assert_eq!(journal.append(&[b"record 4".to_vec()]).unwrap(), 4);
         drop(journal);
-        let (_, recovered) = Journal::open(dir.path(), 1 << 20).unwrap();
-        assert_eq!(recovered.frames.len(), 4);
+        let (_, recovered) = Journal::open(dir.path(), 1 << 20, 1).unwrap();
+        assert_eq!(recovered.frames, 4);
         assert!(recovered.torn.is_none());
     }
 
@@ -377,18 +459,33 @@ mod tests {
     #[test]
     fn damage_in_an_older_segment_is_corruption_not_a_tail() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut journal, _) = Journal::open(dir.path(), 16).unwrap();
-        journal.append(&refs(&payloads(1..3))).unwrap();
-        journal.append(&refs(&payloads(3..5))).unwrap();
+        let (mut journal, _) = Journal::open(dir.path(), 16, 1).unwrap();
+        journal.append(&payloads(1..3)).unwrap();
+        journal.append(&payloads(3..5)).unwrap();
         drop(journal);
         let (_, oldest) = segments(dir.path()).unwrap().remove(0);
         let mut bytes = std::fs::read(&oldest).unwrap();
         bytes[HEADER] ^= 0xff;
         std::fs::write(&oldest, bytes).unwrap();
         assert!(matches!(
-            Journal::open(dir.path(), 16),
+            Journal::open(dir.path(), 16, 1),
             Err(JournalError::Corrupt(_, 0))
         ));
+    }
+
+    #[test]
+    fn an_empty_journal_continues_where_the_database_ends_and_one_process_holds_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut journal, _) = Journal::open(dir.path(), 1 << 20, 41).unwrap();
+        assert!(matches!(
+            Journal::open(dir.path(), 1 << 20, 41),
+            Err(JournalError::Locked(_))
+        ));
+        assert_eq!(journal.append(&payloads(41..43)).unwrap(), 41);
+        drop(journal);
+        let (journal, recovered) = Journal::open(dir.path(), 1 << 20, 1).unwrap();
+        assert_eq!(journal.next_seq(), 43);
+        assert_eq!(recovered.last.unwrap().0, 42);
     }
 
     #[test]

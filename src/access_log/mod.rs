@@ -12,11 +12,13 @@ pub mod query;
 mod record;
 mod verify;
 mod writer;
+pub mod import;
+pub mod start;
 
-pub use chain::{GENESIS_HASH, chain_hash, chain_records};
+pub use chain::{GENESIS_HASH, LEGACY_CHAIN, chain_hash, chain_records};
 pub use checkpoint::PublicKeys;
 pub use key::{CheckpointKey, CheckpointKeyError};
 pub use query::{Cursor, LogFilter};
 pub use record::{AccessRecord, ChainedRecord, Outcome};
-pub use verify::{Anchor, BrokenLink, VerifyReport, Walker, verify_chain};
-pub use writer::{AccessLog, LogError};
+pub use verify::{Anchor, BrokenLink, ChainReport, VerifyReport, Walker, verify_chain};
+pub use writer::{AccessLog, ChainHead, LogError, LogStatus};

@@ -1,7 +1,7 @@
-//! Retention: removes the oldest records while keeping what is left verifiable. Records go
-//! only up to a signed checkpoint, one checkpoint's span per statement, oldest first: after
-//! every step the first remaining record hangs from a checkpoint that stays, so even a prune
-//! interrupted half-way leaves a log that verifies.
+//! Retention: removes the oldest records while keeping what is left verifiable, chain by
+//! chain. Records go only up to a signed checkpoint, one checkpoint's span per statement,
+//! oldest first: after every step the chain's first remaining record hangs from a checkpoint
+//! that stays, so even a prune interrupted half-way leaves a log that verifies.
 //!
 //! The admin-call records (`admin_audit`), the record of who read the log, have a retention of
 //! their own (`audit_retention_days`, by default the log's): they are not chained, so they go
@@ -14,8 +14,15 @@ use serde::Serialize;
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct PruneReport {
     pub removed: u64,
-    /// The last removed record; the log now starts right after it.
-    pub through_id: Option<i64>,
+    /// Per chain that lost records, the last removed `seq`: the chain now starts right after.
+    pub chains: Vec<PrunedChain>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PrunedChain {
+    pub chain: String,
+    pub removed: u64,
+    pub through_seq: i64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -28,8 +35,8 @@ pub enum PruneError {
         retention_days: u32,
         latest_allowed: DateTime<Utc>,
     },
-    #[error("checkpoint {0} does not match its record; run `keyhole log verify` first")]
-    Mismatch(i64),
+    #[error("checkpoint {1} of chain {0} does not match its record; run `keyhole log verify` first")]
+    Mismatch(String, i64),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
 }
@@ -70,42 +77,67 @@ pub async fn prune(
     retention_days: u32,
 ) -> Result<PruneReport, PruneError> {
     past_retention(before, now, retention_days)?;
-    // Everything below the first record at or after the cutoff is older than it. The newest
-    // record always stays: the chain continues from it, and a checkpoint beyond an empty log
-    // would read as a truncation.
-    let Some((head, _)) = store.access_log_head().await? else {
-        return Ok(PruneReport {
-            removed: 0,
-            through_id: None,
-        });
+    let mut report = PruneReport {
+        removed: 0,
+        chains: Vec::new(),
     };
-    let keep_from = match store.access_log_id_bounds(Some(before), None).await? {
+    for chain in store.access_log_chains().await? {
+        if let Some(pruned) = prune_chain(store, &chain, before).await? {
+            report.removed += pruned.removed;
+            report.chains.push(pruned);
+        }
+    }
+    Ok(report)
+}
+
+async fn prune_chain(
+    store: &Store,
+    chain: &str,
+    before: DateTime<Utc>,
+) -> Result<Option<PrunedChain>, PruneError> {
+    // Everything below the chain's first record at or after the cutoff is older than it. The
+    // newest record always stays: the chain continues from it, and a checkpoint beyond an
+    // empty chain would read as a truncation.
+    let Some((head, _)) = store.chain_head(chain).await? else {
+        return Ok(None);
+    };
+    let keep_from = match store.access_log_seq_bounds(chain, Some(before), None).await? {
         Some((first_young, _)) => first_young.min(head),
         None => head,
     };
-    let oldest = store.access_log_first().await?.map_or(keep_from, |r| r.id);
-    let mut report = PruneReport {
-        removed: 0,
-        through_id: None,
-    };
-    for checkpoint in store.checkpoints_between(oldest, keep_from - 1).await? {
+    let oldest = store
+        .access_log_first(chain)
+        .await?
+        .map_or(keep_from, |r| r.seq);
+    let mut pruned = None::<PrunedChain>;
+    for checkpoint in store
+        .checkpoints_between(chain, oldest, keep_from - 1)
+        .await?
+    {
         let record = store
-            .access_log_between(checkpoint.record_id - 1, checkpoint.record_id, 1)
+            .access_log_between(chain, checkpoint.seq - 1, checkpoint.seq, 1)
             .await?;
         if record.first().map(|r| &r.hash) != Some(&checkpoint.hash) {
-            return Err(PruneError::Mismatch(checkpoint.record_id));
+            return Err(PruneError::Mismatch(chain.to_owned(), checkpoint.seq));
         }
-        report.removed += store
-            .delete_access_log_through(checkpoint.record_id)
+        let removed = store
+            .delete_access_log_through(chain, checkpoint.seq)
             .await?;
-        report.through_id = Some(checkpoint.record_id);
+        let entry = pruned.get_or_insert_with(|| PrunedChain {
+            chain: chain.to_owned(),
+            removed: 0,
+            through_seq: 0,
+        });
+        entry.removed += removed;
+        entry.through_seq = checkpoint.seq;
     }
-    if let Some(through) = report.through_id {
+    if let Some(p) = &pruned {
         tracing::info!(
-            removed = report.removed,
-            through_id = through,
+            chain,
+            removed = p.removed,
+            through_seq = p.through_seq,
             "access log pruned"
         );
     }
-    Ok(report)
+    Ok(pruned)
 }

@@ -82,10 +82,17 @@ impl AccessRecord {
     }
 }
 
-/// A record with its place in the chain.
+/// A record with its place in its writer's chain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChainedRecord {
+    /// The database row: the order searches page in. `0` for a record still only in a
+    /// journal; the hash does not cover it, since the database assigns it on import.
+    #[serde(default)]
     pub id: i64,
+    /// The writer (one per gateway instance) whose chain holds the record.
+    pub chain: String,
+    /// The record's place in its chain: 1, 2, 3…
+    pub seq: i64,
     #[serde(flatten)]
     pub record: AccessRecord,
     pub prev_hash: String,

@@ -169,6 +169,7 @@ fn wants_csv(req: &HttpRequest) -> bool {
 async fn access_log(app: web::Data<App>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let raw: RawLogQuery = parse_query(&req)?;
     let filter = LogFilter::parse(&raw).map_err(bad)?;
+    app.access_log.settled().await;
     let before = raw
         .cursor
         .as_deref()
@@ -301,19 +302,21 @@ fn csv_stream(
     })
 }
 
-/// Walk the whole hash chain and every signed checkpoint; report the first broken link.
+/// Walk every chain (one per gateway instance) and every signed checkpoint; report each
+/// chain's first broken link.
 #[utoipa::path(
     get,
     path = "/admin/v1/access-log/verify",
     tag = "admin",
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "`{\"ok\": true, \"records\": N, \"signed_through\": id}` or `{\"ok\": false, \"records\": N, \"first_broken\": {\"id\": …, \"reason\": \"…\"}}`"),
+        (status = 200, description = "`{\"ok\": true, \"records\": N, \"unsigned_tail\": N, \"chains\": [{\"chain\": …, \"ok\": true, \"records\": N, \"signed_through\": seq, \"unsigned_tail\": N}]}` or `{\"ok\": false, \"records\": N, \"first_broken\": {\"id\": row or null, \"chain\": …, \"seq\": …, \"reason\": \"…\"}, \"chains\": […]}`"),
         (status = 401, description = "Missing, unknown or revoked admin token", content_type = "application/problem+json"),
     )
 )]
 #[get("/access-log/verify")]
 async fn verify(app: web::Data<App>) -> Result<web::Json<VerifyReport>, ApiError> {
+    app.access_log.settled().await;
     let signed_before = app
         .settings
         .access_log

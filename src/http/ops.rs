@@ -23,11 +23,19 @@ pub async fn healthz() -> HttpResponse {
 pub async fn readyz(app: web::Data<App>) -> HttpResponse {
     let database = app.store.ping().await;
     let state = app.state.ping().await;
+    let log = app.access_log.status();
+    let journal_ok = !log.broken.load(std::sync::atomic::Ordering::Acquire);
     let body = json!({
         "database": if database.is_ok() { "ok" } else { "unavailable" },
         "shared_state": if state.is_ok() { "ok" } else { "unavailable" },
+        "access_log": {
+            "durability": app.settings.access_log.durability,
+            "chain": app.access_log.chain(),
+            "writer": if journal_ok { "ok" } else { "failed" },
+            "import_lag_records": log.import_lag(),
+        },
     });
-    if database.is_ok() && state.is_ok() {
+    if database.is_ok() && state.is_ok() && journal_ok {
         HttpResponse::Ok().json(body)
     } else {
         tracing::warn!(?database, ?state, "not ready");
@@ -69,7 +77,9 @@ pub async fn metrics_open(app: web::Data<App>) -> HttpResponse {
 }
 
 fn exposition(app: &App) -> HttpResponse {
+    let mut text = app.metrics.render();
+    crate::metrics::Metrics::render_access_log(&mut text, app.access_log.status(), &app.metrics);
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(app.metrics.render())
+        .body(text)
 }

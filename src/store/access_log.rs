@@ -1,7 +1,5 @@
 use super::{Store, StoreError};
-use crate::access_log::{
-    AccessRecord, ChainedRecord, GENESIS_HASH, LogFilter, Outcome, chain_records,
-};
+use crate::access_log::{AccessRecord, ChainedRecord, LogFilter, Outcome};
 use chrono::{DateTime, SubsecRound, Utc};
 use entity::access_log;
 use sea_orm::sea_query::LikeExpr;
@@ -20,6 +18,8 @@ impl TryFrom<access_log::Model> for ChainedRecord {
     fn try_from(m: access_log::Model) -> Result<Self, StoreError> {
         Ok(ChainedRecord {
             id: m.id,
+            chain: m.chain,
+            seq: m.seq,
             record: AccessRecord {
                 at: m.at,
                 request_id: m.request_id,
@@ -41,14 +41,19 @@ impl TryFrom<access_log::Model> for ChainedRecord {
     }
 }
 
-/// A stored row as verification sees it: its id, and its record — or why the row is not
-/// exactly what the writer wrote.
-pub type CheckedRecord = (i64, Result<ChainedRecord, String>);
+/// A stored row as verification sees it: its id and place, and its record — or why the row
+/// is not exactly what the writer wrote.
+pub struct CheckedRecord {
+    pub id: i64,
+    pub seq: i64,
+    pub record: Result<ChainedRecord, String>,
+}
 
 /// A row with the text SQLite holds for `at`, decoded column by column so that one bad value
 /// spoils its row only.
 struct StoredRow {
     id: i64,
+    seq: i64,
     model: Result<access_log::Model, DbErr>,
     at_text: Option<String>,
 }
@@ -57,6 +62,7 @@ impl FromQueryResult for StoredRow {
     fn from_query_result(row: &QueryResult, pre: &str) -> Result<Self, DbErr> {
         Ok(Self {
             id: row.try_get(pre, "id")?,
+            seq: row.try_get(pre, "seq")?,
             model: access_log::Model::from_query_result(row, pre),
             at_text: row.try_get::<Option<String>>(pre, "at_text").ok().flatten(),
         })
@@ -99,10 +105,11 @@ impl StoredRow {
 }
 
 impl Store {
-    /// Records with ids above `after` and at most `through`, oldest first, each checked to be
-    /// stored exactly as written: what verification and export walk.
+    /// Records of `chain` with `seq` above `after` and at most `through`, in chain order,
+    /// each checked to be stored exactly as written: what verification and export walk.
     pub async fn access_log_checked_between(
         &self,
+        chain: &str,
         after: i64,
         through: i64,
         limit: u64,
@@ -111,81 +118,50 @@ impl Store {
         let sqlite = self.db.get_database_backend() == sea_orm::DatabaseBackend::Sqlite;
         Ok(access_log::Entity::find()
             .column_as(Expr::cust("CAST(at AS TEXT)"), "at_text")
-            .filter(access_log::Column::Id.gt(after))
-            .filter(access_log::Column::Id.lte(through))
-            .order_by_asc(access_log::Column::Id)
+            .filter(access_log::Column::Chain.eq(chain))
+            .filter(access_log::Column::Seq.gt(after))
+            .filter(access_log::Column::Seq.lte(through))
+            .order_by_asc(access_log::Column::Seq)
             .limit(limit)
             .into_model::<StoredRow>()
             .all(&self.db)
             .await?
             .into_iter()
-            .map(|row| (row.id, row.checked(sqlite)))
+            .map(|row| CheckedRecord {
+                id: row.id,
+                seq: row.seq,
+                record: row.checked(sqlite),
+            })
             .collect())
     }
 
-    /// The newest record's id and hash: where the chain continues.
-    pub async fn access_log_head(&self) -> Result<Option<(i64, String)>, StoreError> {
+    /// The chains the database holds records of, in name order.
+    pub async fn access_log_chains(&self) -> Result<Vec<String>, StoreError> {
         Ok(access_log::Entity::find()
-            .order_by_desc(access_log::Column::Id)
+            .select_only()
+            .column(access_log::Column::Chain)
+            .distinct()
+            .order_by_asc(access_log::Column::Chain)
+            .into_tuple()
+            .all(&self.db)
+            .await?)
+    }
+
+    /// The newest record of `chain`: its `seq` and hash, where the chain continues.
+    pub async fn chain_head(&self, chain: &str) -> Result<Option<(i64, String)>, StoreError> {
+        Ok(access_log::Entity::find()
+            .filter(access_log::Column::Chain.eq(chain))
+            .order_by_desc(access_log::Column::Seq)
             .limit(1)
             .one(&self.db)
             .await?
-            .map(|m| (m.id, m.hash)))
+            .map(|m| (m.seq, m.hash)))
     }
 
-    /// One multi-row INSERT: atomic on its own, so the batch is one transaction and one fsync.
-    /// A duplicate id means another writer extended the chain first.
-    pub async fn insert_access_records(&self, rows: Vec<ChainedRecord>) -> Result<(), StoreError> {
-        insert_chained(&self.db, rows).await
-    }
-
-    /// Whether several instances' writers must take turns through a database lock.
-    pub fn serialises_log_writers(&self) -> bool {
-        self.db.get_database_backend() == sea_orm::DatabaseBackend::Postgres
-    }
-
-    /// PostgreSQL, where several instances write one chain: in one transaction, take the log's
-    /// advisory lock, read the head, chain `records` onto it and insert them. Writers take
-    /// turns instead of racing for ids, so none is ever refused for losing a race. Returns the
-    /// first id and the new head.
-    pub async fn append_access_records_locked(
-        &self,
-        records: &[AccessRecord],
-    ) -> Result<(i64, (i64, String)), StoreError> {
-        use sea_orm::{ConnectionTrait, TransactionTrait};
-        // READ COMMITTED whatever the database's default, so the head read after the lock sees
-        // the previous holder's commit; bounded waits, so a stalled holder turns into 503s
-        // instead of calls that hang.
-        let txn = self
-            .db
-            .begin_with_config(Some(sea_orm::IsolationLevel::ReadCommitted), None)
-            .await?;
-        txn.execute_unprepared("SET LOCAL lock_timeout = '5s'")
-            .await?;
-        txn.execute_unprepared("SET LOCAL statement_timeout = '10s'")
-            .await?;
-        txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({LOG_WRITER_LOCK})"))
-            .await?;
-        let (head_id, head_hash) = access_log::Entity::find()
-            .order_by_desc(access_log::Column::Id)
-            .limit(1)
-            .one(&txn)
-            .await?
-            .map_or((0, GENESIS_HASH.to_owned()), |m| (m.id, m.hash));
-        let chained = chain_records(records, head_id, head_hash);
-        let head = chained
-            .last()
-            .map(|r| (r.id, r.hash.clone()))
-            .ok_or_else(|| StoreError::corrupt("an empty access-log batch"))?;
-        insert_chained(&txn, chained).await?;
-        txn.commit().await?;
-        Ok((head_id + 1, head))
-    }
-
-    /// The oldest record still held (older ones may have been pruned).
-    pub async fn access_log_first(&self) -> Result<Option<ChainedRecord>, StoreError> {
+    /// The newest record of any chain (the largest row id), for tests and the demo.
+    pub async fn access_log_newest(&self) -> Result<Option<ChainedRecord>, StoreError> {
         access_log::Entity::find()
-            .order_by_asc(access_log::Column::Id)
+            .order_by_desc(access_log::Column::Id)
             .limit(1)
             .one(&self.db)
             .await?
@@ -193,17 +169,88 @@ impl Store {
             .transpose()
     }
 
-    /// Records with ids above `after` and at most `through`, oldest first.
+    /// One multi-row INSERT: atomic on its own, so the batch is one transaction and one fsync.
+    /// A record already at its `(chain, seq)` is a conflict: the writer that committed
+    /// `durability = "database"` records owns its chain, so that means a second writer.
+    pub async fn insert_access_records(&self, rows: Vec<ChainedRecord>) -> Result<(), StoreError> {
+        access_log::Entity::insert_many(rows.into_iter().map(active))
+            .exec_without_returning(&self.db)
+            .await
+            .map_err(|e| match e.sql_err() {
+                Some(SqlErr::UniqueConstraintViolation(_)) => {
+                    StoreError::Conflict("access log (chain, seq)".into())
+                }
+                _ => StoreError::Db(e),
+            })?;
+        Ok(())
+    }
+
+    /// Copies journal records in: one multi-row INSERT that skips records already there, so a
+    /// batch imported twice leaves one copy. A record already there must be the same record
+    /// (same hash): anything else means two writers used one chain, and is refused.
+    /// Returns how many rows were added.
+    pub async fn import_access_records(&self, rows: &[ChainedRecord]) -> Result<u64, StoreError> {
+        let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
+            return Ok(0);
+        };
+        let inserted = match access_log::Entity::insert_many(rows.iter().cloned().map(active))
+            .on_conflict_do_nothing_on([access_log::Column::Chain, access_log::Column::Seq])
+            .exec_without_returning(&self.db)
+            .await?
+        {
+            sea_orm::TryInsertResult::Inserted(n) => n,
+            _ => 0,
+        };
+        if inserted < rows.len() as u64 {
+            let stored: std::collections::HashMap<i64, String> = access_log::Entity::find()
+                .select_only()
+                .column(access_log::Column::Seq)
+                .column(access_log::Column::Hash)
+                .filter(access_log::Column::Chain.eq(first.chain.as_str()))
+                .filter(access_log::Column::Seq.between(first.seq, last.seq))
+                .into_tuple::<(i64, String)>()
+                .all(&self.db)
+                .await?
+                .into_iter()
+                .collect();
+            if let Some(row) = rows
+                .iter()
+                .find(|r| stored.get(&r.seq).is_some_and(|h| *h != r.hash))
+            {
+                return Err(StoreError::Conflict(format!(
+                    "chain {} already holds another record {}",
+                    row.chain, row.seq
+                )));
+            }
+        }
+        Ok(inserted)
+    }
+
+    /// The oldest record of `chain` still held (older ones may have been pruned).
+    pub async fn access_log_first(&self, chain: &str) -> Result<Option<ChainedRecord>, StoreError> {
+        access_log::Entity::find()
+            .filter(access_log::Column::Chain.eq(chain))
+            .order_by_asc(access_log::Column::Seq)
+            .limit(1)
+            .one(&self.db)
+            .await?
+            .map(ChainedRecord::try_from)
+            .transpose()
+    }
+
+    /// Records of `chain` with `seq` above `after` and at most `through`, in chain order.
     pub async fn access_log_between(
         &self,
+        chain: &str,
         after: i64,
         through: i64,
         limit: u64,
     ) -> Result<Vec<ChainedRecord>, StoreError> {
         access_log::Entity::find()
-            .filter(access_log::Column::Id.gt(after))
-            .filter(access_log::Column::Id.lte(through))
-            .order_by_asc(access_log::Column::Id)
+            .filter(access_log::Column::Chain.eq(chain))
+            .filter(access_log::Column::Seq.gt(after))
+            .filter(access_log::Column::Seq.lte(through))
+            .order_by_asc(access_log::Column::Seq)
             .limit(limit)
             .all(&self.db)
             .await?
@@ -212,16 +259,44 @@ impl Store {
             .collect()
     }
 
-    /// The smallest id of a record at or after `at`, and the largest before it: the id range
-    /// of a time range. Ids follow commit order and `at` the call's start, so they are nearly,
-    /// not strictly, in step; min and max keep every record of the range inside.
+    /// The smallest row id of a record at or after `from`, and the largest before `to`, over
+    /// every chain: the id range of a time range. Ids follow import order and `at` the call's
+    /// start, so they are nearly, not strictly, in step; min and max keep every record of the
+    /// range inside.
     pub async fn access_log_id_bounds(
         &self,
         from: Option<DateTime<Utc>>,
         to: Option<DateTime<Utc>>,
     ) -> Result<Option<(i64, i64)>, StoreError> {
+        self.bounds(access_log::Column::Id, None, from, to).await
+    }
+
+    /// The smallest `seq` of a record of `chain` at or after `from`, and the largest before
+    /// `to`: the part of the chain a time range covers. A chain's order is its writer's commit
+    /// order and `at` the call's start, so they are nearly, not strictly, in step; min and max
+    /// keep every record of the range inside.
+    pub async fn access_log_seq_bounds(
+        &self,
+        chain: &str,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+    ) -> Result<Option<(i64, i64)>, StoreError> {
+        self.bounds(access_log::Column::Seq, Some(chain), from, to)
+            .await
+    }
+
+    async fn bounds(
+        &self,
+        column: access_log::Column,
+        chain: Option<&str>,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+    ) -> Result<Option<(i64, i64)>, StoreError> {
         use sea_orm::sea_query::{Expr, Func};
         let mut query = access_log::Entity::find().select_only();
+        if let Some(chain) = chain {
+            query = query.filter(access_log::Column::Chain.eq(chain));
+        }
         if let Some(from) = from {
             query = query.filter(access_log::Column::At.gte(from));
         }
@@ -229,14 +304,8 @@ impl Store {
             query = query.filter(access_log::Column::At.lt(to));
         }
         let bounds: Option<(Option<i64>, Option<i64>)> = query
-            .column_as(
-                Expr::from(Func::min(Expr::col(access_log::Column::Id))),
-                "lo",
-            )
-            .column_as(
-                Expr::from(Func::max(Expr::col(access_log::Column::Id))),
-                "hi",
-            )
+            .column_as(Expr::from(Func::min(Expr::col(column))), "lo")
+            .column_as(Expr::from(Func::max(Expr::col(column))), "hi")
             .into_tuple()
             .one(&self.db)
             .await?;
@@ -276,34 +345,46 @@ impl Store {
             .collect()
     }
 
-    /// Removes every record up to and including `through`; one statement, so one transaction.
-    pub async fn delete_access_log_through(&self, through: i64) -> Result<u64, StoreError> {
+    /// Removes every record of `chain` up to and including `through`; one statement, so one
+    /// transaction.
+    pub async fn delete_access_log_through(
+        &self,
+        chain: &str,
+        through: i64,
+    ) -> Result<u64, StoreError> {
         let result = access_log::Entity::delete_many()
-            .filter(access_log::Column::Id.lte(through))
+            .filter(access_log::Column::Chain.eq(chain))
+            .filter(access_log::Column::Seq.lte(through))
             .exec(&self.db)
             .await?;
         Ok(result.rows_affected)
     }
 
-    /// Records with ids above `after`, oldest first.
+    /// Records of every chain with row ids above `after`, in import order: what tests and the
+    /// demo read back.
     pub async fn access_log_after(
         &self,
         after: i64,
         limit: u64,
     ) -> Result<Vec<ChainedRecord>, StoreError> {
-        self.access_log_between(after, i64::MAX, limit).await
+        access_log::Entity::find()
+            .filter(access_log::Column::Id.gt(after))
+            .order_by_asc(access_log::Column::Id)
+            .limit(limit)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(ChainedRecord::try_from)
+            .collect()
     }
 }
 
-/// The advisory-lock key of the access-log writers (any constant; "kh-log" in ASCII).
-const LOG_WRITER_LOCK: i64 = 0x6b68_2d6c_6f67;
-
-async fn insert_chained(
-    db: &impl sea_orm::ConnectionTrait,
-    rows: Vec<ChainedRecord>,
-) -> Result<(), StoreError> {
-    let models = rows.into_iter().map(|row| access_log::ActiveModel {
-        id: Set(row.id),
+/// A row as the database receives it; its id is the database's to assign.
+fn active(row: ChainedRecord) -> access_log::ActiveModel {
+    access_log::ActiveModel {
+        id: sea_orm::ActiveValue::NotSet,
+        chain: Set(row.chain),
+        seq: Set(row.seq),
         at: Set(row.record.at),
         request_id: Set(row.record.request_id),
         client_id: Set(row.record.client_id),
@@ -318,17 +399,7 @@ async fn insert_chained(
         client_ip: Set(row.record.client_ip),
         prev_hash: Set(row.prev_hash),
         hash: Set(row.hash),
-    });
-    access_log::Entity::insert_many(models)
-        .exec_without_returning(db)
-        .await
-        .map_err(|e| match e.sql_err() {
-            Some(SqlErr::UniqueConstraintViolation(_)) => {
-                StoreError::Conflict("access log id".into())
-            }
-            _ => StoreError::Db(e),
-        })?;
-    Ok(())
+    }
 }
 
 /// The filters as SQL. Fields are stored as a JSON array of scopes, so a field matches the

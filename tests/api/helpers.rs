@@ -69,8 +69,10 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
         },
         ..Settings::default()
     };
-    // Each app its own checkpoint key, in its own directory (never the working directory).
+    // Each app its own checkpoint key and journal, in its own directory (never the working
+    // directory).
     settings.access_log.checkpoint_key_file = dir.path().join("checkpoint.key");
+    settings.access_log.journal_dir = dir.path().join("journal");
     adjust(&mut settings);
     let clock = ManualClock::new(Utc::now());
     let application = Application::build(

@@ -1,12 +1,14 @@
-//! `log_checkpoints`: the access log's head hash, signed every N records.
+//! `chain_checkpoints`: a chain's head hash, signed every N records.
 
 use sea_orm::entity::prelude::*;
 
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel, Eq)]
-#[sea_orm(table_name = "log_checkpoints")]
+#[sea_orm(table_name = "chain_checkpoints")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
-    pub record_id: i64,
+    pub chain: String,
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub seq: i64,
     pub hash: String,
     pub kid: String,
     #[sea_orm(column_type = "Text")]

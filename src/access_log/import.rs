@@ -1,0 +1,263 @@
+//! The importer: copies this instance's journal into the database in large batches, in chain
+//! order, idempotently by `(chain, seq)`, and deletes a segment once all of it is in. The
+//! journal is the durability point; the database is the index searches and verification read.
+//!
+//! It reads the segment files themselves, from where it stopped, up to the last record the
+//! syncer made durable, so memory stays flat however long the database is away: the backlog
+//! waits on disk, and lag shows in metrics and readiness.
+
+use super::checkpoint::Head;
+use super::journal::{self, JournalError};
+use super::record::ChainedRecord;
+use super::writer::LogStatus;
+use crate::store::{Store, StoreError};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Records per INSERT.
+const BATCH: usize = 1000;
+/// How long to wait before retrying after the database refused a batch.
+const RETRY: Duration = Duration::from_secs(1);
+/// How often SQLite's write-ahead log is copied back (see the writer for why on this
+/// connection).
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("journal {path}: record {found} where {expected} of chain {chain} was expected")]
+    OutOfOrder {
+        path: PathBuf,
+        chain: String,
+        expected: i64,
+        found: String,
+    },
+}
+
+/// Where the importer reads next.
+struct Cursor {
+    /// The segment being read, and the `seq` its first frame has.
+    segment: Option<(u64, PathBuf)>,
+    offset: u64,
+    /// The `seq` of the next record to import.
+    next: i64,
+}
+
+pub struct Importer {
+    store: Store,
+    dir: PathBuf,
+    chain: String,
+    status: Arc<LogStatus>,
+    published: watch::Sender<Head>,
+    cursor: Cursor,
+    last_checkpoint: std::time::Instant,
+}
+
+impl Importer {
+    /// An importer of `chain`'s journal in `dir`; `imported` is the last `seq` the database
+    /// already holds (records up to it are skipped, not re-sent).
+    pub fn new(
+        store: Store,
+        dir: &Path,
+        chain: &str,
+        imported: i64,
+        status: Arc<LogStatus>,
+        published: watch::Sender<Head>,
+    ) -> Self {
+        Self {
+            store,
+            dir: dir.to_owned(),
+            chain: chain.to_owned(),
+            status,
+            published,
+            cursor: Cursor {
+                segment: None,
+                offset: 0,
+                next: 1,
+            },
+            last_checkpoint: std::time::Instant::now(),
+        }
+        .skipping_through(imported)
+    }
+
+    fn skipping_through(self, imported: i64) -> Self {
+        self.status.imported.store(imported, Ordering::Release);
+        self
+    }
+
+    /// Imports everything durable now; returns how many records were added. Used at start,
+    /// before the instance serves, and by tests.
+    pub async fn catch_up(&mut self) -> Result<u64, ImportError> {
+        let mut added = 0;
+        loop {
+            let (n, read) = self.step().await?;
+            added += n;
+            if read == 0 {
+                return Ok(added);
+            }
+        }
+    }
+
+    /// Runs until `durable` closes: imports whenever the syncer moves, retries after failures.
+    pub async fn run(mut self, mut durable: watch::Receiver<i64>) {
+        loop {
+            match self.step().await {
+                Ok((_, 0)) => {
+                    let now = chrono::Utc::now().timestamp();
+                    self.status.caught_up_at.store(now, Ordering::Release);
+                    tokio::select! {
+                        changed = durable.changed() => if changed.is_err() {
+                            // The writer stopped: take what it left, then stop too.
+                            let _ = self.catch_up().await;
+                            return;
+                        },
+                        () = tokio::time::sleep(RETRY) => {}
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, lag = self.status.import_lag(), "importing the access-log journal failed; retrying");
+                    tokio::time::sleep(RETRY).await;
+                }
+            }
+        }
+    }
+
+    /// One batch: reads up to [`BATCH`] durable records from the cursor on, imports them, and
+    /// deletes the segments that are now wholly in the database. Returns (added, read).
+    async fn step(&mut self) -> Result<(u64, usize), ImportError> {
+        let durable = self.status.durable.load(Ordering::Acquire);
+        let (records, advance) = self.read(durable)?;
+        let read = records.len();
+        if read == 0 {
+            return Ok((0, 0));
+        }
+        let mut added = 0;
+        for part in records.chunks(BATCH) {
+            added += self.store.import_access_records(part).await?;
+        }
+        if let Some(last) = records.last() {
+            self.status.imported.store(last.seq, Ordering::Release);
+            self.published
+                .send_replace(Some((last.seq, last.hash.clone())));
+        }
+        (self.cursor.offset, self.cursor.next) = advance;
+        self.delete_imported_segments()?;
+        if self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+            if let Err(e) = self.store.checkpoint().await {
+                tracing::warn!(error = %e, "write-ahead log checkpoint failed");
+            }
+            self.last_checkpoint = std::time::Instant::now();
+        }
+        Ok((added, read))
+    }
+
+    /// The durable records from the cursor on (at most a few batches), and where the cursor
+    /// goes once they are in. Moves to the next segment when this one is read to its end.
+    #[allow(clippy::type_complexity)]
+    fn read(&mut self, durable: i64) -> Result<(Vec<ChainedRecord>, (u64, i64)), ImportError> {
+        let imported = self.status.imported.load(Ordering::Acquire);
+        loop {
+            if self.cursor.next > durable {
+                return Ok((Vec::new(), (self.cursor.offset, self.cursor.next)));
+            }
+            let Some((_, path)) = self.cursor.segment.clone() else {
+                if !self.next_segment()? {
+                    return Ok((Vec::new(), (self.cursor.offset, self.cursor.next)));
+                }
+                continue;
+            };
+            let contents = journal::read_from(&path, self.cursor.offset)?;
+            let mut offset = self.cursor.offset;
+            let mut next = self.cursor.next;
+            let mut records = Vec::new();
+            for payload in contents.frames {
+                if next > durable || records.len() >= BATCH * 4 {
+                    break;
+                }
+                let record: ChainedRecord =
+                    serde_json::from_slice(&payload).map_err(|e| ImportError::OutOfOrder {
+                        path: path.clone(),
+                        chain: self.chain.clone(),
+                        expected: next,
+                        found: format!("an undecodable record ({e})"),
+                    })?;
+                if record.seq != next || record.chain != self.chain {
+                    return Err(ImportError::OutOfOrder {
+                        path: path.clone(),
+                        chain: self.chain.clone(),
+                        expected: next,
+                        found: format!("{} of chain {}", record.seq, record.chain),
+                    });
+                }
+                offset += journal::framed_len(&payload);
+                next += 1;
+                if record.seq > imported {
+                    records.push(record);
+                }
+            }
+            if next == self.cursor.next {
+                // Nothing more here: the rest is in the next segment, if the writer rolled.
+                if !self.next_segment()? {
+                    return Ok((Vec::new(), (self.cursor.offset, self.cursor.next)));
+                }
+                continue;
+            }
+            if records.is_empty() {
+                // Only records the database already had: skip past them.
+                self.cursor.offset = offset;
+                self.cursor.next = next;
+                continue;
+            }
+            return Ok((records, (offset, next)));
+        }
+    }
+
+    /// Moves the cursor to the segment that starts at `cursor.next`, if there is one.
+    fn next_segment(&mut self) -> Result<bool, ImportError> {
+        let all = journal::segments(&self.dir)?;
+        let found = match &self.cursor.segment {
+            // From the start: the oldest segment, wherever it starts.
+            None => all.into_iter().next(),
+            Some((current, _)) => all.into_iter().find(|(first, _)| {
+                first != current && i64::try_from(*first).is_ok_and(|f| f == self.cursor.next)
+            }),
+        };
+        match found {
+            Some((first, path)) => {
+                if self.cursor.segment.is_none() {
+                    self.cursor.next = i64::try_from(first).unwrap_or(i64::MAX);
+                }
+                self.cursor.segment = Some((first, path));
+                self.cursor.offset = 0;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Deletes every segment older than the one being read: all of it is in the database. The
+    /// newest segment is never deleted, so the journal always ends with the chain's head.
+    fn delete_imported_segments(&self) -> Result<(), ImportError> {
+        let Some((reading, _)) = &self.cursor.segment else {
+            return Ok(());
+        };
+        for (first, path) in journal::segments(&self.dir)? {
+            if first >= *reading {
+                break;
+            }
+            std::fs::remove_file(&path).map_err(|source| JournalError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            tracing::debug!(segment = %path.display(), "imported journal segment deleted");
+        }
+        Ok(())
+    }
+}
