@@ -28,6 +28,10 @@ export KEYHOLE_UPSTREAM__BASE_URL="http://127.0.0.1:18081"
 # The checkpoint key goes with the throwaway data, not into the working directory; both
 # instances share it, as every instance of one deployment must.
 export KEYHOLE_ACCESS_LOG__CHECKPOINT_KEY_FILE="$work/checkpoint.key"
+# Each instance its own journal (durability = "journal", the default; KH_BENCH_DURABILITY=database
+# measures the commit-before-answer mode).
+export KEYHOLE_ACCESS_LOG__JOURNAL_DIR="$work/journal-1"
+export KEYHOLE_ACCESS_LOG__DURABILITY=${KH_BENCH_DURABILITY:-journal}
 export RUST_LOG=${RUST_LOG:-warn}
 # One HTTP worker: on this 2-core machine wrk and the nginx upstream take the other core, and a
 # second worker only adds context switches (measured: 25 % more CPU per call).
@@ -58,7 +62,8 @@ client_id=$(jq -r .client_id <<<"$partner") secret=$(jq -r .client_secret <<<"$p
 gw_pid=$!
 pids=$gw_pid
 if [ "$instances" = 2 ]; then
-  KEYHOLE_LISTEN="127.0.0.1:$((port + 1))" "$bin" serve >"$work/gateway2.log" 2>&1 &
+  KEYHOLE_LISTEN="127.0.0.1:$((port + 1))" KEYHOLE_ACCESS_LOG__JOURNAL_DIR="$work/journal-2" \
+    "$bin" serve >"$work/gateway2.log" 2>&1 &
   gw2_pid=$!
   mkdir -p "$work/lb/logs"
   cat >"$work/lb/nginx.conf" <<LB

@@ -67,8 +67,10 @@ async fn main() -> anyhow::Result<()> {
         db.execute_unprepared("PRAGMA cache_size = -1000000")
             .await?;
     }
+    // One chain of its own, as one gateway instance writes it.
+    const CHAIN: &str = "0193a4b2-7c1d-7000-8000-00000000seed";
     let (mut id, mut prev) = store
-        .access_log_head()
+        .chain_head(CHAIN)
         .await?
         .unwrap_or((0, GENESIS_HASH.to_owned()));
     let start = Utc::now() - Duration::days(365);
@@ -119,9 +121,11 @@ async fn main() -> anyhow::Result<()> {
                 client_ip: Some(format!("10.0.{}.{}", client / 250, client % 250)),
             }
             .normalised();
-            let hash = chain_hash(&prev, id, &record);
+            let hash = chain_hash(&prev, CHAIN, id, &record);
             batch.push(ChainedRecord {
-                id,
+                id: 0,
+                chain: CHAIN.to_owned(),
+                seq: id,
                 record,
                 prev_hash: std::mem::replace(&mut prev, hash.clone()),
                 hash,

@@ -261,3 +261,105 @@ impl Importer {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::access_log::journal::Journal;
+    use crate::access_log::writer::AccessLog;
+    use crate::access_log::{AccessRecord, GENESIS_HASH, Outcome};
+    use crate::metrics::Metrics;
+    use crate::store::testing;
+
+    fn record(n: usize) -> AccessRecord {
+        AccessRecord {
+            at: chrono::Utc::now(),
+            request_id: format!("r{n}"),
+            client_id: Some("fone-shop".into()),
+            grant_id: Some("g-1".into()),
+            customer_id: Some("CU-1001".into()),
+            resource: "claims".into(),
+            resource_id: Some("C-1001".into()),
+            record_ids: vec!["C-1001".into()],
+            fields: vec!["claims:status".into()],
+            outcome: Outcome::Ok,
+            status: 200,
+            client_ip: None,
+        }
+    }
+
+    /// Writes `count` records through the journal writer (small segments, so it rolls).
+    async fn journal_of(dir: &Path, count: usize) -> Arc<LogStatus> {
+        let (journal, _) = Journal::open(dir, 2048, 1).unwrap();
+        let status = Arc::new(LogStatus::at(0));
+        let (_, imported) = watch::channel(None);
+        let (durable, _) = watch::channel(0);
+        let log = AccessLog::start_journal(
+            journal,
+            "c1",
+            (0, GENESIS_HASH.to_owned()),
+            status.clone(),
+            imported,
+            durable,
+            Arc::new(Metrics::default()),
+        )
+        .unwrap();
+        for n in 0..count {
+            log.append(record(n)).await.unwrap();
+        }
+        log.close();
+        status
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn importing_twice_leaves_one_copy_and_imported_segments_go() {
+        let (store, dir) = testing::store().await;
+        let journal_dir = dir.path().join("journal");
+        let status = journal_of(&journal_dir, 300).await;
+        assert!(
+            journal::segments(&journal_dir).unwrap().len() > 3,
+            "it rolled"
+        );
+        let (published, head) = watch::channel(None);
+        let mut importer = Importer::new(
+            store.clone(),
+            &journal_dir,
+            "c1",
+            0,
+            status.clone(),
+            published,
+        );
+        assert_eq!(importer.catch_up().await.unwrap(), 300);
+        assert_eq!(status.import_lag(), 0);
+        assert_eq!(head.borrow().as_ref().unwrap().0, 300);
+        // Only the newest segment is left: everything before it is in the database.
+        assert_eq!(journal::segments(&journal_dir).unwrap().len(), 1);
+
+        // A second importer that knows nothing (a crash before the database answered) sends
+        // the newest segment again: it adds nothing.
+        let again = Arc::new(LogStatus::at(0));
+        again.durable.store(300, Ordering::Release);
+        let (published, _) = watch::channel(None);
+        let mut importer = Importer::new(store.clone(), &journal_dir, "c1", 0, again, published);
+        assert_eq!(importer.catch_up().await.unwrap(), 0);
+        assert_eq!(store.access_log_after(0, 1000).await.unwrap().len(), 300);
+        assert_eq!(store.chain_head("c1").await.unwrap().unwrap().0, 300);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn another_record_at_a_taken_place_is_refused_not_skipped() {
+        let (store, dir) = testing::store().await;
+        let journal_dir = dir.path().join("journal");
+        let status = journal_of(&journal_dir, 5).await;
+        let (published, _) = watch::channel(None);
+        let mut importer = Importer::new(store.clone(), &journal_dir, "c1", 0, status, published);
+        importer.catch_up().await.unwrap();
+        let mut forged = store.access_log_after(0, 10).await.unwrap();
+        forged.truncate(2);
+        forged[1].hash = "f".repeat(64);
+        assert!(matches!(
+            store.import_access_records(&forged).await,
+            Err(StoreError::Conflict(_))
+        ));
+    }
+}

@@ -5,15 +5,15 @@
 mod chain;
 pub mod checkpoint;
 pub mod export;
+pub mod import;
 pub mod journal;
 pub mod key;
 pub mod prune;
 pub mod query;
 mod record;
+pub mod start;
 mod verify;
 mod writer;
-pub mod import;
-pub mod start;
 
 pub use chain::{GENESIS_HASH, LEGACY_CHAIN, chain_hash, chain_records};
 pub use checkpoint::PublicKeys;
@@ -21,4 +21,4 @@ pub use key::{CheckpointKey, CheckpointKeyError};
 pub use query::{Cursor, LogFilter};
 pub use record::{AccessRecord, ChainedRecord, Outcome};
 pub use verify::{Anchor, BrokenLink, ChainReport, VerifyReport, Walker, verify_chain};
-pub use writer::{AccessLog, ChainHead, LogError, LogStatus};
+pub use writer::{AccessLog, ChainHead, LogError, LogStatus, encode};

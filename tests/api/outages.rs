@@ -207,7 +207,7 @@ async fn without_redis_partners_get_503_and_everything_recovers_when_it_returns(
     upstream.verify().await;
 }
 
-fn pg_bin() -> Option<PathBuf> {
+pub(crate) fn pg_bin() -> Option<PathBuf> {
     if let Ok(path) = std::env::var("TEST_PG_BIN") {
         return Some(path.into());
     }
@@ -222,7 +222,7 @@ fn pg_bin() -> Option<PathBuf> {
 
 /// A throwaway PostgreSQL cluster of this test's own, stopped and started with `pg_ctl`.
 /// PostgreSQL refuses to run as root, so as root it runs as `postgres`.
-struct Postgres {
+pub(crate) struct Postgres {
     bin: PathBuf,
     dir: tempfile::TempDir,
     port: u16,
@@ -240,7 +240,7 @@ impl Postgres {
         }
     }
 
-    fn init(bin: PathBuf) -> Self {
+    pub(crate) fn init(bin: PathBuf) -> Self {
         let dir = tempfile::tempdir().unwrap();
         if running_as_root() {
             Command::new("chown")
@@ -266,11 +266,11 @@ impl Postgres {
         pg
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
 
-    fn start(&self) {
+    pub(crate) fn start(&self) {
         let options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
             self.port,
@@ -289,7 +289,7 @@ impl Postgres {
         assert!(status.success(), "pg_ctl start failed");
     }
 
-    fn stop(&self) {
+    pub(crate) fn stop(&self) {
         let _ = self
             .command("pg_ctl")
             .arg("-D")
