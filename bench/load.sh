@@ -32,6 +32,8 @@ export KEYHOLE_ACCESS_LOG__CHECKPOINT_KEY_FILE="$work/checkpoint.key"
 # measures the commit-before-answer mode).
 export KEYHOLE_ACCESS_LOG__JOURNAL_DIR="$work/journal-1"
 export KEYHOLE_ACCESS_LOG__DURABILITY=${KH_BENCH_DURABILITY:-journal}
+# A private metrics listener per instance: the import lag is sampled during the run.
+export KEYHOLE_METRICS_LISTEN="127.0.0.1:$((port + 10))"
 export RUST_LOG=${RUST_LOG:-warn}
 # One HTTP worker: on this 2-core machine wrk and the nginx upstream take the other core, and a
 # second worker only adds context switches (measured: 25 % more CPU per call).
@@ -63,6 +65,7 @@ gw_pid=$!
 pids=$gw_pid
 if [ "$instances" = 2 ]; then
   KEYHOLE_LISTEN="127.0.0.1:$((port + 1))" KEYHOLE_ACCESS_LOG__JOURNAL_DIR="$work/journal-2" \
+    KEYHOLE_METRICS_LISTEN="127.0.0.1:$((port + 11))" \
     "$bin" serve >"$work/gateway2.log" 2>&1 &
   gw2_pid=$!
   mkdir -p "$work/lb/logs"
@@ -108,7 +111,16 @@ echo "Authorization: Bearer \$(jq -r .access_token <<<"\$answer")"
 HDR
 chmod +x "$work/header.sh"
 
+# How far the database trails the journal during the run (records, and seconds since the
+# importer last held everything then durable), sampled every 200 ms on instance 1.
+( while sleep 0.2; do
+    curl -s "http://127.0.0.1:$((port + 10))/metrics" |
+      sed -n 's/^keyhole_access_log_import_lag_\(records\|seconds\) //p' | paste -sd' '
+  done ) >"$work/lag.txt" 2>/dev/null &
+sampler=$!
 GATEWAY_URL="$base/partner/v1/claims/C-1001" GATEWAY_HEADER_CMD="$work/header.sh" \
   GATEWAY_PID=$pids "$baselines" run
-echo "access-log records written: $(curl -s "$base/metrics" | sed -n 's/^keyhole_access_log_records_total //p')"
-curl -s "$base/metrics" | grep -E '^keyhole_access_log_batch_size_bucket' || true
+kill $sampler 2>/dev/null || true
+sort -k2 -g "$work/lag.txt" | tail -n 1 | awk '{print "import lag, worst sample: " $1 " records, " $2 " s"}'
+metrics=$(curl -s "http://127.0.0.1:$((port + 10))/metrics")
+grep -E '^keyhole_access_log_(batch_size_bucket|batches_total)' <<<"$metrics" || true

@@ -124,9 +124,11 @@ impl Metrics {
         use std::sync::atomic::Ordering;
         let lag = status.import_lag();
         let behind_for = if lag > 0 {
-            (chrono::Utc::now().timestamp() - status.caught_up_at.load(Ordering::Acquire)).max(0)
+            let ms =
+                chrono::Utc::now().timestamp_millis() - status.caught_up_at.load(Ordering::Acquire);
+            ms.max(0) as f64 / 1000.0
         } else {
-            0
+            0.0
         };
         let _ = writeln!(
             out,

@@ -109,8 +109,6 @@ impl Importer {
         loop {
             match self.step().await {
                 Ok((_, 0)) => {
-                    let now = chrono::Utc::now().timestamp();
-                    self.status.caught_up_at.store(now, Ordering::Release);
                     tokio::select! {
                         changed = durable.changed() => if changed.is_err() {
                             // The writer stopped: take what it left, then stop too.
@@ -132,10 +130,12 @@ impl Importer {
     /// One batch: reads up to [`BATCH`] durable records from the cursor on, imports them, and
     /// deletes the segments that are now wholly in the database. Returns (added, read).
     async fn step(&mut self) -> Result<(u64, usize), ImportError> {
+        let started = chrono::Utc::now().timestamp_millis();
         let durable = self.status.durable.load(Ordering::Acquire);
         let (records, advance) = self.read(durable)?;
         let read = records.len();
         if read == 0 {
+            self.caught_up(durable, started);
             return Ok((0, 0));
         }
         let mut added = 0;
@@ -148,6 +148,7 @@ impl Importer {
                 .send_replace(Some((last.seq, last.hash.clone())));
         }
         (self.cursor.offset, self.cursor.next) = advance;
+        self.caught_up(durable, started);
         self.delete_imported_segments()?;
         if self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
             if let Err(e) = self.store.checkpoint().await {
@@ -156,6 +157,14 @@ impl Importer {
             self.last_checkpoint = std::time::Instant::now();
         }
         Ok((added, read))
+    }
+
+    /// Everything durable when the step began is in the database: the lag is at most the
+    /// time since then (under steady load the importer is never idle, yet never behind).
+    fn caught_up(&self, durable: i64, started: i64) {
+        if self.status.imported.load(Ordering::Acquire) >= durable {
+            self.status.caught_up_at.store(started, Ordering::Release);
+        }
     }
 
     /// The durable records from the cursor on (at most a few batches), and where the cursor

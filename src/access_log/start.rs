@@ -124,7 +124,13 @@ async fn start_journal(
         metrics,
     )
     .context("starting the access-log writer")?;
-    tokio::spawn(importer.run(durable));
+    // On a thread of its own, like the writer: building and binding thousands of rows per
+    // INSERT is CPU the HTTP workers should not pay for. Its I/O still runs on the runtime.
+    let runtime = tokio::runtime::Handle::current();
+    std::thread::Builder::new()
+        .name("access-log-import".into())
+        .spawn(move || runtime.block_on(importer.run(durable)))
+        .context("starting the access-log importer")?;
     tracing::info!(%chain, journal = %dir.display(), durability = "journal", "access log started");
     Ok(log)
 }

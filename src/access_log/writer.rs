@@ -118,7 +118,7 @@ pub struct LogStatus {
     pub durable: AtomicI64,
     /// The last `seq` in the database (equal to `durable` with `durability = "database"`).
     pub imported: AtomicI64,
-    /// When the importer last caught up with `durable` (seconds since the epoch).
+    /// When the importer last had everything durable at that moment (ms since the epoch).
     pub caught_up_at: AtomicI64,
     /// The journal failed to write or sync: every later call fails until a restart.
     pub broken: AtomicBool,
@@ -301,7 +301,7 @@ impl LogStatus {
         Self {
             durable: AtomicI64::new(seq),
             imported: AtomicI64::new(seq),
-            caught_up_at: AtomicI64::new(chrono::Utc::now().timestamp()),
+            caught_up_at: AtomicI64::new(chrono::Utc::now().timestamp_millis()),
             broken: AtomicBool::new(false),
         }
     }

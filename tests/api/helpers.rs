@@ -254,13 +254,21 @@ impl TestApp {
     }
 
     /// A second gateway instance over the same database, shared state and clock, as behind a
-    /// load balancer: same issuer, its own port, the same checkpoint key file (as every
-    /// instance of one deployment must have). Returns its base URL.
+    /// load balancer: same issuer, its own port and journal, the same checkpoint key file (as
+    /// every instance of one deployment must have). Returns its base URL.
     pub async fn second_instance(&self) -> String {
+        self.another_instance().await.0
+    }
+
+    /// [`Self::second_instance`], and its app (its chain is `app.access_log.chain()`).
+    pub async fn another_instance(&self) -> (String, web::Data<App>) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let mut settings = self.app.settings.clone();
         settings.listen = listener.local_addr().unwrap();
+        settings.access_log.journal_dir = self
+            .dir()
+            .join(format!("journal-{}", listener.local_addr().unwrap().port()));
         let application = Application::build(
             settings,
             Options {
@@ -272,8 +280,9 @@ impl TestApp {
         )
         .await
         .unwrap();
+        let app = application.app();
         tokio::spawn(application.run_until_stopped());
-        base
+        (base, app)
     }
 
     pub async fn add_partner(&self, name: &str, fields: &[&str]) -> Partner {

@@ -403,3 +403,84 @@ async fn with_the_database_down_reads_go_on_and_every_record_arrives_once_it_is_
         .unwrap();
     assert!(report.ok, "{report:?}");
 }
+
+/// Two instances over one database write two chains at once, without a lock between them, and
+/// both verify (on PostgreSQL in `.ci/run`; on SQLite the database serialises the writes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_write_two_chains_concurrently_and_both_verify() {
+    let app = spawn_app_with_sample_upstream(|s| {
+        s.rate_limits.grant_per_second = 1e6;
+        s.rate_limits.grant_burst = 1_000_000;
+    })
+    .await;
+    let (second, other) = app.another_instance().await;
+    assert_ne!(app.app.access_log.chain(), other.access_log.chain());
+    let token = app
+        .tokens(&["claims:status"])
+        .await
+        .access_token()
+        .secret()
+        .clone();
+    let mut calls = tokio::task::JoinSet::new();
+    for n in 0..40 {
+        let base = if n % 2 == 0 {
+            app.base.clone()
+        } else {
+            second.clone()
+        };
+        let token = token.clone();
+        calls.spawn(async move {
+            http()
+                .get(format!("{base}/partner/v1/claims/C-1001"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        });
+    }
+    while let Some(status) = calls.join_next().await {
+        assert_eq!(status.unwrap(), StatusCode::OK);
+    }
+    app.app.access_log.settled().await;
+    other.access_log.settled().await;
+    let report = verify_chain(&app.app.store, &app.app.checkpoint_key.public_keys(), None)
+        .await
+        .unwrap();
+    assert!(report.ok, "{report:?}");
+    for chain in [app.app.access_log.chain(), other.access_log.chain()] {
+        let mine = report.chains.iter().find(|c| c.chain == chain).unwrap();
+        assert_eq!(mine.records, 20, "{report:?}");
+    }
+}
+
+/// `durability = "database"`: the record is in the database before the answer leaves.
+#[tokio::test]
+async fn in_database_mode_the_record_is_committed_before_the_answer() {
+    let app = spawn_app_with_sample_upstream(|s| {
+        s.access_log.durability = keyhole::config::Durability::Database;
+    })
+    .await;
+    let token = app
+        .tokens(&["claims:status"])
+        .await
+        .access_token()
+        .secret()
+        .clone();
+    let response = http()
+        .get(app.url("/partner/v1/claims/C-1001"))
+        .bearer_auth(&token)
+        .header("X-Request-Id", "db-mode-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    // No settling: it is there already.
+    let newest = app.app.store.access_log_newest().await.unwrap().unwrap();
+    assert_eq!(newest.record.request_id, "db-mode-1");
+    assert_eq!(newest.chain, app.app.access_log.chain());
+    assert!(
+        !app.dir().join("journal").exists(),
+        "no journal in database mode"
+    );
+}
