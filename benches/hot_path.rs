@@ -93,7 +93,14 @@ fn bench(c: &mut Criterion) {
         client_ip: Some("127.0.0.1".into()),
     };
     c.bench_function("access_log_chain_hash", |b| {
-        b.iter(|| chain_hash(GENESIS_HASH, "0193a4b2-7c1d-7000-8000-000000000001", black_box(42), &access))
+        b.iter(|| {
+            chain_hash(
+                GENESIS_HASH,
+                "0193a4b2-7c1d-7000-8000-000000000001",
+                black_box(42),
+                &access,
+            )
+        })
     });
 
     let limiter = PartnerRateLimiter::new(RateLimits {

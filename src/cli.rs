@@ -582,7 +582,11 @@ async fn run_log(settings: &Settings, command: LogCommand) -> anyhow::Result<()>
                     .iter()
                     .map(|c| format!("chain {} through {}", c.chain, c.through_seq))
                     .collect();
-                format!("removed {} records ({})", report.removed, through.join(", "))
+                format!(
+                    "removed {} records ({})",
+                    report.removed,
+                    through.join(", ")
+                )
             };
             print(json, serde_json::to_value(&report)?, human);
         }

@@ -116,7 +116,11 @@ impl Metrics {
 
     /// The access log's import state, rendered with the rest: computed at scrape time from
     /// the writer's counters, never kept per call.
-    pub fn render_access_log(out: &mut String, status: &crate::access_log::LogStatus, metrics: &Self) {
+    pub fn render_access_log(
+        out: &mut String,
+        status: &crate::access_log::LogStatus,
+        metrics: &Self,
+    ) {
         use std::sync::atomic::Ordering;
         let lag = status.import_lag();
         let behind_for = if lag > 0 {
@@ -160,7 +164,10 @@ impl Metrics {
             out,
             "# HELP keyhole_access_log_journal_torn_bytes_total Bytes of torn journal tail cut at start."
         );
-        let _ = writeln!(out, "# TYPE keyhole_access_log_journal_torn_bytes_total counter");
+        let _ = writeln!(
+            out,
+            "# TYPE keyhole_access_log_journal_torn_bytes_total counter"
+        );
         let _ = writeln!(
             out,
             "keyhole_access_log_journal_torn_bytes_total {}",

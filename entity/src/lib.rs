@@ -6,9 +6,9 @@
 pub mod access_log;
 pub mod admin_audit;
 pub mod admin_tokens;
+pub mod chain_checkpoints;
 pub mod customers;
 pub mod grants;
-pub mod chain_checkpoints;
 pub mod partners;
 pub mod prelude;
 pub mod refresh_tokens;

@@ -3,9 +3,9 @@
 pub use super::access_log::Entity as AccessLog;
 pub use super::admin_audit::Entity as AdminAudit;
 pub use super::admin_tokens::Entity as AdminTokens;
+pub use super::chain_checkpoints::Entity as ChainCheckpoints;
 pub use super::customers::Entity as Customers;
 pub use super::grants::Entity as Grants;
-pub use super::chain_checkpoints::Entity as ChainCheckpoints;
 pub use super::partners::Entity as Partners;
 pub use super::refresh_tokens::Entity as RefreshTokens;
 pub use super::signing_keys::Entity as SigningKeys;

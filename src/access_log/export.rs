@@ -336,7 +336,9 @@ pub fn verify_file(input: impl BufRead, trusted: Option<&[String]>) -> anyhow::R
     }
     if broken.is_none() {
         match check_end(&keys, end.as_ref(), &header, &walkers) {
-            Ok(()) => walkers.iter_mut().for_each(|(w, _, _)| w.signed_to_the_end()),
+            Ok(()) => walkers
+                .iter_mut()
+                .for_each(|(w, _, _)| w.signed_to_the_end()),
             Err(link) => broken = Some(link),
         }
     }
@@ -410,11 +412,12 @@ fn check_end(
     walkers: &[(Walker, Option<i64>, Option<i64>)],
 ) -> Result<(), BrokenLink> {
     let broken = |reason: &str| {
-        let (chain, seq) = walkers
-            .last()
-            .map_or((String::new(), 1), |(w, _, _)| {
-                (w.chain().to_owned(), w.last_seq().unwrap_or(0).saturating_add(1))
-            });
+        let (chain, seq) = walkers.last().map_or((String::new(), 1), |(w, _, _)| {
+            (
+                w.chain().to_owned(),
+                w.last_seq().unwrap_or(0).saturating_add(1),
+            )
+        });
         BrokenLink {
             id: None,
             chain,

@@ -41,7 +41,9 @@ pub enum JournalError {
     BadChainId(PathBuf),
     #[error("journal {0}: unreadable at byte {1}, in a segment that is not the newest")]
     Corrupt(PathBuf, u64),
-    #[error("journal {0} is in use by another process (each instance needs a journal_dir of its own)")]
+    #[error(
+        "journal {0} is in use by another process (each instance needs a journal_dir of its own)"
+    )]
     Locked(PathBuf),
 }
 
@@ -328,7 +330,8 @@ fn lock_dir(dir: &Path) -> Result<File, JournalError> {
         .mode(OWNER_ONLY)
         .open(&path)
         .map_err(io_error(&path))?;
-    file.try_lock().map_err(|_| JournalError::Locked(dir.to_owned()))?;
+    file.try_lock()
+        .map_err(|_| JournalError::Locked(dir.to_owned()))?;
     Ok(file)
 }
 
@@ -373,7 +376,6 @@ mod tests {
     fn payloads(range: std::ops::Range<u64>) -> Vec<Vec<u8>> {
         range.map(|i| format!("record {i}").into_bytes()).collect()
     }
-
 
     #[test]
     fn batches_come_back_in_order_across_segments_and_restarts() {

@@ -226,8 +226,7 @@ mod tests {
         let (key, _) = CheckpointKey::load_or_create(&dir.path().join("a.key")).unwrap();
         let (other, _) = CheckpointKey::load_or_create(&dir.path().join("b.key")).unwrap();
         let checkpoint =
-            super::super::checkpoint::sign(&key, "iss", "c1", 7, "ab", chrono::Utc::now())
-                .unwrap();
+            super::super::checkpoint::sign(&key, "iss", "c1", 7, "ab", chrono::Utc::now()).unwrap();
         assert_eq!(checkpoint.kid, key.kid());
         key.public_keys().verify(&checkpoint).unwrap();
         assert!(other.public_keys().verify(&checkpoint).is_err());

@@ -5,15 +5,15 @@
 mod chain;
 pub mod checkpoint;
 pub mod export;
+pub mod import;
 pub mod journal;
 pub mod key;
 pub mod prune;
 pub mod query;
 mod record;
+pub mod start;
 mod verify;
 mod writer;
-pub mod import;
-pub mod start;
 
 pub use chain::{GENESIS_HASH, LEGACY_CHAIN, chain_hash, chain_records};
 pub use checkpoint::PublicKeys;

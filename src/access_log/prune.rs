@@ -35,7 +35,9 @@ pub enum PruneError {
         retention_days: u32,
         latest_allowed: DateTime<Utc>,
     },
-    #[error("checkpoint {1} of chain {0} does not match its record; run `keyhole log verify` first")]
+    #[error(
+        "checkpoint {1} of chain {0} does not match its record; run `keyhole log verify` first"
+    )]
     Mismatch(String, i64),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
@@ -101,7 +103,10 @@ async fn prune_chain(
     let Some((head, _)) = store.chain_head(chain).await? else {
         return Ok(None);
     };
-    let keep_from = match store.access_log_seq_bounds(chain, Some(before), None).await? {
+    let keep_from = match store
+        .access_log_seq_bounds(chain, Some(before), None)
+        .await?
+    {
         Some((first_young, _)) => first_young.min(head),
         None => head,
     };
