@@ -1,6 +1,7 @@
 //! Several gateway instances over one database and one Redis, as behind a load balancer.
 //! These need shared state that is shared: they run when `KEYHOLE_REDIS_URL` names a Redis
-//! server (as `.ci/run` sets it) and say so when skipped.
+//! server (as `.ci/run` sets it) and say so when skipped — all but the access-log test, which
+//! shares only the database and runs in every mode.
 
 use crate::helpers::*;
 use oauth2::{AuthorizationCode, TokenResponse};
