@@ -48,6 +48,10 @@ fn outcome(rng: &mut Rng) -> Outcome {
     }
 }
 
+/// The seeder's chain (one per writer; the seeder is one writer), the same on every run so a
+/// second run continues it.
+const SEED_CHAIN: &str = "00000000-0000-7000-8000-000000005eed";
+
 fn grant_id(n: u64) -> String {
     // A stable UUID-shaped id per grant number.
     format!("00000000-0000-4000-8000-{n:012x}")
@@ -67,10 +71,8 @@ async fn main() -> anyhow::Result<()> {
         db.execute_unprepared("PRAGMA cache_size = -1000000")
             .await?;
     }
-    // One chain of its own, as one gateway instance writes it.
-    const CHAIN: &str = "0193a4b2-7c1d-7000-8000-00000000seed";
     let (mut id, mut prev) = store
-        .chain_head(CHAIN)
+        .chain_head(SEED_CHAIN)
         .await?
         .unwrap_or((0, GENESIS_HASH.to_owned()));
     let start = Utc::now() - Duration::days(365);
@@ -121,10 +123,10 @@ async fn main() -> anyhow::Result<()> {
                 client_ip: Some(format!("10.0.{}.{}", client / 250, client % 250)),
             }
             .normalised();
-            let hash = chain_hash(&prev, CHAIN, id, &record);
+            let hash = chain_hash(&prev, SEED_CHAIN, id, &record);
             batch.push(ChainedRecord {
                 id: 0,
-                chain: CHAIN.to_owned(),
+                chain: SEED_CHAIN.to_owned(),
                 seq: id,
                 record,
                 prev_hash: std::mem::replace(&mut prev, hash.clone()),

@@ -519,6 +519,9 @@ async fn revoke_grant(
     responses((status = 200, body = AlertReport)))]
 #[get("/alerts")]
 async fn alerts_report(app: web::Data<App>) -> Result<web::Json<AlertReport>, ApiError> {
+    // Like the search: the report covers every call this instance answered before it, which
+    // with `durability = "journal"` may still be on its way from the journal to the database.
+    app.access_log.settled().await;
     Ok(web::Json(alerts::evaluate(&app).await?))
 }
 

@@ -4,7 +4,7 @@
 
 use crate::helpers::*;
 use chrono::{DateTime, Duration, SubsecRound, Timelike, Utc};
-use keyhole::access_log::{AccessRecord, Outcome, chain_hash, export, prune};
+use keyhole::access_log::{AccessRecord, ChainedRecord, Outcome, chain_hash, export, prune};
 use keyhole::clock::Clock;
 use keyhole::secrets::token_hash;
 use oauth2::TokenResponse;
@@ -43,21 +43,34 @@ impl TestApp {
         .await
     }
 
+    /// Waits until the app's chain has a checkpoint at or after record `at_least`; its `seq`.
     async fn wait_for_checkpoint(&self, at_least: i64) -> i64 {
         for _ in 0..100 {
-            if let Some(c) = self.app.store.latest_checkpoint().await.unwrap()
-                && c.record_id >= at_least
+            if let Some(c) = self
+                .app
+                .store
+                .latest_checkpoint(&self.chain())
+                .await
+                .unwrap()
+                && c.seq >= at_least
             {
-                return c.record_id;
+                return c.seq;
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
         panic!("no checkpoint at or after record {at_least}");
     }
 
-    /// Runs SQL on a connection of the test's own, as an intruder with database access would.
+    /// Runs SQL on a connection of the test's own, as an intruder with database access would
+    /// (once the journal is imported: the intruder tampers with what the database holds).
     async fn tamper(&self, sql: &str) {
+        self.app.access_log.settled().await;
         self.raw_db().await.execute_unprepared(sql).await.unwrap();
+    }
+
+    /// The SQL condition that picks record `seq` of the app's own chain.
+    fn at(&self, seq: i64) -> String {
+        format!("chain = '{}' AND seq = {seq}", self.chain())
     }
 
     /// A connection of the test's own, to tamper with the database as an intruder would.
@@ -66,6 +79,19 @@ impl TestApp {
             .await
             .unwrap()
     }
+}
+
+/// The app's own chain as the database holds it, in chain order.
+async fn chain_records(app: &TestApp) -> Vec<ChainedRecord> {
+    app.app.access_log.settled().await;
+    let records = app
+        .app
+        .store
+        .access_log_between(&app.chain(), 0, i64::MAX, 10_000)
+        .await
+        .unwrap();
+    assert!(records.iter().zip(1..).all(|(r, seq)| r.seq == seq));
+    records
 }
 
 fn record(client: &str, customer: &str, outcome: Outcome, fields: &[&str]) -> AccessRecord {
@@ -482,53 +508,72 @@ async fn seeded_for_verify(checkpoint_every: u32) -> (TestApp, String) {
     let report = app.admin_json(&token, "/admin/v1/access-log/verify").await;
     assert_eq!(report["ok"], true, "{report}");
     assert_eq!(report["records"], 10);
+    // One chain: the app's own, every record in it.
+    let chains = report["chains"].as_array().unwrap();
+    assert_eq!(chains.len(), 1, "{report}");
+    assert_eq!(chains[0]["chain"], app.chain().as_str(), "{report}");
+    assert_eq!(chains[0]["ok"], true, "{report}");
+    assert_eq!(chains[0]["records"], 10, "{report}");
     (app, token)
 }
 
+/// The first broken link the verify endpoint reports, which must be in the app's own chain
+/// (and that chain's report must say so too): its `seq` and reason.
 async fn broken(app: &TestApp, token: &str) -> (i64, String) {
     let report = app.admin_json(token, "/admin/v1/access-log/verify").await;
     assert_eq!(report["ok"], false, "{report}");
+    let link = &report["first_broken"];
+    assert_eq!(link["chain"], app.chain().as_str(), "{report}");
+    let own = report["chains"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["chain"] == app.chain().as_str())
+        .unwrap_or_else(|| panic!("no report of the app's chain: {report}"));
+    assert_eq!(own["ok"], false, "{report}");
+    assert_eq!(&own["first_broken"], link, "{report}");
     (
-        report["first_broken"]["id"].as_i64().unwrap(),
-        report["first_broken"]["reason"]
-            .as_str()
-            .unwrap()
-            .to_owned(),
+        link["seq"].as_i64().unwrap(),
+        link["reason"].as_str().unwrap().to_owned(),
     )
 }
 
 #[tokio::test]
 async fn verify_finds_a_record_edited_in_the_database() {
     let (app, token) = seeded_for_verify(1000).await;
-    app.tamper(r#"UPDATE access_log SET fields = '["claims:iban"]' WHERE id = 4"#)
-        .await;
-    let (id, reason) = broken(&app, &token).await;
-    assert_eq!(id, 4);
+    app.tamper(&format!(
+        r#"UPDATE access_log SET fields = '["claims:iban"]' WHERE {}"#,
+        app.at(4)
+    ))
+    .await;
+    let (seq, reason) = broken(&app, &token).await;
+    assert_eq!(seq, 4);
     assert!(reason.contains("contents"), "{reason}");
 }
 
 #[tokio::test]
 async fn verify_finds_a_deleted_record() {
     let (app, token) = seeded_for_verify(1000).await;
-    app.tamper("DELETE FROM access_log WHERE id = 4").await;
-    let (id, reason) = broken(&app, &token).await;
-    assert_eq!(id, 5);
+    app.tamper(&format!("DELETE FROM access_log WHERE {}", app.at(4)))
+        .await;
+    let (seq, reason) = broken(&app, &token).await;
+    assert_eq!(seq, 5);
     assert!(reason.contains("missing"), "{reason}");
 }
 
 #[tokio::test]
 async fn verify_finds_reordered_records() {
     let (app, token) = seeded_for_verify(1000).await;
-    let db = app.raw_db().await;
-    for sql in [
-        "UPDATE access_log SET id = -4 WHERE id = 4",
-        "UPDATE access_log SET id = 4 WHERE id = 5",
-        "UPDATE access_log SET id = 5 WHERE id = -4",
-    ] {
-        db.execute_unprepared(sql).await.unwrap();
+    // Records 4 and 5 swap places in the chain.
+    for (from, to) in [(4, -4), (5, 4), (-4, 5)] {
+        app.tamper(&format!(
+            "UPDATE access_log SET seq = {to} WHERE {}",
+            app.at(from)
+        ))
+        .await;
     }
-    let (id, reason) = broken(&app, &token).await;
-    assert_eq!(id, 4);
+    let (seq, reason) = broken(&app, &token).await;
+    assert_eq!(seq, 4);
     assert!(reason.contains("prev_hash"), "{reason}");
 }
 
@@ -537,26 +582,26 @@ async fn verify_finds_an_edit_whose_chain_was_recomputed_by_the_signed_checkpoin
     let (app, token) = seeded_for_verify(3).await;
     app.wait_for_checkpoint(10).await;
     // The intruder edits record 2 and recomputes every later hash: the chain is whole again.
-    let mut records = app.app.store.access_log_after(0, 100).await.unwrap();
+    let mut records = chain_records(&app).await;
     records[1].record.fields = vec!["claims:iban".into()];
     let db = app.raw_db().await;
     let mut prev = records[0].hash.clone();
     for r in records.iter_mut().skip(1) {
         r.prev_hash = prev.clone();
-        r.hash = chain_hash(&prev, r.id, &r.record);
+        r.hash = chain_hash(&prev, &r.chain, r.seq, &r.record);
         prev = r.hash.clone();
         db.execute_unprepared(&format!(
-            "UPDATE access_log SET fields = '{}', prev_hash = '{}', hash = '{}' WHERE id = {}",
+            "UPDATE access_log SET fields = '{}', prev_hash = '{}', hash = '{}' WHERE {}",
             serde_json::to_string(&r.record.fields).unwrap(),
             r.prev_hash,
             r.hash,
-            r.id
+            app.at(r.seq)
         ))
         .await
         .unwrap();
     }
-    let (id, reason) = broken(&app, &token).await;
-    assert!(id >= 2, "{id}");
+    let (seq, reason) = broken(&app, &token).await;
+    assert!(seq >= 2, "{seq}");
     assert!(reason.contains("checkpoint"), "{reason}");
 }
 
@@ -564,9 +609,13 @@ async fn verify_finds_an_edit_whose_chain_was_recomputed_by_the_signed_checkpoin
 async fn verify_finds_the_newest_records_deleted_after_a_checkpoint() {
     let (app, token) = seeded_for_verify(1).await;
     app.wait_for_checkpoint(10).await;
-    app.tamper("DELETE FROM access_log WHERE id > 7").await;
-    let (id, reason) = broken(&app, &token).await;
-    assert_eq!(id, 8);
+    app.tamper(&format!(
+        "DELETE FROM access_log WHERE chain = '{}' AND seq > 7",
+        app.chain()
+    ))
+    .await;
+    let (seq, reason) = broken(&app, &token).await;
+    assert_eq!(seq, 8);
     assert!(reason.contains("signed"), "{reason}");
 }
 
@@ -600,27 +649,51 @@ async fn an_export_verifies_offline_and_any_tampering_with_it_is_found() {
     let (app, _) = seeded_for_verify(3).await;
     app.wait_for_checkpoint(10).await;
     let lines = export_lines(&app).await;
+    let header: Value = serde_json::from_str(&lines[0]).unwrap();
+    assert_eq!(header["header"]["version"], 3, "{header}");
+    assert_eq!(
+        header["header"]["chains"],
+        serde_json::json!([{"chain": app.chain(), "first_seq": 1, "last_seq": 10}])
+    );
     let report = verify_lines(&lines);
     assert!(report.chain.ok, "{report:?}");
     assert_eq!(report.chain.records, 10);
-    assert_eq!(report.chain.signed_through, Some(10));
     assert_eq!(report.chain.unsigned_tail, 0);
+    assert_eq!(report.chain.chains.len(), 1, "{report:?}");
+    assert_eq!(report.chain.chains[0].chain, app.chain());
+    assert_eq!(report.chain.chains[0].signed_through, Some(10));
 
     let record_line = |n: i64| {
         lines
             .iter()
-            .position(|l| l.starts_with("{\"record\"") && l.contains(&format!("\"id\":{n},")))
+            .position(|l| l.starts_with("{\"record\"") && l.contains(&format!("\"seq\":{n},")))
             .unwrap()
+    };
+    // A break is reported in the app's chain, at its place there.
+    let broken_at = |lines: &[String]| {
+        let link = verify_lines(lines).chain.first_broken.unwrap();
+        assert_eq!(link.chain, app.chain(), "{link:?}");
+        link.seq
     };
     // An edited record.
     let mut edited = lines.clone();
     let i = record_line(3);
     edited[i] = edited[i].replace("CU-1001", "CU-9999");
-    assert_eq!(verify_lines(&edited).chain.first_broken.unwrap().id, 3);
+    assert_eq!(broken_at(&edited), 3);
     // A removed record.
     let mut removed = lines.clone();
     removed.remove(record_line(6));
-    assert_eq!(verify_lines(&removed).chain.first_broken.unwrap().id, 7);
+    assert_eq!(broken_at(&removed), 7);
+    // Records 4 and 5 swapped, each given the other's place.
+    let mut swapped = lines.clone();
+    let (four, five) = (record_line(4), record_line(5));
+    swapped.swap(four, five);
+    for (i, seq) in [(four, 4), (five, 5)] {
+        let mut value: Value = serde_json::from_str(&swapped[i]).unwrap();
+        value["record"]["seq"] = seq.into();
+        swapped[i] = value.to_string();
+    }
+    assert_eq!(broken_at(&swapped), 4);
     // The last records cut off (and the header's range "fixed" to match is still caught by
     // the checkpoint that covers them).
     let mut cut = lines.clone();
@@ -993,27 +1066,55 @@ async fn pruning_keeps_the_rest_verifiable_and_respects_retention() {
     let now = Utc::now();
     let cutoff = now - Duration::days(2600);
     // Within the retention period: refused, nothing removed.
+    app.app.access_log.settled().await;
     let refused = prune::prune(&app.app.store, now - Duration::days(10), now, 2557).await;
     assert!(refused.is_err());
+    let chain = app.chain();
     assert_eq!(
-        app.app.store.access_log_first().await.unwrap().unwrap().id,
+        app.app
+            .store
+            .access_log_first(&chain)
+            .await
+            .unwrap()
+            .unwrap()
+            .seq,
         1
     );
 
     let report = prune::prune(&app.app.store, cutoff, now, 2557)
         .await
         .unwrap();
-    assert_eq!(report.through_id, Some(10));
     assert_eq!(report.removed, 10);
+    assert_eq!(
+        report.chains,
+        vec![prune::PrunedChain {
+            chain: chain.clone(),
+            removed: 10,
+            through_seq: 10,
+        }]
+    );
+    assert_eq!(
+        app.app
+            .store
+            .access_log_first(&chain)
+            .await
+            .unwrap()
+            .unwrap()
+            .seq,
+        11
+    );
     let verified = app.admin_json(&token, "/admin/v1/access-log/verify").await;
     assert_eq!(verified["ok"], true, "{verified}");
     assert_eq!(verified["records"], 5);
 
     // Without the anchoring checkpoint, the pruned log no longer verifies.
-    app.tamper("DELETE FROM log_checkpoints WHERE record_id = 10")
-        .await;
-    let (id, reason) = broken(&app, &token).await;
-    assert_eq!(id, 11);
+    app.tamper(&format!(
+        "DELETE FROM chain_checkpoints WHERE {}",
+        app.at(10)
+    ))
+    .await;
+    let (seq, reason) = broken(&app, &token).await;
+    assert_eq!(seq, 11);
     assert!(reason.contains("removed"), "{reason}");
 }
 
@@ -1069,16 +1170,19 @@ async fn deleting_the_oldest_records_inside_the_retention_period_is_found() {
     let anchor = app
         .app
         .store
-        .checkpoints_between(1, 9)
+        .checkpoints_between(&app.chain(), 1, 9)
         .await
         .unwrap()
         .last()
         .unwrap()
-        .record_id;
-    app.tamper(&format!("DELETE FROM access_log WHERE id <= {anchor}"))
-        .await;
-    let (id, reason) = broken(&app, &token).await;
-    assert_eq!(id, anchor + 1);
+        .seq;
+    app.tamper(&format!(
+        "DELETE FROM access_log WHERE chain = '{}' AND seq <= {anchor}",
+        app.chain()
+    ))
+    .await;
+    let (seq, reason) = broken(&app, &token).await;
+    assert_eq!(seq, anchor + 1);
     assert!(reason.contains("retention"), "{reason}");
 }
 
@@ -1115,25 +1219,26 @@ async fn an_export_re_signed_with_a_forgers_key_passes_only_until_the_keys_are_p
         if let Some(record) = value.get_mut("record") {
             let mut r: keyhole::access_log::ChainedRecord =
                 serde_json::from_value(record.clone()).unwrap();
-            if r.id == 2 {
+            if r.seq == 2 {
                 r.record.customer_id = Some("CU-9999".into());
             }
-            if r.id > 1 {
+            if r.seq > 1 {
                 r.prev_hash = prev.clone();
             }
-            r.hash = chain_hash(&r.prev_hash, r.id, &r.record);
+            r.hash = chain_hash(&r.prev_hash, &r.chain, r.seq, &r.record);
             prev = r.hash.clone();
-            hashes.insert(r.id, r.hash.clone());
+            hashes.insert(r.seq, r.hash.clone());
             *record = serde_json::to_value(&r).unwrap();
         }
         if let Some(c) = value.get_mut("checkpoint") {
-            let id = c["record_id"].as_i64().unwrap();
+            let seq = c["seq"].as_i64().unwrap();
             let mut header = Header::new(Algorithm::EdDSA);
             header.typ = Some(keyhole::access_log::checkpoint::CHECKPOINT_TYP.into());
             header.kid = Some(forger.kid.clone());
-            let claims =
-                serde_json::json!({"iss": "x", "record_id": id, "hash": hashes[&id], "iat": 0});
-            c["hash"] = Value::String(hashes[&id].clone());
+            let claims = serde_json::json!({
+                "iss": "x", "chain": c["chain"], "seq": seq, "hash": hashes[&seq], "iat": 0
+            });
+            c["hash"] = Value::String(hashes[&seq].clone());
             c["kid"] = Value::String(forger.kid.clone());
             c["signature"] =
                 Value::String(jsonwebtoken::encode(&header, &claims, &encoding).unwrap());
@@ -1144,7 +1249,9 @@ async fn an_export_re_signed_with_a_forgers_key_passes_only_until_the_keys_are_p
             header.kid = Some(forger.kid.clone());
             let first: Value = serde_json::from_str(&lines[0]).unwrap();
             let claims = serde_json::json!({
-                "iss": "x", "header": first["header"], "records": 10, "last_hash": hashes[&10]
+                "iss": "x",
+                "header": first["header"],
+                "chains": [{"chain": app.chain(), "records": 10, "last_hash": hashes[&10]}],
             });
             end["kid"] = Value::String(forger.kid.clone());
             end["signature"] =
@@ -1261,17 +1368,23 @@ fn json_hash(query: &str) -> Value {
 #[tokio::test]
 async fn a_row_that_does_not_decode_is_reported_as_broken_instead_of_a_500() {
     let (app, token) = seeded_for_verify(1000).await;
-    app.tamper("UPDATE access_log SET outcome = 'exfiltrated' WHERE id = 4")
-        .await;
-    let (id, reason) = broken(&app, &token).await;
-    assert_eq!(id, 4);
+    app.tamper(&format!(
+        "UPDATE access_log SET outcome = 'exfiltrated' WHERE {}",
+        app.at(4)
+    ))
+    .await;
+    let (seq, reason) = broken(&app, &token).await;
+    assert_eq!(seq, 4);
     assert!(reason.contains("outcome"), "{reason}");
 
     let (app, token) = seeded_for_verify(1000).await;
-    app.tamper("UPDATE access_log SET fields = 'not json' WHERE id = 6")
-        .await;
-    let (id, _) = broken(&app, &token).await;
-    assert_eq!(id, 6);
+    app.tamper(&format!(
+        "UPDATE access_log SET fields = 'not json' WHERE {}",
+        app.at(6)
+    ))
+    .await;
+    let (seq, _) = broken(&app, &token).await;
+    assert_eq!(seq, 6);
 }
 
 #[tokio::test]
@@ -1279,16 +1392,19 @@ async fn a_row_whose_stored_text_was_re_encoded_is_found_although_its_values_has
     // The fields as JSON with an escaped colon: the same value once parsed, but a `field`
     // search no longer finds the row.
     let (app, token) = seeded_for_verify(1000).await;
-    app.tamper(r#"UPDATE access_log SET fields = '["claims\u003astatus"]' WHERE id = 4"#)
-        .await;
+    app.tamper(&format!(
+        r#"UPDATE access_log SET fields = '["claims\u003astatus"]' WHERE {}"#,
+        app.at(4)
+    ))
+    .await;
     let found = all_pages(&app, &token, "field=claims:status").await;
     assert_eq!(found.len(), 9, "the row is hidden from searches");
-    let (id, reason) = broken(&app, &token).await;
-    assert_eq!(id, 4);
+    let (seq, reason) = broken(&app, &token).await;
+    assert_eq!(seq, 4);
     assert!(reason.contains("fields"), "{reason}");
 
     // The time written in another offset: the same instant, but it sorts elsewhere as text.
-    if app.app.store.serialises_log_writers() {
+    if app.sqlite_file().is_none() {
         return; // PostgreSQL stores the instant, not its text.
     }
     let (app, token) = seeded_for_verify(1000).await;
@@ -1296,7 +1412,10 @@ async fn a_row_whose_stored_text_was_re_encoded_is_found_although_its_values_has
     let row = db
         .query_one_raw(sea_orm::Statement::from_string(
             db.get_database_backend(),
-            "SELECT CAST(at AS TEXT) FROM access_log WHERE id = 5",
+            format!(
+                "SELECT CAST(at AS TEXT) FROM access_log WHERE {}",
+                app.at(5)
+            ),
         ))
         .await
         .unwrap()
@@ -1309,11 +1428,12 @@ async fn a_row_whose_stored_text_was_re_encoded_is_found_although_its_values_has
         .with_timezone(&chrono::FixedOffset::east_opt(5 * 3600).unwrap())
         .to_rfc3339_opts(chrono::SecondsFormat::Micros, false);
     app.tamper(&format!(
-        "UPDATE access_log SET at = '{shifted}' WHERE id = 5"
+        "UPDATE access_log SET at = '{shifted}' WHERE {}",
+        app.at(5)
     ))
     .await;
-    let (id, reason) = broken(&app, &token).await;
-    assert_eq!(id, 5);
+    let (seq, reason) = broken(&app, &token).await;
+    assert_eq!(seq, 5);
     assert!(reason.contains("at"), "{reason}");
 }
 
@@ -1324,7 +1444,7 @@ async fn checkpoints_are_signed_with_a_key_that_is_not_in_the_database() {
     let checkpoint = app
         .app
         .store
-        .checkpoints_between(latest, latest)
+        .checkpoints_between(&app.chain(), latest, latest)
         .await
         .unwrap()
         .remove(0);
@@ -1367,39 +1487,41 @@ async fn a_log_rewritten_and_re_signed_with_the_token_key_from_the_database_does
     };
     let private_key = sealing.open(&key.kid, &key.private_key).unwrap();
     let encoding = EncodingKey::from_ed_der(&private_key);
-    let mut records = app.app.store.access_log_after(0, 100).await.unwrap();
+    let mut records = chain_records(&app).await;
     records[1].record.customer_id = Some("CU-9999".into());
     let db = app.raw_db().await;
     let mut prev = records[0].prev_hash.clone();
     for r in records.iter_mut() {
         r.prev_hash = prev.clone();
-        r.hash = chain_hash(&prev, r.id, &r.record);
+        r.hash = chain_hash(&prev, &r.chain, r.seq, &r.record);
         prev = r.hash.clone();
         db.execute_unprepared(&format!(
-            "UPDATE access_log SET customer_id = '{}', prev_hash = '{}', hash = '{}' WHERE id = {}",
+            "UPDATE access_log SET customer_id = '{}', prev_hash = '{}', hash = '{}' WHERE {}",
             r.record.customer_id.as_deref().unwrap(),
             r.prev_hash,
             r.hash,
-            r.id
+            app.at(r.seq)
         ))
         .await
         .unwrap();
     }
-    db.execute_unprepared("DELETE FROM log_checkpoints")
+    db.execute_unprepared("DELETE FROM chain_checkpoints")
         .await
         .unwrap();
-    for id in [3, 6, 9, 10] {
-        let hash = &records[id as usize - 1].hash;
+    let chain = app.chain();
+    for seq in [3, 6, 9, 10] {
+        let hash = &records[seq as usize - 1].hash;
         let mut header = Header::new(Algorithm::EdDSA);
         header.typ = Some(keyhole::access_log::checkpoint::CHECKPOINT_TYP.into());
         header.kid = Some(key.kid.clone());
         let claims = serde_json::json!({
-            "iss": app.base, "record_id": id, "hash": hash, "iat": Utc::now().timestamp()
+            "iss": app.base, "chain": chain, "seq": seq, "hash": hash,
+            "iat": Utc::now().timestamp()
         });
         let signature = jsonwebtoken::encode(&header, &claims, &encoding).unwrap();
         db.execute_unprepared(&format!(
-            "INSERT INTO log_checkpoints (record_id, hash, kid, signature, signed_at) \
-             VALUES ({id}, '{hash}', '{}', '{signature}', '{}')",
+            "INSERT INTO chain_checkpoints (chain, seq, hash, kid, signature, signed_at) \
+             VALUES ('{chain}', {seq}, '{hash}', '{}', '{signature}', '{}')",
             key.kid,
             Utc::now().to_rfc3339()
         ))

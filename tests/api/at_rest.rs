@@ -24,13 +24,17 @@ fn chmod(path: &Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
-/// Settings for an app of the test's own over a SQLite file in `dir`.
+/// Settings for an app of the test's own over a SQLite file in `dir`, its checkpoint key and
+/// access-log journal there too (never in the working directory).
 fn settings_in(dir: &Path) -> Settings {
-    Settings {
+    let mut settings = Settings {
         listen: "127.0.0.1:0".parse().unwrap(),
         database_url: format!("sqlite://{}?mode=rwc", dir.join("keyhole.db").display()),
         ..Settings::default()
-    }
+    };
+    settings.access_log.checkpoint_key_file = dir.join("checkpoint.key");
+    settings.access_log.journal_dir = dir.join("journal");
+    settings
 }
 
 #[tokio::test]
@@ -101,12 +105,17 @@ async fn the_encryption_key_file_is_created_owner_only_and_a_readable_one_is_ref
     );
 }
 
-/// The settings of `app` for another start over the same database and key.
+/// The settings of `app` for another start over the same database and key. `app` still runs
+/// and holds its access-log journal, so the other start gets a journal (a chain) of its own.
 fn again(app: &TestApp) -> Settings {
-    Settings {
+    let mut settings = Settings {
         listen: "127.0.0.1:0".parse().unwrap(),
         ..app.app.settings.clone()
-    }
+    };
+    settings.access_log.journal_dir = app
+        .dir()
+        .join(format!("journal-{}", uuid::Uuid::new_v4().simple()));
+    settings
 }
 
 #[tokio::test]

@@ -391,13 +391,22 @@ async fn log_export_is_verified_offline_and_a_tampered_file_fails() {
     use keyhole::clock::SystemClock;
     let cli = Cli::new();
     let store = Store::connect(&cli.database_url).await.unwrap();
-    seed_reads(&store, 6).await;
+    let chain = seed_reads(&store, 6).await;
     let clock: keyhole::clock::SharedClock = std::sync::Arc::new(SystemClock);
     let key = cli.checkpoint_key();
-    let (id, hash) = store.access_log_head().await.unwrap().unwrap();
-    checkpoint::checkpoint(&store, &key, "http://keyhole.test", &clock, id, &hash)
-        .await
-        .unwrap();
+    let (seq, hash) = store.chain_head(&chain).await.unwrap().unwrap();
+    assert_eq!(seq, 6);
+    checkpoint::checkpoint(
+        &store,
+        &key,
+        "http://keyhole.test",
+        &clock,
+        &chain,
+        seq,
+        &hash,
+    )
+    .await
+    .unwrap();
 
     let file = cli.dir.path().join("export.jsonl");
     let file_arg = file.to_str().unwrap();
@@ -411,6 +420,10 @@ async fn log_export_is_verified_offline_and_a_tampered_file_fails() {
     ]);
     assert_eq!(summary["records"], 6);
     assert_eq!(summary["checkpoints"], 1);
+    assert_eq!(
+        summary["chains"],
+        serde_json::json!([{"chain": chain, "first_seq": 1, "last_seq": 6}])
+    );
 
     // Offline: the database is gone.
     drop(store);
@@ -418,13 +431,18 @@ async fn log_export_is_verified_offline_and_a_tampered_file_fails() {
     let report = cli.json(&["log", "verify", file_arg, "--json"]);
     assert_eq!(report["ok"], true, "{report}");
     assert_eq!(report["records"], 6);
-    assert_eq!(report["signed_through"], 6);
+    assert_eq!(report["chains"][0]["chain"], chain.as_str(), "{report}");
+    assert_eq!(report["chains"][0]["signed_through"], 6, "{report}");
 
     let text = std::fs::read_to_string(&file).unwrap();
     std::fs::write(&file, text.replacen("\"status\":200", "\"status\":404", 1)).unwrap();
     let output = cli.run(&["log", "verify", file_arg]);
     assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
-    assert!(String::from_utf8_lossy(&output.stdout).contains("BROKEN at record 1"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains(&format!("BROKEN in chain {chain} at record 1")),
+        "{stdout}"
+    );
 }
 
 #[tokio::test]
@@ -440,10 +458,18 @@ async fn log_prune_refuses_to_cut_into_the_retention_period() {
     );
 }
 
-/// Six reads appended to the CLI's database through the library, as the gateway would.
-async fn seed_reads(store: &Store, count: usize) {
-    use keyhole::access_log::{AccessLog, AccessRecord, Outcome};
-    let log = AccessLog::start(store.clone(), Default::default());
+/// Reads appended to the CLI's database through the library, as a gateway with
+/// `durability = "database"` would, in a chain of their own; returns the chain.
+async fn seed_reads(store: &Store, count: usize) -> String {
+    use keyhole::access_log::{AccessLog, AccessRecord, GENESIS_HASH, Outcome};
+    let chain = uuid::Uuid::now_v7().to_string();
+    let log = AccessLog::start_database(
+        store.clone(),
+        &chain,
+        (0, GENESIS_HASH.into()),
+        Default::default(),
+    )
+    .unwrap();
     for i in 0..count {
         log.append(AccessRecord {
             at: chrono::Utc::now(),
@@ -462,6 +488,8 @@ async fn seed_reads(store: &Store, count: usize) {
         .await
         .unwrap();
     }
+    log.close();
+    chain
 }
 
 #[tokio::test]
@@ -478,7 +506,8 @@ async fn an_export_taken_right_after_activity_verifies() {
     let report = cli.json(&["log", "verify", file_arg, "--json"]);
     assert_eq!(report["ok"], true, "{report}");
     assert_eq!(report["records"], 4);
-    assert_eq!(report["signed_through"], 4);
+    assert_eq!(report["chains"][0]["signed_through"], 4, "{report}");
+    assert_eq!(report["chains"][0]["unsigned_tail"], 0, "{report}");
     assert_eq!(report["unsigned_tail"], 0);
 }
 
@@ -488,18 +517,22 @@ async fn a_cut_export_does_not_verify_even_with_pinned_keys() {
     use keyhole::clock::SystemClock;
     let cli = Cli::new();
     let store = Store::connect(&cli.database_url).await.unwrap();
-    seed_reads(&store, 10).await;
+    let chain = seed_reads(&store, 10).await;
     let clock: keyhole::clock::SharedClock = std::sync::Arc::new(SystemClock);
     let key = cli.checkpoint_key();
     let kid = key.kid().to_owned();
-    for id in [6, 10] {
-        let record = store.access_log_between(id - 1, id, 1).await.unwrap();
+    for seq in [6, 10] {
+        let record = store
+            .access_log_between(&chain, seq - 1, seq, 1)
+            .await
+            .unwrap();
         checkpoint::checkpoint(
             &store,
             &key,
             "http://keyhole.test",
             &clock,
-            id,
+            &chain,
+            seq,
             &record[0].hash,
         )
         .await
@@ -518,18 +551,19 @@ async fn a_cut_export_does_not_verify_even_with_pinned_keys() {
     for line in text.lines() {
         let mut value: Value = serde_json::from_str(line).unwrap();
         if let Some(header) = value.get_mut("header") {
-            header["last_id"] = 6.into();
+            assert_eq!(header["chains"][0]["last_seq"], 10, "{header}");
+            header["chains"][0]["last_seq"] = 6.into();
         }
-        let id = value
+        let seq = value
             .get("record")
-            .map(|r| &r["id"])
-            .or_else(|| value.get("checkpoint").map(|c| &c["record_id"]))
+            .map(|r| &r["seq"])
+            .or_else(|| value.get("checkpoint").map(|c| &c["seq"]))
             .and_then(Value::as_i64);
         let is_record_or_key = value.get("record").is_some()
             || value.get("checkpoint").is_some()
             || value.get("header").is_some()
             || value.get("key").is_some();
-        if is_record_or_key && id.is_none_or(|id| id <= 6) {
+        if is_record_or_key && seq.is_none_or(|seq| seq <= 6) {
             cut.push(value.to_string());
         }
     }
@@ -544,7 +578,8 @@ async fn a_cut_export_does_not_verify_even_with_pinned_keys() {
         );
         let stdout = String::from_utf8_lossy(&output.stdout);
         assert!(
-            stdout.contains("BROKEN at record 7") || stdout.contains(r#""ok":false"#),
+            stdout.contains(&format!("BROKEN in chain {chain} at record 7"))
+                || stdout.contains(r#""ok":false"#),
             "{}",
             describe(&output)
         );
@@ -709,7 +744,8 @@ async fn admin_audit_prune_removes_only_entries_past_their_retention() {
 }
 
 /// `keyhole demo` in an empty directory, with no configuration but free ports: it starts,
-/// serves, and every file it leaves there is closed to other users.
+/// serves, and every file it leaves there (the access-log journal's too) is closed to other
+/// users.
 #[tokio::test]
 async fn the_demo_starts_in_an_empty_directory_and_leaves_only_owner_only_files() {
     use std::io::BufRead;
@@ -770,11 +806,28 @@ async fn the_demo_starts_in_an_empty_directory_and_leaves_only_owner_only_files(
         Some(response) => response.json().await.ok(),
         None => None,
     };
+    // Every file, and what the directories (the access-log journal's) hold.
     let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir.path()).unwrap() {
-        let entry = entry.unwrap();
-        let mode = entry.metadata().unwrap().permissions().mode() & 0o777;
-        files.push((entry.file_name().to_string_lossy().into_owned(), mode));
+    let mut dirs = vec![dir.path().to_owned()];
+    while let Some(current) = dirs.pop() {
+        for entry in std::fs::read_dir(&current).unwrap() {
+            let entry = entry.unwrap();
+            let metadata = entry.metadata().unwrap();
+            let name = entry
+                .path()
+                .strip_prefix(dir.path())
+                .unwrap()
+                .display()
+                .to_string();
+            if metadata.is_dir() {
+                dirs.push(entry.path());
+            }
+            files.push((
+                name,
+                metadata.is_dir(),
+                metadata.permissions().mode() & 0o777,
+            ));
+        }
     }
     demo.kill().unwrap();
     demo.wait().unwrap();
@@ -783,10 +836,17 @@ async fn the_demo_starts_in_an_empty_directory_and_leaves_only_owner_only_files(
     let jwks = jwks.expect("the demo serves its JWKS");
     assert_eq!(jwks["keys"].as_array().map(Vec::len), Some(1), "{jwks}");
     assert!(
-        files.iter().any(|(name, _)| name == "keyhole.db"),
+        files.iter().any(|(name, _, _)| name == "keyhole.db"),
         "{files:?}"
     );
-    for (name, mode) in &files {
-        assert_eq!(*mode, 0o600, "{name} has mode {mode:o}");
+    assert!(
+        files
+            .iter()
+            .any(|(name, dir, _)| *dir && name == "keyhole-journal"),
+        "the journal, beside the database: {files:?}"
+    );
+    for (name, dir, mode) in &files {
+        let owner_only = if *dir { 0o700 } else { 0o600 };
+        assert_eq!(*mode, owner_only, "{name} has mode {mode:o}");
     }
 }

@@ -254,21 +254,23 @@ impl TestApp {
     }
 
     /// A second gateway instance over the same database, shared state and clock, as behind a
-    /// load balancer: same issuer, its own port and journal, the same checkpoint key file (as
-    /// every instance of one deployment must have). Returns its base URL.
+    /// load balancer: same issuer, its own port, the same checkpoint key file (as every
+    /// instance of one deployment must have). Returns its base URL.
     pub async fn second_instance(&self) -> String {
-        self.another_instance().await.0
+        self.second_instance_app().await.0
     }
 
-    /// [`Self::second_instance`], and its app (its chain is `app.access_log.chain()`).
-    pub async fn another_instance(&self) -> (String, web::Data<App>) {
+    /// `second_instance`, with its `App` too (its own access log: its own journal and chain).
+    pub async fn second_instance_app(&self) -> (String, web::Data<App>) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let mut settings = self.app.settings.clone();
         settings.listen = listener.local_addr().unwrap();
+        // Every instance writes a chain of its own, from a journal of its own (a journal
+        // directory is locked by the instance that uses it).
         settings.access_log.journal_dir = self
             .dir()
-            .join(format!("journal-{}", listener.local_addr().unwrap().port()));
+            .join(format!("journal-{}", uuid::Uuid::new_v4().simple()));
         let application = Application::build(
             settings,
             Options {
@@ -283,6 +285,31 @@ impl TestApp {
         let app = application.app();
         tokio::spawn(application.run_until_stopped());
         (base, app)
+    }
+
+    /// Every record in the database, in import order, once this instance's journal is imported
+    /// (partner calls are answered once their record is in the journal; the importer copies it
+    /// into the database right after).
+    pub async fn log_records(&self) -> Vec<keyhole::access_log::ChainedRecord> {
+        self.app.access_log.settled().await;
+        self.app.store.access_log_after(0, 100_000).await.unwrap()
+    }
+
+    /// Verifies every chain in the database, once this instance's journal is imported.
+    pub async fn verify_log(&self) -> keyhole::access_log::VerifyReport {
+        self.app.access_log.settled().await;
+        keyhole::access_log::verify_chain(
+            &self.app.store,
+            &self.app.checkpoint_key.public_keys(),
+            None,
+        )
+        .await
+        .unwrap()
+    }
+
+    /// This instance's chain.
+    pub fn chain(&self) -> String {
+        self.app.access_log.chain().to_owned()
     }
 
     pub async fn add_partner(&self, name: &str, fields: &[&str]) -> Partner {

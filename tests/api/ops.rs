@@ -44,7 +44,16 @@ async fn readyz_answers_200_when_the_database_and_shared_state_answer() {
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(
         response.json::<Value>().await.unwrap(),
-        json!({ "database": "ok", "shared_state": "ok" })
+        json!({
+            "database": "ok",
+            "shared_state": "ok",
+            "access_log": {
+                "durability": "journal",
+                "chain": app.chain(),
+                "writer": "ok",
+                "import_lag_records": 0,
+            },
+        })
     );
 }
 

@@ -177,14 +177,13 @@ async fn without_redis_partners_get_503_and_everything_recovers_when_it_returns(
         "{body}"
     );
     // The refusal is on the record, without data.
-    let (_, hash) = app.app.store.access_log_head().await.unwrap().unwrap();
-    let last = app
+    let last = app.log_records().await.pop().unwrap();
+    let (_, hash) = app
         .app
         .store
-        .access_log_after(0, 100)
+        .chain_head(&app.chain())
         .await
         .unwrap()
-        .pop()
         .unwrap();
     assert_eq!(last.hash, hash);
     assert_eq!(last.record.outcome, Outcome::Unavailable);
@@ -207,7 +206,7 @@ async fn without_redis_partners_get_503_and_everything_recovers_when_it_returns(
     upstream.verify().await;
 }
 
-pub(crate) fn pg_bin() -> Option<PathBuf> {
+fn pg_bin() -> Option<PathBuf> {
     if let Ok(path) = std::env::var("TEST_PG_BIN") {
         return Some(path.into());
     }
@@ -222,7 +221,7 @@ pub(crate) fn pg_bin() -> Option<PathBuf> {
 
 /// A throwaway PostgreSQL cluster of this test's own, stopped and started with `pg_ctl`.
 /// PostgreSQL refuses to run as root, so as root it runs as `postgres`.
-pub(crate) struct Postgres {
+struct Postgres {
     bin: PathBuf,
     dir: tempfile::TempDir,
     port: u16,
@@ -240,7 +239,7 @@ impl Postgres {
         }
     }
 
-    pub(crate) fn init(bin: PathBuf) -> Self {
+    fn init(bin: PathBuf) -> Self {
         let dir = tempfile::tempdir().unwrap();
         if running_as_root() {
             Command::new("chown")
@@ -266,11 +265,11 @@ impl Postgres {
         pg
     }
 
-    pub(crate) fn url(&self) -> String {
+    fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
 
-    pub(crate) fn start(&self) {
+    fn start(&self) {
         let options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
             self.port,
@@ -289,7 +288,7 @@ impl Postgres {
         assert!(status.success(), "pg_ctl start failed");
     }
 
-    pub(crate) fn stop(&self) {
+    fn stop(&self) {
         let _ = self
             .command("pg_ctl")
             .arg("-D")
@@ -315,6 +314,8 @@ fn running_as_root() -> bool {
             .unwrap_or(false)
 }
 
+/// `durability = "database"`: a record must be in PostgreSQL before its answer leaves, so
+/// without PostgreSQL no data leaves; the chain continues unbroken once it returns.
 #[tokio::test]
 async fn without_postgresql_partners_get_503_and_everything_recovers_when_it_returns() {
     let Some(bin) = pg_bin() else {
@@ -323,9 +324,20 @@ async fn without_postgresql_partners_get_503_and_everything_recovers_when_it_ret
     };
     let pg = Postgres::init(bin);
     let url = pg.url();
-    let app = spawn_app_with_sample_upstream(|s| s.database_url = url).await;
+    let app = spawn_app_with_sample_upstream(|s| {
+        s.database_url = url;
+        s.access_log.durability = keyhole::config::Durability::Database;
+    })
+    .await;
     let (access, refresh) = reading_partner(&app).await;
-    let records_before = app.app.store.access_log_head().await.unwrap().unwrap().0;
+    let records_before = app
+        .app
+        .store
+        .chain_head(&app.chain())
+        .await
+        .unwrap()
+        .unwrap()
+        .0;
 
     pg.stop();
     // The record cannot be written, so no data leaves.
@@ -339,13 +351,86 @@ async fn without_postgresql_partners_get_503_and_everything_recovers_when_it_ret
     pg.start();
     recovers(&app, &access, &refresh).await;
     // The chain continues unbroken across the outage.
-    assert!(app.app.store.access_log_head().await.unwrap().unwrap().0 > records_before);
-    let report = keyhole::access_log::verify_chain(
-        &app.app.store,
-        &app.app.checkpoint_key.public_keys(),
-        None,
-    )
-    .await
-    .unwrap();
+    assert!(
+        app.app
+            .store
+            .chain_head(&app.chain())
+            .await
+            .unwrap()
+            .unwrap()
+            .0
+            > records_before
+    );
+    let report = app.verify_log().await;
     assert!(report.ok, "{report:?}");
+}
+
+/// `durability = "journal"` (the default): a record is durable once in the instance's
+/// journal, so partners keep being answered without PostgreSQL, while what needs the database
+/// (token issuance, readiness) fails closed. The journal's backlog shows in readiness, and
+/// reaches the database, in one unbroken chain, once PostgreSQL returns.
+#[tokio::test]
+async fn without_postgresql_the_journal_keeps_every_answer_on_record_until_it_returns() {
+    let Some(bin) = pg_bin() else {
+        eprintln!("skipped: no PostgreSQL binaries (set TEST_PG_BIN)");
+        return;
+    };
+    let pg = Postgres::init(bin);
+    let url = pg.url();
+    let app = spawn_app_with_sample_upstream(|s| s.database_url = url).await;
+    let (access, refresh) = reading_partner(&app).await;
+    app.app.access_log.settled().await;
+    let records_before = app
+        .app
+        .store
+        .chain_head(&app.chain())
+        .await
+        .unwrap()
+        .unwrap()
+        .0;
+
+    pg.stop();
+    let during: Vec<String> = (0..3).map(|i| format!("during-outage-{i}")).collect();
+    for request_id in &during {
+        let response = http()
+            .get(app.url("/partner/v1/claims/C-1001"))
+            .bearer_auth(&access)
+            .header("x-request-id", request_id)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::OK,
+            "the journal holds its record"
+        );
+    }
+    let refused = refresh_with(&app, &refresh).await;
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let (status, body) = ready(&app).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["database"], "unavailable");
+    assert_eq!(body["access_log"]["writer"], "ok", "{body}");
+    assert_eq!(body["access_log"]["import_lag_records"], 3, "{body}");
+
+    pg.start();
+    recovers(&app, &access, &refresh).await;
+    eventually("the journal's import", || async {
+        ready(&app).await.1["access_log"]["import_lag_records"] == 0
+    })
+    .await;
+    // Every answer given during the outage is in the database, in the chain where it was.
+    let records = app.log_records().await;
+    for request_id in &during {
+        let record = records
+            .iter()
+            .find(|r| r.record.request_id == *request_id)
+            .unwrap_or_else(|| panic!("{request_id} is not in the database"));
+        assert_eq!(record.chain, app.chain());
+        assert!(record.seq > records_before, "{record:?}");
+        assert_eq!(record.record.outcome, Outcome::Ok);
+    }
+    let report = app.verify_log().await;
+    assert!(report.ok, "{report:?}");
+    assert_eq!(report.chains.len(), 1, "{report:?}");
 }

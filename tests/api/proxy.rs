@@ -7,7 +7,7 @@ use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use hmac::{Hmac, Mac};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use keyhole::access_log::{ChainedRecord, Outcome, verify_chain};
+use keyhole::access_log::{ChainedRecord, Outcome};
 use keyhole::clock::Clock;
 use keyhole::domain::catalog::{FieldConfig, ResourceConfig, default_resources};
 use keyhole::domain::{ClientId, GrantId};
@@ -128,7 +128,7 @@ async fn get_with(app: &TestApp, path: &str, headers: &[(&str, &str)]) -> reqwes
 }
 
 async fn log_of(app: &TestApp) -> Vec<ChainedRecord> {
-    app.app.store.access_log_after(0, 10_000).await.unwrap()
+    app.log_records().await
 }
 
 async fn last_record(app: &TestApp) -> ChainedRecord {
@@ -488,13 +488,7 @@ fn random_upstream_shapes_never_leak_anything_but_granted_scalars() {
                 .map_err(TestCaseError::fail)
         })
         .unwrap();
-    let report = rt
-        .block_on(verify_chain(
-            &app.app.store,
-            &app.app.checkpoint_key.public_keys(),
-            None,
-        ))
-        .unwrap();
+    let report = rt.block_on(app.verify_log());
     assert!(report.ok, "{report:?}");
 }
 
@@ -1284,7 +1278,12 @@ async fn an_unreachable_upstream_gives_502() {
 
 #[tokio::test]
 async fn when_the_log_cannot_be_written_the_call_gets_503_and_no_data() {
-    let (mock, app) = upstream_app().await;
+    // `durability = "database"`: the record must be committed to the database before the
+    // answer leaves, so a database that refuses it refuses the call. (In journal mode the
+    // journal is where it must be durable; the database is then only the importer's target.)
+    let (mock, app) =
+        upstream_app_with(|s| s.access_log.durability = keyhole::config::Durability::Database)
+            .await;
     serve_item(&mock, "C-1001", alice_claim("C-1001"), 2).await;
     let token = app.tokens(&["claims:status", "claims:claim_number"]).await;
     let access = token.access_token().secret();
@@ -1426,9 +1425,7 @@ async fn under_concurrent_load_every_200_has_exactly_one_record_with_exactly_its
         assert_eq!(logged, expected_fields, "{request_id}: {body}");
         assert_eq!(r.record_ids, expected_ids, "{request_id}");
     }
-    let report = verify_chain(&app.app.store, &app.app.checkpoint_key.public_keys(), None)
-        .await
-        .unwrap();
+    let report = app.verify_log().await;
     assert!(report.ok, "{report:?}");
     assert_eq!(report.records, CALLS as u64);
 }
@@ -1450,9 +1447,7 @@ async fn app_with_four_records() -> (MockServer, TestApp) {
             StatusCode::OK
         );
     }
-    let report = verify_chain(&app.app.store, &app.app.checkpoint_key.public_keys(), None)
-        .await
-        .unwrap();
+    let report = app.verify_log().await;
     assert!(report.ok && report.records == 4, "{report:?}");
     (mock, app)
 }
@@ -1468,44 +1463,51 @@ async fn tamper(app: &TestApp, statements: &[&str]) {
     }
 }
 
+/// The `seq` of the first broken link, which must be in the app's own chain.
 async fn first_broken(app: &TestApp) -> i64 {
-    let report = verify_chain(&app.app.store, &app.app.checkpoint_key.public_keys(), None)
-        .await
-        .unwrap();
+    let report = app.verify_log().await;
     assert!(!report.ok, "{report:?}");
-    report.first_broken.expect("a broken link").id
+    let link = report.first_broken.expect("a broken link");
+    assert_eq!(link.chain, app.chain(), "{link:?}");
+    link.seq
+}
+
+/// The SQL condition that picks record `seq` of the app's own chain.
+fn at(app: &TestApp, seq: i64) -> String {
+    format!("chain = '{}' AND seq = {seq}", app.chain())
 }
 
 #[tokio::test]
 async fn the_hash_chain_detects_an_edited_row() {
     let (_mock, app) = app_with_four_records().await;
-    tamper(
-        &app,
-        &["UPDATE access_log SET fields = '[\"claims:claim_number\"]' WHERE id = 2"],
-    )
-    .await;
+    let edit = format!(
+        "UPDATE access_log SET fields = '[\"claims:claim_number\"]' WHERE {}",
+        at(&app, 2)
+    );
+    tamper(&app, &[&edit]).await;
     assert_eq!(first_broken(&app).await, 2);
 }
 
 #[tokio::test]
 async fn the_hash_chain_detects_a_deleted_row() {
     let (_mock, app) = app_with_four_records().await;
-    tamper(&app, &["DELETE FROM access_log WHERE id = 2"]).await;
+    tamper(
+        &app,
+        &[&format!("DELETE FROM access_log WHERE {}", at(&app, 2))],
+    )
+    .await;
     assert_eq!(first_broken(&app).await, 3);
 }
 
 #[tokio::test]
 async fn the_hash_chain_detects_reordered_rows() {
     let (_mock, app) = app_with_four_records().await;
-    tamper(
-        &app,
-        &[
-            "UPDATE access_log SET id = 1000000 WHERE id = 2",
-            "UPDATE access_log SET id = 2 WHERE id = 3",
-            "UPDATE access_log SET id = 3 WHERE id = 1000000",
-        ],
-    )
-    .await;
+    // Records 2 and 3 swap places in the chain.
+    let swap =
+        |from: i64, to: i64| format!("UPDATE access_log SET seq = {to} WHERE {}", at(&app, from));
+    let statements = [swap(2, -2), swap(3, 2), swap(-2, 3)];
+    let statements: Vec<&str> = statements.iter().map(String::as_str).collect();
+    tamper(&app, &statements).await;
     assert_eq!(first_broken(&app).await, 2);
 }
 
@@ -1514,21 +1516,26 @@ async fn the_hash_chain_detects_deleting_the_newest_row() {
     let (_mock, app) = app_with_four_records().await;
     // The chain alone cannot see a truncation; the signed checkpoint of its head can.
     let a = &app.app;
-    let (id, hash) = a.store.access_log_head().await.unwrap().unwrap();
+    let chain = app.chain();
+    let (seq, hash) = a.store.chain_head(&chain).await.unwrap().unwrap();
+    assert_eq!(seq, 4);
     keyhole::access_log::checkpoint::checkpoint(
         &a.store,
         &a.checkpoint_key,
         &a.issuer(),
         &a.clock,
-        id,
+        &chain,
+        seq,
         &hash,
     )
     .await
     .unwrap();
-    tamper(&app, &["DELETE FROM access_log WHERE id = 4"]).await;
-    let report = verify_chain(&app.app.store, &app.app.checkpoint_key.public_keys(), None)
-        .await
-        .unwrap();
+    tamper(
+        &app,
+        &[&format!("DELETE FROM access_log WHERE {}", at(&app, 4))],
+    )
+    .await;
+    let report = app.verify_log().await;
     assert!(!report.ok, "truncating the log went unnoticed: {report:?}");
 }
 
