@@ -16,15 +16,70 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use tokio::sync::watch;
 
+/// Runs the importer on a thread and runtime of its own, with a connection of its own: building
+/// and binding thousands of rows per INSERT is CPU the HTTP workers should not pay for, and it
+/// outlives (without panicking) a runtime that shuts down first. It first imports everything
+/// the journal holds (the returned receiver says how that went), then follows the writer.
+fn spawn_importer(
+    store: Store,
+    url: String,
+    dir: std::path::PathBuf,
+    chain: String,
+    imported: i64,
+    status: Arc<LogStatus>,
+    published: watch::Sender<super::checkpoint::Head>,
+    durable: watch::Receiver<i64>,
+) -> anyhow::Result<tokio::sync::oneshot::Receiver<Result<u64, super::import::ImportError>>> {
+    let (done, caught_up) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("access-log-import".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    let _ = done.send(Err(super::import::ImportError::Journal(
+                        super::journal::JournalError::Io {
+                            path: dir,
+                            source: e,
+                        },
+                    )));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                let store = match store.dedicated(&url).await {
+                    Ok(store) => store,
+                    Err(e) => {
+                        let _ = done.send(Err(e.into()));
+                        return;
+                    }
+                };
+                let mut importer = Importer::new(store, &dir, &chain, imported, status, published);
+                let first = importer.catch_up().await;
+                let ok = first.is_ok();
+                let _ = done.send(first);
+                if ok {
+                    importer.run(durable).await;
+                }
+            });
+        })
+        .context("starting the access-log importer")?;
+    Ok(caught_up)
+}
+
 /// Segments roll at this size: small enough that the importer's reads and the deletion of
 /// imported segments stay cheap, large enough that rolling (a create and a directory sync) is
 /// rare.
 pub const SEGMENT_BYTES: u64 = 16 << 20;
 
 /// Starts the writer (and, in journal mode, the importer, after a first full import). `store`
-/// is a connection of the log's own.
+/// is a connection of the log's own to `database_url`.
 pub async fn start(
     settings: &AccessLogSettings,
+    database_url: &str,
     store: Store,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<AccessLog> {
@@ -37,12 +92,13 @@ pub async fn start(
             tracing::info!(%chain, durability = "database", "access log started");
             Ok(log)
         }
-        Durability::Journal => start_journal(settings, store, metrics).await,
+        Durability::Journal => start_journal(settings, database_url, store, metrics).await,
     }
 }
 
 async fn start_journal(
     settings: &AccessLogSettings,
+    database_url: &str,
     store: Store,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<AccessLog> {
@@ -98,22 +154,24 @@ async fn start_journal(
     let status = Arc::new(LogStatus::at(imported));
     status.durable.store(head.0, Ordering::Release);
     let (published, imported_head) = watch::channel(None);
-    let mut importer = Importer::new(
-        store.clone(),
-        dir,
-        &chain,
+    let (durable_tx, durable) = watch::channel(head.0);
+    let caught_up = spawn_importer(
+        store,
+        database_url.to_owned(),
+        dir.to_owned(),
+        chain.clone(),
         imported,
         status.clone(),
         published,
-    );
-    let added = importer
-        .catch_up()
+        durable,
+    )?;
+    let added = caught_up
         .await
+        .context("the access-log importer stopped")?
         .context("importing the journal into the database")?;
     if added > 0 {
         tracing::info!(records = added, %chain, "imported the access-log journal's backlog");
     }
-    let (durable_tx, durable) = watch::channel(head.0);
     let log = AccessLog::start_journal(
         journal,
         &chain,
@@ -124,13 +182,6 @@ async fn start_journal(
         metrics,
     )
     .context("starting the access-log writer")?;
-    // On a thread of its own, like the writer: building and binding thousands of rows per
-    // INSERT is CPU the HTTP workers should not pay for. Its I/O still runs on the runtime.
-    let runtime = tokio::runtime::Handle::current();
-    std::thread::Builder::new()
-        .name("access-log-import".into())
-        .spawn(move || runtime.block_on(importer.run(durable)))
-        .context("starting the access-log importer")?;
     tracing::info!(%chain, journal = %dir.display(), durability = "journal", "access log started");
     Ok(log)
 }

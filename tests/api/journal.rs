@@ -103,15 +103,16 @@ impl Gateway {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
+    /// `/metrics` on its private listener, which may come up a moment after the main one.
     async fn metrics(&self) -> String {
-        http()
-            .get(format!("http://127.0.0.1:{}/metrics", self.metrics_port))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        let url = format!("http://127.0.0.1:{}/metrics", self.metrics_port);
+        for _ in 0..100 {
+            if let Ok(response) = http().get(&url).send().await {
+                return response.text().await.unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no metrics listener");
     }
 
     /// `kill -9`: no flush, no final checkpoint, whatever was mid-write stays mid-write.
@@ -296,7 +297,9 @@ async fn crash_drill_every_answered_read_has_exactly_one_record_after_kill_9_and
         .await
         .unwrap();
     assert!(report.ok, "{report:?}");
-    assert!(report.chains.len() >= 2, "{report:?}");
+    // One chain, the binary's, the same before and after the crash; the chain-id file kept it.
+    assert_eq!(report.chains.len(), 1, "{report:?}");
+    assert!(report.records as usize >= answered.len() + 6, "{report:?}");
 }
 
 /// `durability = "database"`: the record is in the database before the answer leaves.
