@@ -59,13 +59,16 @@ struct LogStats {
 
 const BATCH_SIZE_BOUNDS: [usize; 8] = [1, 2, 4, 8, 16, 32, 64, 256];
 
+/// resource → outcome → partner calls.
+type CallsByResource = BTreeMap<String, BTreeMap<&'static str, u64>>;
+
 #[derive(Default)]
 pub struct Metrics {
     /// (route pattern, status) → latency histogram.
     http: Mutex<BTreeMap<(String, u16), Histogram>>,
     /// client_id → resource → outcome → calls: nested so that a steady caller's labels are
     /// found by reference, without building owned keys per call.
-    partner_calls: Mutex<BTreeMap<String, BTreeMap<String, BTreeMap<&'static str, u64>>>>,
+    partner_calls: Mutex<BTreeMap<String, CallsByResource>>,
     /// scope → values disclosed.
     fields: Mutex<BTreeMap<String, u64>>,
     log: Mutex<LogStats>,
@@ -313,6 +316,38 @@ fn escape(label: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn partner_calls_render_in_label_order_with_fields_and_refusals() {
+        let m = Metrics::default();
+        m.observe_partner_call("p-b", "claims", "ok", ["claims:status"]);
+        m.observe_partner_call("p-a", "other", "not_found", []);
+        m.observe_partner_call("p-a", "claims", "rate_limited", []);
+        m.observe_partner_call(
+            "p-a",
+            "claims",
+            "ok",
+            ["claims:status", "claims:repair_stage"],
+        );
+        m.observe_partner_call("p-a", "claims", "ok", ["claims:status"]);
+        let text = m.render();
+        let calls: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("keyhole_partner_requests_total{"))
+            .collect();
+        assert_eq!(
+            calls,
+            [
+                r#"keyhole_partner_requests_total{client_id="p-a",resource="claims",outcome="ok"} 2"#,
+                r#"keyhole_partner_requests_total{client_id="p-a",resource="claims",outcome="rate_limited"} 1"#,
+                r#"keyhole_partner_requests_total{client_id="p-a",resource="other",outcome="not_found"} 1"#,
+                r#"keyhole_partner_requests_total{client_id="p-b",resource="claims",outcome="ok"} 1"#,
+            ]
+        );
+        assert!(text.contains("keyhole_fields_returned_total{field=\"claims:status\"} 3"));
+        assert!(text.contains("keyhole_fields_returned_total{field=\"claims:repair_stage\"} 1"));
+        assert!(text.contains("keyhole_rate_limit_refusals_total{client_id=\"p-a\"} 1"));
+    }
 
     #[test]
     fn renders_cumulative_buckets() {

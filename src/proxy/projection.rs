@@ -387,7 +387,7 @@ mod tests {
         // Escapes, odd number spellings, duplicate keys, non-ASCII: all as a `Value` has them.
         let text = r#"{"id":"C-1\u0030","customer_id":"CU-1001","st\u0061tus":"a\/b\u00e9",
             "status":"in \"repair\"","device":{"model":1.50E1,"model":"Ph\u00f6ne \ud83d\ude00"}}"#;
-        let value: Value = serde_json::from_str(&text).unwrap();
+        let value: Value = serde_json::from_str(text).unwrap();
         let mut map = serde_json::Map::new();
         map.insert("id".into(), json!("C-10"));
         for field in &fields {

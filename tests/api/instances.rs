@@ -195,7 +195,9 @@ async fn calls_refused_for_a_suspended_partner_spend_none_of_the_shared_limit() 
     for _ in 0..3 {
         assert_eq!(call(b.clone()).await, StatusCode::UNAUTHORIZED);
     }
-    suspend(keyhole::store::PartnerStatus::Active).await.unwrap();
+    suspend(keyhole::store::PartnerStatus::Active)
+        .await
+        .unwrap();
     // Through A: the shared grant limit still holds its whole burst of three.
     for _ in 0..3 {
         assert_eq!(call(a.base.clone()).await, StatusCode::OK);
