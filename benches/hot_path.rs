@@ -1,6 +1,7 @@
 #![allow(clippy::expect_used)]
-//! Functions on the partner hot path: token verification (cold and cached), projection,
-//! the access-log hash, and the rate limiter.
+//! Functions on the partner hot path: token verification (cold and cached), projection
+//! (borrowed, and the `Value` tree it replaced), the gate, record building, the access-log
+//! hash, and the rate limiter.
 
 use chrono::Utc;
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -9,12 +10,14 @@ use keyhole::clock::SystemClock;
 use keyhole::config::RateLimits;
 use keyhole::domain::catalog::default_resources;
 use keyhole::domain::{Catalog, ClientId, FieldSet, GrantId};
-use keyhole::proxy::projection::project;
+use keyhole::proxy::projection::{parse, project};
 use keyhole::proxy::{PartnerRateLimiter, ProxyCaches};
+use keyhole::state::{GateCheck, GateLimit, GrantStatus, MemoryBackend, StateBackend};
 use keyhole::store::{PartnerRates, Store};
 use keyhole::tokens::{AccessClaims, EncryptionKey, KeyRing, Verifier};
 use std::hint::black_box;
 use std::sync::Arc;
+use std::time::Duration;
 
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
@@ -69,12 +72,98 @@ fn bench(c: &mut Criterion) {
         &resource.fields["status_updated_at"],
     ];
     let record = keyhole::sample_upstream::claims().remove(0);
+    let owner = record["customer_id"].as_str().expect("owner").to_owned();
     let raw = serde_json::to_vec(&record).expect("json");
-    c.bench_function("parse_and_project_claim", |b| {
+    // Before issue 12: the whole record as a `Value` tree, pointers, a `Map`, serialised.
+    c.bench_function("parse_and_project_claim (Value tree, before)", |b| {
         b.iter(|| {
             let value: serde_json::Value = serde_json::from_slice(black_box(&raw)).expect("json");
-            let projected = project(resource, &fields, &value).expect("projected");
-            serde_json::to_vec(&projected.body).expect("json")
+            let owned = value
+                .pointer(&resource.owner_pointer)
+                .and_then(|v| v.as_str())
+                == Some(owner.as_str());
+            let mut body = serde_json::Map::new();
+            let id = value.pointer(&resource.id_pointer).cloned().expect("id");
+            body.insert("id".to_owned(), id);
+            for field in &fields {
+                if let Some(v) = value.pointer(&field.pointer) {
+                    body.insert(field.scope.field().to_owned(), v.clone());
+                }
+            }
+            let disclosed: Vec<String> = fields.iter().map(|f| f.scope.to_string()).collect();
+            (owned, disclosed, serde_json::to_vec(&body).expect("json"))
+        })
+    });
+    c.bench_function("parse_and_project_claim (borrowed)", |b| {
+        b.iter(|| {
+            let value = parse(black_box(&raw)).expect("json");
+            let mut disclosed = [false; 2];
+            let mut out = Vec::with_capacity(256);
+            let id = project(resource, &fields, value, &owner, &mut disclosed, &mut out)
+                .expect("projected");
+            (id, out)
+        })
+    });
+
+    // The gate on the in-process backend: grant, partner and token status plus both shared
+    // limits under one lock (on Redis the same is one EVALSHA round trip).
+    let backend = MemoryBackend::default();
+    let (grant_key, partner_key, jti_key) = ("kh:grant:g", "kh:partner:p", "kh:jti:j");
+    rt.block_on(async {
+        let status = serde_json::to_vec(&GrantStatus::Active {
+            expires_at: now + chrono::Duration::days(1),
+        })
+        .expect("json");
+        let hour = Duration::from_secs(3600);
+        backend.put(grant_key, status, hour).await.expect("put");
+        backend
+            .put(partner_key, b"\"active\"".to_vec(), hour)
+            .await
+            .expect("put");
+    });
+    let open_limit = |key| GateLimit {
+        key,
+        interval: Duration::from_nanos(1),
+        burst: 1_000_000,
+    };
+    let check = GateCheck {
+        grant_key,
+        partner_key,
+        jti_key,
+        now,
+        limits: Some([open_limit("kh:rl:grant:g"), open_limit("kh:rl:partner:p")]),
+    };
+    c.bench_function("gate (memory backend, status + both limits)", |b| {
+        b.iter(|| rt.block_on(backend.gate(black_box(&check))).expect("gate"))
+    });
+    let status_only = GateCheck {
+        limits: None,
+        ..check
+    };
+    c.bench_function("gate (memory backend, status only: one instance)", |b| {
+        b.iter(|| {
+            rt.block_on(backend.gate(black_box(&status_only)))
+                .expect("gate")
+        })
+    });
+
+    // The record a call builds for the log (the strings it must own).
+    let grant_id = GrantId::random();
+    let source: std::net::IpAddr = "127.0.0.1".parse().expect("ip");
+    c.bench_function("access_record_build", |b| {
+        b.iter(|| AccessRecord {
+            at: now,
+            request_id: black_box("0192f7a0-7d4e-7c3b-9f3e-2b1a0c9d8e7f").to_owned(),
+            client_id: Some(claims.client_id.to_string()),
+            grant_id: Some(grant_id.to_string()),
+            customer_id: Some(black_box("CU-1001").to_owned()),
+            resource: keyhole::domain::bounded(black_box("claims")),
+            resource_id: Some(keyhole::domain::bounded(black_box("C-1001"))),
+            record_ids: vec!["C-1001".to_owned()],
+            fields: fields.iter().map(|f| f.scope_name.clone()).collect(),
+            outcome: Outcome::Ok,
+            status: 200,
+            client_ip: Some(black_box(source).to_string()),
         })
     });
 
@@ -112,9 +201,9 @@ fn bench(c: &mut Criterion) {
     });
     let client = ClientId::parse("fone-shop").expect("id");
     let grant = GrantId::random();
-    let rates = PartnerRates::default();
+    let limits = limiter.limits(&PartnerRates::default());
     c.bench_function("rate_limit_check (grant + partner)", |b| {
-        b.iter(|| limiter.check(&client, grant, black_box(&rates)))
+        b.iter(|| limiter.check(&client, grant, black_box(&limits)))
     });
 
     // Issue 11: what every request pays to learn its source address, and what a call without

@@ -237,7 +237,8 @@ impl From<ProxyError> for ApiError {
                 headers,
             } => ApiError::RateLimited {
                 retry_after_seconds,
-                policy: headers.policy,
+                // Made once per partner as bytes; a refusal is the rare case that copies it.
+                policy: String::from_utf8_lossy(&headers.policy).into_owned(),
                 current: headers.current,
             },
             ProxyError::UpstreamTimeout => ApiError::UpstreamTimeout,

@@ -59,12 +59,16 @@ struct LogStats {
 
 const BATCH_SIZE_BOUNDS: [usize; 8] = [1, 2, 4, 8, 16, 32, 64, 256];
 
+/// resource → outcome → partner calls.
+type CallsByResource = BTreeMap<String, BTreeMap<&'static str, u64>>;
+
 #[derive(Default)]
 pub struct Metrics {
     /// (route pattern, status) → latency histogram.
     http: Mutex<BTreeMap<(String, u16), Histogram>>,
-    /// (client_id, resource, outcome) → calls.
-    partner_calls: Mutex<BTreeMap<(String, String, &'static str), u64>>,
+    /// client_id → resource → outcome → calls: nested so that a steady caller's labels are
+    /// found by reference, without building owned keys per call.
+    partner_calls: Mutex<BTreeMap<String, CallsByResource>>,
     /// scope → values disclosed.
     fields: Mutex<BTreeMap<String, u64>>,
     log: Mutex<LogStats>,
@@ -82,29 +86,27 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn observe_partner_call(
+    /// Labels are looked up by reference; a label is copied only the first time it is seen.
+    pub fn observe_partner_call<'f>(
         &self,
         client_id: &str,
         resource: &str,
         outcome: &'static str,
-        fields: &[String],
+        fields: impl IntoIterator<Item = &'f str>,
     ) {
-        *self
-            .partner_calls
-            .lock()
-            .entry((client_id.to_owned(), resource.to_owned(), outcome))
-            .or_default() += 1;
+        with_entry(&mut self.partner_calls.lock(), client_id, |resources| {
+            with_entry(resources, resource, |outcomes| {
+                *outcomes.entry(outcome).or_default() += 1;
+            });
+        });
         if outcome == "rate_limited" {
-            *self
-                .rate_limited
-                .lock()
-                .entry(client_id.to_owned())
-                .or_default() += 1;
+            with_entry(&mut self.rate_limited.lock(), client_id, |n| *n += 1);
         }
-        if !fields.is_empty() {
+        let mut fields = fields.into_iter().peekable();
+        if fields.peek().is_some() {
             let mut counts = self.fields.lock();
             for field in fields {
-                *counts.entry(field.clone()).or_default() += 1;
+                with_entry(&mut counts, field, |n| *n += 1);
             }
         }
     }
@@ -246,13 +248,17 @@ impl Metrics {
             "# HELP keyhole_partner_requests_total Partner API calls by partner, resource and outcome."
         );
         let _ = writeln!(out, "# TYPE keyhole_partner_requests_total counter");
-        for ((client, resource, outcome), n) in self.partner_calls.lock().iter() {
-            let _ = writeln!(
-                out,
-                "keyhole_partner_requests_total{{client_id=\"{}\",resource=\"{}\",outcome=\"{outcome}\"}} {n}",
-                escape(client),
-                escape(resource)
-            );
+        for (client, resources) in self.partner_calls.lock().iter() {
+            for (resource, outcomes) in resources {
+                for (outcome, n) in outcomes {
+                    let _ = writeln!(
+                        out,
+                        "keyhole_partner_requests_total{{client_id=\"{}\",resource=\"{}\",outcome=\"{outcome}\"}} {n}",
+                        escape(client),
+                        escape(resource)
+                    );
+                }
+            }
         }
         let _ = writeln!(
             out,
@@ -358,6 +364,18 @@ impl Metrics {
     }
 }
 
+/// Updates the value under `key`, found by reference; the key is copied only when absent.
+fn with_entry<V: Default>(map: &mut BTreeMap<String, V>, key: &str, update: impl FnOnce(&mut V)) {
+    match map.get_mut(key) {
+        Some(value) => update(value),
+        None => {
+            let mut value = V::default();
+            update(&mut value);
+            map.insert(key.to_owned(), value);
+        }
+    }
+}
+
 fn escape(label: &str) -> String {
     label
         .replace('\\', "\\\\")
@@ -368,6 +386,38 @@ fn escape(label: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn partner_calls_render_in_label_order_with_fields_and_refusals() {
+        let m = Metrics::default();
+        m.observe_partner_call("p-b", "claims", "ok", ["claims:status"]);
+        m.observe_partner_call("p-a", "other", "not_found", []);
+        m.observe_partner_call("p-a", "claims", "rate_limited", []);
+        m.observe_partner_call(
+            "p-a",
+            "claims",
+            "ok",
+            ["claims:status", "claims:repair_stage"],
+        );
+        m.observe_partner_call("p-a", "claims", "ok", ["claims:status"]);
+        let text = m.render();
+        let calls: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("keyhole_partner_requests_total{"))
+            .collect();
+        assert_eq!(
+            calls,
+            [
+                r#"keyhole_partner_requests_total{client_id="p-a",resource="claims",outcome="ok"} 2"#,
+                r#"keyhole_partner_requests_total{client_id="p-a",resource="claims",outcome="rate_limited"} 1"#,
+                r#"keyhole_partner_requests_total{client_id="p-a",resource="other",outcome="not_found"} 1"#,
+                r#"keyhole_partner_requests_total{client_id="p-b",resource="claims",outcome="ok"} 1"#,
+            ]
+        );
+        assert!(text.contains("keyhole_fields_returned_total{field=\"claims:status\"} 3"));
+        assert!(text.contains("keyhole_fields_returned_total{field=\"claims:repair_stage\"} 1"));
+        assert!(text.contains("keyhole_rate_limit_refusals_total{client_id=\"p-a\"} 1"));
+    }
 
     #[test]
     fn renders_cumulative_buckets() {

@@ -4,7 +4,6 @@
 
 use crate::config::Upstream as UpstreamSettings;
 use actix_web::http::StatusCode;
-use serde_json::Value;
 use std::time::Duration;
 
 /// Claims are small; anything this large is not a claim.
@@ -49,8 +48,10 @@ impl UpstreamClient {
         }
     }
 
-    /// GETs `path` (already built from validated parts) and parses the JSON body.
-    pub async fn get_json(&self, path: &str) -> Result<Value, UpstreamError> {
+    /// GETs `path` (already built from validated parts) and returns the body as it came. The
+    /// proxy parses it (borrowed, see `proxy::projection`); a body that is not JSON is
+    /// [`UpstreamError::InvalidBody`] there.
+    pub async fn get_body(&self, path: &str) -> Result<bytes::Bytes, UpstreamError> {
         let url = format!("{}{path}", self.base);
         let mut response = self
             .client
@@ -70,12 +71,11 @@ impl UpstreamClient {
             StatusCode::NOT_FOUND => return Err(UpstreamError::NotFound),
             other => return Err(UpstreamError::Status(other.as_u16())),
         }
-        let body = response.body().limit(MAX_BODY).await.map_err(|e| match e {
+        response.body().limit(MAX_BODY).await.map_err(|e| match e {
             awc::error::PayloadError::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => {
                 UpstreamError::Timeout
             }
             _ => UpstreamError::InvalidBody,
-        })?;
-        serde_json::from_slice(&body).map_err(|_| UpstreamError::InvalidBody)
+        })
     }
 }

@@ -52,6 +52,9 @@ pub struct FieldConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Field {
     pub scope: Scope,
+    /// `scope` as text (`claims:status`), made once: every call names its disclosed fields
+    /// by it, in the log and in metrics.
+    pub scope_name: String,
     pub pointer: String,
     pub label: String,
     pub description: Option<String>,
@@ -124,6 +127,7 @@ impl Catalog {
                 fields.insert(
                     field_name.clone(),
                     Field {
+                        scope_name: scope.to_string(),
                         scope,
                         pointer: fc.pointer.clone(),
                         label: fc.label.clone(),

@@ -2,7 +2,7 @@
 //! root tracing span.
 
 use super::MAX_BODY_BYTES;
-use crate::domain::bounded;
+use crate::domain::MAX_STORED_CHARS;
 use crate::error::ApiError;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -19,18 +19,34 @@ pub struct RequestId(pub String);
 
 /// Accepts a well-formed `X-Request-Id` from the caller (so ids can be followed across
 /// systems) or makes one; either way it ends up in the span, the extensions and the answer.
-fn request_id(req: &ServiceRequest) -> String {
-    req.headers()
-        .get(&REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| {
-            !v.is_empty()
-                && v.len() <= 64
-                && v.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        })
-        .map(str::to_owned)
-        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string())
+/// Returns the id and its header value: the caller's own value is echoed as it came (a
+/// shared copy), so only a generated id is turned into a header.
+fn request_id(req: &ServiceRequest) -> (String, Option<HeaderValue>) {
+    let given = req.headers().get(&REQUEST_ID).filter(|v| {
+        let v = v.as_bytes();
+        !v.is_empty()
+            && v.len() <= 64
+            && v.iter()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    });
+    // Checked above: ASCII only, so `to_str` cannot fail.
+    match given.and_then(|v| Some((v.to_str().ok()?.to_owned(), v.clone()))) {
+        Some((id, value)) => (id, Some(value)),
+        None => {
+            let id = uuid::Uuid::now_v7().to_string();
+            let value = HeaderValue::from_str(&id).ok();
+            (id, value)
+        }
+    }
+}
+
+/// At most the first `MAX_STORED_CHARS` characters, borrowed (`domain::bounded` without the
+/// copy): span fields are formatted by the subscriber, and only when the span is enabled.
+fn clip(s: &str) -> &str {
+    match s.char_indices().nth(MAX_STORED_CHARS) {
+        Some((end, _)) => &s[..end],
+        None => s,
+    }
 }
 
 pub struct KeyholeRootSpan;
@@ -40,21 +56,16 @@ impl RootSpanBuilder for KeyholeRootSpan {
     /// crate's default fields: those hold the whole target (query included), the whole
     /// User-Agent, and a client address taken from any caller's `X-Forwarded-For`, which
     /// would let a caller grow the process log and forge its address there.
+    /// Field values are expressions, not locals: the macro evaluates them only when the span
+    /// is enabled, so a process logging at `warn` pays nothing for them.
     fn on_request_start(request: &ServiceRequest) -> Span {
-        let id = request
-            .extensions()
-            .get::<RequestId>()
-            .map(|r| r.0.clone())
-            .unwrap_or_default();
-        let method = bounded(request.method().as_str());
-        let path = bounded(request.path());
-        let source = super::source::source_addr(request);
+        let extensions = request.extensions();
         tracing::info_span!(
             "HTTP request",
-            http.method = %method,
-            http.target = %path,
-            http.client_ip = ?source,
-            request_id = %id,
+            http.method = %clip(request.method().as_str()),
+            http.target = %clip(request.path()),
+            http.client_ip = ?extensions.get::<super::source::SourceAddr>().and_then(|s| s.0),
+            request_id = %extensions.get::<RequestId>().map_or("", |r| r.0.as_str()),
             otel.kind = "server",
             http.status_code = tracing::field::Empty,
             otel.status_code = tracing::field::Empty,
@@ -74,8 +85,8 @@ pub async fn outermost(
     req: ServiceRequest,
     next: actix_web::middleware::Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
-    let id = request_id(&req);
-    req.extensions_mut().insert(RequestId(id.clone()));
+    let (id, header) = request_id(&req);
+    req.extensions_mut().insert(RequestId(id));
     let trusted = req
         .app_data::<actix_web::web::Data<crate::app::App>>()
         .map(|app| app.settings.trusted_proxies.as_slice())
@@ -95,7 +106,7 @@ pub async fn outermost(
     } else {
         next.call(req).await?.map_into_left_body()
     };
-    if let Ok(value) = HeaderValue::from_str(&id) {
+    if let Some(value) = header {
         response.headers_mut().insert(REQUEST_ID, value);
     }
     Ok(response)

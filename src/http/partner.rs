@@ -19,9 +19,16 @@ fn with_validators(
     response
         .insert_header((header::ETAG, etag))
         .insert_header((header::CACHE_CONTROL, "private, no-cache"))
-        .insert_header(("RateLimit-Policy", rate.policy))
+        .insert_header(("RateLimit-Policy", policy_value(rate.policy)))
         .insert_header(("RateLimit", rate.current));
     response
+}
+
+/// The partner's `RateLimit-Policy`, made once: shared, not copied (the bytes are checked
+/// once more here, which is cheap; a value that fails would be our own bug).
+fn policy_value(policy: bytes::Bytes) -> header::HeaderValue {
+    header::HeaderValue::from_maybe_shared(policy)
+        .unwrap_or_else(|_| header::HeaderValue::from_static(""))
 }
 
 async fn serve(
@@ -46,7 +53,11 @@ async fn serve(
             .unwrap_or_default(),
         source: super::source::source_addr(req),
     };
-    let (result, record) = proxy::handle(app, upstream, call).await;
+    let proxy::Call {
+        result,
+        record,
+        labels,
+    } = proxy::handle(app, upstream, call).await;
     let mut response = match result {
         Ok(Answer::Data { body, etag, rate }) => with_validators(HttpResponse::Ok(), etag, rate)
             .content_type("application/json")
@@ -61,21 +72,18 @@ async fn serve(
         return response;
     };
     record.status = response.status().as_u16();
-    let client = record.client_id.clone().unwrap_or_default();
-    // Metric labels only from bounded sets: a path segment the caller made up is `other`.
-    let resource = app
-        .catalog
-        .resource(resource)
-        .map_or("other", |r| r.name.as_str());
     let outcome = record.outcome.as_str();
-    let fields = record.fields.clone();
     // No answer leaves before its record is durable; without the log there is no answer.
     if let Err(e) = app.access_log.append(record).await {
         tracing::error!(error = %e, "access log unavailable; refusing the call");
         response = ApiError::from(ProxyError::LogUnavailable).error_response();
     } else {
+        // Metric labels only from bounded sets: a path segment the caller made up is `other`.
+        let client = labels.claims.as_ref().map_or("", |c| c.client_id.as_str());
+        let resource = labels.resource.map_or("other", |r| r.name.as_str());
+        let fields = labels.disclosed.iter().map(|f| f.scope_name.as_str());
         app.metrics
-            .observe_partner_call(&client, resource, outcome, &fields);
+            .observe_partner_call(client, resource, outcome, fields);
     }
     response
 }

@@ -26,8 +26,14 @@ pub async fn is_active(app: &App, id: GrantId) -> Result<bool, Internal> {
     if let Some(status) = app.state.grant_status(id).await? {
         return Ok(status.is_active_at(now));
     }
+    Ok(status_from_store(app, id).await?.is_active_at(now))
+}
+
+/// A grant's status as the database has it, cached in shared state — for when shared state
+/// did not know it (the partner path's gate asked already). Returns the status in force.
+pub async fn status_from_store(app: &App, id: GrantId) -> Result<GrantStatus, Internal> {
     let Some(grant) = app.store.grant(id).await? else {
-        return Ok(false);
+        return Ok(GrantStatus::Revoked);
     };
     let status = match grant.state {
         GrantState::Active => GrantStatus::Active {
@@ -36,11 +42,10 @@ pub async fn is_active(app: &App, id: GrantId) -> Result<bool, Internal> {
         GrantState::Revoked { .. } => GrantStatus::Revoked,
     };
     // Only if absent: a revocation by another instance after our read must stand.
-    let status = app
+    Ok(app
         .state
         .fill_grant_status(id, status, ttl_until(app, grant.expires_at))
-        .await?;
-    Ok(status.is_active_at(now))
+        .await?)
 }
 
 /// Records a new grant as active in shared state.

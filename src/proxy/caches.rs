@@ -1,13 +1,14 @@
 //! In-process caches of facts that cannot change under a token: a verified token's claims
 //! (until it expires), a grant's owner and fields, a partner's rate settings. Whatever *can*
 //! change at once — revocation, suspension — is never cached here; it lives in shared state.
+//! Along with each fact go the strings every call would otherwise build again: shared-state
+//! keys and the partner's `RateLimit-Policy`.
 
-use super::ratelimit::PartnerRateLimiter;
+use super::ratelimit::{PartnerLimits, PartnerRateLimiter};
 use crate::app::App;
 use crate::config::RateLimits;
 use crate::domain::{ClientId, FieldSet, GrantId, UpstreamCustomerId};
 use crate::error::Internal;
-use crate::store::PartnerRates;
 use crate::tokens::{AccessClaims, LEEWAY_SECONDS, TokenError};
 use chrono::{DateTime, Utc};
 use parking_lot::RwLock;
@@ -54,6 +55,19 @@ impl<K: Hash + Eq, V: Clone> Bounded<K, V> {
 pub struct GrantFacts {
     pub upstream_customer: UpstreamCustomerId,
     pub scopes: FieldSet,
+    /// Its status and shared-limit keys in shared state.
+    pub status_key: String,
+    pub limit_key: String,
+}
+
+/// A partner's rate settings as the call path uses them, re-read every
+/// `PARTNER_RATES_TTL`.
+#[derive(Debug)]
+pub struct PartnerProfile {
+    pub limits: PartnerLimits,
+    /// Its status and shared-limit keys in shared state.
+    pub status_key: String,
+    pub limit_key: String,
 }
 
 pub struct TokenCache {
@@ -86,7 +100,7 @@ impl TokenCache {
 pub struct ProxyCaches {
     pub tokens: TokenCache,
     grants: Bounded<GrantId, Arc<GrantFacts>>,
-    partners: Bounded<ClientId, (Instant, PartnerRates)>,
+    partners: Bounded<ClientId, (Instant, Arc<PartnerProfile>)>,
     pub limiter: PartnerRateLimiter,
 }
 
@@ -117,20 +131,22 @@ impl ProxyCaches {
         let facts = Arc::new(GrantFacts {
             upstream_customer: customer.upstream_id,
             scopes: grant.scopes,
+            status_key: app.state.grant_status_key(id),
+            limit_key: app.state.grant_limit_key(id),
         });
         self.grants.insert(id, facts.clone());
         Ok(facts)
     }
 
-    pub async fn partner_rates(
+    pub async fn partner(
         &self,
         app: &App,
         client: &ClientId,
-    ) -> Result<PartnerRates, Internal> {
-        if let Some((at, rates)) = self.partners.get(client)
+    ) -> Result<Arc<PartnerProfile>, Internal> {
+        if let Some((at, profile)) = self.partners.get(client)
             && at.elapsed() < PARTNER_RATES_TTL
         {
-            return Ok(rates);
+            return Ok(profile);
         }
         let rates = app
             .store
@@ -138,8 +154,13 @@ impl ProxyCaches {
             .await?
             .map(|p| p.rates)
             .unwrap_or_default();
+        let profile = Arc::new(PartnerProfile {
+            limits: self.limiter.limits(&rates),
+            status_key: app.state.partner_status_key(client),
+            limit_key: app.state.partner_limit_key(client),
+        });
         self.partners
-            .insert(client.clone(), (Instant::now(), rates));
-        Ok(rates)
+            .insert(client.clone(), (Instant::now(), profile.clone()));
+        Ok(profile)
     }
 }

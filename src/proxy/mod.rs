@@ -1,28 +1,28 @@
 //! The partner API's logic: every call is checked against its grant, reduced to the granted
 //! fields, and described by exactly one access-log record.
 //!
-//! Order per call: token (verified once, then cached until it expires) → grant, partner and
-//! token status in shared state (one round trip) → rate limits → resource, id and scope →
-//! upstream → owner → projection → ETag. The HTTP handler then commits the record and only then answers.
+//! Order per call: token (verified once, then cached until it expires) → the gate: local
+//! limiter, then grant, partner and token status with both shared limits in one shared-state
+//! round trip (`gate.rs`) → resource, id and scope → upstream → owner → projection → ETag.
+//! The HTTP handler then commits the record and only then answers.
 
 mod caches;
 mod etag;
+pub mod gate;
 pub mod projection;
 pub mod ratelimit;
 
-pub use caches::{GrantFacts, ProxyCaches};
-pub use ratelimit::{PartnerRateLimiter, RateHeaders, Verdict};
+pub use caches::{GrantFacts, PartnerProfile, ProxyCaches};
+pub use ratelimit::{PartnerLimits, PartnerRateLimiter, RateHeaders, Verdict};
 
 use crate::access_log::{AccessRecord, Outcome};
 use crate::app::App;
 use crate::domain::{Field, Resource, bounded};
 use crate::error::Internal;
-use crate::state::PartnerState;
 use crate::tokens::{AccessClaims, TokenError};
 use crate::unauthenticated::{self, Admission};
 use crate::upstream::{UpstreamClient, UpstreamError};
-use projection::{is_owned_by, project};
-use serde_json::{Map, Value};
+use projection::{Unprojected, project};
 use std::sync::Arc;
 
 /// Why a call got no data. Each maps to one status (in `error.rs`) and one log outcome.
@@ -77,6 +77,26 @@ pub struct CallRequest<'a> {
     pub source: Option<std::net::IpAddr>,
 }
 
+/// A call's answer, the record that describes it, and what its metrics are labelled with.
+pub struct Call<'app> {
+    pub result: Result<Answer, ProxyError>,
+    /// `None`: refused before it could write one (a flood of calls without a valid token).
+    pub record: Option<AccessRecord>,
+    pub labels: Labels<'app>,
+}
+
+/// Metric labels, from bounded sets only and found while the call ran, so the handler needs
+/// neither a second catalog lookup nor copies of the record's strings.
+#[derive(Default)]
+pub struct Labels<'app> {
+    /// The verified token's claims (its partner), if it had one.
+    pub claims: Option<Arc<AccessClaims>>,
+    /// The catalog's resource; `None` for a path segment the caller made up.
+    pub resource: Option<&'app Resource>,
+    /// The fields disclosed to the partner, in catalog order (empty unless it got data).
+    pub disclosed: Vec<&'app Field>,
+}
+
 #[derive(Debug)]
 pub enum Answer {
     Data {
@@ -102,14 +122,14 @@ pub fn valid_record_id(id: &str) -> bool {
 /// Runs the call and returns its answer together with the record that describes it. A call
 /// without a valid token first spends its source address's allowance; over it, the call gets
 /// `429` and no record (`None`), so a flood cannot grow the log.
-pub async fn handle(
-    app: &App,
+pub async fn handle<'app>(
+    app: &'app App,
     upstream: &UpstreamClient,
-    req: CallRequest<'_>,
-) -> (Result<Answer, ProxyError>, Option<AccessRecord>) {
+    mut req: CallRequest<'_>,
+) -> Call<'app> {
     let mut record = AccessRecord {
         at: app.clock.now(),
-        request_id: req.request_id.clone(),
+        request_id: std::mem::take(&mut req.request_id),
         client_id: None,
         grant_id: None,
         customer_id: None,
@@ -121,7 +141,8 @@ pub async fn handle(
         status: 0,
         client_ip: req.source.map(|ip| ip.to_string()),
     };
-    let result = run(app, upstream, &req, &mut record).await;
+    let mut labels = Labels::default();
+    let result = run(app, upstream, &req, &mut record, &mut labels).await;
     if matches!(result, Err(ProxyError::InvalidToken(_))) {
         let limits = &app.settings.rate_limits;
         match unauthenticated::admit(&app.state, limits, req.source).await {
@@ -131,14 +152,24 @@ pub async fn handle(
                 let limited = ProxyError::RateLimited {
                     retry_after_seconds: refused.retry_after_seconds,
                     headers: RateHeaders {
-                        policy: refused.policy,
+                        policy: refused.policy.into(),
                         current: refused.current,
                     },
                 };
-                return (Err(limited), None);
+                return Call {
+                    result: Err(limited),
+                    record: None,
+                    labels,
+                };
             }
             // Nothing was read, and without the limit nothing may be written.
-            Err(e) => return (Err(ProxyError::Unavailable(e.into())), None),
+            Err(e) => {
+                return Call {
+                    result: Err(ProxyError::Unavailable(e.into())),
+                    record: None,
+                    labels,
+                };
+            }
         }
     }
     record.outcome = match &result {
@@ -149,73 +180,40 @@ pub async fn handle(
     if result.is_err() {
         record.record_ids.clear();
         record.fields.clear();
+        labels.disclosed.clear();
     }
-    (result, Some(record))
+    Call {
+        result,
+        record: Some(record),
+        labels,
+    }
 }
 
-async fn run(
-    app: &App,
+async fn run<'app>(
+    app: &'app App,
     upstream: &UpstreamClient,
     req: &CallRequest<'_>,
     record: &mut AccessRecord,
+    labels: &mut Labels<'app>,
 ) -> Result<Answer, ProxyError> {
     let now = app.clock.now();
+    labels.resource = app.catalog.resource(req.resource);
     let token = req
         .bearer
         .ok_or_else(|| ProxyError::InvalidToken("an access token is required".into()))?;
     let claims = verified(app, token, now)?;
+    labels.claims = Some(claims.clone());
     record.client_id = Some(claims.client_id.to_string());
     record.grant_id = Some(claims.grant_id.to_string());
     let facts = app.proxy.grant_facts(app, claims.grant_id).await?;
     record.customer_id = Some(facts.upstream_customer.to_string());
 
     // Status and limits come before anything about the request itself, so a revoked grant
-    // always reads as revoked, and a partner cannot write unlimited log rows with bad requests.
-    check_status(app, &claims, now).await?;
-    let rates = app.proxy.partner_rates(app, &claims.client_id).await?;
-    // The local limiter first: when it refuses, shared state is not asked. Then the limits
-    // shared by every instance, when the backend has them (Redis).
-    let local = app
-        .proxy
-        .limiter
-        .check(&claims.client_id, claims.grant_id, &rates);
-    let verdict = match local {
-        Verdict::Allowed(headers) => {
-            let (partner, grant) = app.proxy.limiter.policies(&rates);
-            match app
-                .state
-                .rate_limit(
-                    claims.grant_id,
-                    &claims.client_id,
-                    (grant.interval(), grant.burst),
-                    (partner.interval(), partner.burst),
-                )
-                .await
-                .map_err(Internal::from)?
-            {
-                Some(shared) => ratelimit::shared_verdict(&shared, partner, grant, headers.policy),
-                None => Verdict::Allowed(headers),
-            }
-        }
-        refused => refused,
-    };
-    let rate = match verdict {
-        Verdict::Allowed(headers) => headers,
-        Verdict::Refused {
-            retry_after_seconds,
-            headers,
-        } => {
-            return Err(ProxyError::RateLimited {
-                retry_after_seconds,
-                headers,
-            });
-        }
-    };
+    // reads as revoked, and a partner cannot write unlimited log rows with bad requests.
+    let partner = app.proxy.partner(app, &claims.client_id).await?;
+    let rate = gate::pass(app, &claims, &facts, &partner, now).await?;
 
-    let resource = app
-        .catalog
-        .resource(req.resource)
-        .ok_or(ProxyError::UnknownResource)?;
+    let resource = labels.resource.ok_or(ProxyError::UnknownResource)?;
     if req.id.is_some_and(|id| !valid_record_id(id)) {
         return Err(ProxyError::BadId);
     }
@@ -229,35 +227,65 @@ async fn run(
     }
 
     let customer = facts.upstream_customer.as_str();
-    let body = match req.id {
+    let mut disclosed = vec![false; fields.len()];
+    let mut body = Vec::with_capacity(256);
+    match req.id {
         Some(id) => {
             let path = resource.item_path.replace("{id}", id);
-            let upstream_record = upstream.get_json(&path).await.map_err(upstream_error)?;
+            let raw = upstream.get_body(&path).await.map_err(upstream_error)?;
+            let upstream_record = projection::parse(&raw)
+                .ok_or(UpstreamError::InvalidBody)
+                .map_err(upstream_error)?;
             // Anything but an object is a broken upstream, not a missing record: a `404` here
             // would be logged as `not_found` and counted against the partner.
-            if !upstream_record.is_object() {
+            let projected = project(
+                resource,
+                &fields,
+                upstream_record,
+                customer,
+                &mut disclosed,
+                &mut body,
+            );
+            let projected_id = match projected {
+                Ok(projected_id) => projected_id,
+                // Another customer's record looks exactly like a missing one.
+                Err(Unprojected::NotOwned) => return Err(ProxyError::NotFound),
+                Err(Unprojected::Broken) => return Err(ProxyError::UpstreamFailed),
+            };
+            if projected_id != id {
                 return Err(ProxyError::UpstreamFailed);
             }
-            // Another customer's record looks exactly like a missing one.
-            if !is_owned_by(resource, &upstream_record, customer) {
-                return Err(ProxyError::NotFound);
-            }
-            let projected =
-                project(resource, &fields, &upstream_record).ok_or(ProxyError::UpstreamFailed)?;
-            if projected.id != id {
-                return Err(ProxyError::UpstreamFailed);
-            }
-            record.record_ids = vec![projected.id];
-            record.fields = projected.disclosed;
-            Value::Object(projected.body)
+            record.record_ids = vec![projected_id];
         }
         None => {
             let path = resource.list_path.replace("{customer_id}", customer);
-            let list = upstream.get_json(&path).await.map_err(upstream_error)?;
-            list_body(resource, &fields, customer, list, record)?
+            let raw = upstream.get_body(&path).await.map_err(upstream_error)?;
+            let list = projection::parse(&raw)
+                .ok_or(UpstreamError::InvalidBody)
+                .map_err(upstream_error)?;
+            list_body(
+                resource,
+                &fields,
+                customer,
+                list,
+                record,
+                &mut disclosed,
+                &mut body,
+            )?;
         }
-    };
-    let body = serde_json::to_vec(&body).map_err(|e| Internal::Other(e.into()))?;
+    }
+    // Catalog order, like the fields themselves.
+    labels.disclosed = fields
+        .iter()
+        .zip(&disclosed)
+        .filter(|(_, d)| **d)
+        .map(|(f, _)| *f)
+        .collect();
+    record.fields = labels
+        .disclosed
+        .iter()
+        .map(|f| f.scope_name.clone())
+        .collect();
     let etag = etag::of(&body);
     if req
         .if_none_match
@@ -268,41 +296,42 @@ async fn run(
     Ok(Answer::Data { body, etag, rate })
 }
 
+/// Writes `{"items":[…]}` with the owner's records, each reduced like an item answer.
 fn list_body(
     resource: &Resource,
     fields: &[&Field],
     customer: &str,
-    list: Value,
+    list: &serde_json::value::RawValue,
     record: &mut AccessRecord,
-) -> Result<Value, ProxyError> {
-    let Value::Array(items) = list else {
-        return Err(ProxyError::UpstreamFailed);
-    };
-    let mut out = Vec::with_capacity(items.len());
-    let mut disclosed = std::collections::BTreeSet::new();
-    for item in &items {
-        if !item.is_object() {
+    disclosed: &mut [bool],
+    out: &mut Vec<u8>,
+) -> Result<(), ProxyError> {
+    let items = projection::elements(list).ok_or(ProxyError::UpstreamFailed)?;
+    out.extend_from_slice(b"{\"items\":[");
+    let mut first = true;
+    for item in items {
+        if !projection::is_object(item) {
             return Err(ProxyError::UpstreamFailed);
         }
-        if !is_owned_by(resource, item, customer) {
-            // The upstream answered the wrong customer's record; never pass it on.
-            tracing::warn!(resource = %resource.name, "upstream list held a record of another owner");
-            continue;
+        let start = out.len();
+        if !first {
+            out.push(b',');
         }
-        let projected = project(resource, fields, item).ok_or(ProxyError::UpstreamFailed)?;
-        record.record_ids.push(projected.id);
-        disclosed.extend(projected.disclosed);
-        out.push(Value::Object(projected.body));
+        match project(resource, fields, item, customer, disclosed, out) {
+            Ok(id) => {
+                record.record_ids.push(id);
+                first = false;
+            }
+            Err(Unprojected::NotOwned) => {
+                // The upstream answered the wrong customer's record; never pass it on.
+                out.truncate(start);
+                tracing::warn!(resource = %resource.name, "upstream list held a record of another owner");
+            }
+            Err(Unprojected::Broken) => return Err(ProxyError::UpstreamFailed),
+        }
     }
-    // Catalog order, like item answers.
-    record.fields = fields
-        .iter()
-        .map(|f| f.scope.to_string())
-        .filter(|s| disclosed.contains(s))
-        .collect();
-    let mut body = Map::with_capacity(1);
-    body.insert("items".into(), Value::Array(out));
-    Ok(Value::Object(body))
+    out.extend_from_slice(b"]}");
+    Ok(())
 }
 
 fn upstream_error(e: UpstreamError) -> ProxyError {
@@ -325,40 +354,4 @@ fn verified(
         .tokens
         .get_or_verify(token, now, |t| app.verifier.verify(t, now))
         .map_err(|e: TokenError| ProxyError::InvalidToken(e.to_string()))
-}
-
-/// Grant active and unexpired, partner not suspended, token not revoked: one round trip to
-/// shared state; what it does not know, the database answers (and is then cached).
-async fn check_status(
-    app: &App,
-    claims: &AccessClaims,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<(), ProxyError> {
-    let status = app
-        .state
-        .call_status(claims.grant_id, &claims.client_id, &claims.jti)
-        .await
-        .map_err(Internal::from)?;
-    if status.jti_revoked {
-        return Err(ProxyError::InvalidToken(
-            "the token has been revoked".into(),
-        ));
-    }
-    let grant_active = match status.grant {
-        Some(grant) => grant.is_active_at(now),
-        None => crate::oauth::grants::is_active(app, claims.grant_id).await?,
-    };
-    if !grant_active {
-        return Err(ProxyError::InvalidToken(
-            "the customer's consent has ended".into(),
-        ));
-    }
-    let partner = match status.partner {
-        Some(state) => state,
-        None => crate::oauth::grants::partner_state(app, &claims.client_id).await?,
-    };
-    if partner != PartnerState::Active {
-        return Err(ProxyError::InvalidToken("the partner is suspended".into()));
-    }
-    Ok(())
 }

@@ -47,10 +47,20 @@ impl Policy {
 }
 
 /// The headers of draft-ietf-httpapi-ratelimit-headers, computed from both limits.
+/// `policy` is a partner's constant, made once ([`PartnerLimits`]) and shared by reference.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateHeaders {
-    pub policy: String,
+    pub policy: bytes::Bytes,
     pub current: String,
+}
+
+/// A partner's two policies and its `RateLimit-Policy` header, made once per partner (and
+/// re-made when its settings are re-read), not once per call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartnerLimits {
+    pub partner: Policy,
+    pub grant: Policy,
+    pub policy: bytes::Bytes,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,27 +116,31 @@ impl PartnerRateLimiter {
         }
     }
 
-    /// The partner's and the grant's policy, defaults overridden by the partner's own.
-    pub fn policies(&self, rates: &PartnerRates) -> (Policy, Policy) {
-        (
-            Policy {
-                per_second: rates.per_second.unwrap_or(self.defaults.partner_per_second),
-                burst: rates.burst.unwrap_or(self.defaults.partner_burst),
-            },
-            Policy {
-                per_second: rates
-                    .grant_per_second
-                    .unwrap_or(self.defaults.grant_per_second),
-                burst: rates.grant_burst.unwrap_or(self.defaults.grant_burst),
-            },
-        )
+    /// The partner's and the grant's policy, defaults overridden by the partner's own, with
+    /// the header that announces them.
+    pub fn limits(&self, rates: &PartnerRates) -> PartnerLimits {
+        let partner = Policy {
+            per_second: rates.per_second.unwrap_or(self.defaults.partner_per_second),
+            burst: rates.burst.unwrap_or(self.defaults.partner_burst),
+        };
+        let grant = Policy {
+            per_second: rates
+                .grant_per_second
+                .unwrap_or(self.defaults.grant_per_second),
+            burst: rates.grant_burst.unwrap_or(self.defaults.grant_burst),
+        };
+        PartnerLimits {
+            partner,
+            grant,
+            policy: policy_header(partner, grant).into(),
+        }
     }
 
     /// Checks the grant's limit, then the partner's: a call refused by its grant does not
     /// spend the partner's budget.
-    pub fn check(&self, client: &ClientId, grant: GrantId, rates: &PartnerRates) -> Verdict {
-        let (partner_policy, grant_policy) = self.policies(rates);
-        let policy = policy_header(partner_policy, grant_policy);
+    pub fn check(&self, client: &ClientId, grant: GrantId, limits: &PartnerLimits) -> Verdict {
+        let (partner_policy, grant_policy) = (limits.partner, limits.grant);
+        let policy = limits.policy.clone();
         let checks = [
             ("grant", grant_policy, self.grants.get(&grant, grant_policy)),
             (
@@ -178,15 +192,10 @@ pub fn policy_header(partner: Policy, grant: Policy) -> String {
     )
 }
 
-/// The verdict of the limits shared by every instance (grant first, then partner); `policy`
-/// is the `RateLimit-Policy` the local check already wrote for the same two policies.
-pub fn shared_verdict(
-    outcome: &crate::state::RateOutcome,
-    partner: Policy,
-    grant: Policy,
-    policy: String,
-) -> Verdict {
+/// The verdict of the limits shared by every instance (grant first, then partner).
+pub fn shared_verdict(outcome: &crate::state::RateOutcome, limits: &PartnerLimits) -> Verdict {
     use crate::state::RateOutcome;
+    let (partner, grant, policy) = (limits.partner, limits.grant, limits.policy.clone());
     let named = [("grant", grant), ("partner", partner)];
     match outcome {
         RateOutcome::Refused { index, retry_after } => {
@@ -235,7 +244,7 @@ mod tests {
         let limits = limiter();
         let client = ClientId::parse("p").unwrap();
         let grant = GrantId::random();
-        let rates = PartnerRates::default();
+        let rates = limits.limits(&PartnerRates::default());
         assert!(matches!(
             limits.check(&client, grant, &rates),
             Verdict::Allowed(_)
@@ -250,11 +259,8 @@ mod tests {
                 headers,
             } => {
                 assert!(retry_after_seconds >= 90, "{retry_after_seconds}");
-                assert!(
-                    headers.policy.contains("\"grant\";q=2;w=200"),
-                    "{}",
-                    headers.policy
-                );
+                let policy = String::from_utf8_lossy(&headers.policy);
+                assert!(policy.contains("\"grant\";q=2;w=200"), "{policy}");
                 assert!(headers.current.starts_with("\"grant\";r=0"));
             }
             other => panic!("{other:?}"),
@@ -270,12 +276,12 @@ mod tests {
     fn a_partners_own_rates_override_the_defaults() {
         let limits = limiter();
         let client = ClientId::parse("p").unwrap();
-        let rates = PartnerRates {
+        let rates = limits.limits(&PartnerRates {
             per_second: Some(0.01),
             burst: Some(1),
             grant_per_second: Some(1000.0),
             grant_burst: Some(1000),
-        };
+        });
         assert!(matches!(
             limits.check(&client, GrantId::random(), &rates),
             Verdict::Allowed(_)

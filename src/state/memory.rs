@@ -1,13 +1,15 @@
 //! The in-process backend: one mutex-guarded map with lazy expiry. Enough for one instance.
 
-use super::{RateCheck, RateOutcome, StateBackend, StateError};
+use super::{GateCheck, GateLimit, GateReply, RateCheck, RateOutcome, StateBackend, StateError};
 use async_trait::async_trait;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+type Entries = HashMap<String, (Vec<u8>, Instant)>;
+
 pub struct MemoryBackend {
-    entries: Mutex<HashMap<String, (Vec<u8>, Instant)>>,
+    entries: Mutex<Entries>,
     /// Rate-limit cells hold their theoretical arrival time as microseconds since this.
     epoch: Instant,
 }
@@ -30,13 +32,7 @@ impl MemoryBackend {
         entry.1 > now
     }
 
-    fn insert(
-        entries: &mut HashMap<String, (Vec<u8>, Instant)>,
-        key: &str,
-        value: Vec<u8>,
-        expires: Instant,
-        now: Instant,
-    ) {
+    fn insert(entries: &mut Entries, key: &str, value: Vec<u8>, expires: Instant, now: Instant) {
         if entries.len() % SWEEP_EVERY == SWEEP_EVERY - 1 {
             entries.retain(|_, entry| Self::live(entry, now));
         }
@@ -67,20 +63,6 @@ impl StateBackend for MemoryBackend {
             .get(key)
             .filter(|entry| Self::live(entry, now))
             .map(|entry| entry.0.clone()))
-    }
-
-    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StateError> {
-        let now = Instant::now();
-        let entries = self.entries.lock();
-        Ok(keys
-            .iter()
-            .map(|key| {
-                entries
-                    .get(key)
-                    .filter(|entry| Self::live(entry, now))
-                    .map(|entry| entry.0.clone())
-            })
-            .collect())
     }
 
     async fn put_if_absent(
@@ -175,46 +157,106 @@ impl StateBackend for MemoryBackend {
         Ok(())
     }
 
-    /// GCRA, as the Redis backend's script does it: every limit is checked before any is
-    /// spent; each cell holds its theoretical arrival time.
     async fn rate_limit(&self, checks: &[RateCheck]) -> Result<RateOutcome, StateError> {
+        let limits: Vec<GateLimit<'_>> = checks
+            .iter()
+            .map(|c| GateLimit {
+                key: &c.key,
+                interval: c.interval,
+                burst: c.burst,
+            })
+            .collect();
+        Ok(self.gcra(&mut self.entries.lock(), &limits, Instant::now()))
+    }
+
+    /// The gate under one lock: statuses read, then the limits spent only if they allow.
+    async fn gate(&self, check: &GateCheck<'_>) -> Result<GateReply, StateError> {
         let instant = Instant::now();
-        let now = Self::micros(instant.saturating_duration_since(self.epoch));
         let mut entries = self.entries.lock();
-        let mut tats = Vec::with_capacity(checks.len());
-        for (index, check) in checks.iter().enumerate() {
-            let interval = Self::micros(check.interval).max(1);
-            let burst = u64::from(check.burst.max(1));
+        let read = |key: &str| {
+            entries
+                .get(key)
+                .filter(|entry| Self::live(entry, instant))
+                .map(|entry| entry.0.clone())
+        };
+        let grant = read(check.grant_key);
+        let partner = read(check.partner_key);
+        let jti_revoked = read(check.jti_key).is_some();
+        let limits = match &check.limits {
+            Some(limits)
+                if super::statuses_allow(
+                    grant.as_deref(),
+                    partner.as_deref(),
+                    jti_revoked,
+                    check.now,
+                ) =>
+            {
+                Some(self.gcra(&mut entries, limits, instant))
+            }
+            _ => None,
+        };
+        Ok(GateReply {
+            grant,
+            partner,
+            jti_revoked,
+            limits,
+        })
+    }
+}
+
+impl MemoryBackend {
+    /// GCRA, as the Redis backend's script does it: every limit is checked before any is
+    /// spent; each cell holds its theoretical arrival time (µs since `epoch`, big-endian).
+    /// A cell is updated in place when it exists, so a steady caller allocates nothing.
+    fn gcra(
+        &self,
+        entries: &mut Entries,
+        limits: &[GateLimit<'_>],
+        instant: Instant,
+    ) -> RateOutcome {
+        let now = Self::micros(instant.saturating_duration_since(self.epoch));
+        let mut tats = Vec::with_capacity(limits.len());
+        for (index, limit) in limits.iter().enumerate() {
+            let interval = Self::micros(limit.interval).max(1);
+            let burst = u64::from(limit.burst.max(1));
             let tat = entries
-                .get(&check.key)
+                .get(limit.key)
                 .filter(|entry| Self::live(entry, instant))
                 .and_then(|entry| <[u8; 8]>::try_from(entry.0.as_slice()).ok())
                 .map_or(now, u64::from_be_bytes)
                 .max(now);
             let allowed_until = now.saturating_add(interval.saturating_mul(burst - 1));
             if tat > allowed_until {
-                return Ok(RateOutcome::Refused {
+                return RateOutcome::Refused {
                     index,
                     retry_after: Duration::from_micros(tat - allowed_until),
-                });
+                };
             }
             tats.push((tat, interval, burst));
         }
-        let mut remaining = Vec::with_capacity(checks.len());
-        for (check, (tat, interval, burst)) in checks.iter().zip(tats) {
+        let mut remaining = Vec::with_capacity(limits.len());
+        for (limit, (tat, interval, burst)) in limits.iter().zip(tats) {
             let tat = tat.saturating_add(interval);
             let ahead = tat - now;
-            Self::insert(
-                &mut entries,
-                &check.key,
-                tat.to_be_bytes().to_vec(),
-                instant + Duration::from_micros(ahead),
-                instant,
-            );
+            let expires = instant + Duration::from_micros(ahead);
+            match entries.get_mut(limit.key) {
+                Some(entry) => {
+                    entry.0.clear();
+                    entry.0.extend_from_slice(&tat.to_be_bytes());
+                    entry.1 = expires;
+                }
+                None => Self::insert(
+                    entries,
+                    limit.key,
+                    tat.to_be_bytes().to_vec(),
+                    expires,
+                    instant,
+                ),
+            }
             let left = interval.saturating_mul(burst).saturating_sub(ahead) / interval;
             remaining.push(u32::try_from(left).unwrap_or(u32::MAX));
         }
-        Ok(RateOutcome::Allowed { remaining })
+        RateOutcome::Allowed { remaining }
     }
 }
 

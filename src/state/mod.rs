@@ -5,10 +5,12 @@
 //! types. The in-process backend serves one instance; a Redis backend (same contract) lets
 //! several instances share revocation, codes and sessions.
 
+mod gate;
 mod memory;
 mod redis;
 
 pub use self::redis::RedisBackend;
+pub use gate::{CallGate, GateCheck, GateLimit, GateReply, statuses_allow};
 pub use memory::MemoryBackend;
 
 use crate::domain::{ClientId, CodeChallenge, CustomerId, FieldSet, GrantId};
@@ -32,8 +34,6 @@ pub enum StateError {
 pub trait StateBackend: Send + Sync + 'static {
     async fn put(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), StateError>;
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StateError>;
-    /// Several keys in one round trip (the partner hot path asks three questions at once).
-    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StateError>;
     /// Stores the value only when the key is absent (atomically); true when it was stored.
     /// Caches filled from the database use it, so they never overwrite a newer decision.
     async fn put_if_absent(
@@ -56,6 +56,9 @@ pub trait StateBackend: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), StateError>;
     /// Applies GCRA limits atomically: all are spent, or none.
     async fn rate_limit(&self, checks: &[RateCheck]) -> Result<RateOutcome, StateError>;
+    /// The partner call's gate (see `gate.rs`): grant, partner and token status, and the
+    /// limits spent only when all three allow the call; atomically, in one round trip.
+    async fn gate(&self, check: &GateCheck<'_>) -> Result<GateReply, StateError>;
     /// Whether other instances see the same limits. When not (one instance), the partner
     /// path's local limiter is the whole truth and this backend is not asked again.
     fn shares_limits(&self) -> bool;
@@ -168,15 +171,6 @@ pub enum PartnerState {
     Suspended,
 }
 
-/// The answers the partner hot path needs, fetched in one round trip. `None` means the state
-/// does not know (never cached, or evicted): the caller asks the database and caches it.
-#[derive(Debug, Clone, Copy)]
-pub struct CallStatus {
-    pub grant: Option<GrantStatus>,
-    pub partner: Option<PartnerState>,
-    pub jti_revoked: bool,
-}
-
 impl GrantStatus {
     pub fn is_active_at(&self, now: DateTime<Utc>) -> bool {
         matches!(self, GrantStatus::Active { expires_at } if *expires_at > now)
@@ -253,33 +247,6 @@ impl SharedState {
 
     pub async fn ping(&self) -> Result<(), StateError> {
         self.backend.ping().await
-    }
-
-    /// The shared (cross-instance) grant and partner limits, grant first; `None` when the
-    /// backend shares none.
-    pub async fn rate_limit(
-        &self,
-        grant: GrantId,
-        client: &ClientId,
-        grant_limit: (Duration, u32),
-        partner_limit: (Duration, u32),
-    ) -> Result<Option<RateOutcome>, StateError> {
-        let checks = [
-            RateCheck {
-                key: self.key("rl:grant", &grant.to_string()),
-                interval: grant_limit.0,
-                burst: grant_limit.1,
-            },
-            RateCheck {
-                key: self.key("rl:partner", client.as_str()),
-                interval: partner_limit.0,
-                burst: partner_limit.1,
-            },
-        ];
-        if !self.backend.shares_limits() {
-            return Ok(None);
-        }
-        self.backend.rate_limit(&checks).await.map(Some)
     }
 
     /// The limit on calls without a valid token, per source address and shared by every
@@ -542,30 +509,6 @@ impl SharedState {
     ) -> Result<PartnerState, StateError> {
         let key = self.key("partner", client.as_str());
         self.fill(&key, state, PartnerState::Suspended, ttl).await
-    }
-
-    /// Grant status, partner status and token revocation in one round trip.
-    pub async fn call_status(
-        &self,
-        grant: GrantId,
-        client: &ClientId,
-        jti: &str,
-    ) -> Result<CallStatus, StateError> {
-        let keys = [
-            self.key("grant", &grant.to_string()),
-            self.key("partner", client.as_str()),
-            self.key("jti", jti),
-        ];
-        let mut values = self.backend.get_many(&keys).await?.into_iter();
-        let mut next = || values.next().flatten();
-        let grant = next().map(|v| serde_json::from_slice(&v)).transpose()?;
-        let partner = next().map(|v| serde_json::from_slice(&v)).transpose()?;
-        let jti_revoked = next().is_some();
-        Ok(CallStatus {
-            grant,
-            partner,
-            jti_revoked,
-        })
     }
 }
 

@@ -5,7 +5,8 @@
 //! a dead connection for long. Every command has a response timeout: a Redis that hangs is a
 //! Redis that is down, and callers fail closed on [`StateError::Unavailable`].
 
-use super::{RateCheck, RateOutcome, StateBackend, StateError};
+use super::gate::{GATE_LUA, GCRA_LUA};
+use super::{GateCheck, GateReply, RateCheck, RateOutcome, StateBackend, StateError};
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,35 +21,6 @@ const REPLACE_EXISTING: &str = r"
 local old = redis.call('GET', KEYS[1])
 if old then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) end
 return old
-";
-
-/// GCRA over several limits at once, on Redis's own clock (so instances' clocks do not
-/// matter). KEYS: one per limit; ARGV: interval (µs) and burst per limit. Each key holds its
-/// theoretical arrival time (µs). All limits are checked before any is spent, so a call refused
-/// by the partner's limit does not use up its grant's. Returns {1, remaining…} or
-/// {0, index, retry_after_µs}.
-const GCRA: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local tats = {}
-for i = 1, #KEYS do
-  local interval = tonumber(ARGV[2 * i - 1])
-  local burst = tonumber(ARGV[2 * i])
-  local tat = tonumber(redis.call('GET', KEYS[i]) or now)
-  if tat < now then tat = now end
-  local over = tat - now - interval * (burst - 1)
-  if over > 0 then return {0, i - 1, string.format('%.0f', over)} end
-  tats[i] = tat
-end
-local out = {1}
-for i = 1, #KEYS do
-  local interval = tonumber(ARGV[2 * i - 1])
-  local burst = tonumber(ARGV[2 * i])
-  local tat = tats[i] + interval
-  redis.call('SET', KEYS[i], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000) + 1)
-  out[#out + 1] = math.floor((interval * burst - (tat - now)) / interval)
-end
-return out
 ";
 
 /// Takes one off a counter that exists and is above zero; an expired counter stays gone
@@ -67,10 +39,43 @@ pub struct RedisBackend {
     replace_existing: redis::Script,
     decr_existing: redis::Script,
     gcra: redis::Script,
+    gate: redis::Script,
 }
 
 fn unavailable(e: redis::RedisError) -> StateError {
     StateError::Unavailable(format!("redis: {e}"))
+}
+
+/// GCRA intervals in whole microseconds, at least one.
+fn micros(interval: Duration) -> u64 {
+    u64::try_from(interval.as_micros())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+fn malformed() -> StateError {
+    StateError::Unavailable("redis: unexpected script reply".into())
+}
+
+fn number(v: &redis::Value) -> Result<i64, StateError> {
+    redis::from_redis_value_ref::<i64>(v).map_err(|e| unavailable(e.into()))
+}
+
+/// A GCRA reply: {1, remaining…} or {0, index, retry_after_µs}.
+fn rate_outcome(reply: &[redis::Value]) -> Result<RateOutcome, StateError> {
+    match reply.split_first() {
+        Some((flag, rest)) if number(flag)? == 1 => Ok(RateOutcome::Allowed {
+            remaining: rest
+                .iter()
+                .map(|v| number(v).map(|n| u32::try_from(n.max(0)).unwrap_or(u32::MAX)))
+                .collect::<Result<_, _>>()?,
+        }),
+        Some((_, [index, retry])) => Ok(RateOutcome::Refused {
+            index: usize::try_from(number(index)?).unwrap_or(0),
+            retry_after: Duration::from_micros(u64::try_from(number(retry)?).unwrap_or(0)),
+        }),
+        _ => Err(malformed()),
+    }
 }
 
 /// Redis wants whole milliseconds, at least one.
@@ -95,13 +100,25 @@ impl RedisBackend {
                     .map_err(unavailable)?,
             );
         }
-        Ok(Self {
+        let backend = Self {
             connections,
             next: AtomicUsize::new(0),
             replace_existing: redis::Script::new(REPLACE_EXISTING),
             decr_existing: redis::Script::new(DECR_EXISTING),
-            gcra: redis::Script::new(GCRA),
-        })
+            gcra: redis::Script::new(GCRA_LUA),
+            gate: redis::Script::new(GATE_LUA),
+        };
+        // Loaded once here, so every call is an EVALSHA from the first; after a Redis restart
+        // the invocation reloads a script by itself (NOSCRIPT, then SCRIPT LOAD).
+        let mut connection = backend.connection();
+        for script in [&backend.gcra, &backend.gate] {
+            script
+                .prepare_invoke()
+                .load_async(&mut connection)
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(backend)
     }
 
     fn connection(&self) -> ConnectionManager {
@@ -126,17 +143,6 @@ impl StateBackend for RedisBackend {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StateError> {
         redis::cmd("GET")
             .arg(key)
-            .query_async(&mut self.connection())
-            .await
-            .map_err(unavailable)
-    }
-
-    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StateError> {
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        redis::cmd("MGET")
-            .arg(keys)
             .query_async(&mut self.connection())
             .await
             .map_err(unavailable)
@@ -229,36 +235,57 @@ impl StateBackend for RedisBackend {
     async fn rate_limit(&self, checks: &[RateCheck]) -> Result<RateOutcome, StateError> {
         let mut invocation = self.gcra.prepare_invoke();
         for check in checks {
-            let interval = u64::try_from(check.interval.as_micros())
-                .unwrap_or(u64::MAX)
-                .max(1);
             invocation
                 .key(&check.key)
-                .arg(interval)
+                .arg(micros(check.interval))
                 .arg(check.burst.max(1));
         }
         let reply: Vec<redis::Value> = invocation
             .invoke_async(&mut self.connection())
             .await
             .map_err(unavailable)?;
-        let number = |v: &redis::Value| -> Result<i64, StateError> {
-            redis::from_redis_value_ref::<i64>(v).map_err(|e| unavailable(e.into()))
-        };
-        match reply.split_first() {
-            Some((flag, rest)) if number(flag)? == 1 => Ok(RateOutcome::Allowed {
-                remaining: rest
-                    .iter()
-                    .map(|v| number(v).map(|n| u32::try_from(n.max(0)).unwrap_or(u32::MAX)))
-                    .collect::<Result<_, _>>()?,
-            }),
-            Some((_, [index, retry])) => Ok(RateOutcome::Refused {
-                index: usize::try_from(number(index)?).unwrap_or(0),
-                retry_after: Duration::from_micros(u64::try_from(number(retry)?).unwrap_or(0)),
-            }),
-            _ => Err(StateError::Unavailable(
-                "redis: unexpected rate-limit reply".into(),
-            )),
+        rate_outcome(&reply)
+    }
+
+    async fn gate(&self, check: &GateCheck<'_>) -> Result<GateReply, StateError> {
+        let mut invocation = self.gate.prepare_invoke();
+        invocation
+            .key(check.grant_key)
+            .key(check.partner_key)
+            .key(check.jti_key)
+            .arg(check.now.timestamp())
+            .arg(check.now.timestamp_subsec_nanos());
+        for limit in check.limits.iter().flatten() {
+            invocation
+                .key(limit.key)
+                .arg(micros(limit.interval))
+                .arg(limit.burst.max(1));
         }
+        let reply: Vec<redis::Value> = invocation
+            .invoke_async(&mut self.connection())
+            .await
+            .map_err(unavailable)?;
+        let bytes = |v: Option<redis::Value>| match v {
+            Some(v) => {
+                redis::from_redis_value::<Option<Vec<u8>>>(v).map_err(|e| unavailable(e.into()))
+            }
+            None => Err(malformed()),
+        };
+        let mut values = reply.into_iter();
+        let grant = bytes(values.next())?;
+        let partner = bytes(values.next())?;
+        let rest: Vec<redis::Value> = values.collect();
+        let (jti, verdict) = rest.split_first().ok_or_else(malformed)?;
+        let limits = match verdict {
+            [flag] if number(flag)? == -1 => None,
+            verdict => Some(rate_outcome(verdict)?),
+        };
+        Ok(GateReply {
+            grant,
+            partner,
+            jti_revoked: number(jti)? == 1,
+            limits,
+        })
     }
 
     async fn ping(&self) -> Result<(), StateError> {

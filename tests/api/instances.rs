@@ -166,6 +166,47 @@ async fn the_rate_limit_is_global_across_instances() {
 }
 
 #[tokio::test]
+async fn calls_refused_for_a_suspended_partner_spend_none_of_the_shared_limit() {
+    if !redis_or_skip("calls_refused_for_a_suspended_partner_spend_none_of_the_shared_limit") {
+        return;
+    }
+    let a = spawn_app_with_sample_upstream(|s| {
+        s.rate_limits.grant_per_second = 0.01;
+        s.rate_limits.grant_burst = 3;
+    })
+    .await;
+    let b = a.second_instance().await;
+    let tokens = a.tokens(&["claims:status"]).await;
+    let access = tokens.access_token().secret();
+    let call = |base: String| async move {
+        http()
+            .get(format!("{base}/partner/v1/claims/C-1001"))
+            .bearer_auth(access)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    let client = keyhole::domain::ClientId::parse(&a.partner.client_id).unwrap();
+    let suspend = |status| keyhole::oauth::grants::set_partner_status(&a.app, &client, status);
+    suspend(keyhole::store::PartnerStatus::Suspended)
+        .await
+        .unwrap();
+    // Through B, which spends its own local allowance but none of the shared one.
+    for _ in 0..3 {
+        assert_eq!(call(b.clone()).await, StatusCode::UNAUTHORIZED);
+    }
+    suspend(keyhole::store::PartnerStatus::Active)
+        .await
+        .unwrap();
+    // Through A: the shared grant limit still holds its whole burst of three.
+    for _ in 0..3 {
+        assert_eq!(call(a.base.clone()).await, StatusCode::OK);
+    }
+    assert_eq!(call(a.base.clone()).await, StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
 async fn a_session_from_a_works_on_b_and_consent_finishes_there() {
     if !redis_or_skip("a_session_from_a_works_on_b_and_consent_finishes_there") {
         return;
