@@ -38,6 +38,17 @@ pub enum ImportError {
         expected: i64,
         found: String,
     },
+    /// The next record is in no segment, yet later ones exist: a segment was deleted.
+    #[error(
+        "journal of chain {chain}: record {expected} is in no segment, yet {path} starts at \
+         {found} (a segment was deleted); the records in between cannot be imported"
+    )]
+    Missing {
+        path: PathBuf,
+        chain: String,
+        expected: i64,
+        found: u64,
+    },
 }
 
 /// Where the importer reads next.
@@ -228,15 +239,29 @@ impl Importer {
         }
     }
 
-    /// Moves the cursor to the segment that starts at `cursor.next`, if there is one.
+    /// Moves the cursor to the segment that starts at `cursor.next`, if there is one. A later
+    /// segment without the one that starts there means a segment was deleted: an error, not a
+    /// silent stop in front of the hole while the journal grows.
     fn next_segment(&mut self) -> Result<bool, ImportError> {
         let all = journal::segments(&self.dir)?;
         let found = match &self.cursor.segment {
             // From the start: the oldest segment, wherever it starts.
             None => all.into_iter().next(),
-            Some((current, _)) => all.into_iter().find(|(first, _)| {
-                first != current && i64::try_from(*first).is_ok_and(|f| f == self.cursor.next)
-            }),
+            Some((current, _)) => {
+                let next = u64::try_from(self.cursor.next).unwrap_or(u64::MAX);
+                let mut later = all.into_iter().filter(|(first, _)| first != current);
+                match later.find(|(first, _)| *first >= next) {
+                    Some((first, path)) if first > next => {
+                        return Err(ImportError::Missing {
+                            path,
+                            chain: self.chain.clone(),
+                            expected: self.cursor.next,
+                            found: first,
+                        });
+                    }
+                    found => found,
+                }
+            }
         };
         match found {
             Some((first, path)) => {
@@ -370,5 +395,24 @@ mod tests {
             store.import_access_records(&forged).await,
             Err(StoreError::Conflict(_))
         ));
+    }
+
+    /// A segment deleted while the instance runs: the importer reports the hole instead of
+    /// stopping silently in front of it while the journal grows.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_missing_segment_is_an_error_not_a_silent_stall() {
+        let (store, dir) = testing::store().await;
+        let journal_dir = dir.path().join("journal");
+        let status = journal_of(&journal_dir, 300).await;
+        let all = journal::segments(&journal_dir).unwrap();
+        assert!(all.len() > 3, "it rolled");
+        std::fs::remove_file(&all[1].1).unwrap();
+        let (published, _) = watch::channel(None);
+        let mut importer = Importer::new(store.clone(), &journal_dir, "c1", 0, status, published);
+        let result = importer.catch_up().await;
+        assert!(
+            matches!(result, Err(ImportError::Missing { .. })),
+            "{result:?}"
+        );
     }
 }

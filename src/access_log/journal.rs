@@ -5,7 +5,7 @@
 //! A frame is `len: u32 LE | crc: u32 LE | payload`, the CRC-32 covering the length and the
 //! payload, so a torn or garbled tail after a crash is detected — and cut — never misread as a
 //! record. Only the newest segment can have a torn tail: a segment is closed (synced) before the
-//! next one is started.
+//! next one is started, and segments follow each other without a gap.
 
 use crate::files::{FileError, OWNER_ONLY};
 use std::fs::{File, OpenOptions};
@@ -41,6 +41,16 @@ pub enum JournalError {
     BadChainId(PathBuf),
     #[error("journal {0}: unreadable at byte {1}, in a segment that is not the newest")]
     Corrupt(PathBuf, u64),
+    /// Records between two segments are in neither: a segment was deleted or lost.
+    #[error(
+        "journal {path}: starts at record {found} where {expected} was expected (a segment \
+         before it is missing)"
+    )]
+    Gap {
+        path: PathBuf,
+        expected: u64,
+        found: u64,
+    },
     #[error(
         "journal {0} is in use by another process (each instance needs a journal_dir of its own)"
     )]
@@ -213,9 +223,22 @@ impl Journal {
             {
                 return Err(JournalError::Corrupt(path, offset));
             }
+            // Each segment starts where the one before ended: a hole means records are lost,
+            // and continuing past it would hide that (the importer would stop at the hole).
+            if index > 0 && first != next_seq {
+                return Err(JournalError::Gap {
+                    path,
+                    expected: next_seq,
+                    found: first,
+                });
+            }
             let count = contents.frames.len() as u64;
             recovered.frames += count;
-            next_seq = first + count;
+            next_seq = first.checked_add(count).ok_or(JournalError::Gap {
+                path: path.clone(),
+                expected: next_seq,
+                found: first,
+            })?;
             if let Some(payload) = contents.frames.into_iter().last() {
                 recovered.last = Some((next_seq - 1, payload));
             }
@@ -282,9 +305,12 @@ impl Journal {
         Ok(first)
     }
 
-    /// Closes the full segment and starts the next. The closed one is synced by whoever syncs
-    /// the batches written to it.
+    /// Closes the full segment (synced first) and starts the next. Without that sync a power
+    /// loss could keep the new segment's name yet lose the old one's last, never answered,
+    /// frames: a torn or short segment that is not the newest, which reads as corruption
+    /// (or a gap) and stops the instance from starting.
     fn roll(&mut self) -> Result<(), JournalError> {
+        sync(&self.file).map_err(io_error(&self.path))?;
         let path = self.dir.join(segment_name(self.next_seq));
         self.file = Arc::new(open_segment(&path)?);
         // The new file's name must survive a crash too.
@@ -505,6 +531,29 @@ mod tests {
         assert!(matches!(
             chain_id(dir.path()),
             Err(JournalError::BadChainId(_))
+        ));
+    }
+
+    /// A segment missing between two others (deleted, or lost in a crash) leaves records that
+    /// are nowhere: reading on past it would stall the importer at the hole for ever.
+    #[test]
+    fn a_missing_segment_between_two_others_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut journal, _) = Journal::open(dir.path(), 16, 1).unwrap();
+        for start in [1, 3, 5] {
+            journal.append(&payloads(start..start + 2)).unwrap();
+        }
+        drop(journal);
+        let all = segments(dir.path()).unwrap();
+        assert_eq!(all.len(), 3);
+        std::fs::remove_file(&all[1].1).unwrap();
+        assert!(matches!(
+            Journal::open(dir.path(), 16, 1),
+            Err(JournalError::Gap {
+                expected: 3,
+                found: 5,
+                ..
+            })
         ));
     }
 }
