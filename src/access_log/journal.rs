@@ -41,6 +41,20 @@ pub enum JournalError {
     BadChainId(PathBuf),
     #[error("journal {0}: unreadable at byte {1}, in a segment that is not the newest")]
     Corrupt(PathBuf, u64),
+    #[error(
+        "journal directory {path} can be written by other users (mode {mode:o}), who could \
+         delete or plant segments; run `chmod go-w {path}` or use a directory of its own"
+    )]
+    DirExposed { path: PathBuf, mode: u32 },
+    #[error(
+        "journal directory {path} belongs to user {owner}, not to the user the gateway runs as \
+         ({ours})"
+    )]
+    DirForeign {
+        path: PathBuf,
+        owner: u32,
+        ours: u32,
+    },
     /// Records between two segments are in neither: a segment was deleted or lost.
     #[error(
         "journal {path}: starts at record {found} where {expected} was expected (a segment \
@@ -321,15 +335,37 @@ impl Journal {
     }
 }
 
-/// Creates the journal directory (0700) when it does not exist yet.
+/// Creates the journal directory (0700) when it does not exist yet, and refuses one that is
+/// not ours or that other users can write: they could delete a segment of answered records
+/// not yet in the database (the journal is their only copy), or plant files that stop the
+/// start. The files' own checks cannot catch a deletion.
 pub fn create_dir(dir: &Path) -> Result<(), JournalError> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     if !dir.exists() {
         std::fs::DirBuilder::new()
             .recursive(true)
             .create(dir)
             .map_err(io_error(dir))?;
-        std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
             .map_err(io_error(dir))?;
+    }
+    let meta = std::fs::metadata(dir).map_err(io_error(dir))?;
+    if let Some(ours) = crate::files::current_uid()
+        && meta.uid() != ours
+    {
+        return Err(JournalError::DirForeign {
+            path: dir.to_owned(),
+            owner: meta.uid(),
+            ours,
+        });
+    }
+    let mode = meta.permissions().mode() & 0o7777;
+    // Even with the sticky bit others can plant files, and a planted segment stops the start.
+    if mode & 0o022 != 0 {
+        return Err(JournalError::DirExposed {
+            path: dir.to_owned(),
+            mode,
+        });
     }
     Ok(())
 }
@@ -555,5 +591,24 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    /// Another user who can write the directory can delete a segment of durable, answered
+    /// records that are not in the database yet, or plant files that stop the start.
+    #[test]
+    fn a_journal_directory_others_can_write_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal_dir = dir.path().join("journal");
+        std::fs::create_dir(&journal_dir).unwrap();
+        std::fs::set_permissions(&journal_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(matches!(
+            Journal::open(&journal_dir, 1 << 20, 1),
+            Err(JournalError::DirExposed { mode: 0o777, .. })
+        ));
+        std::fs::set_permissions(&journal_dir, std::fs::Permissions::from_mode(0o1733)).unwrap();
+        assert!(Journal::open(&journal_dir, 1 << 20, 1).is_err(), "sticky");
+        // Readable by others is the operator's choice (the files in it are 0600).
+        std::fs::set_permissions(&journal_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        Journal::open(&journal_dir, 1 << 20, 1).unwrap();
     }
 }
