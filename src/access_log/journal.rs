@@ -295,13 +295,14 @@ impl Journal {
     /// Appends a batch of payloads with one `write`; they are durable once the returned file
     /// is synced (see [`sync`]), which another thread may do while the next batch is written.
     /// Returns the sequence number of the first.
+    /// A payload too large for a frame is refused before anything is written.
     pub fn write(&mut self, payloads: &[Vec<u8>]) -> Result<(u64, Arc<File>), JournalError> {
-        if self.len >= self.segment_bytes {
-            self.roll()?;
-        }
         let mut batch = Vec::with_capacity(payloads.iter().map(|p| p.len() + HEADER).sum());
         for payload in payloads {
             frame(&mut batch, payload)?;
+        }
+        if self.len >= self.segment_bytes {
+            self.roll()?;
         }
         let first = self.next_seq;
         (&*self.file)

@@ -355,6 +355,12 @@ impl JournalWriter {
                         written.batch.settle(Err(LogError::Stopped));
                     }
                 }
+                // Framing refused a record before anything was written, and the head did not
+                // move: the journal is intact, only this batch fails.
+                Err(e @ JournalError::TooLarge(_)) => {
+                    tracing::error!(error = %e, records = count, "an access-log record is too large for the journal");
+                    batch.settle(Err(LogError::Write(e.to_string())));
+                }
                 Err(e) => {
                     // What reached the file is unknown: stop here rather than chain onto it.
                     tracing::error!(error = %e, "the access-log journal cannot be written");
@@ -737,5 +743,31 @@ mod tests {
         let seq = tokio::task::block_in_place(|| writer.commit(vec![record(3).normalised()]));
         assert_eq!(seq.unwrap(), 3);
         assert_eq!(store.chain_head("c1").await.unwrap().unwrap().0, 3);
+    }
+
+    /// A record too large for a frame fails its batch, but wrote nothing: the journal is
+    /// intact, and later calls must not all fail until a restart.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_record_too_large_for_a_frame_does_not_break_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let (journal, _) = Journal::open(dir.path(), 1 << 20, 1).unwrap();
+        let (_imported_tx, imported) = watch::channel(None);
+        let (durable_tx, _durable) = watch::channel(0);
+        let status = Arc::new(LogStatus::at(0));
+        let log = AccessLog::start_journal(
+            journal,
+            "c1",
+            (0, GENESIS_HASH.to_owned()),
+            status.clone(),
+            imported,
+            durable_tx,
+            Arc::new(Metrics::default()),
+        )
+        .unwrap();
+        let mut huge = record(1);
+        huge.record_ids = vec!["C-1".repeat(200_000); 2];
+        assert!(matches!(log.append(huge).await, Err(LogError::Write(_))));
+        assert!(!status.broken.load(Ordering::Acquire));
+        assert_eq!(log.append(record(2)).await.unwrap(), 1);
     }
 }
