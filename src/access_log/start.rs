@@ -20,6 +20,8 @@ use tokio::sync::watch;
 /// and binding thousands of rows per INSERT is CPU the HTTP workers should not pay for, and it
 /// outlives (without panicking) a runtime that shuts down first. It first imports everything
 /// the journal holds (the returned receiver says how that went), then follows the writer.
+// Everything the thread takes with it, each used once there; a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
 fn spawn_importer(
     store: Store,
     url: String,
