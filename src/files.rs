@@ -70,7 +70,7 @@ pub fn open_append_owner_only(path: &Path) -> Result<File, FileError> {
 
 /// The user this process runs as, from the owner of `/proc/self` (no `unsafe` for geteuid);
 /// `None` where there is no procfs, and then ownership is not checked.
-fn current_uid() -> Option<u32> {
+pub fn current_uid() -> Option<u32> {
     std::fs::metadata("/proc/self").ok().map(|m| m.uid())
 }
 

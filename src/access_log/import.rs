@@ -38,6 +38,24 @@ pub enum ImportError {
         expected: i64,
         found: String,
     },
+    /// The database's newest record of the chain is not the journal's record at that place.
+    #[error(
+        "chain {chain}: the database's record {seq} is not the one in the journal: someone \
+         wrote into this instance's chain in the database; the journal is kept, run \
+         `keyhole log verify`"
+    )]
+    Diverged { chain: String, seq: i64 },
+    /// The next record is in no segment, yet later ones exist: a segment was deleted.
+    #[error(
+        "journal of chain {chain}: record {expected} is in no segment, yet {path} starts at \
+         {found} (a segment was deleted); the records in between cannot be imported"
+    )]
+    Missing {
+        path: PathBuf,
+        chain: String,
+        expected: i64,
+        found: u64,
+    },
 }
 
 /// Where the importer reads next.
@@ -57,6 +75,7 @@ pub struct Importer {
     published: watch::Sender<Head>,
     cursor: Cursor,
     last_checkpoint: std::time::Instant,
+    database_head: Option<(i64, String)>,
 }
 
 impl Importer {
@@ -82,8 +101,18 @@ impl Importer {
                 next: 1,
             },
             last_checkpoint: std::time::Instant::now(),
+            database_head: None,
         }
         .skipping_through(imported)
+    }
+
+    /// The chain's newest record in the database at start, `(seq, hash)`: the journal's
+    /// record at that place must be the same record before the ones up to it are skipped as
+    /// already imported. Otherwise someone else wrote into the chain in the database, and
+    /// skipping would drop the genuine records (their segments deleted after the import).
+    pub fn checking_against(mut self, database_head: Option<(i64, String)>) -> Self {
+        self.database_head = database_head;
+        self
     }
 
     fn skipping_through(self, imported: i64) -> Self {
@@ -205,6 +234,17 @@ impl Importer {
                         found: format!("{} of chain {}", record.seq, record.chain),
                     });
                 }
+                if let Some((seq, hash)) = &self.database_head
+                    && record.seq == *seq
+                {
+                    if record.hash != *hash {
+                        return Err(ImportError::Diverged {
+                            chain: self.chain.clone(),
+                            seq: *seq,
+                        });
+                    }
+                    self.database_head = None;
+                }
                 offset += journal::framed_len(&payload);
                 next += 1;
                 if record.seq > imported {
@@ -228,15 +268,29 @@ impl Importer {
         }
     }
 
-    /// Moves the cursor to the segment that starts at `cursor.next`, if there is one.
+    /// Moves the cursor to the segment that starts at `cursor.next`, if there is one. A later
+    /// segment without the one that starts there means a segment was deleted: an error, not a
+    /// silent stop in front of the hole while the journal grows.
     fn next_segment(&mut self) -> Result<bool, ImportError> {
         let all = journal::segments(&self.dir)?;
         let found = match &self.cursor.segment {
             // From the start: the oldest segment, wherever it starts.
             None => all.into_iter().next(),
-            Some((current, _)) => all.into_iter().find(|(first, _)| {
-                first != current && i64::try_from(*first).is_ok_and(|f| f == self.cursor.next)
-            }),
+            Some((current, _)) => {
+                let next = u64::try_from(self.cursor.next).unwrap_or(u64::MAX);
+                let mut later = all.into_iter().filter(|(first, _)| first != current);
+                match later.find(|(first, _)| *first >= next) {
+                    Some((first, path)) if first > next => {
+                        return Err(ImportError::Missing {
+                            path,
+                            chain: self.chain.clone(),
+                            expected: self.cursor.next,
+                            found: first,
+                        });
+                    }
+                    found => found,
+                }
+            }
         };
         match found {
             Some((first, path)) => {
@@ -370,5 +424,53 @@ mod tests {
             store.import_access_records(&forged).await,
             Err(StoreError::Conflict(_))
         ));
+    }
+
+    /// A segment deleted while the instance runs: the importer reports the hole instead of
+    /// stopping silently in front of it while the journal grows.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_missing_segment_is_an_error_not_a_silent_stall() {
+        let (store, dir) = testing::store().await;
+        let journal_dir = dir.path().join("journal");
+        let status = journal_of(&journal_dir, 300).await;
+        let all = journal::segments(&journal_dir).unwrap();
+        assert!(all.len() > 3, "it rolled");
+        std::fs::remove_file(&all[1].1).unwrap();
+        let (published, _) = watch::channel(None);
+        let mut importer = Importer::new(store.clone(), &journal_dir, "c1", 0, status, published);
+        let result = importer.catch_up().await;
+        assert!(
+            matches!(result, Err(ImportError::Missing { .. })),
+            "{result:?}"
+        );
+    }
+
+    /// While the instance was down (its journal ahead of the database), a database writer
+    /// appended forged records where the journal's genuine ones belong. The importer must not
+    /// skip the genuine records as "already imported" (and then delete their segments).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_database_head_the_journal_does_not_hold_is_refused_not_skipped_past() {
+        let (store, dir) = testing::store().await;
+        let journal_dir = dir.path().join("journal");
+        let status = journal_of(&journal_dir, 5).await;
+        let mut fake = record(99);
+        fake.customer_id = Some("CU-framed".into());
+        let forged = crate::access_log::chain::chain_records(
+            [record(98).normalised(), fake.normalised()],
+            "c1",
+            0,
+            GENESIS_HASH.to_owned(),
+        );
+        store.insert_access_records(forged).await.unwrap();
+        let head = store.chain_head("c1").await.unwrap();
+        let (published, _) = watch::channel(None);
+        let mut importer = Importer::new(store.clone(), &journal_dir, "c1", 2, status, published)
+            .checking_against(head);
+        let result = importer.catch_up().await;
+        assert!(
+            matches!(result, Err(ImportError::Diverged { seq: 2, .. })),
+            "{result:?}"
+        );
+        assert_eq!(store.chain_head("c1").await.unwrap().unwrap().0, 2);
     }
 }

@@ -5,7 +5,7 @@
 //! A frame is `len: u32 LE | crc: u32 LE | payload`, the CRC-32 covering the length and the
 //! payload, so a torn or garbled tail after a crash is detected — and cut — never misread as a
 //! record. Only the newest segment can have a torn tail: a segment is closed (synced) before the
-//! next one is started.
+//! next one is started, and segments follow each other without a gap.
 
 use crate::files::{FileError, OWNER_ONLY};
 use std::fs::{File, OpenOptions};
@@ -41,6 +41,30 @@ pub enum JournalError {
     BadChainId(PathBuf),
     #[error("journal {0}: unreadable at byte {1}, in a segment that is not the newest")]
     Corrupt(PathBuf, u64),
+    #[error(
+        "journal directory {path} can be written by other users (mode {mode:o}), who could \
+         delete or plant segments; run `chmod go-w {path}` or use a directory of its own"
+    )]
+    DirExposed { path: PathBuf, mode: u32 },
+    #[error(
+        "journal directory {path} belongs to user {owner}, not to the user the gateway runs as \
+         ({ours})"
+    )]
+    DirForeign {
+        path: PathBuf,
+        owner: u32,
+        ours: u32,
+    },
+    /// Records between two segments are in neither: a segment was deleted or lost.
+    #[error(
+        "journal {path}: starts at record {found} where {expected} was expected (a segment \
+         before it is missing)"
+    )]
+    Gap {
+        path: PathBuf,
+        expected: u64,
+        found: u64,
+    },
     #[error(
         "journal {0} is in use by another process (each instance needs a journal_dir of its own)"
     )]
@@ -213,9 +237,22 @@ impl Journal {
             {
                 return Err(JournalError::Corrupt(path, offset));
             }
+            // Each segment starts where the one before ended: a hole means records are lost,
+            // and continuing past it would hide that (the importer would stop at the hole).
+            if index > 0 && first != next_seq {
+                return Err(JournalError::Gap {
+                    path,
+                    expected: next_seq,
+                    found: first,
+                });
+            }
             let count = contents.frames.len() as u64;
             recovered.frames += count;
-            next_seq = first + count;
+            next_seq = first.checked_add(count).ok_or(JournalError::Gap {
+                path: path.clone(),
+                expected: next_seq,
+                found: first,
+            })?;
             if let Some(payload) = contents.frames.into_iter().last() {
                 recovered.last = Some((next_seq - 1, payload));
             }
@@ -258,13 +295,14 @@ impl Journal {
     /// Appends a batch of payloads with one `write`; they are durable once the returned file
     /// is synced (see [`sync`]), which another thread may do while the next batch is written.
     /// Returns the sequence number of the first.
+    /// A payload too large for a frame is refused before anything is written.
     pub fn write(&mut self, payloads: &[Vec<u8>]) -> Result<(u64, Arc<File>), JournalError> {
-        if self.len >= self.segment_bytes {
-            self.roll()?;
-        }
         let mut batch = Vec::with_capacity(payloads.iter().map(|p| p.len() + HEADER).sum());
         for payload in payloads {
             frame(&mut batch, payload)?;
+        }
+        if self.len >= self.segment_bytes {
+            self.roll()?;
         }
         let first = self.next_seq;
         (&*self.file)
@@ -282,9 +320,12 @@ impl Journal {
         Ok(first)
     }
 
-    /// Closes the full segment and starts the next. The closed one is synced by whoever syncs
-    /// the batches written to it.
+    /// Closes the full segment (synced first) and starts the next. Without that sync a power
+    /// loss could keep the new segment's name yet lose the old one's last, never answered,
+    /// frames: a torn or short segment that is not the newest, which reads as corruption
+    /// (or a gap) and stops the instance from starting.
     fn roll(&mut self) -> Result<(), JournalError> {
+        sync(&self.file).map_err(io_error(&self.path))?;
         let path = self.dir.join(segment_name(self.next_seq));
         self.file = Arc::new(open_segment(&path)?);
         // The new file's name must survive a crash too.
@@ -295,15 +336,37 @@ impl Journal {
     }
 }
 
-/// Creates the journal directory (0700) when it does not exist yet.
+/// Creates the journal directory (0700) when it does not exist yet, and refuses one that is
+/// not ours or that other users can write: they could delete a segment of answered records
+/// not yet in the database (the journal is their only copy), or plant files that stop the
+/// start. The files' own checks cannot catch a deletion.
 pub fn create_dir(dir: &Path) -> Result<(), JournalError> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     if !dir.exists() {
         std::fs::DirBuilder::new()
             .recursive(true)
             .create(dir)
             .map_err(io_error(dir))?;
-        std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
             .map_err(io_error(dir))?;
+    }
+    let meta = std::fs::metadata(dir).map_err(io_error(dir))?;
+    if let Some(ours) = crate::files::current_uid()
+        && meta.uid() != ours
+    {
+        return Err(JournalError::DirForeign {
+            path: dir.to_owned(),
+            owner: meta.uid(),
+            ours,
+        });
+    }
+    let mode = meta.permissions().mode() & 0o7777;
+    // Even with the sticky bit others can plant files, and a planted segment stops the start.
+    if mode & 0o022 != 0 {
+        return Err(JournalError::DirExposed {
+            path: dir.to_owned(),
+            mode,
+        });
     }
     Ok(())
 }
@@ -506,5 +569,47 @@ mod tests {
             chain_id(dir.path()),
             Err(JournalError::BadChainId(_))
         ));
+    }
+
+    /// A segment missing between two others (deleted, or lost in a crash) leaves records that
+    /// are nowhere: reading on past it would stall the importer at the hole for ever.
+    #[test]
+    fn a_missing_segment_between_two_others_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut journal, _) = Journal::open(dir.path(), 16, 1).unwrap();
+        for start in [1, 3, 5] {
+            journal.append(&payloads(start..start + 2)).unwrap();
+        }
+        drop(journal);
+        let all = segments(dir.path()).unwrap();
+        assert_eq!(all.len(), 3);
+        std::fs::remove_file(&all[1].1).unwrap();
+        assert!(matches!(
+            Journal::open(dir.path(), 16, 1),
+            Err(JournalError::Gap {
+                expected: 3,
+                found: 5,
+                ..
+            })
+        ));
+    }
+
+    /// Another user who can write the directory can delete a segment of durable, answered
+    /// records that are not in the database yet, or plant files that stop the start.
+    #[test]
+    fn a_journal_directory_others_can_write_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal_dir = dir.path().join("journal");
+        std::fs::create_dir(&journal_dir).unwrap();
+        std::fs::set_permissions(&journal_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(matches!(
+            Journal::open(&journal_dir, 1 << 20, 1),
+            Err(JournalError::DirExposed { mode: 0o777, .. })
+        ));
+        std::fs::set_permissions(&journal_dir, std::fs::Permissions::from_mode(0o1733)).unwrap();
+        assert!(Journal::open(&journal_dir, 1 << 20, 1).is_err(), "sticky");
+        // Readable by others is the operator's choice (the files in it are 0600).
+        std::fs::set_permissions(&journal_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        Journal::open(&journal_dir, 1 << 20, 1).unwrap();
     }
 }

@@ -20,12 +20,14 @@ use tokio::sync::watch;
 /// and binding thousands of rows per INSERT is CPU the HTTP workers should not pay for, and it
 /// outlives (without panicking) a runtime that shuts down first. It first imports everything
 /// the journal holds (the returned receiver says how that went), then follows the writer.
+// Everything the thread takes with it, each used once there; a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
 fn spawn_importer(
     store: Store,
     url: String,
     dir: std::path::PathBuf,
     chain: String,
-    imported: i64,
+    in_database: Option<ChainHead>,
     status: Arc<LogStatus>,
     published: watch::Sender<super::checkpoint::Head>,
     durable: watch::Receiver<i64>,
@@ -57,7 +59,9 @@ fn spawn_importer(
                         return;
                     }
                 };
-                let mut importer = Importer::new(store, &dir, &chain, imported, status, published);
+                let imported = in_database.as_ref().map_or(0, |(seq, _)| *seq);
+                let mut importer = Importer::new(store, &dir, &chain, imported, status, published)
+                    .checking_against(in_database);
                 let first = importer.catch_up().await;
                 let ok = first.is_ok();
                 let _ = done.send(first);
@@ -138,7 +142,7 @@ async fn start_journal(
         }
         None => None,
     };
-    let head = match (in_journal, in_database) {
+    let head = match (in_journal, in_database.clone()) {
         (Some(journal), Some(database)) if database.0 > journal.0 => bail!(
             "the database holds chain {chain} up to {}, the journal in {} only up to {}: the \
              journal directory is older than the database (restored from a backup?); \
@@ -160,7 +164,7 @@ async fn start_journal(
         database_url.to_owned(),
         dir.to_owned(),
         chain.clone(),
-        imported,
+        in_database,
         status.clone(),
         published,
         durable,

@@ -271,20 +271,26 @@ impl<'a> Walker<'a> {
 
 /// Verifies every chain in the database against `keys` (the checkpoint key: never a key the
 /// database holds). `signed_before`: the newest signing time an anchoring checkpoint may have
-/// (now minus the retention period), when a chain's oldest records are gone.
+/// (now minus the retention period), when a chain's oldest records are gone. `own`: the
+/// verifying instance's chain and the newest `seq` it knows the database holds.
 pub async fn verify_chain(
     store: &Store,
     keys: &PublicKeys,
     signed_before: Option<DateTime<Utc>>,
+    own: Option<(&str, i64)>,
 ) -> Result<VerifyReport, StoreError> {
-    // A chain whose every record is gone still has its checkpoints, which report it.
+    // A chain whose every record is gone still has its checkpoints, which report it. One
+    // whose checkpoints are gone too leaves nothing in the database; only the instance that
+    // writes it knows it exists, so its own chain is always walked.
     let mut chains = store.access_log_chains().await?;
     chains.extend(store.checkpoint_chains().await?);
+    chains.extend(own.map(|(chain, _)| chain.to_owned()));
     chains.sort();
     chains.dedup();
     let mut reports = Vec::with_capacity(chains.len());
     for chain in chains {
-        reports.push(verify_one(store, keys, signed_before, &chain).await?);
+        let known = own.filter(|(c, _)| *c == chain).map(|(_, seq)| seq);
+        reports.push(verify_one(store, keys, signed_before, &chain, known).await?);
     }
     Ok(VerifyReport::of(reports))
 }
@@ -294,6 +300,7 @@ async fn verify_one(
     keys: &PublicKeys,
     signed_before: Option<DateTime<Utc>>,
     chain: &str,
+    known: Option<i64>,
 ) -> Result<ChainReport, StoreError> {
     let latest = store.latest_checkpoint(chain).await?.map(|c| c.seq);
     let mut walker = Walker::new(keys, Anchor::Required { signed_before }, chain);
@@ -303,6 +310,21 @@ async fn verify_one(
             .access_log_checked_between(chain, after, i64::MAX, PAGE)
             .await?;
         let (Some(first), Some(last)) = (page.first(), page.last()) else {
+            let last = walker.last_seq().unwrap_or(0);
+            // Retention never removes a chain's newest record, so the database holds at least
+            // as far as this instance imported; a signed checkpoint beyond says it first.
+            if let Some(known) = known.filter(|k| *k > last)
+                && latest.is_none_or(|signed| signed <= last)
+            {
+                let link = walker.broken(
+                    None,
+                    last.saturating_add(1),
+                    format!(
+                        "records up to {known} were written to the database by this instance but are missing"
+                    ),
+                );
+                return Ok(walker.report(Some(link)));
+            }
             return Ok(walker.finish(latest));
         };
         let (first, last) = (first.seq, last.seq);

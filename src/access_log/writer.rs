@@ -27,8 +27,7 @@ use tokio::sync::{Notify, watch};
 const QUEUE: usize = 16 * 1024;
 /// The most records one INSERT carries (16 parameters each stays below every limit).
 const MAX_INSERT: usize = 1000;
-/// Another writer took the `seq`s we meant to use, or a commit whose answer was lost went
-/// through: re-read the chain's head and retry.
+/// A commit whose answer was lost went through: re-read the chain's head and retry.
 const CONFLICT_RETRIES: usize = 3;
 /// How often the database writer copies SQLite's write-ahead log back into the database. It
 /// does so on its own connection between batches, so the checkpoint has caught up when the next
@@ -174,6 +173,7 @@ impl AccessLog {
             status,
             runtime: tokio::runtime::Handle::current(),
             checkpointed: Instant::now(),
+            unconfirmed: Vec::new(),
         };
         let shared = log.shared.clone();
         std::thread::Builder::new()
@@ -355,6 +355,12 @@ impl JournalWriter {
                         written.batch.settle(Err(LogError::Stopped));
                     }
                 }
+                // Framing refused a record before anything was written, and the head did not
+                // move: the journal is intact, only this batch fails.
+                Err(e @ JournalError::TooLarge(_)) => {
+                    tracing::error!(error = %e, records = count, "an access-log record is too large for the journal");
+                    batch.settle(Err(LogError::Write(e.to_string())));
+                }
                 Err(e) => {
                     // What reached the file is unknown: stop here rather than chain onto it.
                     tracing::error!(error = %e, "the access-log journal cannot be written");
@@ -450,6 +456,9 @@ struct DatabaseWriter {
     status: Arc<LogStatus>,
     runtime: tokio::runtime::Handle,
     checkpointed: Instant,
+    /// `(seq, hash)` of the records of the last batch whose commit failed: it may have gone
+    /// through (in part) although its answer was lost. Only these may be found beyond `head`.
+    unconfirmed: Vec<(i64, String)>,
 }
 
 impl DatabaseWriter {
@@ -493,19 +502,46 @@ impl DatabaseWriter {
                         self.status.imported.store(self.head.0, Ordering::Release);
                         self.published.send_replace(Some(self.head.clone()));
                     }
+                    self.unconfirmed.clear();
                     return Ok(seq + 1);
                 }
-                // The chain moved under us (an earlier commit whose answer was lost): continue
-                // from what the database holds.
+                // The chain moved under us. The chain is this process's alone, so the only
+                // honest cause is an earlier batch committed although its answer was lost:
+                // continue after it, but only if the database's head is one of its records.
+                // Anything else was written by someone else — a database writer without the
+                // checkpoint key — and chaining onto it would have the next checkpoint sign it.
                 Err(StoreError::Conflict(_)) => {
-                    match self.runtime.block_on(self.store.chain_head(&self.chain)) {
-                        Ok(Some(head)) => self.head = head,
-                        Ok(None) => {}
-                        Err(e) => return Err(LogError::Write(e.to_string())),
+                    let head = self
+                        .runtime
+                        .block_on(self.store.chain_head(&self.chain))
+                        .map_err(|e| LogError::Write(e.to_string()))?;
+                    match head {
+                        Some(head) if self.unconfirmed.contains(&head) => {
+                            self.head = head;
+                            self.unconfirmed.clear();
+                        }
+                        found => {
+                            tracing::error!(
+                                chain = %self.chain,
+                                ours = self.head.0,
+                                found = ?found.map(|(seq, _)| seq),
+                                "the access-log chain holds records this writer did not write; \
+                                 refusing to continue it (restart the instance for a new chain, \
+                                 and run `keyhole log verify`)"
+                            );
+                            self.status.broken.store(true, Ordering::Release);
+                            return Err(LogError::Write(
+                                "the chain holds records this writer did not write".into(),
+                            ));
+                        }
                     }
                     result = Err(LogError::Write("the chain moved under the writer".into()));
                 }
-                Err(e) => return Err(LogError::Write(e.to_string())),
+                Err(e) => {
+                    // Some or all of it may be in; the next conflict tells.
+                    self.unconfirmed = chained.iter().map(|r| (r.seq, r.hash.clone())).collect();
+                    return Err(LogError::Write(e.to_string()));
+                }
             }
         }
         result
@@ -648,5 +684,90 @@ mod tests {
             log.append(record(3)).await,
             Err(LogError::Write(_))
         ));
+    }
+    /// A database writer without the checkpoint key appends a well-chained forged record at
+    /// the next place of a live chain. The writer must not adopt it as its head: the next
+    /// checkpoint would sign it into the chain.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_forged_record_at_the_next_place_is_never_adopted_as_the_head() {
+        let (store, dir) = testing::store().await;
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let log = AccessLog::start_database(
+            store.dedicated(&url).await.unwrap(),
+            "c1",
+            (0, GENESIS_HASH.to_owned()),
+            Arc::new(Metrics::default()),
+        )
+        .unwrap();
+        assert_eq!(log.append(record(1)).await.unwrap(), 1);
+        let (seq, hash) = store.chain_head("c1").await.unwrap().unwrap();
+        let mut fake = record(666);
+        fake.customer_id = Some("CU-framed".into());
+        let forged = chain_records([fake.normalised()], "c1", seq, hash);
+        let forged_hash = forged[0].hash.clone();
+        store.insert_access_records(forged).await.unwrap();
+
+        let answered = log.append(record(2)).await;
+        assert!(matches!(answered, Err(LogError::Write(_))), "{answered:?}");
+        // Nothing was chained onto the forged record, and the head the checkpointer signs is
+        // still the writer's own.
+        assert_eq!(
+            store.chain_head("c1").await.unwrap().unwrap(),
+            (2, forged_hash)
+        );
+        assert_eq!(log.head().borrow().as_ref().unwrap().0, 1);
+    }
+
+    /// The case the re-read is for: a batch committed although its answer was lost. The next
+    /// batch continues after it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_commit_whose_answer_was_lost_is_continued_from() {
+        let (store, dir) = testing::store().await;
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let mut writer = DatabaseWriter {
+            store: store.dedicated(&url).await.unwrap(),
+            chain: "c1".into(),
+            head: (0, GENESIS_HASH.to_owned()),
+            metrics: Arc::new(Metrics::default()),
+            published: watch::channel(None).0,
+            status: Arc::new(LogStatus::at(0)),
+            runtime: tokio::runtime::Handle::current(),
+            checkpointed: Instant::now(),
+            unconfirmed: Vec::new(),
+        };
+        let records = vec![record(1).normalised(), record(2).normalised()];
+        // The batch the writer attempted, committed behind its back, then reported failed.
+        let attempted = chain_records(records.clone(), "c1", 0, GENESIS_HASH.to_owned());
+        writer.unconfirmed = attempted.iter().map(|r| (r.seq, r.hash.clone())).collect();
+        store.insert_access_records(attempted).await.unwrap();
+        let seq = tokio::task::block_in_place(|| writer.commit(vec![record(3).normalised()]));
+        assert_eq!(seq.unwrap(), 3);
+        assert_eq!(store.chain_head("c1").await.unwrap().unwrap().0, 3);
+    }
+
+    /// A record too large for a frame fails its batch, but wrote nothing: the journal is
+    /// intact, and later calls must not all fail until a restart.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_record_too_large_for_a_frame_does_not_break_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let (journal, _) = Journal::open(dir.path(), 1 << 20, 1).unwrap();
+        let (_imported_tx, imported) = watch::channel(None);
+        let (durable_tx, _durable) = watch::channel(0);
+        let status = Arc::new(LogStatus::at(0));
+        let log = AccessLog::start_journal(
+            journal,
+            "c1",
+            (0, GENESIS_HASH.to_owned()),
+            status.clone(),
+            imported,
+            durable_tx,
+            Arc::new(Metrics::default()),
+        )
+        .unwrap();
+        let mut huge = record(1);
+        huge.record_ids = vec!["C-1".repeat(200_000); 2];
+        assert!(matches!(log.append(huge).await, Err(LogError::Write(_))));
+        assert!(!status.broken.load(Ordering::Acquire));
+        assert_eq!(log.append(record(2)).await.unwrap(), 1);
     }
 }

@@ -619,6 +619,23 @@ async fn verify_finds_the_newest_records_deleted_after_a_checkpoint() {
     assert!(reason.contains("signed"), "{reason}");
 }
 
+/// A database writer without the checkpoint key deletes a whole chain: its records and its
+/// checkpoints. Nothing in the database is left to show it, but the instance whose chain it is
+/// knows how far its chain reached in the database.
+#[tokio::test]
+async fn verify_finds_the_instances_own_chain_deleted_with_its_checkpoints() {
+    let (app, token) = seeded_for_verify(1).await;
+    app.wait_for_checkpoint(10).await;
+    app.tamper(&format!(
+        "DELETE FROM access_log WHERE chain = '{0}'; DELETE FROM chain_checkpoints WHERE chain = '{0}'",
+        app.chain()
+    ))
+    .await;
+    let (seq, reason) = broken(&app, &token).await;
+    assert_eq!(seq, 1);
+    assert!(reason.contains("missing"), "{reason}");
+}
+
 async fn export_lines(app: &TestApp) -> Vec<String> {
     let mut out = Vec::new();
     let a = &app.app;

@@ -302,6 +302,7 @@ impl TestApp {
             &self.app.store,
             &self.app.checkpoint_key.public_keys(),
             None,
+            None,
         )
         .await
         .unwrap()

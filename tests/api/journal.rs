@@ -293,9 +293,14 @@ async fn crash_drill_every_answered_read_has_exactly_one_record_after_kill_9_and
         per_request.values().all(|n| *n == 1),
         "a record was imported twice"
     );
-    let report = verify_chain(&app.app.store, &app.app.checkpoint_key.public_keys(), None)
-        .await
-        .unwrap();
+    let report = verify_chain(
+        &app.app.store,
+        &app.app.checkpoint_key.public_keys(),
+        None,
+        None,
+    )
+    .await
+    .unwrap();
     assert!(report.ok, "{report:?}");
     // One chain, the binary's, the same before and after the crash; the chain-id file kept it.
     assert_eq!(report.chains.len(), 1, "{report:?}");
