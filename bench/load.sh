@@ -28,6 +28,8 @@ export KEYHOLE_UPSTREAM__BASE_URL="http://127.0.0.1:18081"
 # The checkpoint key goes with the throwaway data, not into the working directory; both
 # instances share it, as every instance of one deployment must.
 export KEYHOLE_ACCESS_LOG__CHECKPOINT_KEY_FILE="$work/checkpoint.key"
+# The key that seals the token-signing keys, shared by both instances (required on PostgreSQL).
+export KEYHOLE_KEYS__ENCRYPTION_KEY_FILE="$work/keys.key"
 # Each instance its own journal (durability = "journal", the default; KH_BENCH_DURABILITY=database
 # measures the commit-before-answer mode).
 export KEYHOLE_ACCESS_LOG__JOURNAL_DIR="$work/journal-1"
@@ -123,4 +125,4 @@ GATEWAY_URL="$base/partner/v1/claims/C-1001" GATEWAY_HEADER_CMD="$work/header.sh
 kill $sampler 2>/dev/null || true
 sort -k2 -g "$work/lag.txt" | tail -n 1 | awk '{print "import lag, worst sample: " $1 " records, " $2 " s"}'
 metrics=$(curl -s "http://127.0.0.1:$((port + 10))/metrics")
-grep -E '^keyhole_access_log_(batch_size_bucket|batches_total)' <<<"$metrics" || true
+grep -E '^keyhole_access_log_(batch_size_bucket|batches_total|commit_seconds)' <<<"$metrics" || true

@@ -15,6 +15,7 @@ base="http://127.0.0.1:$port"
 export KEYHOLE_DATABASE_URL="sqlite://$work/p.db?mode=rwc" KEYHOLE_LISTEN="127.0.0.1:$port"
 export KEYHOLE_PUBLIC_URL="$base" KEYHOLE_UPSTREAM__BASE_URL="http://127.0.0.1:$up"
 export KEYHOLE_ACCESS_LOG__CHECKPOINT_KEY_FILE="$work/checkpoint.key" RUST_LOG=warn KEYHOLE_WORKERS=1
+export KEYHOLE_ACCESS_LOG__JOURNAL_DIR="$work/journal"
 cleanup() { for p in ${gw_pid:-} ${up_pid:-}; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 "$bin" sample-upstream --listen "127.0.0.1:$up" >"$work/upstream.log" 2>&1 & up_pid=$!
@@ -50,6 +51,8 @@ report() {
   perf report -i "$work/perf.data" --no-children --stdio "$@" 2>/dev/null \
     | grep -E '^ +[0-9]' | sed -E 's/ {2,}/  /g; s/ +-  -.*$//' | head -n "$lines" || true
 }
+echo "## where the samples are (by thread)"
+lines=8 report --sort comm
 echo "## where the samples are (by object)"
 lines=8 report --sort dso
 echo "## top symbols (self)"

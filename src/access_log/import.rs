@@ -19,6 +19,10 @@ use tokio::sync::watch;
 
 /// Records per INSERT.
 const BATCH: usize = 1000;
+/// How long the importer gathers records between two imports under load: the database trails
+/// the journal by about this much (readers that must see everything wait for it, see
+/// `AccessLog::settled`).
+const GATHER: Duration = Duration::from_millis(100);
 /// How long to wait before retrying after the database refused a batch.
 const RETRY: Duration = Duration::from_secs(1);
 /// How often SQLite's write-ahead log is copied back (see the writer for why on this
@@ -147,6 +151,10 @@ impl Importer {
                         () = tokio::time::sleep(RETRY) => {}
                     }
                 }
+                // Under load, gather a while before the next INSERT: one transaction (and, on
+                // SQLite, one fsync) per interval instead of one per handful of records. A
+                // backlog (a full read) goes on at once.
+                Ok((_, read)) if read < BATCH * 4 => tokio::time::sleep(GATHER).await,
                 Ok(_) => {}
                 Err(e) => {
                     tracing::warn!(error = %e, lag = self.status.import_lag(), "importing the access-log journal failed; retrying");

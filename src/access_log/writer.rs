@@ -195,7 +195,10 @@ impl AccessLog {
         metrics: Arc<Metrics>,
     ) -> std::io::Result<Self> {
         let log = Self::new(chain, imported, status.clone());
-        let (to_sync, synced) = mpsc::channel();
+        // A rendezvous: the writer hands a written batch over only when the syncer takes it, so
+        // at most one batch is written while another syncs, and everything that arrives
+        // during a sync becomes one write and one batch — not a write per call.
+        let (to_sync, synced) = mpsc::sync_channel(0);
         let writer = JournalWriter {
             journal,
             chain: chain.to_owned(),
@@ -317,7 +320,7 @@ struct JournalWriter {
     chain: String,
     head: ChainHead,
     status: Arc<LogStatus>,
-    to_sync: mpsc::Sender<Written>,
+    to_sync: mpsc::SyncSender<Written>,
 }
 
 /// A batch written to the journal, waiting for its `fdatasync`.
