@@ -156,6 +156,8 @@ impl Importer {
                 // backlog (a full read) goes on at once.
                 Ok((_, read)) if read < BATCH * 4 => tokio::time::sleep(GATHER).await,
                 Ok(_) => {}
+                // The writer is gone (the app was dropped): nothing more will come.
+                Err(_) if durable.has_changed().is_err() => return,
                 Err(e) => {
                     tracing::warn!(error = %e, lag = self.status.import_lag(), "importing the access-log journal failed; retrying");
                     tokio::time::sleep(RETRY).await;

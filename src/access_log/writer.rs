@@ -126,9 +126,23 @@ pub struct LogStatus {
 #[derive(Clone)]
 pub struct AccessLog {
     shared: Arc<Shared>,
+    /// Held by the handles only, never by the writer's threads: when the last handle goes (the
+    /// app is dropped), the writer is closed, drains what is queued and stops; the sync thread
+    /// and the importer follow, and their database connections and the journal's lock go with
+    /// them instead of outliving the app.
+    _closer: Arc<Closer>,
     chain: Arc<str>,
     head: watch::Receiver<Head>,
     status: Arc<LogStatus>,
+}
+
+struct Closer(Arc<Shared>);
+
+impl Drop for Closer {
+    fn drop(&mut self) {
+        self.0.queue.lock().closed = true;
+        self.0.wake.notify_all();
+    }
 }
 
 /// Where a chain continues: the last `seq` and its hash.
@@ -136,17 +150,19 @@ pub type ChainHead = (i64, String);
 
 impl AccessLog {
     fn new(chain: &str, head: watch::Receiver<Head>, status: Arc<LogStatus>) -> Self {
-        Self {
-            shared: Arc::new(Shared {
-                queue: Mutex::new(Queue {
-                    records: Vec::new(),
-                    open: Arc::default(),
-                    taken: None,
-                    writer_waiting: false,
-                    closed: false,
-                }),
-                wake: Condvar::new(),
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue {
+                records: Vec::new(),
+                open: Arc::default(),
+                taken: None,
+                writer_waiting: false,
+                closed: false,
             }),
+            wake: Condvar::new(),
+        });
+        Self {
+            _closer: Arc::new(Closer(shared.clone())),
+            shared,
             chain: chain.into(),
             head,
             status,
@@ -655,6 +671,46 @@ mod tests {
         }
         assert_eq!(count, 500);
         log.flush().await;
+    }
+
+    /// Regression: the writer's threads held the queue, so they (and their database
+    /// connections, and the journal's lock) outlived the app; on PostgreSQL every test app
+    /// leaked connections until the server refused new ones.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dropping_the_last_handle_stops_the_writer_and_releases_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let (journal, _) = Journal::open(dir.path(), 4096, 1).unwrap();
+        let (_imported_tx, imported) = watch::channel(None);
+        let (durable_tx, mut durable) = watch::channel(0);
+        let log = AccessLog::start_journal(
+            journal,
+            "c1",
+            (0, GENESIS_HASH.to_owned()),
+            Arc::new(LogStatus::at(0)),
+            imported,
+            durable_tx,
+            Arc::new(Metrics::default()),
+        )
+        .unwrap();
+        let second = log.clone();
+        assert_eq!(log.append(record(1)).await.unwrap(), 1);
+        drop(log);
+        assert_eq!(
+            second.append(record(2)).await.unwrap(),
+            2,
+            "one handle is left"
+        );
+        drop(second);
+        // The sync thread ends after the writer thread: its sender goes, the importer sees it.
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while durable.changed().await.is_ok() {}
+        })
+        .await
+        .unwrap();
+        assert!(
+            Journal::open(dir.path(), 4096, 1).is_ok(),
+            "the lock went with the writer"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
