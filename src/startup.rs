@@ -106,13 +106,9 @@ impl Application {
             .dedicated(&settings.database_url)
             .await
             .context("connecting the access-log writer")?;
-        let access_log = crate::access_log::start::start(
-            &settings.access_log,
-            &settings.database_url,
-            log_store,
-            metrics.clone(),
-        )
-        .await?;
+        let access_log =
+            crate::access_log::start::start(&settings.access_log, log_store, metrics.clone())
+                .await?;
         let proxy = ProxyCaches::new(settings.rate_limits);
         let app = web::Data::new(App {
             access_log,

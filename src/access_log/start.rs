@@ -16,15 +16,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use tokio::sync::watch;
 
-/// Runs the importer on a thread and runtime of its own, with a connection of its own: building
-/// and binding thousands of rows per INSERT is CPU the HTTP workers should not pay for, and it
-/// outlives (without panicking) a runtime that shuts down first. It first imports everything
-/// the journal holds (the returned receiver says how that went), then follows the writer.
-// Everything the thread takes with it, each used once there; a struct would only rename them.
-#[allow(clippy::too_many_arguments)]
+/// Runs the importer on a thread and runtime of its own, on the log's own connection: building
+/// and binding thousands of rows per INSERT is CPU the HTTP workers should not pay for, and its
+/// timers do not panic when the server's runtime shuts down first (queries then fail, and the
+/// importer stops once the writer has). It first imports everything the journal holds (the
+/// returned receiver says how that went), then follows the writer.
 fn spawn_importer(
     store: Store,
-    url: String,
     dir: std::path::PathBuf,
     chain: String,
     in_database: Option<ChainHead>,
@@ -52,13 +50,6 @@ fn spawn_importer(
                 }
             };
             runtime.block_on(async move {
-                let store = match store.dedicated(&url).await {
-                    Ok(store) => store,
-                    Err(e) => {
-                        let _ = done.send(Err(e.into()));
-                        return;
-                    }
-                };
                 let imported = in_database.as_ref().map_or(0, |(seq, _)| *seq);
                 let mut importer = Importer::new(store, &dir, &chain, imported, status, published)
                     .checking_against(in_database);
@@ -80,10 +71,9 @@ fn spawn_importer(
 pub const SEGMENT_BYTES: u64 = 16 << 20;
 
 /// Starts the writer (and, in journal mode, the importer, after a first full import). `store`
-/// is a connection of the log's own to `database_url`.
+/// is a connection of the log's own.
 pub async fn start(
     settings: &AccessLogSettings,
-    database_url: &str,
     store: Store,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<AccessLog> {
@@ -96,13 +86,12 @@ pub async fn start(
             tracing::info!(%chain, durability = "database", "access log started");
             Ok(log)
         }
-        Durability::Journal => start_journal(settings, database_url, store, metrics).await,
+        Durability::Journal => start_journal(settings, store, metrics).await,
     }
 }
 
 async fn start_journal(
     settings: &AccessLogSettings,
-    database_url: &str,
     store: Store,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<AccessLog> {
@@ -161,7 +150,6 @@ async fn start_journal(
     let (durable_tx, durable) = watch::channel(head.0);
     let caught_up = spawn_importer(
         store,
-        database_url.to_owned(),
         dir.to_owned(),
         chain.clone(),
         in_database,
