@@ -339,9 +339,7 @@ impl Importer {
 mod tests {
     use super::*;
     use crate::access_log::journal::Journal;
-    use crate::access_log::writer::AccessLog;
     use crate::access_log::{AccessRecord, GENESIS_HASH, Outcome};
-    use crate::metrics::Metrics;
     use crate::store::testing;
 
     fn record(n: usize) -> AccessRecord {
@@ -364,19 +362,7 @@ mod tests {
     /// Writes `count` records through the journal writer (small segments, so it rolls).
     async fn journal_of(dir: &Path, count: usize) -> Arc<LogStatus> {
         let (journal, _) = Journal::open(dir, 2048, 1).unwrap();
-        let status = Arc::new(LogStatus::at(0));
-        let (_, imported) = watch::channel(None);
-        let (durable, _) = watch::channel(0);
-        let log = AccessLog::start_journal(
-            journal,
-            "c1",
-            (0, GENESIS_HASH.to_owned()),
-            status.clone(),
-            imported,
-            durable,
-            Arc::new(Metrics::default()),
-        )
-        .unwrap();
+        let (log, status, _) = crate::access_log::writer::testing::journal_log(journal);
         for n in 0..count {
             log.append(record(n)).await.unwrap();
         }

@@ -568,6 +568,31 @@ impl DatabaseWriter {
 }
 
 #[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+    use crate::access_log::GENESIS_HASH;
+
+    /// A journal-mode writer on a fresh chain `c1` in `journal`, as the tests drive it: its
+    /// status, and the syncer's durable `seq` (the importer's side is left unconnected).
+    pub fn journal_log(journal: Journal) -> (AccessLog, Arc<LogStatus>, watch::Receiver<i64>) {
+        let status = Arc::new(LogStatus::at(0));
+        let (_, imported) = watch::channel(None);
+        let (durable_tx, durable) = watch::channel(0);
+        let log = AccessLog::start_journal(
+            journal,
+            "c1",
+            (0, GENESIS_HASH.to_owned()),
+            status.clone(),
+            imported,
+            durable_tx,
+            Arc::new(Metrics::default()),
+        )
+        .unwrap_or_else(|e| panic!("starting the test writer: {e}"));
+        (log, status, durable)
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::access_log::{GENESIS_HASH, Outcome};
@@ -638,19 +663,7 @@ mod tests {
     async fn journal_appends_get_consecutive_places_and_are_on_disk_when_answered() {
         let dir = tempfile::tempdir().unwrap();
         let (journal, _) = Journal::open(dir.path(), 4096, 1).unwrap();
-        let status = Arc::new(LogStatus::at(0));
-        let (_imported_tx, imported) = watch::channel(None);
-        let (durable_tx, durable) = watch::channel(0);
-        let log = AccessLog::start_journal(
-            journal,
-            "c1",
-            (0, GENESIS_HASH.to_owned()),
-            status.clone(),
-            imported,
-            durable_tx,
-            Arc::new(Metrics::default()),
-        )
-        .unwrap();
+        let (log, status, durable) = super::testing::journal_log(journal);
         let mut seqs = append_round(&log, 1).await;
         seqs.sort_unstable();
         assert_eq!(seqs, (1..=500).collect::<Vec<_>>());
@@ -680,18 +693,7 @@ mod tests {
     async fn dropping_the_last_handle_stops_the_writer_and_releases_the_journal() {
         let dir = tempfile::tempdir().unwrap();
         let (journal, _) = Journal::open(dir.path(), 4096, 1).unwrap();
-        let (_imported_tx, imported) = watch::channel(None);
-        let (durable_tx, mut durable) = watch::channel(0);
-        let log = AccessLog::start_journal(
-            journal,
-            "c1",
-            (0, GENESIS_HASH.to_owned()),
-            Arc::new(LogStatus::at(0)),
-            imported,
-            durable_tx,
-            Arc::new(Metrics::default()),
-        )
-        .unwrap();
+        let (log, _, mut durable) = super::testing::journal_log(journal);
         let second = log.clone();
         assert_eq!(log.append(record(1)).await.unwrap(), 1);
         drop(log);
@@ -719,19 +721,7 @@ mod tests {
         let journal_dir = dir.path().join("j");
         // Tiny segments: the second batch must start a new file.
         let (journal, _) = Journal::open(&journal_dir, 1, 1).unwrap();
-        let (_imported_tx, imported) = watch::channel(None);
-        let (durable_tx, _durable) = watch::channel(0);
-        let status = Arc::new(LogStatus::at(0));
-        let log = AccessLog::start_journal(
-            journal,
-            "c1",
-            (0, GENESIS_HASH.to_owned()),
-            status.clone(),
-            imported,
-            durable_tx,
-            Arc::new(Metrics::default()),
-        )
-        .unwrap();
+        let (log, status, _durable) = super::testing::journal_log(journal);
         assert_eq!(log.append(record(1)).await.unwrap(), 1);
         // The next segment's name is taken by a directory: the roll, so the write, fails (a
         // failure even root cannot write through, unlike a read-only directory).
@@ -810,19 +800,7 @@ mod tests {
     async fn a_record_too_large_for_a_frame_does_not_break_the_journal() {
         let dir = tempfile::tempdir().unwrap();
         let (journal, _) = Journal::open(dir.path(), 1 << 20, 1).unwrap();
-        let (_imported_tx, imported) = watch::channel(None);
-        let (durable_tx, _durable) = watch::channel(0);
-        let status = Arc::new(LogStatus::at(0));
-        let log = AccessLog::start_journal(
-            journal,
-            "c1",
-            (0, GENESIS_HASH.to_owned()),
-            status.clone(),
-            imported,
-            durable_tx,
-            Arc::new(Metrics::default()),
-        )
-        .unwrap();
+        let (log, status, _durable) = super::testing::journal_log(journal);
         let mut huge = record(1);
         huge.record_ids = vec!["C-1".repeat(200_000); 2];
         assert!(matches!(log.append(huge).await, Err(LogError::Write(_))));
