@@ -77,7 +77,7 @@ impl Application {
             ),
             Some(url) => SharedState::new(
                 Arc::new(
-                    RedisBackend::connect(url)
+                    RedisBackend::connect(url, &settings.state_key_prefix)
                         .await
                         .context("connecting to Redis")?,
                 ),

@@ -12,4 +12,5 @@ pub mod grants;
 pub mod partners;
 pub mod prelude;
 pub mod refresh_tokens;
+pub mod revoked_tokens;
 pub mod signing_keys;

@@ -8,4 +8,5 @@ pub use super::customers::Entity as Customers;
 pub use super::grants::Entity as Grants;
 pub use super::partners::Entity as Partners;
 pub use super::refresh_tokens::Entity as RefreshTokens;
+pub use super::revoked_tokens::Entity as RevokedTokens;
 pub use super::signing_keys::Entity as SigningKeys;

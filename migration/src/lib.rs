@@ -16,6 +16,7 @@ mod m20261122_000007_create_admin_tokens;
 mod m20261201_000008_security_team;
 mod m20261202_000009_admin_audit_query_hash;
 mod m20261202_000010_access_log_chains;
+mod m20261202_000011_revoked_tokens;
 
 pub use m20261202_000010_access_log_chains::LEGACY_CHAIN;
 
@@ -36,6 +37,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000008_security_team::Migration),
             Box::new(m20261202_000009_admin_audit_query_hash::Migration),
             Box::new(m20261202_000010_access_log_chains::Migration),
+            Box::new(m20261202_000011_revoked_tokens::Migration),
         ]
     }
 }
@@ -46,7 +48,7 @@ mod tests {
     use super::*;
     use sea_orm_migration::sea_orm::{ConnectionTrait, Database, DatabaseConnection};
 
-    const TABLES: [&str; 9] = [
+    const TABLES: [&str; 10] = [
         "partners",
         "customers",
         "grants",
@@ -56,6 +58,7 @@ mod tests {
         "admin_tokens",
         "admin_audit",
         "chain_checkpoints",
+        "revoked_tokens",
     ];
 
     async fn tables_present(db: &DatabaseConnection) -> Vec<&'static str> {

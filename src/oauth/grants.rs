@@ -26,14 +26,36 @@ pub async fn is_active(app: &App, id: GrantId) -> Result<bool, Internal> {
     if let Some(status) = app.state.grant_status(id).await? {
         return Ok(status.is_active_at(now));
     }
-    Ok(status_from_store(app, id).await?.is_active_at(now))
+    Ok(status_from_store(app, id).await?.status.is_active_at(now))
+}
+
+/// What the database says of a grant when shared state did not know it.
+#[derive(Debug)]
+pub struct StoredStatus {
+    /// The status now in force (shared state's, if another instance decided meanwhile).
+    pub status: GrantStatus,
+    /// Its access tokens revoked before their expiry.
+    revoked_tokens: Vec<String>,
+}
+
+impl StoredStatus {
+    /// Whether the database holds this token revoked: shared state's marker may have been
+    /// lost with the status that was just missing.
+    pub fn revokes(&self, jti: &str) -> bool {
+        self.revoked_tokens.iter().any(|t| t == jti)
+    }
 }
 
 /// A grant's status as the database has it, cached in shared state — for when shared state
-/// did not know it (the partner path's gate asked already). Returns the status in force.
-pub async fn status_from_store(app: &App, id: GrantId) -> Result<GrantStatus, Internal> {
+/// did not know it (the partner path's gate asked already). The grant's revoked tokens are
+/// put back first, so that wherever shared state knows the status it knows them too.
+pub async fn status_from_store(app: &App, id: GrantId) -> Result<StoredStatus, Internal> {
+    let now = app.clock.now();
     let Some(grant) = app.store.grant(id).await? else {
-        return Ok(GrantStatus::Revoked);
+        return Ok(StoredStatus {
+            status: GrantStatus::Revoked,
+            revoked_tokens: Vec::new(),
+        });
     };
     let status = match grant.state {
         GrantState::Active => GrantStatus::Active {
@@ -41,11 +63,22 @@ pub async fn status_from_store(app: &App, id: GrantId) -> Result<GrantStatus, In
         },
         GrantState::Revoked { .. } => GrantStatus::Revoked,
     };
+    let revoked = app.store.revoked_access_tokens(id, now).await?;
+    for (jti, expires_at) in &revoked {
+        let ttl = (*expires_at - now)
+            .to_std()
+            .unwrap_or(Duration::from_secs(1));
+        app.state.revoke_jti(jti, ttl).await?;
+    }
     // Only if absent: a revocation by another instance after our read must stand.
-    Ok(app
+    let status = app
         .state
         .fill_grant_status(id, status, ttl_until(app, grant.expires_at))
-        .await?)
+        .await?;
+    Ok(StoredStatus {
+        status,
+        revoked_tokens: revoked.into_iter().map(|(jti, _)| jti).collect(),
+    })
 }
 
 /// Records a new grant as active in shared state.

@@ -41,9 +41,11 @@ pub async fn introspect(
 ) -> Result<Introspection, OAuthError> {
     let token = form.require("token")?;
     if let Ok(claims) = app.verifier.verify(token, app.clock.now()) {
+        // The grant first: when shared state has lost its status, asking the database puts
+        // the grant's revoked tokens back before the token's own marker is looked at.
         let active = claims.client_id == partner.client_id
-            && !app.state.is_jti_revoked(&claims.jti).await?
             && grants::is_active(app, claims.grant_id).await?
+            && !app.state.is_jti_revoked(&claims.jti).await?
             && partner.status == PartnerStatus::Active;
         if !active {
             return Ok(Introspection::default());

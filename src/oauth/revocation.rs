@@ -58,10 +58,17 @@ async fn revoke_access_token(
         tracing::warn!(client_id = %partner.client_id, "tried to revoke another client's token");
         return Ok(true);
     }
-    let remaining =
-        (claims.exp + crate::tokens::LEEWAY_SECONDS - app.clock.now().timestamp()).max(1);
+    let now = app.clock.now();
+    let remaining = (claims.exp + crate::tokens::LEEWAY_SECONDS - now.timestamp()).max(1);
+    // Shared state first, so every instance refuses the token at once; then the database,
+    // from which shared state can be rebuilt if it loses the marker. Either failing is an
+    // error the partner sees (and may retry).
     app.state
         .revoke_jti(&claims.jti, Duration::from_secs(remaining.unsigned_abs()))
+        .await?;
+    let expires_at = now + chrono::Duration::seconds(remaining);
+    app.store
+        .revoke_access_token(&claims.jti, claims.grant_id, now, expires_at)
         .await?;
     tracing::info!(jti = %claims.jti, grant_id = %claims.grant_id, "access token revoked");
     Ok(true)

@@ -60,9 +60,16 @@ pub async fn pass(
     // What shared state does not know, the database answers (and shared state then keeps).
     let grant_active = match gate.grant {
         Some(status) => status.is_active_at(now),
-        None => crate::oauth::grants::status_from_store(app, claims.grant_id)
-            .await?
-            .is_active_at(now),
+        None => {
+            let stored = crate::oauth::grants::status_from_store(app, claims.grant_id).await?;
+            // Shared state had lost the status, so it may have lost the token's marker too.
+            if stored.revokes(&claims.jti) {
+                return Err(ProxyError::InvalidToken(
+                    "the token has been revoked".into(),
+                ));
+            }
+            stored.status.is_active_at(now)
+        }
     };
     if !grant_active {
         return Err(ProxyError::InvalidToken(

@@ -109,16 +109,18 @@ end
 /// The shared limits alone (the unauthenticated limit, and the partner path's miss path).
 pub(super) const GCRA_LUA: &str = concat!(gcra_lua!(), "return gcra(1, 1)\n");
 
-/// The gate. KEYS: grant status, partner status, jti, then optionally the grant's and the
-/// partner's limit. ARGV: the caller's now (seconds, nanoseconds), then (interval µs, burst)
-/// per limit. Returns {grant or nil, partner or nil, jti revoked 0/1, -1} when nothing was
-/// spent, else {grant, partner, 0, GCRA reply…}.
+/// The gate. KEYS: the epoch, grant status, partner status, jti, then optionally the grant's
+/// and the partner's limit. ARGV: the caller's now (seconds, nanoseconds), then (interval µs,
+/// burst) per limit. Returns {grant or nil, partner or nil, jti revoked 0/1, -1} when nothing
+/// was spent, else {grant, partner, 0, GCRA reply…}. A status of another epoch is nil: the
+/// database answers for it (see `epoch.rs`).
 ///
 /// A grant status is `{"status":"active","expires_at":"<RFC 3339, Z>"}` as chrono writes it;
 /// anything this parser cannot read counts as "not decided here" and spends nothing, so the
 /// Rust side (the authority) decides and spends separately.
 pub(super) const GATE_LUA: &str = concat!(
     gcra_lua!(),
+    super::epoch::epoch_lua!(),
     r#"
 local function epoch(s)
   local y, mo, d, h, mi, sec, frac =
@@ -144,15 +146,16 @@ local function grant_active(raw, now_s, now_ns)
   if not s then return false end
   return s > now_s or (s == now_s and ns > now_ns)
 end
-local grant = redis.call('GET', KEYS[1])
-local partner = redis.call('GET', KEYS[2])
-local revoked = redis.call('EXISTS', KEYS[3])
-if #KEYS < 5 or revoked == 1 or partner ~= '"active"'
+local s = stamp()
+local grant = fresh(redis.call('GET', KEYS[2]), s)
+local partner = fresh(redis.call('GET', KEYS[3]), s)
+local revoked = redis.call('EXISTS', KEYS[4])
+if #KEYS < 6 or revoked == 1 or partner ~= '"active"'
   or not grant_active(grant, tonumber(ARGV[1]), tonumber(ARGV[2])) then
   return {grant, partner, revoked, -1}
 end
 local out = {grant, partner, 0}
-local verdict = gcra(4, 3)
+local verdict = gcra(5, 3)
 for i = 1, #verdict do out[#out + 1] = verdict[i] end
 return out
 "#
@@ -265,7 +268,10 @@ mod tests {
             .ok()
             .filter(|u| u.starts_with("redis://"))
         {
-            out.push((prefix, Arc::new(RedisBackend::connect(&url).await.unwrap())));
+            out.push((
+                prefix.clone(),
+                Arc::new(RedisBackend::connect(&url, &prefix).await.unwrap()),
+            ));
         }
         out
     }

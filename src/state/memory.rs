@@ -107,6 +107,17 @@ impl StateBackend for MemoryBackend {
             .map(|entry| entry.0))
     }
 
+    async fn expire_existing(&self, key: &str, ttl: Duration) -> Result<bool, StateError> {
+        let now = Instant::now();
+        match self.entries.lock().get_mut(key) {
+            Some(entry) if Self::live(entry, now) => {
+                entry.1 = now + ttl;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     async fn delete(&self, key: &str) -> Result<(), StateError> {
         self.entries.lock().remove(key);
         Ok(())

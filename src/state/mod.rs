@@ -5,6 +5,7 @@
 //! types. The in-process backend serves one instance; a Redis backend (same contract) lets
 //! several instances share revocation, codes and sessions.
 
+mod epoch;
 mod gate;
 mod memory;
 mod redis;
@@ -52,6 +53,9 @@ pub trait StateBackend: Send + Sync + 'static {
     ) -> Result<Option<Vec<u8>>, StateError>;
     /// Removes a key and returns its value, atomically: one of two racing takers wins.
     async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, StateError>;
+    /// Extends the time to live of an existing key without writing its value; true when the
+    /// key was there. A request in flight then cannot re-create what a sign-out deleted.
+    async fn expire_existing(&self, key: &str, ttl: Duration) -> Result<bool, StateError>;
     async fn delete(&self, key: &str) -> Result<(), StateError>;
     async fn ping(&self) -> Result<(), StateError>;
     /// Applies GCRA limits atomically: all are spent, or none.
@@ -394,21 +398,30 @@ impl SharedState {
         self.backend.delete(&self.key("code", code_hash)).await
     }
 
+    /// A consent request is keyed by its customer as well as its id, so only its customer's
+    /// decision can find it (and spend it).
+    fn consent_key(&self, customer: CustomerId, id: &str) -> String {
+        self.key("consent", &format!("{customer}:{id}"))
+    }
+
     pub async fn put_pending_consent(
         &self,
         id: &str,
         pending: &PendingConsent,
         ttl: Duration,
     ) -> Result<(), StateError> {
-        self.put_json(&self.key("consent", id), pending, ttl).await
+        let key = self.consent_key(pending.customer_id, id);
+        self.put_json(&key, pending, ttl).await
     }
 
-    /// Consent requests are single-use too: a decision cannot be replayed.
+    /// Consent requests are single-use too: a decision cannot be replayed. Another
+    /// customer's decision finds nothing and spends nothing.
     pub async fn take_pending_consent(
         &self,
+        customer: CustomerId,
         id: &str,
     ) -> Result<Option<PendingConsent>, StateError> {
-        match self.backend.take(&self.key("consent", id)).await? {
+        match self.backend.take(&self.consent_key(customer, id)).await? {
             Some(bytes) => Ok(Some(serde_json::from_slice(&bytes)?)),
             None => Ok(None),
         }
@@ -426,6 +439,18 @@ impl SharedState {
 
     pub async fn session(&self, session_hash: &str) -> Result<Option<Session>, StateError> {
         self.get_json(&self.key("session", session_hash)).await
+    }
+
+    /// Extends a session's idle timeout without writing it back: false when it is gone
+    /// (signed out, or replaced by a new sign-in, while this request was in flight).
+    pub async fn touch_session(
+        &self,
+        session_hash: &str,
+        idle: Duration,
+    ) -> Result<bool, StateError> {
+        self.backend
+            .expire_existing(&self.key("session", session_hash), idle)
+            .await
     }
 
     pub async fn delete_session(&self, session_hash: &str) -> Result<(), StateError> {
@@ -617,8 +642,30 @@ mod tests {
             .put_pending_consent("p", &pending, Duration::from_secs(60))
             .await
             .unwrap();
-        assert!(state.take_pending_consent("p").await.unwrap().is_some());
-        assert!(state.take_pending_consent("p").await.unwrap().is_none());
+        // Another customer's decision neither finds it nor spends it.
+        let other = CustomerId::random();
+        assert!(
+            state
+                .take_pending_consent(other, "p")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let owner = pending.customer_id;
+        assert!(
+            state
+                .take_pending_consent(owner, "p")
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            state
+                .take_pending_consent(owner, "p")
+                .await
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[tokio::test]

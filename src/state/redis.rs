@@ -1,27 +1,33 @@
 //! The Redis backend: the same contract as the in-process one, shared by every instance.
 //!
 //! A few multiplexed connections, used in turn: each pipelines any number of concurrent
-//! commands over one socket and reconnects by itself after a failure, so the pool never holds
-//! a dead connection for long. Every command has a response timeout: a Redis that hangs is a
-//! Redis that is down, and callers fail closed on [`StateError::Unavailable`].
+//! commands over one socket. The connections are kept here rather than by a reconnecting
+//! manager because of one rule: a new connection carries nothing before the epoch check
+//! (`epoch.rs`) has run on it, so a Redis that came back with old data is noticed before
+//! anything is read from it. A dead connection is dropped on its first failure, and the next
+//! call opens a new one. Every command has a response timeout: a Redis that hangs is a Redis
+//! that is down, and callers fail closed on [`StateError::Unavailable`].
 
+use super::epoch::{
+    ENSURE_LUA, EXPIRE_EXISTING_LUA, GET_LUA, NO_EPOCH, PUT_IF_ABSENT_LUA, PUT_LUA,
+    REPLACE_EXISTING_LUA, TAKE_LUA,
+};
 use super::gate::{GATE_LUA, GCRA_LUA};
 use super::{GateCheck, GateReply, RateCheck, RateOutcome, StateBackend, StateError};
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use parking_lot::RwLock;
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, FromRedisValue, ScriptInvocation};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 /// Multiplexed connections per instance; each carries many commands at once.
 const CONNECTIONS: usize = 4;
 const TIMEOUT: Duration = Duration::from_millis(500);
 
-/// Replaces the value of an existing key and returns the old one; nothing when absent.
-const REPLACE_EXISTING: &str = r"
-local old = redis.call('GET', KEYS[1])
-if old then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) end
-return old
-";
+/// After a failed connection attempt, calls fail at once for this long instead of each
+/// waiting for its own attempt: an outage costs every caller an error, not a queue.
+const RECONNECT_PAUSE: Duration = Duration::from_millis(200);
 
 /// Takes one off a counter that exists and is above zero; an expired counter stays gone
 /// (a plain DECR would bring it back without a time to live).
@@ -33,10 +39,34 @@ end
 return 0
 ";
 
+/// One live connection; `id` tells a dropped one from its successor.
+#[derive(Clone)]
+struct Link {
+    id: u64,
+    conn: MultiplexedConnection,
+}
+
+#[derive(Default)]
+struct Slot {
+    live: RwLock<Option<Link>>,
+    /// One connection attempt per slot at a time.
+    connecting: tokio::sync::Mutex<()>,
+    failed_at: RwLock<Option<Instant>>,
+}
+
 pub struct RedisBackend {
-    connections: Vec<ConnectionManager>,
+    client: redis::Client,
+    slots: Vec<Slot>,
     next: AtomicUsize,
+    links: AtomicU64,
+    epoch_key: String,
+    ensure: redis::Script,
+    put: redis::Script,
+    get: redis::Script,
+    put_if_absent: redis::Script,
     replace_existing: redis::Script,
+    take: redis::Script,
+    expire_existing: redis::Script,
     decr_existing: redis::Script,
     gcra: redis::Script,
     gate: redis::Script,
@@ -85,67 +115,176 @@ fn millis(ttl: Duration) -> u64 {
 
 impl RedisBackend {
     /// Connects (failing when Redis cannot be reached now); later outages are survived.
-    pub async fn connect(url: &str) -> Result<Self, StateError> {
-        let client = redis::Client::open(url).map_err(unavailable)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(TIMEOUT))
-            .set_response_timeout(Some(TIMEOUT))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(1));
-        let mut connections = Vec::with_capacity(CONNECTIONS);
-        for _ in 0..CONNECTIONS {
-            connections.push(
-                ConnectionManager::new_with_config(client.clone(), config.clone())
-                    .await
-                    .map_err(unavailable)?,
-            );
-        }
+    /// `prefix` is the deployment's key prefix: the epoch key lives under it.
+    pub async fn connect(url: &str, prefix: &str) -> Result<Self, StateError> {
         let backend = Self {
-            connections,
+            client: redis::Client::open(url).map_err(unavailable)?,
+            slots: (0..CONNECTIONS).map(|_| Slot::default()).collect(),
             next: AtomicUsize::new(0),
-            replace_existing: redis::Script::new(REPLACE_EXISTING),
+            links: AtomicU64::new(0),
+            epoch_key: format!("{prefix}epoch"),
+            ensure: redis::Script::new(ENSURE_LUA),
+            put: redis::Script::new(PUT_LUA),
+            get: redis::Script::new(GET_LUA),
+            put_if_absent: redis::Script::new(PUT_IF_ABSENT_LUA),
+            replace_existing: redis::Script::new(REPLACE_EXISTING_LUA),
+            take: redis::Script::new(TAKE_LUA),
+            expire_existing: redis::Script::new(EXPIRE_EXISTING_LUA),
             decr_existing: redis::Script::new(DECR_EXISTING),
             gcra: redis::Script::new(GCRA_LUA),
             gate: redis::Script::new(GATE_LUA),
         };
-        // Loaded once here, so every call is an EVALSHA from the first; after a Redis restart
-        // the invocation reloads a script by itself (NOSCRIPT, then SCRIPT LOAD).
-        let mut connection = backend.connection();
-        for script in [&backend.gcra, &backend.gate] {
+        // Every slot connects now, so a wrong URL stops the start; and the hot scripts are
+        // loaded once, so every call is an EVALSHA from the first (after a Redis restart an
+        // invocation reloads its script by itself: NOSCRIPT, then SCRIPT LOAD).
+        for slot in &backend.slots {
+            let link = backend.open().await?;
+            *slot.live.write() = Some(link);
+        }
+        let (_, mut link) = backend.link().await?;
+        for script in [&backend.gcra, &backend.gate, &backend.get, &backend.put] {
             script
                 .prepare_invoke()
-                .load_async(&mut connection)
+                .load_async(&mut link.conn)
                 .await
                 .map_err(unavailable)?;
         }
         Ok(backend)
     }
 
-    fn connection(&self) -> ConnectionManager {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.connections.len();
-        self.connections[i].clone()
+    /// A new connection, checked against the epoch before anything else goes over it.
+    async fn open(&self) -> Result<Link, StateError> {
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(TIMEOUT))
+            .set_response_timeout(Some(TIMEOUT));
+        let mut conn = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .map_err(unavailable)?;
+        self.ensure_epoch(&mut conn).await?;
+        Ok(Link {
+            id: self.links.fetch_add(1, Ordering::Relaxed),
+            conn,
+        })
+    }
+
+    /// Gives this Redis process an epoch of its own unless it has one (see `epoch.rs`).
+    async fn ensure_epoch(&self, conn: &mut MultiplexedConnection) -> Result<(), StateError> {
+        let seed = crate::secrets::random_bytes::<8>()
+            .map_err(|e| StateError::Unavailable(format!("randomness: {e}")))?;
+        let seed: String = seed.iter().map(|b| format!("{b:02x}")).collect();
+        let (epoch, new): (String, i64) = self
+            .ensure
+            .key(&self.epoch_key)
+            .arg(seed)
+            .invoke_async(conn)
+            .await
+            .map_err(unavailable)?;
+        if new == 1 {
+            tracing::warn!(
+                epoch = %epoch,
+                "Redis holds no epoch of its own (first start, FLUSHALL, a restart or a \
+                 failover): began a new one; statuses, sessions and codes written before are \
+                 ignored, and the database answers"
+            );
+        }
+        Ok(())
+    }
+
+    /// A live connection from the next slot, opening one when the slot has none.
+    async fn link(&self) -> Result<(&Slot, Link), StateError> {
+        let slot = &self.slots[self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len()];
+        if let Some(link) = slot.live.read().clone() {
+            return Ok((slot, link));
+        }
+        let _one = slot.connecting.lock().await;
+        if let Some(link) = slot.live.read().clone() {
+            return Ok((slot, link));
+        }
+        if slot
+            .failed_at
+            .read()
+            .is_some_and(|at| at.elapsed() < RECONNECT_PAUSE)
+        {
+            return Err(StateError::Unavailable("redis: reconnecting".into()));
+        }
+        match self.open().await {
+            Ok(link) => {
+                *slot.live.write() = Some(link.clone());
+                *slot.failed_at.write() = None;
+                Ok((slot, link))
+            }
+            Err(e) => {
+                *slot.failed_at.write() = Some(Instant::now());
+                Err(e)
+            }
+        }
+    }
+
+    /// Maps a command's result; a connection that failed is dropped from its slot (unless a
+    /// newer one replaced it already), so the next call opens and checks a new one.
+    fn settle<T>(slot: &Slot, link: &Link, result: redis::RedisResult<T>) -> Result<T, StateError> {
+        result.map_err(|e| {
+            if e.is_io_error()
+                || e.is_connection_dropped()
+                || e.is_timeout()
+                || e.is_connection_refusal()
+                || e.is_unrecoverable_error()
+            {
+                let mut live = slot.live.write();
+                if live.as_ref().is_some_and(|l| l.id == link.id) {
+                    *live = None;
+                }
+            }
+            unavailable(e)
+        })
+    }
+
+    async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StateError> {
+        let (slot, mut link) = self.link().await?;
+        let result = cmd.query_async(&mut link.conn).await;
+        Self::settle(slot, &link, result)
+    }
+
+    async fn query_pipe<T: FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T, StateError> {
+        let (slot, mut link) = self.link().await?;
+        let result = pipe.query_async(&mut link.conn).await;
+        Self::settle(slot, &link, result)
+    }
+
+    /// Runs a script; a write that found no epoch (a `FLUSHALL`) makes one and runs again.
+    async fn invoke<T: FromRedisValue>(
+        &self,
+        invocation: &ScriptInvocation<'_>,
+    ) -> Result<T, StateError> {
+        let (slot, mut link) = self.link().await?;
+        let mut result = invocation.invoke_async(&mut link.conn).await;
+        if matches!(&result, Err(e) if e.code() == Some(NO_EPOCH)) {
+            self.ensure_epoch(&mut link.conn).await?;
+            result = invocation.invoke_async(&mut link.conn).await;
+        }
+        Self::settle(slot, &link, result)
+    }
+
+    /// A stamped script over one key: the epoch key, then `key`.
+    fn stamped<'a>(&'a self, script: &'a redis::Script, key: &str) -> ScriptInvocation<'a> {
+        let mut invocation = script.prepare_invoke();
+        invocation.key(&self.epoch_key).key(key);
+        invocation
     }
 }
 
 #[async_trait]
 impl StateBackend for RedisBackend {
     async fn put(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), StateError> {
-        redis::cmd("SET")
-            .arg(key)
-            .arg(value)
-            .arg("PX")
-            .arg(millis(ttl))
-            .query_async::<()>(&mut self.connection())
-            .await
-            .map_err(unavailable)
+        let mut invocation = self.stamped(&self.put, key);
+        invocation.arg(value).arg(millis(ttl));
+        self.invoke::<i64>(&invocation).await.map(|_| ())
     }
 
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StateError> {
-        redis::cmd("GET")
-            .arg(key)
-            .query_async(&mut self.connection())
-            .await
-            .map_err(unavailable)
+        self.invoke(&self.stamped(&self.get, key)).await
     }
 
     async fn put_if_absent(
@@ -154,16 +293,9 @@ impl StateBackend for RedisBackend {
         value: Vec<u8>,
         ttl: Duration,
     ) -> Result<bool, StateError> {
-        let set: Option<String> = redis::cmd("SET")
-            .arg(key)
-            .arg(value)
-            .arg("NX")
-            .arg("PX")
-            .arg(millis(ttl))
-            .query_async(&mut self.connection())
-            .await
-            .map_err(unavailable)?;
-        Ok(set.is_some())
+        let mut invocation = self.stamped(&self.put_if_absent, key);
+        invocation.arg(value).arg(millis(ttl));
+        Ok(self.invoke::<i64>(&invocation).await? == 1)
     }
 
     async fn replace_existing(
@@ -172,29 +304,23 @@ impl StateBackend for RedisBackend {
         value: Vec<u8>,
         ttl: Duration,
     ) -> Result<Option<Vec<u8>>, StateError> {
-        self.replace_existing
-            .key(key)
-            .arg(value)
-            .arg(millis(ttl))
-            .invoke_async(&mut self.connection())
-            .await
-            .map_err(unavailable)
+        let mut invocation = self.stamped(&self.replace_existing, key);
+        invocation.arg(value).arg(millis(ttl));
+        self.invoke(&invocation).await
     }
 
     async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, StateError> {
-        redis::cmd("GETDEL")
-            .arg(key)
-            .query_async(&mut self.connection())
-            .await
-            .map_err(unavailable)
+        self.invoke(&self.stamped(&self.take, key)).await
+    }
+
+    async fn expire_existing(&self, key: &str, ttl: Duration) -> Result<bool, StateError> {
+        let mut invocation = self.stamped(&self.expire_existing, key);
+        invocation.arg(millis(ttl));
+        Ok(self.invoke::<i64>(&invocation).await? == 1)
     }
 
     async fn delete(&self, key: &str) -> Result<(), StateError> {
-        redis::cmd("DEL")
-            .arg(key)
-            .query_async::<()>(&mut self.connection())
-            .await
-            .map_err(unavailable)
+        self.query(redis::cmd("DEL").arg(key)).await
     }
 
     fn shares_limits(&self) -> bool {
@@ -212,9 +338,7 @@ impl StateBackend for RedisBackend {
                 .arg(millis(ttl))
                 .ignore();
         }
-        pipe.query_async(&mut self.connection())
-            .await
-            .map_err(unavailable)
+        self.query_pipe(&pipe).await
     }
 
     async fn decr_existing(&self, keys: &[String]) -> Result<(), StateError> {
@@ -225,11 +349,7 @@ impl StateBackend for RedisBackend {
         for key in keys {
             invocation.key(key);
         }
-        invocation
-            .invoke_async::<i64>(&mut self.connection())
-            .await
-            .map_err(unavailable)?;
-        Ok(())
+        self.invoke::<i64>(&invocation).await.map(|_| ())
     }
 
     async fn rate_limit(&self, checks: &[RateCheck]) -> Result<RateOutcome, StateError> {
@@ -240,16 +360,14 @@ impl StateBackend for RedisBackend {
                 .arg(micros(check.interval))
                 .arg(check.burst.max(1));
         }
-        let reply: Vec<redis::Value> = invocation
-            .invoke_async(&mut self.connection())
-            .await
-            .map_err(unavailable)?;
+        let reply: Vec<redis::Value> = self.invoke(&invocation).await?;
         rate_outcome(&reply)
     }
 
     async fn gate(&self, check: &GateCheck<'_>) -> Result<GateReply, StateError> {
         let mut invocation = self.gate.prepare_invoke();
         invocation
+            .key(&self.epoch_key)
             .key(check.grant_key)
             .key(check.partner_key)
             .key(check.jti_key)
@@ -261,10 +379,7 @@ impl StateBackend for RedisBackend {
                 .arg(micros(limit.interval))
                 .arg(limit.burst.max(1));
         }
-        let reply: Vec<redis::Value> = invocation
-            .invoke_async(&mut self.connection())
-            .await
-            .map_err(unavailable)?;
+        let reply: Vec<redis::Value> = self.invoke(&invocation).await?;
         let bytes = |v: Option<redis::Value>| match v {
             Some(v) => {
                 redis::from_redis_value::<Option<Vec<u8>>>(v).map_err(|e| unavailable(e.into()))
@@ -289,9 +404,6 @@ impl StateBackend for RedisBackend {
     }
 
     async fn ping(&self) -> Result<(), StateError> {
-        redis::cmd("PING")
-            .query_async::<()>(&mut self.connection())
-            .await
-            .map_err(unavailable)
+        self.query(&redis::cmd("PING")).await
     }
 }

@@ -10,6 +10,7 @@ mod grants;
 mod keys;
 mod partners;
 mod refresh;
+mod revoked;
 
 pub use access_log::{CheckedRecord, GrantUsage};
 pub use admin::{AdminAuditEntry, AdminToken};

@@ -358,6 +358,8 @@ async fn the_consent_post_without_its_csrf_token_is_refused() {
     );
 }
 
+/// Bob posting Alice's consent id is refused, and spends nothing: Alice's own decision still
+/// goes through (it used to be spent before its owner was checked, so hers was refused too).
 #[tokio::test]
 async fn another_customers_consent_request_cannot_be_decided() {
     let app = spawn_app().await;
@@ -376,6 +378,12 @@ async fn another_customers_consent_request_cannot_be_decided() {
     };
     let response = app.decide(&bob, &stolen, "allow", &["claims:status"]).await;
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
+
+    let response = app
+        .decide(&alice, &alice_page, "allow", &["claims:status"])
+        .await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert!(query_param(&location(&response), "code").is_some());
 }
 
 #[tokio::test]

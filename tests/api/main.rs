@@ -18,5 +18,6 @@ mod ops;
 mod outages;
 mod portal;
 mod proxy;
+mod rollback;
 mod tokens;
 mod verifier;

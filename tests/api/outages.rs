@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-fn redis_server() -> Option<PathBuf> {
+pub(crate) fn redis_server() -> Option<PathBuf> {
     if let Ok(path) = std::env::var("TEST_REDIS_SERVER") {
         return Some(path.into());
     }
@@ -21,35 +21,49 @@ fn redis_server() -> Option<PathBuf> {
         .find(|p| p.exists())
 }
 
-/// A throwaway Redis on its own port, startable again on the same port.
-struct Redis {
+/// A throwaway Redis on its own port, startable again on the same port. With a directory it
+/// loads the snapshot there (`dump.rdb`, written only by an explicit `SAVE`) when it starts.
+pub(crate) struct Redis {
     binary: PathBuf,
     port: u16,
     child: Option<Child>,
+    dir: Option<tempfile::TempDir>,
 }
 
 impl Redis {
-    fn start(binary: PathBuf) -> Self {
+    pub(crate) fn start(binary: PathBuf) -> Self {
+        Self::start_with(binary, None)
+    }
+
+    /// A Redis whose snapshots (`SAVE`) survive its restarts.
+    pub(crate) fn start_with_snapshots(binary: PathBuf) -> Self {
+        Self::start_with(binary, Some(tempfile::tempdir().unwrap()))
+    }
+
+    fn start_with(binary: PathBuf, dir: Option<tempfile::TempDir>) -> Self {
         let mut redis = Self {
             binary,
             port: free_port(),
             child: None,
+            dir,
         };
         redis.restart();
         redis
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
 
-    fn restart(&mut self) {
-        let child = Command::new(&self.binary)
+    pub(crate) fn restart(&mut self) {
+        let mut command = Command::new(&self.binary);
+        command
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
+            .args(["--save", "", "--appendonly", "no"]);
+        if let Some(dir) = &self.dir {
+            command.arg("--dir").arg(dir.path());
+        }
+        let child = command.stdout(Stdio::null()).spawn().unwrap();
         self.child = Some(child);
         for _ in 0..100 {
             // Ours must still be running (a failed bind exits) and answer on the port.
@@ -64,7 +78,8 @@ impl Redis {
         panic!("redis-server did not start");
     }
 
-    fn stop(&mut self) {
+    /// Kills the server (SIGKILL: it saves nothing on the way out).
+    pub(crate) fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();

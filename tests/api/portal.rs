@@ -566,3 +566,73 @@ async fn failed_sign_ins_from_one_address_do_not_lock_the_customer_out_at_hers()
         StatusCode::SEE_OTHER
     );
 }
+
+/// A sign-out ends the session even while other requests are using it: a request in flight
+/// used to write the session back after the sign-out deleted it. Six pollers keep one cookie
+/// busy while it signs out, eight times over, on a Redis of the test's own (where the window
+/// between a request's read and its write is a round trip wide).
+#[tokio::test]
+async fn sign_out_ends_a_session_that_concurrent_requests_are_using() {
+    let Some(binary) = crate::outages::redis_server() else {
+        eprintln!("skipped: no redis-server (set TEST_REDIS_SERVER)");
+        return;
+    };
+    let redis = crate::outages::Redis::start(binary);
+    let app = spawn_app_with(|s| s.redis_url = Some(redis.url())).await;
+    let portal = |cookie: String| {
+        let url = app.url("/portal");
+        async move {
+            http()
+                .get(url)
+                .header("cookie", format!("kh_session={cookie}"))
+                .send()
+                .await
+                .map(|r| r.status())
+        }
+    };
+    for trial in 0..8 {
+        let alice = browser();
+        let signed_in = app
+            .submit_sign_in(&alice, &app.url("/portal/login"), ALICE.1, ALICE.2)
+            .await;
+        let cookie = cookie_value(&set_cookie(&signed_in, "kh_session").unwrap());
+        let html = alice
+            .get(app.url("/portal"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut pollers = tokio::task::JoinSet::new();
+        for _ in 0..6 {
+            let (stop, url, cookie) = (stop.clone(), app.url("/portal"), cookie.clone());
+            pollers.spawn(async move {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = http()
+                        .get(&url)
+                        .header("cookie", format!("kh_session={cookie}"))
+                        .send()
+                        .await;
+                }
+            });
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        let logout = alice
+            .post(app.url("/portal/logout"))
+            .form(&[("csrf_token", hidden(&html, "csrf_token").unwrap())])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(logout.status(), StatusCode::SEE_OTHER);
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        while pollers.join_next().await.is_some() {}
+        assert_eq!(
+            portal(cookie).await.unwrap(),
+            StatusCode::SEE_OTHER,
+            "trial {trial}: the signed-out cookie still opens the portal"
+        );
+    }
+}

@@ -126,12 +126,16 @@ pub async fn decide(
         tracing::warn!("consent decision without a valid CSRF token");
         return Err(PageError::Forbidden);
     }
+    // Looked up under the signed-in customer: another customer's id finds nothing and leaves
+    // the request to its owner.
+    let customer = active.session.customer_id;
     let pending = match consent_id {
-        Some(id) => app.state.take_pending_consent(&id).await?,
-        None => None,
+        // Ours are 43 characters; nothing longer is looked up.
+        Some(id) if id.len() <= 64 => app.state.take_pending_consent(customer, &id).await?,
+        _ => None,
     };
     let pending = pending
-        .filter(|p| p.customer_id == active.session.customer_id)
+        .filter(|p| p.customer_id == customer)
         .ok_or(PageError::Forbidden)?;
 
     let selected = fields

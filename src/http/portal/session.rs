@@ -85,7 +85,11 @@ pub async fn current(app: &App, req: &HttpRequest) -> Result<Option<ActiveSessio
         app.state.delete_session(&hash).await?;
         return Ok(None);
     }
-    app.state.put_session(&hash, &session, idle(app)).await?;
+    // Only the time to live is extended: writing the session back would re-create one that a
+    // sign-out deleted while this request was in flight.
+    if !app.state.touch_session(&hash, idle(app)).await? {
+        return Ok(None);
+    }
     Ok(Some(ActiveSession { hash, session }))
 }
 
