@@ -12,9 +12,12 @@ use keyhole::domain::catalog::default_resources;
 use keyhole::domain::{Catalog, ClientId, FieldSet, GrantId};
 use keyhole::proxy::projection::{parse, project};
 use keyhole::proxy::{PartnerRateLimiter, ProxyCaches};
-use keyhole::state::{GateCheck, GateLimit, GrantStatus, MemoryBackend, StateBackend};
+use keyhole::state::{
+    GateCheck, GateLimit, GrantStatus, MemoryBackend, RedisBackend, StateBackend,
+};
 use keyhole::store::{PartnerRates, Store};
 use keyhole::tokens::{AccessClaims, EncryptionKey, KeyRing, Verifier};
+use redis::aio::MultiplexedConnection;
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
@@ -240,6 +243,185 @@ fn bench(c: &mut Criterion) {
             ))
         })
     });
+    if let Ok(url) = std::env::var("KEYHOLE_REDIS_URL") {
+        redis_gate(c, &rt, &url);
+    }
+}
+
+/// The gate script as it was before values carried an epoch (issue 17), re-created here so
+/// the cost of the epoch check is measured in the same binary and run.
+const GATE_BEFORE_EPOCHS_LUA: &str = r#"
+local function gcra(k0, a0)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  local n = #KEYS - k0 + 1
+  local tats = {}
+  for i = 1, n do
+    local interval = tonumber(ARGV[a0 + 2 * i - 2])
+    local burst = tonumber(ARGV[a0 + 2 * i - 1])
+    local tat = tonumber(redis.call('GET', KEYS[k0 + i - 1]) or now)
+    if tat < now then tat = now end
+    local over = tat - now - interval * (burst - 1)
+    if over > 0 then return {0, i - 1, string.format('%.0f', over)} end
+    tats[i] = tat
+  end
+  local out = {1}
+  for i = 1, n do
+    local interval = tonumber(ARGV[a0 + 2 * i - 2])
+    local burst = tonumber(ARGV[a0 + 2 * i - 1])
+    local tat = tats[i] + interval
+    redis.call('SET', KEYS[k0 + i - 1], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000) + 1)
+    out[#out + 1] = math.floor((interval * burst - (tat - now)) / interval)
+  end
+  return out
+end
+
+local function epoch(s)
+  local y, mo, d, h, mi, sec, frac =
+    string.match(s, '^(%d%d%d%d)-(%d%d)-(%d%d)T(%d%d):(%d%d):(%d%d)%.?(%d*)Z$')
+  if not y then return nil end
+  y, mo, d = tonumber(y), tonumber(mo), tonumber(d)
+  if mo <= 2 then y = y - 1 end
+  local era = math.floor(y / 400)
+  local yoe = y - era * 400
+  local doy = math.floor((153 * ((mo + 9) % 12) + 2) / 5) + d - 1
+  local doe = yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100) + doy
+  local days = era * 146097 + doe - 719468
+  local secs = days * 86400 + tonumber(h) * 3600 + tonumber(mi) * 60 + tonumber(sec)
+  return secs, tonumber(string.sub(frac .. '000000000', 1, 9))
+end
+local function grant_active(raw, now_s, now_ns)
+  if not raw then return false end
+  local ok, g = pcall(cjson.decode, raw)
+  if not ok or type(g) ~= 'table' or g.status ~= 'active' or type(g.expires_at) ~= 'string' then
+    return false
+  end
+  local s, ns = epoch(g.expires_at)
+  if not s then return false end
+  return s > now_s or (s == now_s and ns > now_ns)
+end
+local grant = redis.call('GET', KEYS[1])
+local partner = redis.call('GET', KEYS[2])
+local revoked = redis.call('EXISTS', KEYS[3])
+if #KEYS < 5 or revoked == 1 or partner ~= '"active"'
+  or not grant_active(grant, tonumber(ARGV[1]), tonumber(ARGV[2])) then
+  return {grant, partner, revoked, -1}
+end
+local out = {grant, partner, 0}
+local verdict = gcra(4, 3)
+for i = 1, #verdict do out[#out + 1] = verdict[i] end
+return out
+"#;
+
+/// Redis's own time per EVALSHA since the last `CONFIG RESETSTAT`, in µs.
+fn redis_usec_per_call(rt: &tokio::runtime::Runtime, conn: &mut MultiplexedConnection) -> f64 {
+    let info: String = rt
+        .block_on(redis::cmd("INFO").arg("commandstats").query_async(conn))
+        .expect("info");
+    info.lines()
+        .find(|l| l.starts_with("cmdstat_evalsha:"))
+        .and_then(|l| l.split(',').find_map(|f| f.strip_prefix("usec_per_call=")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+/// The gate on Redis (when `KEYHOLE_REDIS_URL` names one): one round trip, before and after
+/// the epoch check, with Redis's own time per call printed after each.
+fn redis_gate(c: &mut Criterion, rt: &tokio::runtime::Runtime, url: &str) {
+    let now = Utc::now();
+    let backend = rt
+        .block_on(RedisBackend::connect(url, "kh-bench:"))
+        .expect("redis");
+    let mut conn = rt
+        .block_on(
+            redis::Client::open(url)
+                .expect("url")
+                .get_multiplexed_async_connection(),
+        )
+        .expect("connection");
+    let status = serde_json::to_vec(&GrantStatus::Active {
+        expires_at: now + chrono::Duration::days(1),
+    })
+    .expect("json");
+    let hour = Duration::from_secs(3600);
+    rt.block_on(async {
+        backend
+            .put("kh-bench:grant:g", status.clone(), hour)
+            .await
+            .expect("put");
+        backend
+            .put("kh-bench:partner:p", b"\"active\"".to_vec(), hour)
+            .await
+            .expect("put");
+        redis::pipe()
+            .set("kh-before:grant:g", status)
+            .set("kh-before:partner:p", "\"active\"")
+            .query_async::<()>(&mut conn)
+            .await
+            .expect("set");
+    });
+    let before = redis::Script::new(GATE_BEFORE_EPOCHS_LUA);
+    let mut invocation = before.prepare_invoke();
+    invocation
+        .key("kh-before:grant:g")
+        .key("kh-before:partner:p")
+        .key("kh-before:jti:j")
+        .key("kh-before:rl:grant:g")
+        .key("kh-before:rl:partner:p")
+        .arg(now.timestamp())
+        .arg(now.timestamp_subsec_nanos())
+        .arg(1)
+        .arg(1_000_000)
+        .arg(1)
+        .arg(1_000_000);
+    rt.block_on(
+        redis::cmd("CONFIG")
+            .arg("RESETSTAT")
+            .query_async::<()>(&mut conn),
+    )
+    .expect("resetstat");
+    c.bench_function("gate (Redis round trip, before epochs)", |b| {
+        b.iter(|| {
+            rt.block_on(invocation.invoke_async::<redis::Value>(&mut conn))
+                .expect("gate")
+        })
+    });
+    eprintln!(
+        "  Redis time per gate call, before epochs: {:.2} µs",
+        redis_usec_per_call(rt, &mut conn)
+    );
+    let open_limit = |key| GateLimit {
+        key,
+        interval: Duration::from_micros(1),
+        burst: 1_000_000,
+    };
+    let check = GateCheck {
+        grant_key: "kh-bench:grant:g",
+        partner_key: "kh-bench:partner:p",
+        jti_key: "kh-bench:jti:j",
+        now,
+        limits: Some([
+            open_limit("kh-bench:rl:grant:g"),
+            open_limit("kh-bench:rl:partner:p"),
+        ]),
+    };
+    rt.block_on(
+        redis::cmd("CONFIG")
+            .arg("RESETSTAT")
+            .query_async::<()>(&mut conn),
+    )
+    .expect("resetstat");
+    c.bench_function("gate (Redis round trip, epoch-stamped)", |b| {
+        b.iter(|| {
+            let reply = rt.block_on(backend.gate(black_box(&check))).expect("gate");
+            assert!(reply.limits.is_some(), "the statuses must read as fresh");
+            reply
+        })
+    });
+    eprintln!(
+        "  Redis time per gate call, epoch-stamped: {:.2} µs",
+        redis_usec_per_call(rt, &mut conn)
+    );
 }
 
 criterion_group!(benches, bench);

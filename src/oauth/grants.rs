@@ -98,7 +98,10 @@ pub async fn publish_active(
 }
 
 /// Ends a grant everywhere. Shared state is written first: if the database write then fails the
-/// grant is already refused (fail closed) and the caller sees an error and may retry.
+/// grant is already refused (fail closed) and the caller sees an error and may retry. It is
+/// written again once the database holds the revocation: should Redis have lost the first
+/// write meanwhile (and a refill have read the database just before the commit), the second
+/// one still lands after anything that refill could have cached.
 pub async fn revoke(app: &App, id: GrantId, by: RevokedBy) -> Result<bool, Internal> {
     let expires_at = app
         .store
@@ -106,10 +109,14 @@ pub async fn revoke(app: &App, id: GrantId, by: RevokedBy) -> Result<bool, Inter
         .await?
         .map(|g| g.expires_at)
         .unwrap_or_else(|| app.clock.now());
+    let ttl = ttl_until(app, expires_at);
     app.state
-        .put_grant_status(id, GrantStatus::Revoked, ttl_until(app, expires_at))
+        .put_grant_status(id, GrantStatus::Revoked, ttl)
         .await?;
     let changed = app.store.revoke_grant(id, by, app.clock.now()).await?;
+    app.state
+        .put_grant_status(id, GrantStatus::Revoked, ttl)
+        .await?;
     if changed {
         tracing::info!(grant_id = %id, revoked_by = by.as_str(), "grant revoked");
     }
@@ -134,7 +141,8 @@ pub async fn partner_state(app: &App, client: &ClientId) -> Result<PartnerState,
 
 /// Suspends or reinstates a partner everywhere, failing closed either way: a suspension is
 /// written to shared state first (every instance refuses the next call even if the database
-/// write then fails), a reinstatement to the database first (a failure leaves it suspended).
+/// write then fails) and again after it (as for a grant's revocation), a reinstatement to the
+/// database first (a failure leaves it suspended).
 pub async fn set_partner_status(
     app: &App,
     client: &ClientId,
@@ -147,6 +155,9 @@ pub async fn set_partner_status(
                 .put_partner_state(client, PartnerState::Suspended, PARTNER_STATE_TTL)
                 .await?;
             app.store.set_partner_status(client, status, now).await?;
+            app.state
+                .put_partner_state(client, PartnerState::Suspended, PARTNER_STATE_TTL)
+                .await?;
         }
         PartnerStatus::Active => {
             app.store.set_partner_status(client, status, now).await?;

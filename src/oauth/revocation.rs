@@ -61,15 +61,16 @@ async fn revoke_access_token(
     let now = app.clock.now();
     let remaining = (claims.exp + crate::tokens::LEEWAY_SECONDS - now.timestamp()).max(1);
     // Shared state first, so every instance refuses the token at once; then the database,
-    // from which shared state can be rebuilt if it loses the marker. Either failing is an
-    // error the partner sees (and may retry).
-    app.state
-        .revoke_jti(&claims.jti, Duration::from_secs(remaining.unsigned_abs()))
-        .await?;
+    // from which shared state is rebuilt if it loses the marker; then shared state again, in
+    // case it lost the first marker before the database had the row (see `grants::revoke`).
+    // Any of them failing is an error the partner sees (and may retry).
+    let ttl = Duration::from_secs(remaining.unsigned_abs());
+    app.state.revoke_jti(&claims.jti, ttl).await?;
     let expires_at = now + chrono::Duration::seconds(remaining);
     app.store
         .revoke_access_token(&claims.jti, claims.grant_id, now, expires_at)
         .await?;
+    app.state.revoke_jti(&claims.jti, ttl).await?;
     tracing::info!(jti = %claims.jti, grant_id = %claims.grant_id, "access token revoked");
     Ok(true)
 }

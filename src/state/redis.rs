@@ -407,3 +407,117 @@ impl StateBackend for RedisBackend {
         self.query(&redis::cmd("PING")).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A Redis to test against (`KEYHOLE_REDIS_URL`, as `.ci/run` sets it), with a prefix of
+    /// this test's own; `None` says the test is skipped.
+    async fn redis(test: &str) -> Option<(String, String, RedisBackend)> {
+        let Some(url) = std::env::var("KEYHOLE_REDIS_URL")
+            .ok()
+            .filter(|u| u.starts_with("redis://"))
+        else {
+            eprintln!("skipped {test}: KEYHOLE_REDIS_URL names no Redis server");
+            return None;
+        };
+        let prefix = format!("kh-epoch-test-{}:", uuid::Uuid::new_v4().simple());
+        let backend = RedisBackend::connect(&url, &prefix).await.unwrap();
+        Some((url, prefix, backend))
+    }
+
+    async fn raw(url: &str, cmd: &redis::Cmd) {
+        let client = redis::Client::open(url).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        cmd.query_async::<()>(&mut conn).await.unwrap();
+    }
+
+    const TTL: Duration = Duration::from_secs(60);
+
+    #[tokio::test]
+    async fn values_of_another_epoch_read_as_absent_everywhere() {
+        let Some((url, prefix, backend)) = redis("values_of_another_epoch").await else {
+            return;
+        };
+        let key = format!("{prefix}grant:g");
+        backend.put(&key, b"old".to_vec(), TTL).await.unwrap();
+        assert_eq!(backend.get(&key).await.unwrap(), Some(b"old".to_vec()));
+        // Another epoch, as after a restart noticed by another instance.
+        raw(
+            &url,
+            redis::cmd("SET")
+                .arg(format!("{prefix}epoch"))
+                .arg("ffffffffffffffff:another-process"),
+        )
+        .await;
+        assert_eq!(backend.get(&key).await.unwrap(), None);
+        assert!(!backend.expire_existing(&key, TTL).await.unwrap());
+        assert_eq!(
+            backend
+                .replace_existing(&key, b"x".to_vec(), TTL)
+                .await
+                .unwrap(),
+            None
+        );
+        // A stale value counts as absent for a cache fill, which replaces it.
+        assert!(
+            backend
+                .put_if_absent(&key, b"new".to_vec(), TTL)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !backend
+                .put_if_absent(&key, b"newer".to_vec(), TTL)
+                .await
+                .unwrap()
+        );
+        assert_eq!(backend.take(&key).await.unwrap(), Some(b"new".to_vec()));
+        assert_eq!(backend.take(&key).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn without_an_epoch_nothing_reads_and_the_next_write_makes_one() {
+        let Some((url, prefix, backend)) = redis("without_an_epoch").await else {
+            return;
+        };
+        let key = format!("{prefix}session:s");
+        backend.put(&key, b"s".to_vec(), TTL).await.unwrap();
+        raw(&url, redis::cmd("DEL").arg(format!("{prefix}epoch"))).await;
+        assert_eq!(backend.get(&key).await.unwrap(), None);
+        backend.put(&key, b"t".to_vec(), TTL).await.unwrap();
+        assert_eq!(backend.get(&key).await.unwrap(), Some(b"t".to_vec()));
+    }
+
+    /// The epoch belongs to one Redis process: a new connection that finds an epoch naming
+    /// another process (restored from its snapshot, or replicated from a former primary)
+    /// starts a new one, and what was written under the old one is gone for everybody.
+    #[tokio::test]
+    async fn a_new_connection_replaces_an_epoch_of_another_redis_process() {
+        let Some((url, prefix, backend)) = redis("a_new_connection_replaces").await else {
+            return;
+        };
+        let epoch_key = format!("{prefix}epoch");
+        raw(
+            &url,
+            redis::cmd("SET")
+                .arg(&epoch_key)
+                .arg("aaaaaaaaaaaaaaaa:0123456789abcdef0123456789abcdef01234567"),
+        )
+        .await;
+        let key = format!("{prefix}partner:p");
+        backend
+            .put(&key, b"\"active\"".to_vec(), TTL)
+            .await
+            .unwrap();
+        assert!(backend.get(&key).await.unwrap().is_some());
+        let other = RedisBackend::connect(&url, &prefix).await.unwrap();
+        assert_eq!(other.get(&key).await.unwrap(), None);
+        assert_eq!(backend.get(&key).await.unwrap(), None);
+        // While the epoch is this process's own, a new connection keeps it.
+        other.put(&key, b"\"active\"".to_vec(), TTL).await.unwrap();
+        let third = RedisBackend::connect(&url, &prefix).await.unwrap();
+        assert!(third.get(&key).await.unwrap().is_some());
+    }
+}
