@@ -7,7 +7,7 @@ use crate::domain::{Catalog, ClientId, FieldSet, UpstreamCustomerId};
 use crate::secrets::{hash_password, random_token, token_hash};
 use crate::startup::{encryption_key, open_store};
 use crate::store::{NewPartner, PartnerRates, Store};
-use crate::tokens::{EncryptionKey, KeyRing, reseal};
+use crate::tokens::{ACTIVATION_DELAY, EncryptionKey, KeyRing, reseal};
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
@@ -206,7 +206,9 @@ pub enum LogCommand {
 
 #[derive(Subcommand)]
 pub enum KeysCommand {
-    /// Add a new current signing key; the old one stays published until its tokens expire.
+    /// Add a new signing key: published at once, it signs once every running instance has
+    /// loaded it (within 60 s; the time is printed); the old key signs until then and stays
+    /// published until its tokens expire.
     Rotate {
         #[arg(long)]
         json: bool,
@@ -438,12 +440,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 encryption_key,
             )
             .await?;
-            let kid = keys.rotate().await?;
-            print(
-                json,
-                json!({ "kid": kid }),
-                format!("new signing key {kid}; running instances sign with it within 60 s"),
+            let rotation = keys.rotate().await?;
+            let human = format!(
+                "new signing key {}: published now, signs from {} (in {} s, once every \
+                 running instance has loaded it; the old key signs until then)",
+                rotation.kid,
+                rotation
+                    .signs_from
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                ACTIVATION_DELAY.as_secs(),
             );
+            print(json, json!(rotation), human);
         }
         Command::Keys(KeysCommand::Rewrap { new_key_file, json }) => {
             rewrap(&settings, &new_key_file, json).await?

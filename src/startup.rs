@@ -20,11 +20,8 @@ use anyhow::{Context, bail};
 use std::net::TcpListener;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tracing_actix_web::TracingLogger;
-
-/// How often each instance re-reads the signing keys, so a rotation reaches every instance.
-const KEY_RELOAD_EVERY: Duration = Duration::from_secs(60);
 
 pub struct Options {
     pub clock: SharedClock,
@@ -365,7 +362,8 @@ pub async fn encryption_key(settings: &Settings, store: &Store) -> anyhow::Resul
 }
 
 async fn reload_keys(keys: Arc<KeyRing>) {
-    let mut tick = tokio::time::interval(KEY_RELOAD_EVERY);
+    // A rotated key signs only after `ACTIVATION_DELAY`, long enough for two of these.
+    let mut tick = tokio::time::interval(crate::tokens::RELOAD_EVERY);
     tick.tick().await;
     loop {
         tick.tick().await;

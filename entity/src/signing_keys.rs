@@ -15,7 +15,12 @@ pub struct Model {
     #[sea_orm(column_type = "Blob")]
     pub public_key: Vec<u8>,
     pub created_at: DateTimeUtc,
+    /// When it stops signing: its successor's activation time (it stays published until the
+    /// tokens it signed have expired).
     pub retired_at: Option<DateTimeUtc>,
+    /// When it starts signing, later than `created_at` for a rotated key so every instance
+    /// trusts it first; null for a key active since it was stored.
+    pub activates_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -17,6 +17,7 @@ mod m20261201_000008_security_team;
 mod m20261202_000009_admin_audit_query_hash;
 mod m20261202_000010_access_log_chains;
 mod m20261202_000011_revoked_tokens;
+mod m20261202_000012_signing_key_activation;
 
 pub use m20261202_000010_access_log_chains::LEGACY_CHAIN;
 
@@ -38,6 +39,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000009_admin_audit_query_hash::Migration),
             Box::new(m20261202_000010_access_log_chains::Migration),
             Box::new(m20261202_000011_revoked_tokens::Migration),
+            Box::new(m20261202_000012_signing_key_activation::Migration),
         ]
     }
 }
@@ -89,13 +91,93 @@ mod tests {
         );
     }
 
+    /// A key stored before `signing_keys.activates_at` existed gets none (it signs as before),
+    /// and stays through the column's `down()`.
+    async fn keys_from_before_activation_times_stay_active(db: &DatabaseConnection) {
+        use m20261122_000005_create_signing_keys::SigningKeys;
+        let activation = Migrator::migrations()
+            .iter()
+            .position(|m| m.name() == "m20261202_000012_signing_key_activation")
+            .unwrap();
+        Migrator::up(db, Some(activation.try_into().unwrap()))
+            .await
+            .unwrap();
+        let manager = SchemaManager::new(db);
+        assert!(
+            !manager
+                .has_column("signing_keys", "activates_at")
+                .await
+                .unwrap()
+        );
+        manager
+            .exec_stmt(
+                Query::insert()
+                    .into_table(SigningKeys::Table)
+                    .columns([
+                        SigningKeys::Kid,
+                        SigningKeys::PrivateKey,
+                        SigningKeys::PublicKey,
+                        SigningKeys::CreatedAt,
+                    ])
+                    .values_panic([
+                        Expr::val("before"),
+                        Expr::val(vec![1u8]),
+                        Expr::val(vec![2u8]),
+                        Expr::current_timestamp(),
+                    ])
+                    .to_owned(),
+            )
+            .await
+            .unwrap();
+
+        Migrator::up(db, None).await.unwrap();
+        assert!(
+            manager
+                .has_column("signing_keys", "activates_at")
+                .await
+                .unwrap()
+        );
+        let without = Query::select()
+            .expr_as(Expr::col(Asterisk).count(), "n")
+            .from(SigningKeys::Table)
+            .and_where(Expr::col("activates_at").is_null())
+            .to_owned();
+        let row = db.query_one(&without).await.unwrap().unwrap();
+        assert_eq!(row.try_get::<i64>("", "n").unwrap(), 1);
+
+        // Back down through this migration (and any after it).
+        let from_activation = Migrator::migrations().len() - activation;
+        Migrator::down(db, Some(from_activation.try_into().unwrap()))
+            .await
+            .unwrap();
+        assert!(
+            !manager
+                .has_column("signing_keys", "activates_at")
+                .await
+                .unwrap()
+        );
+        let kept = Query::select()
+            .expr_as(Expr::col(Asterisk).count(), "n")
+            .from(SigningKeys::Table)
+            .to_owned();
+        let row = db.query_one(&kept).await.unwrap().unwrap();
+        assert_eq!(row.try_get::<i64>("", "n").unwrap(), 1);
+        Migrator::up(db, None).await.unwrap();
+    }
+
     #[tokio::test]
     async fn sqlite_up_down_up() {
         let db = Database::connect("sqlite::memory:").await.unwrap();
         up_down_up(&db).await;
     }
 
-    /// Runs the same round trip against PostgreSQL when `KEYHOLE_DATABASE_URL` names a
+    #[tokio::test]
+    async fn sqlite_keys_from_before_activation_times_stay_active() {
+        let db = Database::connect("sqlite::memory:").await.unwrap();
+        keys_from_before_activation_times_stay_active(&db).await;
+    }
+
+    /// Runs the same checks against PostgreSQL when `KEYHOLE_DATABASE_URL` names a
     /// PostgreSQL server (as `.ci/run` sets it), in a scratch database made for this test.
     #[tokio::test]
     async fn postgres_up_down_up() {
@@ -124,6 +206,7 @@ mod tests {
             None => panic!("KEYHOLE_DATABASE_URL has no database path"),
         };
         let db = Database::connect(scratch).await.unwrap();
+        keys_from_before_activation_times_stay_active(&db).await;
         up_down_up(&db).await;
         db.close().await.unwrap();
         admin

@@ -16,7 +16,18 @@ pub struct StoredKey {
     pub private_key: Vec<u8>,
     pub public_key: Vec<u8>,
     pub created_at: DateTime<Utc>,
+    /// When it stops signing: its successor's activation time, which may be ahead.
     pub retired_at: Option<DateTime<Utc>>,
+    /// When it starts signing; `None` for a key active since it was stored (the first key of
+    /// a database, and keys from before activation times).
+    pub activates_at: Option<DateTime<Utc>>,
+}
+
+impl StoredKey {
+    /// When it starts signing: its activation time, or when it was stored.
+    pub fn signs_from(&self) -> DateTime<Utc> {
+        self.activates_at.unwrap_or(self.created_at)
+    }
 }
 
 impl std::fmt::Debug for StoredKey {
@@ -25,6 +36,7 @@ impl std::fmt::Debug for StoredKey {
             .field("kid", &self.kid)
             .field("created_at", &self.created_at)
             .field("retired_at", &self.retired_at)
+            .field("activates_at", &self.activates_at)
             .finish_non_exhaustive()
     }
 }
@@ -44,12 +56,14 @@ impl From<signing_keys::Model> for StoredKey {
             public_key: m.public_key,
             created_at: m.created_at,
             retired_at: m.retired_at,
+            activates_at: m.activates_at,
         }
     }
 }
 
 impl Store {
-    /// Keys still useful for verification: the current one and those retired after `since`.
+    /// Keys still useful for verification: those that sign now or will, and those retired after
+    /// `since`.
     pub async fn signing_keys(&self, since: DateTime<Utc>) -> Result<Vec<StoredKey>, StoreError> {
         Ok(signing_keys::Entity::find()
             .filter(
@@ -100,12 +114,19 @@ impl Store {
         Ok(())
     }
 
-    /// Adds a key as the current one and retires the previous current key, atomically.
+    /// Adds a key and, atomically, retires from the moment it takes over every key that would
+    /// still sign then: the current key, and a key still pending (which then signs until that
+    /// moment, or never if it was due later).
     pub async fn add_signing_key(&self, key: StoredKey) -> Result<(), StoreError> {
+        let takes_over = key.signs_from();
         let txn = self.db.begin().await?;
         signing_keys::Entity::update_many()
-            .col_expr(signing_keys::Column::RetiredAt, Expr::value(key.created_at))
-            .filter(signing_keys::Column::RetiredAt.is_null())
+            .col_expr(signing_keys::Column::RetiredAt, Expr::value(takes_over))
+            .filter(
+                Condition::any()
+                    .add(signing_keys::Column::RetiredAt.is_null())
+                    .add(signing_keys::Column::RetiredAt.gt(takes_over)),
+            )
             .exec(&txn)
             .await?;
         signing_keys::ActiveModel {
@@ -114,6 +135,7 @@ impl Store {
             public_key: Set(key.public_key),
             created_at: Set(key.created_at),
             retired_at: Set(None),
+            activates_at: Set(key.activates_at),
         }
         .insert(&txn)
         .await?;

@@ -1,7 +1,12 @@
 //! Ed25519 signing keys: generated on first start, stored in the database sealed under the
-//! encryption key (`sealing`), rotated by `keyhole keys rotate`. Every instance reloads them
-//! each minute, so a rotation reaches all instances within 60 s, and a retired key stays
-//! published until its tokens have expired.
+//! encryption key (`sealing`), rotated by `keyhole keys rotate`.
+//!
+//! Every instance reloads the keys on a timer of its own, so a rotated key is *published first
+//! and used later*: from the rotation on, every instance that has reloaded publishes it in the
+//! JWKS and accepts its tokens, but it signs only from its activation time, by which every
+//! instance has reloaded it. Each instance picks the signing key from its clock on every
+//! signature, so all switch at the same moment without waiting for a reload. The key it
+//! replaces signs until then and stays published until the last tokens it signed have expired.
 
 use super::sealing::{EncryptionKey, SealError, is_sealed};
 use super::{ACCESS_TOKEN_TYP, AccessClaims, LEEWAY_SECONDS};
@@ -10,6 +15,7 @@ use crate::secrets::{SecretError, random_bytes};
 use crate::store::{KeyReplacement, Store, StoreError, StoredKey};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, SubsecRound, Utc};
 use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
 use parking_lot::RwLock;
@@ -17,7 +23,30 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 use zeroize::Zeroizing;
+
+/// How often every instance re-reads the signing keys (the reload task in `startup`).
+pub const RELOAD_EVERY: Duration = Duration::from_secs(15);
+
+/// How long whoever fetches `/.well-known/jwks.json` may cache it (its `Cache-Control`).
+pub const JWKS_MAX_AGE: Duration = Duration::from_secs(30);
+
+/// How long a rotated key is published before it signs. An instance that reloaded just before
+/// the rotation loads the new key one reload interval later, or two if that reload fails (a
+/// database blip); a JWKS it served just before then may be cached for `JWKS_MAX_AGE` more.
+/// 15 + 15 + 30 s: every instance, and every fresh copy of the JWKS, has the key before it
+/// signs, and DESIGN.md's promise holds: running instances sign with it within 60 s.
+pub const ACTIVATION_DELAY: Duration = Duration::from_secs(60);
+
+const _: () = assert!(
+    ACTIVATION_DELAY.as_secs() >= 2 * RELOAD_EVERY.as_secs() + JWKS_MAX_AGE.as_secs(),
+    "a rotated key must be published for two reloads and a JWKS cache lifetime before it signs"
+);
+const _: () = assert!(
+    ACTIVATION_DELAY.as_secs() <= 60,
+    "DESIGN.md: running instances sign with the new key within 60 s"
+);
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -43,8 +72,8 @@ pub enum KeyError {
     Seal(#[from] SealError),
 }
 
-/// Generates a fresh Ed25519 key; its `kid` is the RFC 7638 JWK thumbprint. Its private key is
-/// in the clear: the key ring seals it before storing it.
+/// Generates a fresh Ed25519 key, active from when it is stored; its `kid` is the RFC 7638 JWK
+/// thumbprint. Its private key is in the clear: the key ring seals it before storing it.
 pub fn generate_key(now: chrono::DateTime<chrono::Utc>) -> Result<StoredKey, KeyError> {
     let seed = random_bytes::<32>()?;
     let signing = ed25519_dalek::SigningKey::from_bytes(&seed);
@@ -59,6 +88,7 @@ pub fn generate_key(now: chrono::DateTime<chrono::Utc>) -> Result<StoredKey, Key
         public_key,
         created_at: now,
         retired_at: None,
+        activates_at: None,
     })
 }
 
@@ -87,14 +117,52 @@ fn seal_new(encryption_key: &EncryptionKey, mut key: StoredKey) -> Result<Stored
     Ok(key)
 }
 
-struct CurrentKey {
+/// A key that signs now or will, its private half opened.
+struct Signer {
     kid: String,
+    /// When it starts signing; `None` for a key that signs from when it was stored, so that an
+    /// instance whose clock is behind the one that stored it signs with it too.
+    from: Option<DateTime<Utc>>,
+    /// When its successor takes over.
+    until: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
     encoding: EncodingKey,
 }
 
-/// One immutable snapshot of the keys; swapped whole on reload.
+impl Signer {
+    fn signs_at(&self, now: DateTime<Utc>) -> bool {
+        self.from.is_none_or(|from| from <= now) && self.until.is_none_or(|until| now < until)
+    }
+}
+
+/// The keys that sign now or will, in the order they take over; never empty.
+struct Signers {
+    first: Signer,
+    later: Vec<Signer>,
+}
+
+impl Signers {
+    /// The key that signs at `now`: the last to have taken over by then. Before any has (a
+    /// clock set back past the snapshot's own time), the first.
+    fn at(&self, now: DateTime<Utc>) -> &Signer {
+        std::iter::once(&self.first)
+            .chain(&self.later)
+            .rev()
+            .find(|s| s.signs_at(now))
+            .unwrap_or(&self.first)
+    }
+
+    fn find(&self, kid: &str) -> Option<&Signer> {
+        std::iter::once(&self.first)
+            .chain(&self.later)
+            .find(|s| s.kid == kid)
+    }
+}
+
+/// One immutable snapshot of the keys; swapped whole on reload. It holds every key that signs
+/// now or later, so signing switches to a pending key at its activation time without a reload.
 pub(super) struct KeySet {
-    current: CurrentKey,
+    signers: Signers,
     pub(super) verifying: HashMap<String, DecodingKey>,
     jwks: Value,
 }
@@ -176,22 +244,16 @@ pub async fn reseal(
 }
 
 impl KeySet {
-    /// Builds the snapshot; the current private key is decrypted unless `previous` holds it
-    /// already, so an instance started before an encryption-key rotation keeps signing.
+    /// Builds the snapshot at `now`; the private keys of those that sign now or later are
+    /// decrypted unless `previous` holds them already, so an instance started before an
+    /// encryption-key rotation keeps signing.
     fn build(
         keys: &[StoredKey],
         encryption_key: &EncryptionKey,
         previous: Option<&KeySet>,
+        now: DateTime<Utc>,
     ) -> Result<Self, KeyError> {
-        // Keys arrive newest first; the newest unretired one signs.
-        let current = keys
-            .iter()
-            .find(|k| k.retired_at.is_none())
-            .ok_or(KeyError::NoKey)?;
-        let encoding = match previous.filter(|p| p.current.kid == current.kid) {
-            Some(previous) => previous.current.encoding.clone(),
-            None => EncodingKey::from_ed_der(&private_der(encryption_key, current)?),
-        };
+        let signers = Self::signers(keys, encryption_key, previous, now)?;
         let mut verifying = HashMap::new();
         let mut jwks = Vec::new();
         for key in keys {
@@ -204,14 +266,62 @@ impl KeySet {
             jwks.push(public_jwk(key));
         }
         Ok(Self {
-            current: CurrentKey {
-                kid: current.kid.clone(),
-                encoding,
-            },
+            signers,
             verifying,
             jwks: json!({ "keys": jwks }),
         })
     }
+
+    /// The keys not retired by `now`, in the order they take over.
+    fn signers(
+        keys: &[StoredKey],
+        encryption_key: &EncryptionKey,
+        previous: Option<&KeySet>,
+        now: DateTime<Utc>,
+    ) -> Result<Signers, KeyError> {
+        let mut signers = keys
+            .iter()
+            .filter(|k| k.retired_at.is_none_or(|retired| retired > now))
+            .map(|key| {
+                let known = previous.and_then(|p| p.signers.find(&key.kid));
+                let encoding = match known {
+                    Some(signer) => signer.encoding.clone(),
+                    None => EncodingKey::from_ed_der(&private_der(encryption_key, key)?),
+                };
+                Ok(Signer {
+                    kid: key.kid.clone(),
+                    from: key.activates_at,
+                    until: key.retired_at,
+                    created_at: key.created_at,
+                    encoding,
+                })
+            })
+            .collect::<Result<Vec<_>, KeyError>>()?;
+        signers.sort_by_key(|s| (s.from, s.created_at));
+        let mut signers = signers.into_iter();
+        let first = signers.next().ok_or(KeyError::NoKey)?;
+        Ok(Signers {
+            first,
+            later: signers.collect(),
+        })
+    }
+}
+
+/// `at`, rounded up to a whole second, so the time printed is the time stored on any database.
+fn whole_second_after(at: DateTime<Utc>) -> DateTime<Utc> {
+    let down = at.trunc_subsecs(0);
+    if down == at {
+        at
+    } else {
+        down + chrono::TimeDelta::seconds(1)
+    }
+}
+
+/// What `keys rotate` did: the new key, and when it starts signing.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Rotation {
+    pub kid: String,
+    pub signs_from: DateTime<Utc>,
 }
 
 pub struct KeyRing {
@@ -260,7 +370,7 @@ impl KeyRing {
                 .await?;
             stored = Self::fetch(&store, &clock, access_token_ttl).await?;
         }
-        let set = KeySet::build(&stored, &encryption_key, None)?;
+        let set = KeySet::build(&stored, &encryption_key, None, clock.now())?;
         Ok(Self {
             store,
             clock,
@@ -283,26 +393,41 @@ impl KeyRing {
     /// Re-reads the keys, picking up a rotation done by another process.
     pub async fn reload(&self) -> Result<(), KeyError> {
         let stored = Self::fetch(&self.store, &self.clock, self.access_token_ttl).await?;
-        let set = KeySet::build(&stored, &self.encryption_key, Some(&self.snapshot()))?;
+        let set = KeySet::build(
+            &stored,
+            &self.encryption_key,
+            Some(&self.snapshot()),
+            self.clock.now(),
+        )?;
         *self.keys.write() = Arc::new(set);
         Ok(())
     }
 
-    /// Adds a new current key; the old one stays published until its tokens expire.
-    pub async fn rotate(&self) -> Result<String, KeyError> {
-        let key = seal_new(&self.encryption_key, generate_key(self.clock.now())?)?;
-        let kid = key.kid.clone();
-        self.store.add_signing_key(key).await?;
+    /// Adds a new key, published and trusted by every instance once it reloads, that signs
+    /// from `ACTIVATION_DELAY` on; the key it replaces signs until then and stays published
+    /// until its tokens expire.
+    pub async fn rotate(&self) -> Result<Rotation, KeyError> {
+        let now = self.clock.now();
+        let mut key = generate_key(now)?;
+        let rotation = Rotation {
+            kid: key.kid.clone(),
+            signs_from: whole_second_after(now + ACTIVATION_DELAY),
+        };
+        key.activates_at = Some(rotation.signs_from);
+        self.store
+            .add_signing_key(seal_new(&self.encryption_key, key)?)
+            .await?;
         self.reload().await?;
-        Ok(kid)
+        Ok(rotation)
     }
 
     pub(super) fn snapshot(&self) -> Arc<KeySet> {
         self.keys.read().clone()
     }
 
+    /// The key that signs now.
     pub fn current_kid(&self) -> String {
-        self.snapshot().current.kid.clone()
+        self.snapshot().signers.at(self.clock.now()).kid.clone()
     }
 
     pub fn jwks(&self) -> Value {
@@ -314,25 +439,29 @@ impl KeyRing {
         Ok(self.sign_jws(ACCESS_TOKEN_TYP, claims)?.1)
     }
 
-    /// Signs any claims as a compact JWS of type `typ` with the current key; returns the
-    /// key's id with it. The `typ` keeps one kind of signed object from passing for another.
+    /// Signs any claims as a compact JWS of type `typ` with the key that signs now (chosen on
+    /// every signature, so a pending key takes over at its activation time on every instance
+    /// at once); returns the key's id with it. The `typ` keeps one kind of signed object from
+    /// passing for another.
     pub fn sign_jws<T: serde::Serialize>(
         &self,
         typ: &str,
         claims: &T,
     ) -> Result<(String, String), KeyError> {
         let keys = self.snapshot();
+        let signer = keys.signers.at(self.clock.now());
         let mut header = Header::new(Algorithm::EdDSA);
         header.typ = Some(typ.to_owned());
-        header.kid = Some(keys.current.kid.clone());
-        let jws = jsonwebtoken::encode(&header, claims, &keys.current.encoding)?;
-        Ok((keys.current.kid.clone(), jws))
+        header.kid = Some(signer.kid.clone());
+        let jws = jsonwebtoken::encode(&header, claims, &signer.encoding)?;
+        Ok((signer.kid.clone(), jws))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::{Clock, ManualClock};
 
     #[test]
     fn the_kid_is_the_rfc7638_thumbprint() {
@@ -353,13 +482,13 @@ mod tests {
         let b = generate_key(now).unwrap();
         assert_ne!(a.kid, b.kid);
         let encryption_key = EncryptionKey::generate().unwrap();
-        assert!(KeySet::build(std::slice::from_ref(&a), &encryption_key, None).is_ok());
+        assert!(KeySet::build(std::slice::from_ref(&a), &encryption_key, None, now).is_ok());
         let sealed = seal_new(&encryption_key, a).unwrap();
         assert!(is_sealed(&sealed.private_key));
-        assert!(KeySet::build(std::slice::from_ref(&sealed), &encryption_key, None).is_ok());
+        assert!(KeySet::build(std::slice::from_ref(&sealed), &encryption_key, None, now).is_ok());
         let wrong = EncryptionKey::generate().unwrap();
         assert!(matches!(
-            KeySet::build(&[sealed], &wrong, None),
+            KeySet::build(&[sealed], &wrong, None, now),
             Err(KeyError::Sealed { .. })
         ));
     }
@@ -371,9 +500,170 @@ mod tests {
         a.public_key = generate_key(now).unwrap().public_key;
         let encryption_key = EncryptionKey::generate().unwrap();
         assert!(matches!(
-            KeySet::build(&[a], &encryption_key, None),
+            KeySet::build(&[a], &encryption_key, None, now),
             Err(KeyError::BadKey { .. })
         ));
+    }
+
+    /// A key ring over `store`, as one instance loads it, with a clock of its own.
+    async fn instance(
+        store: &Store,
+        clock: &ManualClock,
+        encryption_key: &EncryptionKey,
+    ) -> KeyRing {
+        let clock: SharedClock = Arc::new(clock.clone());
+        let encryption_key = EncryptionKey::from_base64(&encryption_key.to_base64()).unwrap();
+        KeyRing::load(store.clone(), clock, 300, encryption_key)
+            .await
+            .unwrap()
+    }
+
+    /// Signs a token with whatever key signs now: its `kid` and the token.
+    fn sign(keys: &KeyRing) -> (String, String) {
+        keys.sign_jws("test+jwt", &json!({ "n": 1 })).unwrap()
+    }
+
+    /// Whether `keys` trusts `token`'s signature, as the verifier checks it.
+    fn verifies(keys: &KeyRing, token: &str) -> bool {
+        let kid = jsonwebtoken::decode_header(token).unwrap().kid.unwrap();
+        let snapshot = keys.snapshot();
+        let Some(key) = snapshot.verifying.get(&kid) else {
+            return false;
+        };
+        let mut validation = jsonwebtoken::Validation::new(Algorithm::EdDSA);
+        validation.set_required_spec_claims::<&str>(&[]);
+        validation.validate_exp = false;
+        jsonwebtoken::decode::<Value>(token, key, &validation).is_ok()
+    }
+
+    fn delay() -> chrono::Duration {
+        chrono::Duration::from_std(ACTIVATION_DELAY).unwrap()
+    }
+
+    fn published(keys: &KeyRing) -> Vec<String> {
+        let mut kids: Vec<String> = keys.jwks()["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["kid"].as_str().unwrap().to_owned())
+            .collect();
+        kids.sort();
+        kids
+    }
+
+    #[tokio::test]
+    async fn a_pending_key_is_published_and_trusted_but_signs_only_from_its_activation() {
+        let (store, _dir) = crate::store::testing::store().await;
+        let encryption_key = EncryptionKey::generate().unwrap();
+        let clock = ManualClock::new(chrono::Utc::now());
+        let keys = instance(&store, &clock, &encryption_key).await;
+        let old = keys.current_kid();
+
+        let rotation = keys.rotate().await.unwrap();
+        let new = rotation.kid.clone();
+        let wait = rotation.signs_from - clock.now();
+        assert!(wait >= delay() && wait < delay() + chrono::Duration::seconds(1));
+        let mut both = vec![old.clone(), new.clone()];
+        both.sort();
+        assert_eq!(published(&keys), both, "both keys are in the JWKS");
+        let (kid, token) = sign(&keys);
+        assert_eq!(kid, old, "the new key does not sign yet");
+        assert_eq!(keys.current_kid(), old);
+        assert!(verifies(&keys, &token));
+
+        // An instance whose clock is already at the activation time signs with the new key;
+        // this one trusts what it signs.
+        let ahead = ManualClock::new(rotation.signs_from);
+        let (kid, early) = sign(&instance(&store, &ahead, &encryption_key).await);
+        assert_eq!(kid, new);
+        assert!(verifies(&keys, &early));
+
+        // At the activation time, with no reload in between, the new key signs.
+        clock.advance(wait - chrono::Duration::milliseconds(1));
+        assert_eq!(sign(&keys).0, old);
+        clock.advance(chrono::Duration::milliseconds(1));
+        let (kid, token) = sign(&keys);
+        assert_eq!(kid, new);
+        assert_eq!(keys.current_kid(), new);
+        assert!(verifies(&keys, &token));
+        assert_eq!(
+            published(&keys),
+            both,
+            "the old key's tokens are still valid"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_old_key_stays_published_until_the_last_token_it_signed_has_expired() {
+        let (store, _dir) = crate::store::testing::store().await;
+        let encryption_key = EncryptionKey::generate().unwrap();
+        let clock = ManualClock::new(chrono::Utc::now());
+        let keys = instance(&store, &clock, &encryption_key).await;
+        let old = keys.current_kid();
+        let rotation = keys.rotate().await.unwrap();
+
+        // The last token the old key signs, just before the new key takes over.
+        clock.advance(rotation.signs_from - clock.now() - chrono::Duration::seconds(1));
+        let (kid, last) = sign(&keys);
+        assert_eq!(kid, old);
+        // It lives 300 s: until then (and the leeway) it is still trusted...
+        clock.advance(chrono::Duration::seconds(300 + LEEWAY_SECONDS - 1));
+        keys.reload().await.unwrap();
+        assert!(verifies(&keys, &last));
+        assert!(published(&keys).contains(&old));
+        // ...and once it has expired, its key goes.
+        clock.advance(chrono::Duration::seconds(2));
+        keys.reload().await.unwrap();
+        assert!(!published(&keys).contains(&old));
+    }
+
+    #[tokio::test]
+    async fn the_first_key_of_an_empty_database_signs_at_once_even_where_clocks_lag() {
+        let (store, _dir) = crate::store::testing::store().await;
+        let encryption_key = EncryptionKey::generate().unwrap();
+        let clock = ManualClock::new(chrono::Utc::now());
+        let first = instance(&store, &clock, &encryption_key).await;
+        let kid = first.current_kid();
+        let stored = store.all_signing_keys().await.unwrap();
+        assert_eq!(stored.len(), 1);
+        assert_eq!(
+            stored[0].activates_at, None,
+            "nobody can have a stale JWKS yet"
+        );
+        assert_eq!(sign(&first).0, kid);
+        // An instance whose clock is behind the one that made the key signs with it too.
+        let behind = ManualClock::new(clock.now() - chrono::Duration::seconds(5));
+        assert_eq!(
+            sign(&instance(&store, &behind, &encryption_key).await).0,
+            kid
+        );
+    }
+
+    #[tokio::test]
+    async fn a_second_rotation_before_the_first_key_signs_takes_over_from_it_in_turn() {
+        let (store, _dir) = crate::store::testing::store().await;
+        let encryption_key = EncryptionKey::generate().unwrap();
+        let clock = ManualClock::new(chrono::Utc::now());
+        let keys = instance(&store, &clock, &encryption_key).await;
+        let zero = keys.current_kid();
+        let one = keys.rotate().await.unwrap();
+        clock.advance(chrono::Duration::seconds(10));
+        let two = keys.rotate().await.unwrap();
+        assert_eq!(published(&keys).len(), 3);
+
+        let stored = store.all_signing_keys().await.unwrap();
+        let retired = |kid: &str| stored.iter().find(|k| k.kid == kid).unwrap().retired_at;
+        assert_eq!(retired(&zero), Some(one.signs_from));
+        assert_eq!(retired(&one.kid), Some(two.signs_from));
+        assert_eq!(retired(&two.kid), None);
+
+        assert_eq!(sign(&keys).0, zero);
+        clock.advance(one.signs_from - clock.now());
+        assert_eq!(sign(&keys).0, one.kid);
+        clock.advance(two.signs_from - clock.now() - chrono::Duration::milliseconds(1));
+        assert_eq!(sign(&keys).0, one.kid);
+        clock.advance(chrono::Duration::milliseconds(1));
+        assert_eq!(sign(&keys).0, two.kid);
     }
 
     #[tokio::test]

@@ -6,7 +6,10 @@ pub mod sealing;
 mod verify;
 
 pub use claims::AccessClaims;
-pub use keys::{KeyError, KeyRing, Resealed, generate_key, public_jwk, reseal, thumbprint};
+pub use keys::{
+    ACTIVATION_DELAY, JWKS_MAX_AGE, KeyError, KeyRing, RELOAD_EVERY, Resealed, Rotation,
+    generate_key, public_jwk, reseal, thumbprint,
+};
 pub use sealing::{EncryptionKey, SealError};
 pub use verify::{TokenError, Verifier};
 

@@ -244,10 +244,24 @@ async fn admin_token_create_prints_a_token_once_and_stores_only_its_hash() {
 }
 
 #[tokio::test]
-async fn keys_rotate_prints_the_new_kid_and_it_becomes_current() {
+async fn keys_rotate_prints_the_new_kid_and_when_it_starts_signing() {
     let cli = Cli::new();
+    let before = chrono::Utc::now();
     let first = cli.json(&["keys", "rotate", "--json"]);
     let second = cli.json(&["keys", "rotate", "--json"]);
+    let after = chrono::Utc::now();
+    // It signs once every running instance has loaded it: a minute on.
+    let signs_from = chrono::DateTime::parse_from_rfc3339(second["signs_from"].as_str().unwrap())
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let delay = chrono::Duration::from_std(keyhole::tokens::ACTIVATION_DELAY).unwrap();
+    assert!(signs_from >= before + delay, "{second}");
+    assert!(
+        signs_from <= after + delay + chrono::Duration::seconds(1),
+        "{second}"
+    );
+    let text = String::from_utf8(cli.run(&["keys", "rotate"]).stdout).unwrap();
+    assert!(text.contains("signs from 20"), "{text}");
     let (first, second) = (
         first["kid"].as_str().unwrap().to_owned(),
         second["kid"].as_str().unwrap().to_owned(),
@@ -260,13 +274,13 @@ async fn keys_rotate_prints_the_new_kid_and_it_becomes_current() {
         .signing_keys(chrono::Utc::now() - chrono::Duration::hours(1))
         .await
         .unwrap();
-    let current: Vec<_> = keys.iter().filter(|k| k.retired_at.is_none()).collect();
-    assert_eq!(current.len(), 1, "{keys:?}");
-    assert_eq!(current[0].kid, second);
-    assert!(
-        keys.iter()
-            .any(|k| k.kid == first && k.retired_at.is_some())
-    );
+    // The third rotation's key is the newest; each key is retired when the next one signs.
+    let newest: Vec<_> = keys.iter().filter(|k| k.retired_at.is_none()).collect();
+    assert_eq!(newest.len(), 1, "{keys:?}");
+    let key = |kid: &str| keys.iter().find(|k| k.kid == kid).unwrap();
+    assert_eq!(key(&second).activates_at, Some(signs_from));
+    assert_eq!(key(&first).retired_at, key(&second).activates_at);
+    assert_eq!(key(&second).retired_at, newest[0].activates_at);
 }
 
 #[test]

@@ -4,6 +4,7 @@
 //! shares only the database and runs in every mode.
 
 use crate::helpers::*;
+use keyhole::clock::Clock;
 use oauth2::{AuthorizationCode, TokenResponse};
 use reqwest::StatusCode;
 
@@ -325,4 +326,98 @@ async fn two_instances_write_two_chains_concurrently_and_both_verify() {
     for chain in &report.chains {
         assert_eq!(chain.ok, chain.chain != b_chain, "{chain:?}");
     }
+}
+
+/// `POST {base}{path}` with the partner's client credentials, as the partner would send it to
+/// whichever instance the load balancer picks.
+async fn partner_post(
+    a: &TestApp,
+    base: &str,
+    path: &str,
+    form: &[(&str, &str)],
+) -> serde_json::Value {
+    let response = http()
+        .post(format!("{base}{path}"))
+        .basic_auth(&a.partner.client_id, Some(&a.partner.client_secret))
+        .form(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "{path} on {base}");
+    response.json().await.unwrap()
+}
+
+/// A refresh through `base`: the new access token, and the refresh token for the next one.
+async fn refresh_at(a: &TestApp, base: &str, refresh: &str) -> (String, String) {
+    let body = partner_post(
+        a,
+        base,
+        "/oauth/token",
+        &[("grant_type", "refresh_token"), ("refresh_token", refresh)],
+    )
+    .await;
+    let field = |name: &str| body[name].as_str().unwrap().to_owned();
+    (field("access_token"), field("refresh_token"))
+}
+
+/// The token works on `base`: a partner call answers 200 and introspection says active.
+async fn assert_accepted_at(a: &TestApp, base: &str, token: &str) {
+    let status = http()
+        .get(format!("{base}/partner/v1/claims/C-1001"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, StatusCode::OK, "a partner call on {base}");
+    let body = partner_post(a, base, "/oauth/introspect", &[("token", token)]).await;
+    assert_eq!(body["active"], true, "introspection on {base}: {body}");
+}
+
+fn kid_of(token: &str) -> String {
+    jsonwebtoken::decode_header(token).unwrap().kid.unwrap()
+}
+
+/// `keys rotate` publishes the new key before any instance signs with it: B, which has not
+/// reloaded its keys since, accepts what A issues right after the rotation; once the key is
+/// active, A and B both sign with it at the same moment, without waiting for a reload.
+/// (Only the database is shared: this runs in every mode.)
+#[tokio::test]
+async fn a_key_rotated_through_a_signs_only_once_b_has_had_time_to_trust_it() {
+    let a = spawn_app_with_sample_upstream(|_| {}).await;
+    let (b, b_app) = a.second_instance_app().await;
+    let first = a.tokens(&["claims:status"]).await;
+    let old = a.app.keys.current_kid();
+    assert_eq!(b_app.keys.current_kid(), old);
+
+    // What `keyhole keys rotate` does, here through A's key ring.
+    let rotation = a.app.keys.rotate().await.unwrap();
+    let new = rotation.kid.clone();
+    assert_ne!(new, old);
+    let (token, refresh) = refresh_at(&a, &a.base, first.refresh_token().unwrap().secret()).await;
+    assert_eq!(
+        kid_of(&token),
+        old,
+        "A signs with the old key until the new one is active"
+    );
+    assert_accepted_at(&a, &b, &token).await;
+
+    // B's reload timer picks the new key up well before it is active (done by hand here: the
+    // test's clock does not drive the timer).
+    b_app.keys.reload().await.unwrap();
+    a.clock
+        .advance(rotation.signs_from - a.clock.now() - chrono::Duration::milliseconds(1));
+    assert_eq!(a.app.keys.current_kid(), old);
+    assert_eq!(b_app.keys.current_kid(), old);
+    a.clock.advance(chrono::Duration::milliseconds(1));
+    let (from_a, refresh) = refresh_at(&a, &a.base, &refresh).await;
+    let (from_b, _) = refresh_at(&a, &b, &refresh).await;
+    assert_eq!(kid_of(&from_a), new, "A switched at the activation time");
+    assert_eq!(
+        kid_of(&from_b),
+        new,
+        "B switched at the same moment, without a reload"
+    );
+    assert_accepted_at(&a, &b, &from_a).await;
+    assert_accepted_at(&a, &a.base, &from_b).await;
 }

@@ -419,8 +419,12 @@ async fn a_rotated_out_key_verifies_until_its_tokens_have_expired_then_disappear
     assert_eq!(old_kid, app.app.keys.current_kid());
     assert_eq!(jwks_kids(&jwks(&app).await), vec![old_kid.clone()]);
 
-    let new_kid = app.app.keys.rotate().await.unwrap();
+    let rotation = app.app.keys.rotate().await.unwrap();
+    let new_kid = rotation.kid.clone();
     assert_ne!(new_kid, old_kid);
+    // Published at once, signing once every instance has had time to load it.
+    assert_eq!(app.app.keys.current_kid(), old_kid);
+    app.clock.advance(rotation.signs_from - app.clock.now());
     assert_eq!(app.app.keys.current_kid(), new_kid);
 
     // A, signed by the retired key, is still good.

@@ -1,4 +1,5 @@
 use crate::app::App;
+use crate::tokens::JWKS_MAX_AGE;
 use actix_web::{HttpResponse, get, http::header, web};
 use serde_json::json;
 
@@ -38,8 +39,8 @@ pub async fn metadata(app: web::Data<App>) -> HttpResponse {
         }))
 }
 
-/// The public keys that verify access tokens, including retired keys whose tokens may still
-/// be valid.
+/// The public keys that verify access tokens: the one that signs, a rotated one that signs
+/// soon, and retired ones whose tokens may still be valid.
 #[utoipa::path(
     tag = "oauth",
     responses((status = 200, description = "JSON Web Key Set (RFC 7517)", content_type = "application/json"))
@@ -47,6 +48,9 @@ pub async fn metadata(app: web::Data<App>) -> HttpResponse {
 #[get("/.well-known/jwks.json")]
 pub async fn jwks(app: web::Data<App>) -> HttpResponse {
     HttpResponse::Ok()
-        .insert_header((header::CACHE_CONTROL, "public, max-age=60"))
+        .insert_header((
+            header::CACHE_CONTROL,
+            format!("public, max-age={}", JWKS_MAX_AGE.as_secs()),
+        ))
         .json(app.keys.jwks())
 }
