@@ -16,6 +16,10 @@ use url::{Host, Url};
 /// quickly even if nobody revokes it.
 pub const MAX_ACCESS_TOKEN_TTL_SECONDS: u32 = 300;
 
+/// The longest grace window for a retried refresh or code exchange. Okta's upper bound too:
+/// beyond a minute a "retry" is no longer an HTTP client's timeout but a second use.
+pub const MAX_REUSE_GRACE_SECONDS: u32 = 60;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("invalid configuration: {0}")]
@@ -50,6 +54,11 @@ pub struct Settings {
     pub grant_lifetime_days: u32,
     #[serde(default = "default_access_token_ttl")]
     pub access_token_ttl_seconds: u32,
+    /// For this long after a refresh token or code was first used, its own client presenting
+    /// it again (a retry after a lost answer) gets the same answer instead of having the grant
+    /// revoked for reuse. 0 turns the window off.
+    #[serde(default = "default_reuse_grace_seconds")]
+    pub reuse_grace_seconds: u32,
     #[serde(default)]
     pub rate_limits: RateLimits,
     #[serde(default)]
@@ -347,6 +356,9 @@ fn default_grant_lifetime_days() -> u32 {
 fn default_access_token_ttl() -> u32 {
     MAX_ACCESS_TOKEN_TTL_SECONDS
 }
+fn default_reuse_grace_seconds() -> u32 {
+    5
+}
 fn default_timeout_ms() -> u64 {
     2000
 }
@@ -364,6 +376,7 @@ impl Default for Settings {
             state_key_prefix: default_state_key_prefix(),
             grant_lifetime_days: default_grant_lifetime_days(),
             access_token_ttl_seconds: default_access_token_ttl(),
+            reuse_grace_seconds: default_reuse_grace_seconds(),
             rate_limits: RateLimits::default(),
             upstream: Upstream::default(),
             session: SessionSettings::default(),
@@ -412,6 +425,9 @@ impl Settings {
             || self.access_token_ttl_seconds > MAX_ACCESS_TOKEN_TTL_SECONDS
         {
             return invalid("access_token_ttl_seconds", "must be between 1 and 300");
+        }
+        if self.reuse_grace_seconds > MAX_REUSE_GRACE_SECONDS {
+            return invalid("reuse_grace_seconds", "must be between 0 and 60");
         }
         if !(1..=3650).contains(&self.grant_lifetime_days) {
             return invalid("grant_lifetime_days", "must be between 1 and 3650");
@@ -622,6 +638,26 @@ mod tests {
     }
 
     #[test]
+    fn the_reuse_grace_window_defaults_to_five_seconds_and_is_at_most_a_minute() {
+        assert_eq!(load_toml("").unwrap().reuse_grace_seconds, 5);
+        assert_eq!(
+            load_toml("reuse_grace_seconds = 0")
+                .unwrap()
+                .reuse_grace_seconds,
+            0,
+            "0 turns it off"
+        );
+        assert_eq!(
+            load_toml("reuse_grace_seconds = 60")
+                .unwrap()
+                .reuse_grace_seconds,
+            60
+        );
+        let err = load_toml("reuse_grace_seconds = 61").unwrap_err();
+        assert!(err.to_string().contains("`reuse_grace_seconds`"), "{err}");
+    }
+
+    #[test]
     fn zero_workers_is_refused_and_a_worker_count_is_kept() {
         let err = load_toml("workers = 0").unwrap_err();
         assert!(err.to_string().contains("workers"), "{err}");
@@ -692,11 +728,13 @@ mod tests {
             jail.clear_env();
             jail.set_env("KEYHOLE_UPSTREAM__BASE_URL", "http://127.0.0.1:9999");
             jail.set_env("KEYHOLE_GRANT_LIFETIME_DAYS", "30");
+            jail.set_env("KEYHOLE_REUSE_GRACE_SECONDS", "30");
             let figment = Figment::from(Serialized::defaults(Settings::default()))
                 .merge(Env::prefixed("KEYHOLE_").split("__"));
             let s = Settings::from_figment(figment).map_err(|e| e.to_string())?;
             assert_eq!(s.upstream.base_url.as_str(), "http://127.0.0.1:9999/");
             assert_eq!(s.grant_lifetime_days, 30);
+            assert_eq!(s.reuse_grace_seconds, 30);
             assert_eq!(
                 s.access_log.audit_retention_days(),
                 2557,

@@ -122,6 +122,10 @@ impl Application {
         });
 
         tokio::spawn(reload_keys(keys));
+        tokio::spawn(crate::oauth::reissue::sweep(
+            app.store.clone(),
+            app.clock.clone(),
+        ));
         tokio::spawn(crate::access_log::checkpoint::run(
             app.store.clone(),
             app.checkpoint_key.clone(),

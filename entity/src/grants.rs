@@ -18,6 +18,14 @@ pub struct Model {
     pub revoked_at: Option<DateTimeUtc>,
     pub revoked_by: Option<String>,
     pub last_used_at: Option<DateTimeUtc>,
+    /// When the grant's one authorization code was spent; null until then (and again when it
+    /// was given back after a failed exchange). The authority on spent codes.
+    pub code_redeemed_at: Option<DateTimeUtc>,
+    /// The code exchange's answer, sealed under a key derived from the code, while a retry may
+    /// still get it (until `code_reissue_until`).
+    #[sea_orm(column_type = "Blob", nullable)]
+    pub code_reissue_sealed: Option<Vec<u8>>,
+    pub code_reissue_until: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -16,6 +16,11 @@ pub struct Model {
     pub expires_at: DateTimeUtc,
     pub used_at: Option<DateTimeUtc>,
     pub revoked_at: Option<DateTimeUtc>,
+    /// The answer this token's use gave, sealed under a key derived from the token, while a
+    /// retry may still get it (until `reissue_until`).
+    #[sea_orm(column_type = "Blob", nullable)]
+    pub reissue_sealed: Option<Vec<u8>>,
+    pub reissue_until: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

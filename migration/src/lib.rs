@@ -18,6 +18,7 @@ mod m20261202_000009_admin_audit_query_hash;
 mod m20261202_000010_access_log_chains;
 mod m20261202_000011_revoked_tokens;
 mod m20261202_000012_signing_key_activation;
+mod m20261202_000013_token_grace;
 
 pub use m20261202_000010_access_log_chains::LEGACY_CHAIN;
 
@@ -40,6 +41,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000010_access_log_chains::Migration),
             Box::new(m20261202_000011_revoked_tokens::Migration),
             Box::new(m20261202_000012_signing_key_activation::Migration),
+            Box::new(m20261202_000013_token_grace::Migration),
         ]
     }
 }
@@ -74,9 +76,42 @@ mod tests {
         present
     }
 
+    /// The columns of the newest migration (issue 17's grace window).
+    const GRACE_COLUMNS: [(&str, &str); 5] = [
+        ("grants", "code_redeemed_at"),
+        ("grants", "code_reissue_sealed"),
+        ("grants", "code_reissue_until"),
+        ("refresh_tokens", "reissue_sealed"),
+        ("refresh_tokens", "reissue_until"),
+    ];
+
+    async fn grace_columns_present(db: &DatabaseConnection) -> usize {
+        let manager = SchemaManager::new(db);
+        let mut present = 0;
+        for (table, column) in GRACE_COLUMNS {
+            if manager.has_column(table, column).await.unwrap() {
+                present += 1;
+            }
+        }
+        present
+    }
+
     async fn up_down_up(db: &DatabaseConnection) {
         Migrator::up(db, None).await.unwrap();
         assert_eq!(tables_present(db).await, TABLES);
+        assert_eq!(grace_columns_present(db).await, GRACE_COLUMNS.len());
+
+        // Down to just before the grace step (and whatever was registered after it), then up.
+        let migrations = Migrator::migrations();
+        let grace = migrations
+            .iter()
+            .position(|m| m.name() == "m20261202_000013_token_grace")
+            .unwrap();
+        let steps: u32 = (migrations.len() - grace).try_into().unwrap();
+        Migrator::down(db, Some(steps)).await.unwrap();
+        assert_eq!(grace_columns_present(db).await, 0);
+        Migrator::up(db, None).await.unwrap();
+        assert_eq!(grace_columns_present(db).await, GRACE_COLUMNS.len());
 
         Migrator::down(db, None).await.unwrap();
         assert!(tables_present(db).await.is_empty());

@@ -6,5 +6,6 @@ pub mod client_auth;
 pub mod form;
 pub mod grants;
 pub mod introspection;
+pub mod reissue;
 pub mod revocation;
 pub mod token;

@@ -80,17 +80,6 @@ return 1
 "
 );
 
-/// Replaces a fresh value and returns the old one; nothing when there is none.
-pub(super) const REPLACE_EXISTING_LUA: &str = concat!(
-    epoch_lua!(),
-    r"
-local s = stamp()
-local old = fresh(redis.call('GET', KEYS[2]), s)
-if old then redis.call('SET', KEYS[2], s .. ARGV[1], 'PX', ARGV[2]) end
-return old
-"
-);
-
 /// Removes a key and returns its value when fresh (a stale one is removed all the same).
 pub(super) const TAKE_LUA: &str = concat!(
     epoch_lua!(),

@@ -80,23 +80,6 @@ impl StateBackend for MemoryBackend {
         Ok(true)
     }
 
-    async fn replace_existing(
-        &self,
-        key: &str,
-        value: Vec<u8>,
-        ttl: Duration,
-    ) -> Result<Option<Vec<u8>>, StateError> {
-        let now = Instant::now();
-        let mut entries = self.entries.lock();
-        match entries.get_mut(key) {
-            Some(entry) if Self::live(entry, now) => {
-                let old = std::mem::replace(entry, (value, now + ttl));
-                Ok(Some(old.0))
-            }
-            _ => Ok(None),
-        }
-    }
-
     async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, StateError> {
         let now = Instant::now();
         Ok(self
@@ -329,12 +312,11 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(backend.get("k").await.unwrap(), None);
-        assert_eq!(
-            backend
-                .replace_existing("k", b"w".to_vec(), Duration::from_secs(1))
+        assert!(
+            !backend
+                .expire_existing("k", Duration::from_secs(1))
                 .await
-                .unwrap(),
-            None
+                .unwrap()
         );
     }
 }

@@ -30,7 +30,7 @@ pub enum StateError {
     Corrupt(#[from] serde_json::Error),
 }
 
-/// The contract every backend keeps. Every key expires; `replace_existing` is atomic.
+/// The contract every backend keeps. Every key expires; every operation is atomic.
 #[async_trait]
 pub trait StateBackend: Send + Sync + 'static {
     async fn put(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), StateError>;
@@ -43,14 +43,6 @@ pub trait StateBackend: Send + Sync + 'static {
         value: Vec<u8>,
         ttl: Duration,
     ) -> Result<bool, StateError>;
-    /// Atomically replaces the value of an existing key and returns the old one; does nothing
-    /// and returns `None` when the key is absent. This makes codes single-use across instances.
-    async fn replace_existing(
-        &self,
-        key: &str,
-        value: Vec<u8>,
-        ttl: Duration,
-    ) -> Result<Option<Vec<u8>>, StateError>;
     /// Removes a key and returns its value, atomically: one of two racing takers wins.
     async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, StateError>;
     /// Extends the time to live of an existing key without writing its value; true when the
@@ -131,17 +123,6 @@ pub enum CodeLookup {
     Unknown,
 }
 
-/// The outcome of spending a code that was seen issued.
-#[derive(Debug, PartialEq, Eq)]
-pub enum CodeSpend {
-    /// This call spent it.
-    Spent,
-    /// Another call spent it first (a race between two presentations).
-    AlreadySpent,
-    /// It expired in between.
-    Gone,
-}
-
 /// A consent request between the consent page and the customer's decision.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PendingConsent {
@@ -213,9 +194,6 @@ pub struct SharedState {
     backend: Arc<dyn StateBackend>,
     prefix: String,
 }
-
-/// How long a spent code is remembered, so a replay inside that window revokes its grant.
-const REDEEMED_CODE_MEMORY: Duration = Duration::from_secs(600);
 
 impl SharedState {
     pub fn new(backend: Arc<dyn StateBackend>, prefix: impl Into<String>) -> Self {
@@ -352,50 +330,6 @@ impl SharedState {
             },
             None => CodeLookup::Unknown,
         })
-    }
-
-    /// Spends a code seen issued: an atomic swap to the redeemed marker (one Lua script on
-    /// Redis), so of two racing presentations exactly one wins.
-    pub async fn spend_code(
-        &self,
-        code_hash: &str,
-        code: &IssuedCode,
-    ) -> Result<CodeSpend, StateError> {
-        let key = self.key("code", code_hash);
-        let marker = serde_json::to_vec(&CodeEntry::Redeemed {
-            grant_id: code.grant_id,
-            client_id: Some(code.client_id.clone()),
-        })?;
-        let previous = self
-            .backend
-            .replace_existing(&key, marker, REDEEMED_CODE_MEMORY)
-            .await?;
-        match previous.map(|bytes| serde_json::from_slice::<CodeEntry>(&bytes)) {
-            Some(Ok(CodeEntry::Issued(_))) => Ok(CodeSpend::Spent),
-            Some(Ok(CodeEntry::Redeemed { .. })) => Ok(CodeSpend::AlreadySpent),
-            Some(Err(e)) => Err(e.into()),
-            None => Ok(CodeSpend::Gone),
-        }
-    }
-
-    /// Puts a spent code back when the exchange failed on our side (the database) before
-    /// anything was issued: the partner's retry is then a first use, not a replay that
-    /// revokes the grant. Only a code still marked redeemed is restored.
-    pub async fn unspend_code(
-        &self,
-        code_hash: &str,
-        code: IssuedCode,
-        ttl: Duration,
-    ) -> Result<(), StateError> {
-        let key = self.key("code", code_hash);
-        let issued = serde_json::to_vec(&CodeEntry::Issued(code))?;
-        self.backend.replace_existing(&key, issued, ttl).await?;
-        Ok(())
-    }
-
-    /// Drops a code that was spent without issuing anything and has no life left.
-    pub async fn forget_code(&self, code_hash: &str) -> Result<(), StateError> {
-        self.backend.delete(&self.key("code", code_hash)).await
     }
 
     /// A consent request is keyed by its customer as well as its id, so only its customer's
@@ -558,72 +492,21 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_code_is_spent_once_and_remembers_its_client() {
+    async fn a_code_reads_back_as_issued_until_it_expires() {
         let state = SharedState::in_memory();
         let issued = code();
-        let grant = issued.grant_id;
         state
             .put_code("h", issued.clone(), Duration::from_secs(60))
             .await
             .unwrap();
-        assert!(matches!(
-            state.code("h").await.unwrap(),
-            CodeLookup::Issued(_)
-        ));
-        assert_eq!(
-            state.spend_code("h", &issued).await.unwrap(),
-            CodeSpend::Spent
-        );
-        assert_eq!(
-            state.spend_code("h", &issued).await.unwrap(),
-            CodeSpend::AlreadySpent
-        );
         match state.code("h").await.unwrap() {
-            CodeLookup::Redeemed {
-                grant_id,
-                client_id,
-            } => {
-                assert_eq!(grant_id, grant);
-                assert_eq!(client_id, Some(issued.client_id.clone()));
-            }
+            CodeLookup::Issued(read) => assert_eq!(read.grant_id, issued.grant_id),
             other => panic!("{other:?}"),
         }
         assert!(matches!(
             state.code("nope").await.unwrap(),
             CodeLookup::Unknown
         ));
-        state
-            .unspend_code("h", issued.clone(), Duration::from_secs(30))
-            .await
-            .unwrap();
-        assert!(matches!(
-            state.code("h").await.unwrap(),
-            CodeLookup::Issued(_)
-        ));
-    }
-
-    #[tokio::test]
-    async fn racing_spends_have_exactly_one_winner() {
-        let state = SharedState::in_memory();
-        let issued = code();
-        state
-            .put_code("race", issued.clone(), Duration::from_secs(60))
-            .await
-            .unwrap();
-        let tasks: Vec<_> = (0..16)
-            .map(|_| {
-                let state = state.clone();
-                let issued = issued.clone();
-                tokio::spawn(async move { state.spend_code("race", &issued).await.unwrap() })
-            })
-            .collect();
-        let mut spent = 0;
-        for task in tasks {
-            if task.await.unwrap() == CodeSpend::Spent {
-                spent += 1;
-            }
-        }
-        assert_eq!(spent, 1);
     }
 
     #[tokio::test]

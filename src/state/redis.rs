@@ -9,8 +9,7 @@
 //! that is down, and callers fail closed on [`StateError::Unavailable`].
 
 use super::epoch::{
-    ENSURE_LUA, EXPIRE_EXISTING_LUA, GET_LUA, NO_EPOCH, PUT_IF_ABSENT_LUA, PUT_LUA,
-    REPLACE_EXISTING_LUA, TAKE_LUA,
+    ENSURE_LUA, EXPIRE_EXISTING_LUA, GET_LUA, NO_EPOCH, PUT_IF_ABSENT_LUA, PUT_LUA, TAKE_LUA,
 };
 use super::gate::{GATE_LUA, GCRA_LUA};
 use super::{GateCheck, GateReply, RateCheck, RateOutcome, StateBackend, StateError};
@@ -64,7 +63,6 @@ pub struct RedisBackend {
     put: redis::Script,
     get: redis::Script,
     put_if_absent: redis::Script,
-    replace_existing: redis::Script,
     take: redis::Script,
     expire_existing: redis::Script,
     decr_existing: redis::Script,
@@ -127,7 +125,6 @@ impl RedisBackend {
             put: redis::Script::new(PUT_LUA),
             get: redis::Script::new(GET_LUA),
             put_if_absent: redis::Script::new(PUT_IF_ABSENT_LUA),
-            replace_existing: redis::Script::new(REPLACE_EXISTING_LUA),
             take: redis::Script::new(TAKE_LUA),
             expire_existing: redis::Script::new(EXPIRE_EXISTING_LUA),
             decr_existing: redis::Script::new(DECR_EXISTING),
@@ -298,17 +295,6 @@ impl StateBackend for RedisBackend {
         Ok(self.invoke::<i64>(&invocation).await? == 1)
     }
 
-    async fn replace_existing(
-        &self,
-        key: &str,
-        value: Vec<u8>,
-        ttl: Duration,
-    ) -> Result<Option<Vec<u8>>, StateError> {
-        let mut invocation = self.stamped(&self.replace_existing, key);
-        invocation.arg(value).arg(millis(ttl));
-        self.invoke(&invocation).await
-    }
-
     async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, StateError> {
         self.invoke(&self.stamped(&self.take, key)).await
     }
@@ -453,13 +439,6 @@ mod tests {
         .await;
         assert_eq!(backend.get(&key).await.unwrap(), None);
         assert!(!backend.expire_existing(&key, TTL).await.unwrap());
-        assert_eq!(
-            backend
-                .replace_existing(&key, b"x".to_vec(), TTL)
-                .await
-                .unwrap(),
-            None
-        );
         // A stale value counts as absent for a cache fill, which replaces it.
         assert!(
             backend

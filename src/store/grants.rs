@@ -58,6 +58,8 @@ pub struct Grant {
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
     pub last_used_at: Option<DateTime<Utc>>,
+    /// When its authorization code was spent: the database, not shared state, decides.
+    pub code_redeemed_at: Option<DateTime<Utc>>,
 }
 
 impl Grant {
@@ -88,6 +90,7 @@ impl TryFrom<grants::Model> for Grant {
             created_at: m.created_at,
             expires_at: m.expires_at,
             last_used_at: m.last_used_at,
+            code_redeemed_at: m.code_redeemed_at,
         })
     }
 }
@@ -112,8 +115,42 @@ impl Store {
             revoked_at: Set(None),
             revoked_by: Set(None),
             last_used_at: Set(None),
+            code_redeemed_at: Set(None),
+            code_reissue_sealed: Set(None),
+            code_reissue_until: Set(None),
         };
         model.insert(&self.db).await?.try_into()
+    }
+
+    /// Spends the grant's authorization code with a conditional update: of two concurrent
+    /// exchanges (on any instances) exactly one gets true. False when it was spent before.
+    pub async fn spend_code(&self, grant: GrantId, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let result = grants::Entity::update_many()
+            .col_expr(grants::Column::CodeRedeemedAt, Expr::value(now))
+            .filter(grants::Column::Id.eq(grant.to_string()))
+            .filter(grants::Column::CodeRedeemedAt.is_null())
+            .exec(&self.db)
+            .await?;
+        Ok(result.rows_affected == 1)
+    }
+
+    /// Gives the code back when nothing was issued for it, so the partner's retry is a first
+    /// use and not a replay. Only the spend made at `spent_at` is undone.
+    pub async fn unspend_code(
+        &self,
+        grant: GrantId,
+        spent_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        grants::Entity::update_many()
+            .col_expr(
+                grants::Column::CodeRedeemedAt,
+                Expr::value(Option::<DateTime<Utc>>::None),
+            )
+            .filter(grants::Column::Id.eq(grant.to_string()))
+            .filter(grants::Column::CodeRedeemedAt.eq(spent_at))
+            .exec(&self.db)
+            .await?;
+        Ok(())
     }
 
     pub async fn grant(&self, id: GrantId) -> Result<Option<Grant>, StoreError> {
@@ -145,6 +182,32 @@ impl Store {
             .col_expr(refresh_tokens::Column::RevokedAt, Expr::value(now))
             .filter(refresh_tokens::Column::GrantId.eq(id.to_string()))
             .filter(refresh_tokens::Column::RevokedAt.is_null())
+            .exec(&txn)
+            .await?;
+        // Answers kept for retries are of no use to anyone now.
+        refresh_tokens::Entity::update_many()
+            .col_expr(
+                refresh_tokens::Column::ReissueSealed,
+                Expr::value(Option::<Vec<u8>>::None),
+            )
+            .col_expr(
+                refresh_tokens::Column::ReissueUntil,
+                Expr::value(Option::<DateTime<Utc>>::None),
+            )
+            .filter(refresh_tokens::Column::GrantId.eq(id.to_string()))
+            .filter(refresh_tokens::Column::ReissueSealed.is_not_null())
+            .exec(&txn)
+            .await?;
+        grants::Entity::update_many()
+            .col_expr(
+                grants::Column::CodeReissueSealed,
+                Expr::value(Option::<Vec<u8>>::None),
+            )
+            .col_expr(
+                grants::Column::CodeReissueUntil,
+                Expr::value(Option::<DateTime<Utc>>::None),
+            )
+            .filter(grants::Column::Id.eq(id.to_string()))
             .exec(&txn)
             .await?;
         txn.commit().await?;

@@ -20,7 +20,9 @@ pub use customers::Customer;
 pub use grants::{Grant, GrantFilter, GrantState, GrantStatusFilter, RevokedBy};
 pub use keys::{KeyReplacement, StoredKey};
 pub use partners::{NewPartner, Partner, PartnerRates, PartnerStatus};
-pub use refresh::{RefreshOutcome, RefreshRecord};
+pub use refresh::{
+    IssuedFor, NewRefreshToken, RefreshOutcome, RefreshRecord, Rotation, SealedAnswer, Successor,
+};
 
 use crate::files::{self, FileError};
 use migration::{Migrator, MigratorTrait};

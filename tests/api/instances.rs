@@ -21,44 +21,10 @@ async fn a_code_from_instance_a_is_redeemed_once_across_a_and_b() {
     if !redis_or_skip("a_code_from_instance_a_is_redeemed_once_across_a_and_b") {
         return;
     }
-    let a = spawn_app().await;
+    // Without the grace window, every racer but the winner is a replay.
+    let a = spawn_app_with(|s| s.reuse_grace_seconds = 0).await;
     let b = a.second_instance().await;
-    let authorized = a
-        .authorize_as(ALICE, &["claims:status"], &["claims:status"])
-        .await;
-    let verifier = authorized.verifier.secret().clone();
-    let mut racers = tokio::task::JoinSet::new();
-    for i in 0..8 {
-        let base = if i % 2 == 0 {
-            a.base.clone()
-        } else {
-            b.clone()
-        };
-        let (code, verifier) = (authorized.code.clone(), verifier.clone());
-        let partner = a.partner.clone();
-        racers.spawn(async move {
-            http()
-                .post(format!("{base}/oauth/token"))
-                .basic_auth(&partner.client_id, Some(&partner.client_secret))
-                .form(&[
-                    ("grant_type", "authorization_code"),
-                    ("code", code.as_str()),
-                    ("redirect_uri", partner.redirect_uri.as_str()),
-                    ("code_verifier", verifier.as_str()),
-                ])
-                .send()
-                .await
-                .unwrap()
-        });
-    }
-    let mut issued = Vec::new();
-    while let Some(response) = racers.join_next().await {
-        let response = response.unwrap();
-        if response.status() == StatusCode::OK {
-            let body: serde_json::Value = response.json().await.unwrap();
-            issued.push(body["access_token"].as_str().unwrap().to_owned());
-        }
-    }
+    let (issued, _) = race_one_code(&a, &b).await;
     // At most one redemption wins, on either instance; the replays revoke what it issued
     // (RFC 6749 §4.1.2), so no token from this code works — whichever instance is asked.
     assert!(issued.len() <= 1, "{} redemptions succeeded", issued.len());
@@ -77,19 +43,91 @@ async fn a_code_from_instance_a_is_redeemed_once_across_a_and_b() {
     ));
     for token in issued {
         for base in [&a.base, &b] {
-            let status = http()
-                .post(format!("{base}/oauth/introspect"))
-                .basic_auth(&a.partner.client_id, Some(&a.partner.client_secret))
-                .form(&[("token", token.as_str())])
+            assert_eq!(introspect_at(&a, base, &token).await["active"], false);
+        }
+    }
+}
+
+#[tokio::test]
+async fn racing_exchanges_of_one_code_across_a_and_b_get_the_same_tokens_inside_the_window() {
+    if !redis_or_skip(
+        "racing_exchanges_of_one_code_across_a_and_b_get_the_same_tokens_inside_the_window",
+    ) {
+        return;
+    }
+    let a = spawn_app().await;
+    let b = a.second_instance().await;
+    let (issued, refused) = race_one_code(&a, &b).await;
+    assert_eq!(refused, 0, "a retry inside the window is not refused");
+    assert_eq!(issued.len(), 8);
+    assert!(issued.windows(2).all(|w| w[0] == w[1]), "one answer");
+    let grants = a
+        .app
+        .store
+        .grants_of_customer(alice_id(&a).await)
+        .await
+        .unwrap();
+    assert_eq!(grants[0].state, keyhole::store::GrantState::Active);
+    for base in [&a.base, &b] {
+        assert_eq!(introspect_at(&a, base, &issued[0]).await["active"], true);
+    }
+}
+
+async fn introspect_at(app: &TestApp, base: &str, token: &str) -> serde_json::Value {
+    http()
+        .post(format!("{base}/oauth/introspect"))
+        .basic_auth(&app.partner.client_id, Some(&app.partner.client_secret))
+        .form(&[("token", token)])
+        .send()
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap()
+}
+
+/// Eight exchanges of one fresh code at once, alternating between instance A and B; the
+/// access tokens issued, and how many were refused.
+async fn race_one_code(a: &TestApp, b: &str) -> (Vec<String>, usize) {
+    let authorized = a
+        .authorize_as(ALICE, &["claims:status"], &["claims:status"])
+        .await;
+    let verifier = authorized.verifier.secret().clone();
+    let mut racers = tokio::task::JoinSet::new();
+    for i in 0..8 {
+        let base = if i % 2 == 0 {
+            a.base.clone()
+        } else {
+            b.to_owned()
+        };
+        let (code, verifier) = (authorized.code.clone(), verifier.clone());
+        let partner = a.partner.clone();
+        racers.spawn(async move {
+            http()
+                .post(format!("{base}/oauth/token"))
+                .basic_auth(&partner.client_id, Some(&partner.client_secret))
+                .form(&[
+                    ("grant_type", "authorization_code"),
+                    ("code", code.as_str()),
+                    ("redirect_uri", partner.redirect_uri.as_str()),
+                    ("code_verifier", verifier.as_str()),
+                ])
                 .send()
                 .await
                 .unwrap()
-                .json::<serde_json::Value>()
-                .await
-                .unwrap();
-            assert_eq!(status["active"], false);
+        });
+    }
+    let (mut issued, mut refused) = (Vec::new(), 0);
+    while let Some(response) = racers.join_next().await {
+        let response = response.unwrap();
+        if response.status() == StatusCode::OK {
+            let body: serde_json::Value = response.json().await.unwrap();
+            issued.push(body["access_token"].as_str().unwrap().to_owned());
+        } else {
+            refused += 1;
         }
     }
+    (issued, refused)
 }
 
 async fn alice_id(app: &TestApp) -> keyhole::domain::CustomerId {
@@ -147,7 +185,7 @@ async fn the_rate_limit_is_global_across_instances() {
         let base = if i % 2 == 0 {
             a.base.clone()
         } else {
-            b.clone()
+            b.to_owned()
         };
         let status = http()
             .get(format!("{base}/partner/v1/claims/C-1001"))
@@ -276,7 +314,7 @@ async fn two_instances_write_two_chains_concurrently_and_both_verify() {
         let base = if i % 2 == 0 {
             a.base.clone()
         } else {
-            b.clone()
+            b.to_owned()
         };
         let access = access.clone();
         calls.spawn(async move {

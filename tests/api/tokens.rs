@@ -81,6 +81,8 @@ async fn a_code_used_twice_revokes_what_the_first_use_issued() {
         true
     );
 
+    // After the grace window for retries (`grace.rs` covers the inside).
+    app.clock.advance(chrono::Duration::seconds(6));
     let second = app
         .post_form(
             "/oauth/token",
@@ -155,7 +157,9 @@ async fn refresh_rotates_and_a_reused_refresh_token_revokes_the_grant() {
         true
     );
 
-    // The spent token comes back: a thief or a bug; either way the grant ends.
+    // The spent token comes back after the grace window for retries: a thief or a bug;
+    // either way the grant ends.
+    app.clock.advance(chrono::Duration::seconds(6));
     let replay = app
         .post_form(
             "/oauth/token",

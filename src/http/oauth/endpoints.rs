@@ -40,12 +40,18 @@ fn no_store(mut response: actix_web::HttpResponseBuilder) -> actix_web::HttpResp
 /// Form fields: `grant_type` (`authorization_code` or `refresh_token`); for codes `code`,
 /// `redirect_uri`, `code_verifier`; for refresh `refresh_token` and optionally a narrower
 /// `scope`. Client authentication: HTTP Basic or `client_id` + `client_secret` in the form.
+///
+/// Codes and refresh tokens are single use, and a second use revokes the grant — except a
+/// retry: the same client repeating the same request within `reuse_grace_seconds` (default
+/// 5) of the first use gets the first answer again (same tokens, `expires_in` what is left).
+/// A retry that arrives while the first use is still being answered may get `invalid_grant`
+/// instead, and nothing is revoked.
 #[utoipa::path(
     tag = "oauth",
     request_body(content_type = "application/x-www-form-urlencoded", description = "RFC 6749 §4.1.3 / §6 token request"),
     responses(
         (status = 200, body = TokenResponse),
-        (status = 400, description = "RFC 6749 §5.2 error (invalid_request, invalid_grant, invalid_scope, unsupported_grant_type)"),
+        (status = 400, description = "RFC 6749 §5.2 error (invalid_request, invalid_grant, invalid_scope, unsupported_grant_type); a reused code or refresh token also revokes its grant"),
         (status = 401, description = "invalid_client"),
         (status = 413, description = "Body over 64 KiB"),
     )
