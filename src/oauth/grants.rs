@@ -51,6 +51,9 @@ impl StoredStatus {
 /// put back first, so that wherever shared state knows the status it knows them too.
 pub async fn status_from_store(app: &App, id: GrantId) -> Result<StoredStatus, Internal> {
     let now = app.clock.now();
+    // Before the database is read: a revocation committed after our read may be lost with an
+    // epoch that ends meanwhile, and then our answer must not be cached in the next one.
+    let since = app.state.since().await?;
     let Some(grant) = app.store.grant(id).await? else {
         return Ok(StoredStatus {
             status: GrantStatus::Revoked,
@@ -63,17 +66,23 @@ pub async fn status_from_store(app: &App, id: GrantId) -> Result<StoredStatus, I
         },
         GrantState::Revoked { .. } => GrantStatus::Revoked,
     };
-    let revoked = app.store.revoked_access_tokens(id, now).await?;
-    for (jti, expires_at) in &revoked {
-        let ttl = (*expires_at - now)
-            .to_std()
-            .unwrap_or(Duration::from_secs(1));
-        app.state.revoke_jti(jti, ttl).await?;
-    }
+    let revoked: Vec<(String, Duration)> = app
+        .store
+        .revoked_access_tokens(id, now)
+        .await?
+        .into_iter()
+        .map(|(jti, expires_at)| {
+            let ttl = (expires_at - now)
+                .to_std()
+                .unwrap_or(Duration::from_secs(1));
+            (jti, ttl)
+        })
+        .collect();
+    app.state.revoke_jtis(&revoked).await?;
     // Only if absent: a revocation by another instance after our read must stand.
     let status = app
         .state
-        .fill_grant_status(id, status, ttl_until(app, grant.expires_at))
+        .fill_grant_status(id, status, ttl_until(app, grant.expires_at), &since)
         .await?;
     Ok(StoredStatus {
         status,
@@ -128,6 +137,8 @@ const PARTNER_STATE_TTL: Duration = Duration::from_secs(3600);
 
 /// Whether a partner may call, from the database, cached in shared state.
 pub async fn partner_state(app: &App, client: &ClientId) -> Result<PartnerState, Internal> {
+    // Before the database is read, as for a grant's status.
+    let since = app.state.since().await?;
     let state = match app.store.partner(client).await? {
         Some(p) if p.status == PartnerStatus::Active => PartnerState::Active,
         _ => PartnerState::Suspended,
@@ -135,7 +146,7 @@ pub async fn partner_state(app: &App, client: &ClientId) -> Result<PartnerState,
     // Only if absent: a suspension written after our read must not be overwritten by it.
     Ok(app
         .state
-        .fill_partner_state(client, state, PARTNER_STATE_TTL)
+        .fill_partner_state(client, state, PARTNER_STATE_TTL, &since)
         .await?)
 }
 

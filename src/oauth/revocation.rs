@@ -9,6 +9,9 @@ use crate::secrets::token_hash;
 use crate::store::{Partner, RevokedBy};
 use std::time::Duration;
 
+/// More live revoked access tokens than this on one grant end the grant.
+pub const MAX_LIVE_REVOKED: u64 = 100;
+
 pub async fn revoke(app: &App, partner: &Partner, form: &Form) -> Result<(), OAuthError> {
     let token = form.require("token")?;
     // The hint only orders the lookups (RFC 7009 §2.1); both kinds are always tried.
@@ -72,5 +75,17 @@ async fn revoke_access_token(
         .await?;
     app.state.revoke_jti(&claims.jti, ttl).await?;
     tracing::info!(jti = %claims.jti, grant_id = %claims.grant_id, "access token revoked");
+    // Each live revoked token is a row the grant's status refill reads back; a partner that
+    // revokes this many of one grant's tokens within their five minutes is broken or hostile,
+    // and loses the grant rather than growing that work.
+    if app
+        .store
+        .live_revoked_access_tokens(claims.grant_id, now)
+        .await?
+        > MAX_LIVE_REVOKED
+    {
+        tracing::warn!(grant_id = %claims.grant_id, "too many access tokens of one grant revoked; revoking the grant");
+        grants::revoke(app, claims.grant_id, RevokedBy::Partner).await?;
+    }
     Ok(true)
 }

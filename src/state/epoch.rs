@@ -1,15 +1,26 @@
 //! Why Redis can never undo a revocation: every value Keyhole writes to Redis carries the
 //! *epoch* it was written under, and a value of another epoch reads as absent.
 //!
-//! The epoch is one key per deployment (`{prefix}epoch`): 16 random hex digits, a colon, and
-//! the `run_id` of the Redis process that holds it. A Redis that comes back with old data — a
-//! restart from an older snapshot, a failover to a lagging replica — is a new process with a
-//! new `run_id`. Keyhole checks the epoch's `run_id` on every new connection, before the
-//! connection carries anything else (see `redis.rs`); a process that holds someone else's
-//! epoch gets a new one, and everything written before (cached grant and partner statuses,
-//! sessions, codes, pending consents) is a miss from then on. Misses go to the database, which
-//! is the authority: the cache can be lost, never outvote it. A `FLUSHALL` takes the epoch
-//! with the values, so it is the same case.
+//! The epoch is one key per deployment (`{prefix}epoch`): 16 random hex digits, then the
+//! identity of the data it was made for — the Redis process's `run_id` and its replication id
+//! (`master_replid`). A Redis that comes back with old data is a new process (a restart from an
+//! older snapshot, a failover to a lagging replica), or the same process with a new replication
+//! history (demoted, fully resynchronised from a lagging replica, promoted again). Keyhole
+//! checks the epoch's identity on every new connection, before the connection carries anything
+//! else (see `redis.rs`); a connection that meets a replica (`READONLY`), a loading server or a
+//! broken link is dropped, so the check runs again once the server is a primary. A Redis that
+//! holds someone else's epoch gets a new one, and everything written before (cached grant and
+//! partner statuses, sessions, codes, pending consents) is a miss from then on. Misses go to
+//! the database, which is the authority: the cache can be lost, never outvote it. A `FLUSHALL`
+//! takes the epoch with the values, so it is the same case.
+//!
+//! Every script carries a shebang, so Redis 7 refuses it on a replica before it runs: a
+//! demoted primary's old data is never read. A cache fill names the epoch it saw *before* it
+//! read the database, and is refused if the epoch changed meanwhile: an answer read before a
+//! revocation must not land in an epoch that no longer holds the revocation.
+//!
+//! Not covered: an administrator loading old data into the same process by hand (`DEBUG
+//! RELOAD NOSAVE`, `SWAPDB`, `RESTORE`); the debug command is off by default in Redis 7.
 //!
 //! What is deliberately not stamped: rate-limit cells and counters (a rollback may reset a
 //! limit, which costs a burst, never a decision), and revoked-token markers, which only ever
@@ -20,7 +31,7 @@
 /// nil element, where a Lua `nil` would cut the array short.
 macro_rules! epoch_lua {
     () => {
-        r"
+        r"#!lua
 local function stamp()
   local e = redis.call('GET', KEYS[1])
   if not e then return nil end
@@ -39,17 +50,22 @@ pub(super) use epoch_lua;
 /// (see [`ENSURE_LUA`]) and writes again.
 pub(super) const NO_EPOCH: &str = "NOEPOCH";
 
-/// Makes sure the epoch belongs to this Redis process. KEYS[1]: the epoch key; ARGV[1]: 16
-/// random hex digits for a new epoch. Returns `{epoch, 1 if it is new}`.
-pub(super) const ENSURE_LUA: &str = r"
+/// Makes sure the epoch belongs to this Redis process and its replication history. KEYS[1]:
+/// the epoch key; ARGV[1]: 16 random hex digits for a new epoch. Returns `{epoch, 1 if new}`.
+pub(super) const ENSURE_LUA: &str = r"#!lua
 local rid = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
-if not rid then return redis.error_reply('ERR no run_id in INFO') end
+local replid = string.match(redis.call('INFO', 'replication'), 'master_replid:(%x+)')
+if not rid or not replid then return redis.error_reply('ERR no run_id or master_replid in INFO') end
+local identity = rid .. ':' .. replid
 local e = redis.call('GET', KEYS[1])
-if e and string.sub(e, 18) == rid then return {e, 0} end
-local new = ARGV[1] .. ':' .. rid
+if e and string.sub(e, 18) == identity then return {e, 0} end
+local new = ARGV[1] .. ':' .. identity
 redis.call('SET', KEYS[1], new)
 return {new, 1}
 ";
+
+/// The epoch's stamp now (nil without one). KEYS[1].
+pub(super) const STAMP_LUA: &str = concat!(epoch_lua!(), "return stamp() or false\n");
 
 /// SET with the stamp. KEYS[2]; ARGV: value, ttl ms.
 pub(super) const PUT_LUA: &str = concat!(
@@ -68,15 +84,31 @@ pub(super) const GET_LUA: &str = concat!(
     "return fresh(redis.call('GET', KEYS[2]), stamp())\n"
 );
 
-/// SET unless a fresh value is there (a stale one counts as absent). Returns 1 when stored.
+/// SET unless a fresh value is there (a stale one counts as absent), and only while the epoch
+/// is still ARGV[3] (the one seen before the database was read; empty: any). Returns 1 when
+/// stored, 0 when a fresh value is there, -1 when the epoch changed.
 pub(super) const PUT_IF_ABSENT_LUA: &str = concat!(
     epoch_lua!(),
     r"
 local s = stamp()
 if not s then return redis.error_reply('NOEPOCH shared state has no epoch') end
+if ARGV[3] ~= '' and ARGV[3] ~= s then return -1 end
 if fresh(redis.call('GET', KEYS[2]), s) then return 0 end
 redis.call('SET', KEYS[2], s .. ARGV[1], 'PX', ARGV[2])
 return 1
+"
+);
+
+/// SET with the stamp, for KEYS[2..] with (value, ttl ms) pairs in ARGV: one round trip.
+pub(super) const PUT_MANY_LUA: &str = concat!(
+    epoch_lua!(),
+    r"
+local s = stamp()
+if not s then return redis.error_reply('NOEPOCH shared state has no epoch') end
+for i = 2, #KEYS do
+  redis.call('SET', KEYS[i], s .. ARGV[2 * i - 3], 'PX', ARGV[2 * i - 2])
+end
+return #KEYS - 1
 "
 );
 

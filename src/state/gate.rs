@@ -107,7 +107,7 @@ end
 }
 
 /// The shared limits alone (the unauthenticated limit, and the partner path's miss path).
-pub(super) const GCRA_LUA: &str = concat!(gcra_lua!(), "return gcra(1, 1)\n");
+pub(super) const GCRA_LUA: &str = concat!("#!lua", gcra_lua!(), "return gcra(1, 1)\n");
 
 /// The gate. KEYS: the epoch, grant status, partner status, jti, then optionally the grant's
 /// and the partner's limit. ARGV: the caller's now (seconds, nanoseconds), then (interval µs,
@@ -119,8 +119,8 @@ pub(super) const GCRA_LUA: &str = concat!(gcra_lua!(), "return gcra(1, 1)\n");
 /// anything this parser cannot read counts as "not decided here" and spends nothing, so the
 /// Rust side (the authority) decides and spends separately.
 pub(super) const GATE_LUA: &str = concat!(
-    gcra_lua!(),
     super::epoch::epoch_lua!(),
+    gcra_lua!(),
     r#"
 local function epoch(s)
   local y, mo, d, h, mi, sec, frac =

@@ -1,6 +1,8 @@
 //! The in-process backend: one mutex-guarded map with lazy expiry. Enough for one instance.
 
-use super::{GateCheck, GateLimit, GateReply, RateCheck, RateOutcome, StateBackend, StateError};
+use super::{
+    Fill, GateCheck, GateLimit, GateReply, RateCheck, RateOutcome, Since, StateBackend, StateError,
+};
 use async_trait::async_trait;
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -70,14 +72,28 @@ impl StateBackend for MemoryBackend {
         key: &str,
         value: Vec<u8>,
         ttl: Duration,
-    ) -> Result<bool, StateError> {
+        _since: &Since,
+    ) -> Result<Fill, StateError> {
         let now = Instant::now();
         let mut entries = self.entries.lock();
         if entries.get(key).is_some_and(|entry| Self::live(entry, now)) {
-            return Ok(false);
+            return Ok(Fill::Present);
         }
         Self::insert(&mut entries, key, value, now + ttl, now);
-        Ok(true)
+        Ok(Fill::Stored)
+    }
+
+    async fn since(&self) -> Result<Since, StateError> {
+        Ok(Since::default())
+    }
+
+    async fn put_many(&self, entries: &[(String, Vec<u8>, Duration)]) -> Result<(), StateError> {
+        let now = Instant::now();
+        let mut map = self.entries.lock();
+        for (key, value, ttl) in entries {
+            Self::insert(&mut map, key, value.clone(), now + *ttl, now);
+        }
+        Ok(())
     }
 
     async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, StateError> {

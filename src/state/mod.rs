@@ -35,14 +35,21 @@ pub enum StateError {
 pub trait StateBackend: Send + Sync + 'static {
     async fn put(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), StateError>;
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StateError>;
-    /// Stores the value only when the key is absent (atomically); true when it was stored.
-    /// Caches filled from the database use it, so they never overwrite a newer decision.
+    /// Stores the value only when the key is absent (atomically), and only while the backend's
+    /// epoch is still `since` (see `epoch.rs`). Caches filled from the database use it, so
+    /// they never overwrite a newer decision, nor land in an epoch that lost one.
     async fn put_if_absent(
         &self,
         key: &str,
         value: Vec<u8>,
         ttl: Duration,
-    ) -> Result<bool, StateError>;
+        since: &Since,
+    ) -> Result<Fill, StateError>;
+    /// The epoch values are written under now; taken before a database read that will fill a
+    /// cache. The in-process backend has one epoch for its whole life.
+    async fn since(&self) -> Result<Since, StateError>;
+    /// Stores several values in one round trip.
+    async fn put_many(&self, entries: &[(String, Vec<u8>, Duration)]) -> Result<(), StateError>;
     /// Removes a key and returns its value, atomically: one of two racing takers wins.
     async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, StateError>;
     /// Extends the time to live of an existing key without writing its value; true when the
@@ -63,6 +70,21 @@ pub trait StateBackend: Send + Sync + 'static {
     async fn incr(&self, keys: &[String], ttl: Duration) -> Result<Vec<u64>, StateError>;
     /// Takes one off each counter that exists (never below zero, never creating one).
     async fn decr_existing(&self, keys: &[String]) -> Result<(), StateError>;
+}
+
+/// The epoch a cache fill was read under (opaque; `epoch.rs`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Since(pub(crate) Option<String>);
+
+/// What a cache fill did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fill {
+    Stored,
+    /// A value written in this epoch was there: it stands.
+    Present,
+    /// The epoch changed since the database was read: nothing stored, the read is this call's
+    /// answer only.
+    EpochChanged,
 }
 
 /// One GCRA limit: one call per `interval`, `burst` at once.
@@ -412,15 +434,21 @@ impl SharedState {
         value: T,
         gone: T,
         ttl: Duration,
+        since: &Since,
     ) -> Result<T, StateError> {
-        if self
+        match self
             .backend
-            .put_if_absent(key, serde_json::to_vec(&value)?, ttl)
+            .put_if_absent(key, serde_json::to_vec(&value)?, ttl, since)
             .await?
         {
-            return Ok(value);
+            Fill::Stored | Fill::EpochChanged => Ok(value),
+            Fill::Present => Ok(self.get_json(key).await?.unwrap_or(gone)),
         }
-        Ok(self.get_json(key).await?.unwrap_or(gone))
+    }
+
+    /// The epoch now: take it *before* reading what a fill will cache.
+    pub async fn since(&self) -> Result<Since, StateError> {
+        self.backend.since().await
     }
 
     /// Caches a grant's status read from the database; see [`Self::fill`].
@@ -429,9 +457,11 @@ impl SharedState {
         grant: GrantId,
         status: GrantStatus,
         ttl: Duration,
+        since: &Since,
     ) -> Result<GrantStatus, StateError> {
         let key = self.key("grant", &grant.to_string());
-        self.fill(&key, status, GrantStatus::Revoked, ttl).await
+        self.fill(&key, status, GrantStatus::Revoked, ttl, since)
+            .await
     }
 
     pub async fn grant_status(&self, grant: GrantId) -> Result<Option<GrantStatus>, StateError> {
@@ -443,6 +473,16 @@ impl SharedState {
         self.backend
             .put(&self.key("jti", jti), b"1".to_vec(), ttl)
             .await
+    }
+
+    /// Remembers several revoked access tokens (each until it would have expired) in one
+    /// round trip: a grant's, put back from the database.
+    pub async fn revoke_jtis(&self, jtis: &[(String, Duration)]) -> Result<(), StateError> {
+        let entries: Vec<_> = jtis
+            .iter()
+            .map(|(jti, ttl)| (self.key("jti", jti), b"1".to_vec(), *ttl))
+            .collect();
+        self.backend.put_many(&entries).await
     }
 
     pub async fn is_jti_revoked(&self, jti: &str) -> Result<bool, StateError> {
@@ -465,9 +505,11 @@ impl SharedState {
         client: &ClientId,
         state: PartnerState,
         ttl: Duration,
+        since: &Since,
     ) -> Result<PartnerState, StateError> {
         let key = self.key("partner", client.as_str());
-        self.fill(&key, state, PartnerState::Suspended, ttl).await
+        self.fill(&key, state, PartnerState::Suspended, ttl, since)
+            .await
     }
 }
 
@@ -561,14 +603,15 @@ mod tests {
             .put_partner_state(&client, PartnerState::Suspended, ttl)
             .await
             .unwrap();
+        let since = state.since().await.unwrap();
         let now = state
-            .fill_partner_state(&client, PartnerState::Active, ttl)
+            .fill_partner_state(&client, PartnerState::Active, ttl, &since)
             .await
             .unwrap();
         assert_eq!(now, PartnerState::Suspended);
         let other = ClientId::parse("fix-it").unwrap();
         let filled = state
-            .fill_partner_state(&other, PartnerState::Active, ttl)
+            .fill_partner_state(&other, PartnerState::Active, ttl, &since)
             .await
             .unwrap();
         assert_eq!(filled, PartnerState::Active);

@@ -9,15 +9,16 @@
 //! that is down, and callers fail closed on [`StateError::Unavailable`].
 
 use super::epoch::{
-    ENSURE_LUA, EXPIRE_EXISTING_LUA, GET_LUA, NO_EPOCH, PUT_IF_ABSENT_LUA, PUT_LUA, TAKE_LUA,
+    ENSURE_LUA, EXPIRE_EXISTING_LUA, GET_LUA, NO_EPOCH, PUT_IF_ABSENT_LUA, PUT_LUA, PUT_MANY_LUA,
+    STAMP_LUA, TAKE_LUA,
 };
 use super::gate::{GATE_LUA, GCRA_LUA};
-use super::{GateCheck, GateReply, RateCheck, RateOutcome, StateBackend, StateError};
+use super::{Fill, GateCheck, GateReply, RateCheck, RateOutcome, Since, StateBackend, StateError};
 use async_trait::async_trait;
 use parking_lot::RwLock;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, FromRedisValue, ScriptInvocation};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// Multiplexed connections per instance; each carries many commands at once.
@@ -30,7 +31,7 @@ const RECONNECT_PAUSE: Duration = Duration::from_millis(200);
 
 /// Takes one off a counter that exists and is above zero; an expired counter stays gone
 /// (a plain DECR would bring it back without a time to live).
-const DECR_EXISTING: &str = r"
+const DECR_EXISTING: &str = r"#!lua
 for i = 1, #KEYS do
   local n = tonumber(redis.call('GET', KEYS[i]) or '0')
   if n > 0 then redis.call('DECR', KEYS[i]) end
@@ -38,16 +39,9 @@ end
 return 0
 ";
 
-/// One live connection; `id` tells a dropped one from its successor.
-#[derive(Clone)]
-struct Link {
-    id: u64,
-    conn: MultiplexedConnection,
-}
-
 #[derive(Default)]
 struct Slot {
-    live: RwLock<Option<Link>>,
+    live: RwLock<Option<MultiplexedConnection>>,
     /// One connection attempt per slot at a time.
     connecting: tokio::sync::Mutex<()>,
     failed_at: RwLock<Option<Instant>>,
@@ -57,12 +51,13 @@ pub struct RedisBackend {
     client: redis::Client,
     slots: Vec<Slot>,
     next: AtomicUsize,
-    links: AtomicU64,
     epoch_key: String,
     ensure: redis::Script,
     put: redis::Script,
     get: redis::Script,
     put_if_absent: redis::Script,
+    put_many: redis::Script,
+    stamp: redis::Script,
     take: redis::Script,
     expire_existing: redis::Script,
     decr_existing: redis::Script,
@@ -119,12 +114,13 @@ impl RedisBackend {
             client: redis::Client::open(url).map_err(unavailable)?,
             slots: (0..CONNECTIONS).map(|_| Slot::default()).collect(),
             next: AtomicUsize::new(0),
-            links: AtomicU64::new(0),
             epoch_key: format!("{prefix}epoch"),
             ensure: redis::Script::new(ENSURE_LUA),
             put: redis::Script::new(PUT_LUA),
             get: redis::Script::new(GET_LUA),
             put_if_absent: redis::Script::new(PUT_IF_ABSENT_LUA),
+            put_many: redis::Script::new(PUT_MANY_LUA),
+            stamp: redis::Script::new(STAMP_LUA),
             take: redis::Script::new(TAKE_LUA),
             expire_existing: redis::Script::new(EXPIRE_EXISTING_LUA),
             decr_existing: redis::Script::new(DECR_EXISTING),
@@ -135,22 +131,23 @@ impl RedisBackend {
         // loaded once, so every call is an EVALSHA from the first (after a Redis restart an
         // invocation reloads its script by itself: NOSCRIPT, then SCRIPT LOAD).
         for slot in &backend.slots {
-            let link = backend.open().await?;
-            *slot.live.write() = Some(link);
+            let conn = backend.open().await?;
+            *slot.live.write() = Some(conn);
         }
-        let (_, mut link) = backend.link().await?;
+        let mut conn = backend.connection().await?;
         for script in [&backend.gcra, &backend.gate, &backend.get, &backend.put] {
             script
                 .prepare_invoke()
-                .load_async(&mut link.conn)
+                .load_async(&mut conn)
                 .await
                 .map_err(unavailable)?;
         }
+        warn_unless_noeviction(&mut conn).await;
         Ok(backend)
     }
 
     /// A new connection, checked against the epoch before anything else goes over it.
-    async fn open(&self) -> Result<Link, StateError> {
+    async fn open(&self) -> Result<MultiplexedConnection, StateError> {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(TIMEOUT))
             .set_response_timeout(Some(TIMEOUT));
@@ -160,10 +157,7 @@ impl RedisBackend {
             .await
             .map_err(unavailable)?;
         self.ensure_epoch(&mut conn).await?;
-        Ok(Link {
-            id: self.links.fetch_add(1, Ordering::Relaxed),
-            conn,
-        })
+        Ok(conn)
     }
 
     /// Gives this Redis process an epoch of its own unless it has one (see `epoch.rs`).
@@ -190,14 +184,14 @@ impl RedisBackend {
     }
 
     /// A live connection from the next slot, opening one when the slot has none.
-    async fn link(&self) -> Result<(&Slot, Link), StateError> {
+    async fn connection(&self) -> Result<MultiplexedConnection, StateError> {
         let slot = &self.slots[self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len()];
-        if let Some(link) = slot.live.read().clone() {
-            return Ok((slot, link));
+        if let Some(conn) = slot.live.read().clone() {
+            return Ok(conn);
         }
         let _one = slot.connecting.lock().await;
-        if let Some(link) = slot.live.read().clone() {
-            return Ok((slot, link));
+        if let Some(conn) = slot.live.read().clone() {
+            return Ok(conn);
         }
         if slot
             .failed_at
@@ -207,10 +201,10 @@ impl RedisBackend {
             return Err(StateError::Unavailable("redis: reconnecting".into()));
         }
         match self.open().await {
-            Ok(link) => {
-                *slot.live.write() = Some(link.clone());
+            Ok(conn) => {
+                *slot.live.write() = Some(conn.clone());
                 *slot.failed_at.write() = None;
-                Ok((slot, link))
+                Ok(conn)
             }
             Err(e) => {
                 *slot.failed_at.write() = Some(Instant::now());
@@ -219,35 +213,60 @@ impl RedisBackend {
         }
     }
 
-    /// Maps a command's result; a connection that failed is dropped from its slot (unless a
-    /// newer one replaced it already), so the next call opens and checks a new one.
-    fn settle<T>(slot: &Slot, link: &Link, result: redis::RedisResult<T>) -> Result<T, StateError> {
-        result.map_err(|e| {
-            if e.is_io_error()
-                || e.is_connection_dropped()
-                || e.is_timeout()
-                || e.is_connection_refusal()
-                || e.is_unrecoverable_error()
-            {
-                let mut live = slot.live.write();
-                if live.as_ref().is_some_and(|l| l.id == link.id) {
-                    *live = None;
+    /// Whether an error means the connection must not be used again: broken, timed out, or
+    /// reaching a server that is not (or not yet) a primary with its data — a demoted primary
+    /// (`READONLY`), one whose primary is down (`MASTERDOWN`), one loading (`LOADING`). Its
+    /// successor's epoch check runs once the server is a primary again.
+    fn is_dead(e: &redis::RedisError) -> bool {
+        e.is_io_error()
+            || e.is_connection_dropped()
+            || e.is_timeout()
+            || e.is_connection_refusal()
+            || e.is_unrecoverable_error()
+            || matches!(e.code(), Some("READONLY" | "MASTERDOWN" | "LOADING"))
+    }
+
+    /// Drops every slot's connection: when one died with its server, the others did too, and
+    /// each would otherwise cost a failed call to find out.
+    fn drop_all(&self) {
+        for slot in &self.slots {
+            *slot.live.write() = None;
+        }
+    }
+
+    /// Runs `attempt` on a live connection. When the connection turns out dead, every slot is
+    /// dropped and the call is tried once more on a new (epoch-checked) connection: after a
+    /// Redis restart the first call then succeeds instead of failing. A timeout is not retried
+    /// (the server may be hanging, and the caller has waited long enough).
+    async fn run<T, F, Fut>(&self, attempt: F) -> Result<T, StateError>
+    where
+        F: Fn(MultiplexedConnection) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let mut retried = false;
+        loop {
+            match attempt(self.connection().await?).await {
+                Ok(value) => return Ok(value),
+                Err(e) if Self::is_dead(&e) => {
+                    self.drop_all();
+                    if retried || e.is_timeout() {
+                        return Err(unavailable(e));
+                    }
+                    retried = true;
                 }
+                Err(e) => return Err(unavailable(e)),
             }
-            unavailable(e)
-        })
+        }
     }
 
     async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StateError> {
-        let (slot, mut link) = self.link().await?;
-        let result = cmd.query_async(&mut link.conn).await;
-        Self::settle(slot, &link, result)
+        self.run(|mut conn| async move { cmd.query_async(&mut conn).await })
+            .await
     }
 
     async fn query_pipe<T: FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T, StateError> {
-        let (slot, mut link) = self.link().await?;
-        let result = pipe.query_async(&mut link.conn).await;
-        Self::settle(slot, &link, result)
+        self.run(|mut conn| async move { pipe.query_async(&mut conn).await })
+            .await
     }
 
     /// Runs a script; a write that found no epoch (a `FLUSHALL`) makes one and runs again.
@@ -255,13 +274,23 @@ impl RedisBackend {
         &self,
         invocation: &ScriptInvocation<'_>,
     ) -> Result<T, StateError> {
-        let (slot, mut link) = self.link().await?;
-        let mut result = invocation.invoke_async(&mut link.conn).await;
-        if matches!(&result, Err(e) if e.code() == Some(NO_EPOCH)) {
-            self.ensure_epoch(&mut link.conn).await?;
-            result = invocation.invoke_async(&mut link.conn).await;
-        }
-        Self::settle(slot, &link, result)
+        self.run(|mut conn| async move {
+            let result = invocation.invoke_async(&mut conn).await;
+            match result {
+                Err(e) if e.code() == Some(NO_EPOCH) => {
+                    if let Err(StateError::Unavailable(why)) = self.ensure_epoch(&mut conn).await {
+                        return Err(redis::RedisError::from((
+                            redis::ErrorKind::Io,
+                            "making an epoch",
+                            why,
+                        )));
+                    }
+                    invocation.invoke_async(&mut conn).await
+                }
+                other => other,
+            }
+        })
+        .await
     }
 
     /// A stamped script over one key: the epoch key, then `key`.
@@ -289,10 +318,39 @@ impl StateBackend for RedisBackend {
         key: &str,
         value: Vec<u8>,
         ttl: Duration,
-    ) -> Result<bool, StateError> {
+        since: &Since,
+    ) -> Result<Fill, StateError> {
         let mut invocation = self.stamped(&self.put_if_absent, key);
-        invocation.arg(value).arg(millis(ttl));
-        Ok(self.invoke::<i64>(&invocation).await? == 1)
+        invocation
+            .arg(value)
+            .arg(millis(ttl))
+            .arg(since.0.as_deref().unwrap_or(""));
+        Ok(match self.invoke::<i64>(&invocation).await? {
+            1 => Fill::Stored,
+            0 => Fill::Present,
+            _ => Fill::EpochChanged,
+        })
+    }
+
+    async fn since(&self) -> Result<Since, StateError> {
+        let mut invocation = self.stamp.prepare_invoke();
+        invocation.key(&self.epoch_key);
+        // No epoch yet (a FLUSHALL): the fill's own write makes one, and any stamp differs
+        // from this, so the fill is refused rather than trusted.
+        let stamp: Option<String> = self.invoke(&invocation).await?;
+        Ok(Since(Some(stamp.unwrap_or_else(|| "none".into()))))
+    }
+
+    async fn put_many(&self, entries: &[(String, Vec<u8>, Duration)]) -> Result<(), StateError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut invocation = self.put_many.prepare_invoke();
+        invocation.key(&self.epoch_key);
+        for (key, value, ttl) in entries {
+            invocation.key(key).arg(value.as_slice()).arg(millis(*ttl));
+        }
+        self.invoke::<i64>(&invocation).await.map(|_| ())
     }
 
     async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, StateError> {
@@ -394,6 +452,26 @@ impl StateBackend for RedisBackend {
     }
 }
 
+/// An evicted revoked-token marker is not missed until its grant's status is: say so at start
+/// when Redis may evict (a managed Redis may refuse `CONFIG`; then nothing is said).
+async fn warn_unless_noeviction(conn: &mut MultiplexedConnection) {
+    let policy: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("maxmemory-policy")
+        .query_async(conn)
+        .await;
+    if let Ok(reply) = policy
+        && let Some(policy) = reply.get(1)
+        && policy != "noeviction"
+    {
+        tracing::warn!(
+            policy = %policy,
+            "Redis may evict keys (maxmemory-policy is not noeviction): an evicted revoked-token \
+             marker lets that token work until it expires (at most 5 minutes)"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -440,17 +518,20 @@ mod tests {
         assert_eq!(backend.get(&key).await.unwrap(), None);
         assert!(!backend.expire_existing(&key, TTL).await.unwrap());
         // A stale value counts as absent for a cache fill, which replaces it.
-        assert!(
+        let since = backend.since().await.unwrap();
+        assert_eq!(
             backend
-                .put_if_absent(&key, b"new".to_vec(), TTL)
+                .put_if_absent(&key, b"new".to_vec(), TTL, &since)
                 .await
-                .unwrap()
+                .unwrap(),
+            Fill::Stored
         );
-        assert!(
-            !backend
-                .put_if_absent(&key, b"newer".to_vec(), TTL)
+        assert_eq!(
+            backend
+                .put_if_absent(&key, b"newer".to_vec(), TTL, &since)
                 .await
-                .unwrap()
+                .unwrap(),
+            Fill::Present
         );
         assert_eq!(backend.take(&key).await.unwrap(), Some(b"new".to_vec()));
         assert_eq!(backend.take(&key).await.unwrap(), None);
@@ -498,5 +579,51 @@ mod tests {
         other.put(&key, b"\"active\"".to_vec(), TTL).await.unwrap();
         let third = RedisBackend::connect(&url, &prefix).await.unwrap();
         assert!(third.get(&key).await.unwrap().is_some());
+    }
+
+    /// A fill that read the database under one epoch never lands in the next: the revocation
+    /// it raced may have been lost with the old epoch, and the database read may predate it.
+    #[tokio::test]
+    async fn a_fill_read_under_an_epoch_that_ended_is_not_cached() {
+        let Some((url, prefix, backend)) = redis("a_fill_read_under").await else {
+            return;
+        };
+        let key = format!("{prefix}grant:g");
+        let since = backend.since().await.unwrap();
+        raw(&url, redis::cmd("DEL").arg(format!("{prefix}epoch"))).await;
+        backend
+            .put(&format!("{prefix}other"), b"x".to_vec(), TTL)
+            .await
+            .unwrap();
+        assert_eq!(
+            backend
+                .put_if_absent(&key, b"active".to_vec(), TTL, &since)
+                .await
+                .unwrap(),
+            Fill::EpochChanged
+        );
+        assert_eq!(backend.get(&key).await.unwrap(), None);
+        let now = backend.since().await.unwrap();
+        assert_eq!(
+            backend
+                .put_if_absent(&key, b"active".to_vec(), TTL, &now)
+                .await
+                .unwrap(),
+            Fill::Stored
+        );
+    }
+
+    #[tokio::test]
+    async fn many_values_are_put_in_one_call_under_the_epoch() {
+        let Some((_, prefix, backend)) = redis("many_values").await else {
+            return;
+        };
+        let entries: Vec<_> = (0..3)
+            .map(|i| (format!("{prefix}jti:{i}"), b"1".to_vec(), TTL))
+            .collect();
+        backend.put_many(&entries).await.unwrap();
+        for (key, _, _) in &entries {
+            assert_eq!(backend.get(key).await.unwrap(), Some(b"1".to_vec()));
+        }
     }
 }

@@ -6,10 +6,10 @@ use super::{Store, StoreError};
 use crate::domain::GrantId;
 use chrono::{DateTime, Utc};
 use entity::revoked_tokens;
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect, Set};
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QuerySelect, Set};
 
-/// At most this many revoked tokens of one grant are read back; a grant's tokens live five
-/// minutes, so even a partner revoking every token it gets stays far below.
+/// At most this many revoked tokens of one grant are read back. The token endpoint ends a
+/// grant long before (`oauth::revocation::MAX_LIVE_REVOKED`), so this only bounds a read.
 const MAX_PER_GRANT: u64 = 10_000;
 
 impl Store {
@@ -54,5 +54,18 @@ impl Store {
             .into_iter()
             .map(|m| (m.jti, m.expires_at))
             .collect())
+    }
+
+    /// How many of the grant's revoked tokens have not expired yet.
+    pub async fn live_revoked_access_tokens(
+        &self,
+        grant_id: GrantId,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        Ok(revoked_tokens::Entity::find()
+            .filter(revoked_tokens::Column::GrantId.eq(grant_id.to_string()))
+            .filter(revoked_tokens::Column::ExpiresAt.gt(now))
+            .count(&self.db)
+            .await?)
     }
 }

@@ -51,6 +51,19 @@ impl Redis {
         redis
     }
 
+    /// A Redis started from a copy of `other`'s latest snapshot (`SAVE`): a replica or a backup
+    /// that lags behind it.
+    pub(crate) fn start_from_snapshot_of(other: &Redis) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let from = other.dir.as_ref().expect("a Redis with snapshots");
+        std::fs::copy(from.path().join("dump.rdb"), dir.path().join("dump.rdb")).unwrap();
+        Self::start_with(other.binary.clone(), Some(dir))
+    }
+
+    pub(crate) fn port(&self) -> u16 {
+        self.port
+    }
+
     pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
@@ -219,6 +232,31 @@ async fn without_redis_partners_get_503_and_everything_recovers_when_it_returns(
     redis.restart();
     recovers(&app, &access, &refresh).await;
     upstream.verify().await;
+}
+
+/// After a Redis restart every connection is dead; the first call finds out, drops them all
+/// and is answered on a new one (it used to get `503`, as did the next three, one per dead
+/// connection, however much later they came).
+#[tokio::test]
+async fn the_first_calls_after_a_redis_restart_are_answered() {
+    let Some(binary) = redis_server() else {
+        eprintln!("skipped: no redis-server (set TEST_REDIS_SERVER)");
+        return;
+    };
+    let mut redis = Redis::start(binary);
+    let url = redis.url();
+    let app = spawn_app_with_sample_upstream(|s| s.redis_url = Some(url)).await;
+    let (access, _) = reading_partner(&app).await;
+    redis.stop();
+    redis.restart();
+    for _ in 0..4 {
+        assert_eq!(
+            app.partner_status(&access, "/partner/v1/claims/C-1001")
+                .await,
+            StatusCode::OK
+        );
+    }
+    assert_eq!(ready(&app).await.0, StatusCode::OK);
 }
 
 fn pg_bin() -> Option<PathBuf> {

@@ -59,9 +59,31 @@ async fn portal_with(base: &str, cookie: &str) -> StatusCode {
 }
 
 async fn redis_command(url: &str, name: &str) {
+    redis_args(url, &[name]).await;
+}
+
+async fn redis_args(url: &str, args: &[&str]) -> redis::Value {
     let client = redis::Client::open(url).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    redis::cmd(name).query_async::<()>(&mut conn).await.unwrap();
+    let mut cmd = redis::cmd(args[0]);
+    for arg in &args[1..] {
+        cmd.arg(*arg);
+    }
+    cmd.query_async(&mut conn).await.unwrap()
+}
+
+/// A partner call's status once shared state answers: `503` while Redis is out of reach or
+/// not a primary (never data), then what it says.
+async fn settled_call(base: &str, token: &str) -> StatusCode {
+    let mut status = call(base, token).await;
+    for _ in 0..50 {
+        if status != StatusCode::SERVICE_UNAVAILABLE {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        status = call(base, token).await;
+    }
+    status
 }
 
 #[tokio::test]
@@ -160,17 +182,11 @@ async fn a_redis_restored_from_an_old_snapshot_brings_back_nothing_that_was_revo
     ];
     for base in [&a.base, &b] {
         for (i, access) in ended.iter().enumerate() {
-            // The first call after the restart may find Redis still reconnecting (503); it
-            // must never find data.
-            let mut status = call(base, access).await;
-            for _ in 0..50 {
-                if status != StatusCode::SERVICE_UNAVAILABLE {
-                    break;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                status = call(base, access).await;
-            }
-            assert_eq!(status, StatusCode::UNAUTHORIZED, "token {i} at {base}");
+            assert_eq!(
+                settled_call(base, access).await,
+                StatusCode::UNAUTHORIZED,
+                "token {i} at {base}"
+            );
         }
         let grant_owner = &a.partner;
         for access in [ended[0], ended[2]] {
@@ -233,4 +249,109 @@ async fn after_flushall_revocations_still_hold_and_live_grants_still_work() {
         introspect_at(&app.base, &app.partner, revoked.access_token().secret()).await["active"],
         false
     );
+}
+
+/// The same Redis process with older data: the primary is demoted, fully resynchronised from a
+/// copy that lags behind it (as when a failed-over replica that missed writes becomes the
+/// primary it follows), and promoted again. Its `run_id` is unchanged and Keyhole's
+/// connections stay open throughout; its replication history is new, and nothing revoked in
+/// between comes back — nor is the old data read while it is a replica.
+#[tokio::test]
+async fn a_primary_resynchronised_from_a_lagging_copy_brings_back_nothing_that_was_revoked() {
+    let Some(binary) = redis_server() else {
+        eprintln!("skipped: no redis-server (set TEST_REDIS_SERVER)");
+        return;
+    };
+    let primary = Redis::start_with_snapshots(binary);
+    let url = primary.url();
+    let a = spawn_app_with_sample_upstream(|s| s.redis_url = Some(url.clone())).await;
+    let b = a.second_instance().await;
+    let kept = a.tokens(&["claims:status"]).await;
+    let revoked_grant = a.tokens(&["claims:status"]).await;
+    let revoked_token = a.tokens(&["claims:status"]).await;
+    let bob = browser();
+    let signed_in = a
+        .submit_sign_in(&bob, &a.url("/portal/login"), BOB.1, BOB.2)
+        .await;
+    let bob_cookie = signed_in
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .find_map(|c| c.strip_prefix("kh_session="))
+        .and_then(|c| c.split(';').next())
+        .unwrap()
+        .to_owned();
+    for token in [&kept, &revoked_grant, &revoked_token] {
+        assert_eq!(
+            call(&b, token.access_token().secret()).await,
+            StatusCode::OK
+        );
+    }
+    redis_command(&url, "SAVE").await;
+    let lagging = Redis::start_from_snapshot_of(&primary);
+
+    a.revoke(
+        revoked_grant.refresh_token().unwrap().secret(),
+        "refresh_token",
+    )
+    .await;
+    a.revoke(revoked_token.access_token().secret(), "access_token")
+        .await;
+    let html = bob
+        .get(a.url("/portal"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let logout = bob
+        .post(a.url("/portal/logout"))
+        .form(&[("csrf_token", hidden(&html, "csrf_token").unwrap())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), StatusCode::SEE_OTHER);
+
+    let port = lagging.port().to_string();
+    redis_args(&url, &["REPLICAOF", "127.0.0.1", &port]).await;
+    for attempt in 0.. {
+        let info = redis_args(&url, &["INFO", "replication"]).await;
+        let info: String = redis::from_redis_value(info).unwrap();
+        if info.contains("master_link_status:up") {
+            break;
+        }
+        assert!(attempt < 100, "the resync did not finish: {info}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // While it is a replica holding the old data, nothing is read from it.
+    assert_eq!(
+        call(&a.base, revoked_grant.access_token().secret()).await,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_ne!(portal_with(&b, &bob_cookie).await, StatusCode::OK);
+    redis_args(&url, &["REPLICAOF", "NO", "ONE"]).await;
+
+    for base in [&a.base, &b] {
+        for access in [
+            revoked_grant.access_token().secret(),
+            revoked_token.access_token().secret(),
+        ] {
+            assert_eq!(
+                settled_call(base, access).await,
+                StatusCode::UNAUTHORIZED,
+                "at {base}"
+            );
+            assert_eq!(
+                introspect_at(base, &a.partner, access).await["active"],
+                false
+            );
+        }
+        assert_eq!(portal_with(base, &bob_cookie).await, StatusCode::SEE_OTHER);
+        assert_eq!(
+            settled_call(base, kept.access_token().secret()).await,
+            StatusCode::OK
+        );
+    }
 }

@@ -645,3 +645,37 @@ async fn a_code_given_back_after_a_failure_keeps_its_original_expiry() {
         .unwrap();
     assert_eq!(revoked, 0, "the late retry revoked nothing");
 }
+
+/// Every live revoked access token is a row the grant's status refill reads back, so their
+/// number per grant is bounded: a partner that revokes more than 100 of one grant's tokens
+/// within their lifetime loses the grant.
+#[tokio::test]
+async fn revoking_more_than_a_hundred_tokens_of_one_grant_ends_the_grant() {
+    let app = spawn_app_with_sample_upstream(|_| {}).await;
+    let tokens = app.tokens(&["claims:status"]).await;
+    let mut access = tokens.access_token().secret().clone();
+    let mut refresh = tokens.refresh_token().unwrap().secret().clone();
+    for i in 0..=keyhole::oauth::revocation::MAX_LIVE_REVOKED {
+        app.revoke(&access, "access_token").await;
+        let next: serde_json::Value = app
+            .post_form(
+                "/oauth/token",
+                &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        let (Some(a), Some(r)) = (
+            next["access_token"].as_str(),
+            next["refresh_token"].as_str(),
+        ) else {
+            // The grant ended with the last revocation: only the one over the bound may.
+            assert_eq!(i, keyhole::oauth::revocation::MAX_LIVE_REVOKED, "{next}");
+            assert_eq!(next["error"], "invalid_grant");
+            return;
+        };
+        (access, refresh) = (a.to_owned(), r.to_owned());
+    }
+    panic!("the grant outlived more than the bound of revoked tokens");
+}
