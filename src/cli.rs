@@ -3,7 +3,7 @@
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
-use crate::domain::{Catalog, ClientId, FieldSet, UpstreamCustomerId};
+use crate::domain::{Catalog, ClientId, Email, FieldSet, UpstreamCustomerId};
 use crate::secrets::{hash_password, random_token, token_hash};
 use crate::startup::{encryption_key, open_store};
 use crate::store::{NewPartner, PartnerRates, Store};
@@ -113,9 +113,24 @@ pub enum CustomerCommand {
 pub enum AdminCommand {
     #[command(subcommand)]
     Token(AdminTokenCommand),
+    /// Accounts of people on the security team, for the console.
+    #[command(subcommand)]
+    User(AdminUserCommand),
     /// The record of every admin call.
     #[command(subcommand)]
     Audit(AdminAuditCommand),
+}
+
+#[derive(Subcommand)]
+pub enum AdminUserCommand {
+    /// Create a console account; prints a one-time password, to be replaced at the first
+    /// sign-in (only its argon2 hash is stored).
+    Add {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -381,6 +396,32 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 format!(
                     "admin token for {name}: {}\n(shown only now; only its hash is stored)",
                     token.expose()
+                ),
+            );
+        }
+        Command::Admin(AdminCommand::User(AdminUserCommand::Add { email, json })) => {
+            let email = Email::parse(&email)?;
+            let store = open_store(&settings).await?;
+            let password = random_token("")?;
+            let user = store
+                .insert_console_user(&email, hash_password(password.expose())?, SystemClock.now())
+                .await?;
+            let sign_in = format!(
+                "{}/console/login",
+                settings.public_url.as_str().trim_end_matches('/')
+            );
+            print(
+                json,
+                json!({
+                    "id": user.id,
+                    "email": user.email.as_str(),
+                    "one_time_password": password.expose(),
+                    "sign_in": sign_in,
+                }),
+                format!(
+                    "console user {email}: one-time password {}\n(shown only now; sign in at \
+                     {sign_in} and set your own)",
+                    password.expose()
                 ),
             );
         }

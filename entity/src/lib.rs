@@ -7,6 +7,7 @@ pub mod access_log;
 pub mod admin_audit;
 pub mod admin_tokens;
 pub mod chain_checkpoints;
+pub mod console_users;
 pub mod customers;
 pub mod grants;
 pub mod partners;

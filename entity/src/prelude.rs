@@ -4,6 +4,7 @@ pub use super::access_log::Entity as AccessLog;
 pub use super::admin_audit::Entity as AdminAudit;
 pub use super::admin_tokens::Entity as AdminTokens;
 pub use super::chain_checkpoints::Entity as ChainCheckpoints;
+pub use super::console_users::Entity as ConsoleUsers;
 pub use super::customers::Entity as Customers;
 pub use super::grants::Entity as Grants;
 pub use super::partners::Entity as Partners;

@@ -19,6 +19,7 @@ mod m20261202_000010_access_log_chains;
 mod m20261202_000011_revoked_tokens;
 mod m20261202_000012_signing_key_activation;
 mod m20261202_000013_token_grace;
+mod m20261202_000014_console_users;
 
 pub use m20261202_000010_access_log_chains::LEGACY_CHAIN;
 
@@ -42,6 +43,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000011_revoked_tokens::Migration),
             Box::new(m20261202_000012_signing_key_activation::Migration),
             Box::new(m20261202_000013_token_grace::Migration),
+            Box::new(m20261202_000014_console_users::Migration),
         ]
     }
 }
@@ -52,7 +54,7 @@ mod tests {
     use super::*;
     use sea_orm_migration::sea_orm::{ConnectionTrait, Database, DatabaseConnection};
 
-    const TABLES: [&str; 10] = [
+    const TABLES: [&str; 11] = [
         "partners",
         "customers",
         "grants",
@@ -63,6 +65,7 @@ mod tests {
         "admin_audit",
         "chain_checkpoints",
         "revoked_tokens",
+        "console_users",
     ];
 
     async fn tables_present(db: &DatabaseConnection) -> Vec<&'static str> {

@@ -864,3 +864,52 @@ async fn the_demo_starts_in_an_empty_directory_and_leaves_only_owner_only_files(
         assert_eq!(*mode, owner_only, "{name} has mode {mode:o}");
     }
 }
+
+/// Issue 13's first step: a console account with a one-time password, shown once and stored
+/// only as an argon2 hash; one account per address; a malformed address is refused.
+#[tokio::test]
+async fn admin_user_add_prints_a_one_time_password_and_stores_only_its_hash() {
+    let cli = Cli::new();
+    let printed = cli.json(&[
+        "admin",
+        "user",
+        "add",
+        "--email",
+        " Ana.Lyst@Harmony.Example ",
+        "--json",
+    ]);
+    assert_eq!(printed["email"], "ana.lyst@harmony.example");
+    assert!(
+        printed["sign_in"]
+            .as_str()
+            .unwrap()
+            .ends_with("/console/login"),
+        "{printed}"
+    );
+    let password = printed["one_time_password"].as_str().unwrap();
+    assert!(password.len() >= 40, "{password}");
+    let bytes = std::fs::read(cli.dir.path().join("k.db")).unwrap();
+    let wal = std::fs::read(cli.dir.path().join("k.db-wal")).unwrap_or_default();
+    for file in [&bytes, &wal] {
+        assert!(
+            !file
+                .windows(password.len())
+                .any(|w| w == password.as_bytes()),
+            "the one-time password is stored in the clear"
+        );
+    }
+    assert!(
+        cli.failure(&[
+            "admin",
+            "user",
+            "add",
+            "--email",
+            "ana.lyst@harmony.example"
+        ])
+        .contains("already exists")
+    );
+    assert!(
+        cli.failure(&["admin", "user", "add", "--email", "not an address"])
+            .contains("is not an e-mail address")
+    );
+}

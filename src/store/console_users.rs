@@ -1,0 +1,97 @@
+//! Console accounts (issue 13): people on the security team, by e-mail address, with an argon2
+//! password hash. The console's sign-in pages build on these.
+
+use super::{Store, StoreError, map_insert_error};
+use crate::domain::Email;
+use chrono::{DateTime, Utc};
+use entity::console_users;
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsoleUser {
+    pub id: String,
+    pub email: Email,
+    pub password_hash: String,
+    /// False while the password is the one-time one: the first sign-in must replace it.
+    pub password_set: bool,
+    pub created_at: DateTime<Utc>,
+    pub disabled_at: Option<DateTime<Utc>>,
+}
+
+impl TryFrom<console_users::Model> for ConsoleUser {
+    type Error = StoreError;
+
+    fn try_from(m: console_users::Model) -> Result<Self, StoreError> {
+        Ok(Self {
+            email: Email::parse(&m.email).map_err(StoreError::corrupt)?,
+            id: m.id,
+            password_hash: m.password_hash,
+            password_set: m.password_set,
+            created_at: m.created_at,
+            disabled_at: m.disabled_at,
+        })
+    }
+}
+
+impl Store {
+    /// A new account whose password is the one-time one hashed here; an address that has an
+    /// account already is a `Conflict`.
+    pub async fn insert_console_user(
+        &self,
+        email: &Email,
+        one_time_password_hash: String,
+        now: DateTime<Utc>,
+    ) -> Result<ConsoleUser, StoreError> {
+        console_users::ActiveModel {
+            id: Set(uuid::Uuid::new_v4().to_string()),
+            email: Set(email.as_str().to_owned()),
+            password_hash: Set(one_time_password_hash),
+            password_set: Set(false),
+            created_at: Set(now),
+            disabled_at: Set(None),
+        }
+        .insert(&self.db)
+        .await
+        .map_err(|e| map_insert_error(e, &format!("a console user {email}")))?
+        .try_into()
+    }
+
+    pub async fn console_user_by_email(
+        &self,
+        email: &Email,
+    ) -> Result<Option<ConsoleUser>, StoreError> {
+        console_users::Entity::find()
+            .filter(console_users::Column::Email.eq(email.as_str()))
+            .one(&self.db)
+            .await?
+            .map(ConsoleUser::try_from)
+            .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing;
+
+    #[tokio::test]
+    async fn one_account_per_address_with_its_one_time_password_pending() {
+        let (store, _dir) = testing::store().await;
+        let email = Email::parse("Ana@Harmony.Example").unwrap();
+        let user = store
+            .insert_console_user(&email, "$argon2id$hash".into(), Utc::now())
+            .await
+            .unwrap();
+        assert!(!user.password_set);
+        assert_eq!(
+            store.console_user_by_email(&email).await.unwrap(),
+            Some(user)
+        );
+        let again = store
+            .insert_console_user(&email, "$argon2id$other".into(), Utc::now())
+            .await;
+        assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+        let nobody = Email::parse("nobody@harmony.example").unwrap();
+        assert_eq!(store.console_user_by_email(&nobody).await.unwrap(), None);
+    }
+}
