@@ -40,6 +40,8 @@ pub struct Partner {
 
 pub struct TestApp {
     pub base: String,
+    /// The private metrics listener's port, when `metrics_listen` is set (port 0 picks one).
+    pub metrics_port: Option<u16>,
     pub app: web::Data<App>,
     pub clock: ManualClock,
     pub partner: Partner,
@@ -87,6 +89,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     .await
     .unwrap();
     let app = application.app();
+    let metrics_port = application.metrics_port();
     tokio::spawn(application.run_until_stopped());
 
     for (id, email, password) in [ALICE, BOB] {
@@ -102,6 +105,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     }
     let mut test = TestApp {
         base,
+        metrics_port,
         app,
         clock,
         partner: Partner {

@@ -266,9 +266,11 @@ async fn metrics_need_an_admin_token_on_the_main_listener() {
 
 #[tokio::test]
 async fn metrics_listen_serves_metrics_without_a_token_and_nothing_else() {
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    // Port 0: the listener picks a free port itself (a port found free beforehand may be
+    // taken by another test before the app binds it).
+    let addr: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
     let app = spawn_app_with(|s| s.metrics_listen = Some(addr)).await;
-    let private = format!("http://{addr}");
+    let private = format!("http://127.0.0.1:{}", app.metrics_port.unwrap());
     let response = http()
         .get(format!("{private}/metrics"))
         .send()

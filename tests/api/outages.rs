@@ -47,8 +47,15 @@ impl Redis {
             child: None,
             dir,
         };
-        redis.restart();
-        redis
+        // A port found free may be taken by another test before the server binds it: then
+        // another port.
+        for _ in 0..5 {
+            if redis.try_start() {
+                return redis;
+            }
+            redis.port = free_port();
+        }
+        panic!("redis-server did not start");
     }
 
     /// A Redis started from a copy of `other`'s latest snapshot (`SAVE`): a replica or a backup
@@ -69,6 +76,12 @@ impl Redis {
     }
 
     pub(crate) fn restart(&mut self) {
+        assert!(self.try_start(), "redis-server did not start");
+    }
+
+    /// Starts the server on its port; false when it exits (the port was taken) or never
+    /// answers.
+    fn try_start(&mut self) -> bool {
         let mut command = Command::new(&self.binary);
         command
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
@@ -76,19 +89,27 @@ impl Redis {
         if let Some(dir) = &self.dir {
             command.arg("--dir").arg(dir.path());
         }
-        let child = command.stdout(Stdio::null()).spawn().unwrap();
-        self.child = Some(child);
+        let mut child = command.stdout(Stdio::null()).spawn().unwrap();
         for _ in 0..100 {
             // Ours must still be running (a failed bind exits) and answer on the port.
-            if let Some(child) = self.child.as_mut() {
-                assert!(child.try_wait().unwrap().is_none(), "redis-server exited");
+            if child.try_wait().unwrap().is_some() {
+                return false;
             }
             if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
+                // Something answers; it is ours if ours is still running a moment later (a
+                // server that lost the port to another exits at once).
+                std::thread::sleep(Duration::from_millis(50));
+                if child.try_wait().unwrap().is_some() {
+                    return false;
+                }
+                self.child = Some(child);
+                return true;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("redis-server did not start");
+        let _ = child.kill();
+        let _ = child.wait();
+        false
     }
 
     /// Kills the server (SIGKILL: it saves nothing on the way out).
