@@ -132,13 +132,18 @@ pub async fn spawn_app_with_sample_upstream(adjust: impl FnOnce(&mut Settings)) 
     .await
 }
 
-/// A port free at the time of asking, for servers the test must start by address.
+/// A port free at the time of asking, for servers the test must start by address (and may
+/// restart on the same port). It is picked below Linux's ephemeral range (32768 and up), which
+/// is where every `bind(0)` and outgoing connection of the other tests lands: a port found free
+/// there could be taken by one of them before the server binds it.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    for _ in 0..1000 {
+        let port = 20_000 + (uuid::Uuid::new_v4().as_u128() % 10_000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between 20000 and 30000");
 }
 
 /// Shared state on Redis when `KEYHOLE_REDIS_URL` names a server (as `.ci/run` sets it),
