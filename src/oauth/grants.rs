@@ -66,10 +66,12 @@ pub async fn status_from_store(app: &App, id: GrantId) -> Result<StoredStatus, I
         },
         GrantState::Revoked { .. } => GrantStatus::Revoked,
     };
-    let revoked: Vec<(String, Duration)> = app
-        .store
-        .revoked_access_tokens(id, now)
-        .await?
+    // A revoked grant refuses every token of its own: its revoked ones need not come back.
+    let revoked_tokens = match status {
+        GrantStatus::Active { .. } => app.store.revoked_access_tokens(id, now).await?,
+        GrantStatus::Revoked => Vec::new(),
+    };
+    let revoked: Vec<(String, Duration)> = revoked_tokens
         .into_iter()
         .map(|(jti, expires_at)| {
             let ttl = (expires_at - now)

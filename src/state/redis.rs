@@ -156,22 +156,22 @@ impl RedisBackend {
             .get_multiplexed_async_connection_with_config(&config)
             .await
             .map_err(unavailable)?;
-        self.ensure_epoch(&mut conn).await?;
+        self.ensure_epoch(&mut conn).await.map_err(unavailable)?;
         Ok(conn)
     }
 
     /// Gives this Redis process an epoch of its own unless it has one (see `epoch.rs`).
-    async fn ensure_epoch(&self, conn: &mut MultiplexedConnection) -> Result<(), StateError> {
-        let seed = crate::secrets::random_bytes::<8>()
-            .map_err(|e| StateError::Unavailable(format!("randomness: {e}")))?;
+    async fn ensure_epoch(&self, conn: &mut MultiplexedConnection) -> redis::RedisResult<()> {
+        let seed = crate::secrets::random_bytes::<8>().map_err(|e| {
+            redis::RedisError::from((redis::ErrorKind::Io, "randomness", e.to_string()))
+        })?;
         let seed: String = seed.iter().map(|b| format!("{b:02x}")).collect();
         let (epoch, new): (String, i64) = self
             .ensure
             .key(&self.epoch_key)
             .arg(seed)
             .invoke_async(conn)
-            .await
-            .map_err(unavailable)?;
+            .await?;
         if new == 1 {
             tracing::warn!(
                 epoch = %epoch,
@@ -278,13 +278,7 @@ impl RedisBackend {
             let result = invocation.invoke_async(&mut conn).await;
             match result {
                 Err(e) if e.code() == Some(NO_EPOCH) => {
-                    if let Err(StateError::Unavailable(why)) = self.ensure_epoch(&mut conn).await {
-                        return Err(redis::RedisError::from((
-                            redis::ErrorKind::Io,
-                            "making an epoch",
-                            why,
-                        )));
-                    }
+                    self.ensure_epoch(&mut conn).await?;
                     invocation.invoke_async(&mut conn).await
                 }
                 other => other,

@@ -369,27 +369,32 @@ mod tests {
     use crate::store::testing::store;
     use crate::store::{NewPartner, PartnerRates, RevokedBy};
 
+    /// Fone Shop (registered here) and a grant of Alice's to it.
     async fn grant(store: &Store, now: DateTime<Utc>) -> GrantId {
         let client = ClientId::parse("fone-shop").unwrap();
-        let scopes = FieldSet::parse("claims:status").unwrap();
         store
             .insert_partner(
                 NewPartner {
-                    client_id: client.clone(),
+                    client_id: client,
                     name: "Fone Shop".into(),
                     secret_hash: "x".into(),
                     redirect_uris: vec!["https://fone.example/cb".into()],
-                    fields: scopes.clone(),
+                    fields: FieldSet::parse("claims:status").unwrap(),
                     rates: PartnerRates::default(),
                 },
                 now,
             )
             .await
             .unwrap();
+        grant_of(store, "CU-1", "a@example.com", now).await
+    }
+
+    /// A grant to Fone Shop (registered already) of a new customer's.
+    async fn grant_of(store: &Store, upstream: &str, email: &str, now: DateTime<Utc>) -> GrantId {
         let customer = store
             .insert_customer(
-                &UpstreamCustomerId::parse("CU-1").unwrap(),
-                "a@example.com",
+                &UpstreamCustomerId::parse(upstream).unwrap(),
+                email,
                 "h".into(),
                 now,
             )
@@ -398,8 +403,8 @@ mod tests {
         store
             .insert_grant(
                 customer.id,
-                &client,
-                &scopes,
+                &ClientId::parse("fone-shop").unwrap(),
+                &FieldSet::parse("claims:status").unwrap(),
                 now,
                 now + chrono::Duration::days(1),
             )
@@ -620,7 +625,7 @@ mod tests {
         );
 
         // A code answer past its window goes too.
-        let other = grant_for_bob(&store, now).await;
+        let other = grant_of(&store, "CU-2", "b@example.com", now).await;
         assert!(store.spend_code(other, now).await.unwrap());
         insert(
             &store,
@@ -636,28 +641,5 @@ mod tests {
             store.code_rotation(other).await.unwrap().unwrap().answer,
             None
         );
-    }
-
-    async fn grant_for_bob(store: &Store, now: DateTime<Utc>) -> GrantId {
-        let customer = store
-            .insert_customer(
-                &UpstreamCustomerId::parse("CU-2").unwrap(),
-                "b@example.com",
-                "h".into(),
-                now,
-            )
-            .await
-            .unwrap();
-        store
-            .insert_grant(
-                customer.id,
-                &ClientId::parse("fone-shop").unwrap(),
-                &FieldSet::parse("claims:status").unwrap(),
-                now,
-                now + chrono::Duration::days(1),
-            )
-            .await
-            .unwrap()
-            .id
     }
 }

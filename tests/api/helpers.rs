@@ -195,6 +195,22 @@ pub fn browser() -> reqwest::Client {
         .unwrap()
 }
 
+/// The `Set-Cookie` header that sets `name`, if the response has one.
+pub fn set_cookie(response: &reqwest::Response, name: &str) -> Option<String> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|c| c.starts_with(&format!("{name}=")))
+}
+
+/// The value a `Set-Cookie` header sets.
+pub fn cookie_value(set_cookie: &str) -> String {
+    let pair = set_cookie.split(';').next().unwrap();
+    pair.split_once('=').unwrap().1.to_owned()
+}
+
 /// The value of a hidden form input.
 pub fn hidden(html: &str, name: &str) -> Option<String> {
     let marker = format!("name=\"{name}\" value=\"");
@@ -425,6 +441,36 @@ impl TestApp {
     ) {
         let response = self.submit_sign_in(browser, auth_url, who.1, who.2).await;
         assert_eq!(response.status(), StatusCode::SEE_OTHER, "sign-in failed");
+    }
+
+    /// A customer signed in to the portal: the browser, and its session cookie's value (to
+    /// replay after the browser has dropped it).
+    pub async fn session_of(&self, who: (&str, &str, &str)) -> (reqwest::Client, String) {
+        let browser = browser();
+        let signed_in = self
+            .submit_sign_in(&browser, &self.url("/portal/login"), who.1, who.2)
+            .await;
+        let cookie = set_cookie(&signed_in, "kh_session").expect("a session cookie");
+        (browser, cookie_value(&cookie))
+    }
+
+    /// Signs the browser's customer out through the portal's form.
+    pub async fn sign_out(&self, browser: &reqwest::Client) {
+        let html = browser
+            .get(self.url("/portal"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let response = browser
+            .post(self.url("/portal/logout"))
+            .form(&[("csrf_token", hidden(&html, "csrf_token").unwrap())])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::SEE_OTHER);
     }
 
     /// A partner API call with a bearer token; only the status matters to the caller.

@@ -284,13 +284,7 @@ async fn sessions_end_after_their_absolute_lifetime_and_cookies_are_locked_down(
     let response = app
         .submit_sign_in(&browser, &app.url("/portal/login"), ALICE.1, ALICE.2)
         .await;
-    let cookie = response
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap().to_owned())
-        .find(|c| c.starts_with("kh_session="))
-        .expect("a session cookie");
+    let cookie = set_cookie(&response, "kh_session").expect("a session cookie");
     assert!(cookie.contains("HttpOnly"), "{cookie}");
     assert!(cookie.contains("SameSite=Lax"), "{cookie}");
     assert!(
@@ -393,22 +387,6 @@ async fn failed_sign_ins_are_counted_across_instances() {
         .submit_sign_in(&browser, &format!("{b}/portal/login"), ALICE.1, "wrong")
         .await;
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
-}
-
-/// The `Set-Cookie` header that sets `name`, if the response has one.
-fn set_cookie(response: &reqwest::Response, name: &str) -> Option<String> {
-    response
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap().to_owned())
-        .find(|c| c.starts_with(&format!("{name}=")))
-}
-
-/// The value a `Set-Cookie` header sets.
-fn cookie_value(set_cookie: &str) -> String {
-    let pair = set_cookie.split(';').next().unwrap();
-    pair.split_once('=').unwrap().1.to_owned()
 }
 
 /// Behind TLS the cookies are `__Host-` cookies: Secure, Path=/, no Domain, so neither a
@@ -591,19 +569,7 @@ async fn sign_out_ends_a_session_that_concurrent_requests_are_using() {
         }
     };
     for trial in 0..8 {
-        let alice = browser();
-        let signed_in = app
-            .submit_sign_in(&alice, &app.url("/portal/login"), ALICE.1, ALICE.2)
-            .await;
-        let cookie = cookie_value(&set_cookie(&signed_in, "kh_session").unwrap());
-        let html = alice
-            .get(app.url("/portal"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let (alice, cookie) = app.session_of(ALICE).await;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut pollers = tokio::task::JoinSet::new();
         for _ in 0..6 {
@@ -619,13 +585,7 @@ async fn sign_out_ends_a_session_that_concurrent_requests_are_using() {
             });
         }
         tokio::time::sleep(std::time::Duration::from_millis(30)).await;
-        let logout = alice
-            .post(app.url("/portal/logout"))
-            .form(&[("csrf_token", hidden(&html, "csrf_token").unwrap())])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(logout.status(), StatusCode::SEE_OTHER);
+        app.sign_out(&alice).await;
         tokio::time::sleep(std::time::Duration::from_millis(30)).await;
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         while pollers.join_next().await.is_some() {}

@@ -107,19 +107,7 @@ async fn a_redis_restored_from_an_old_snapshot_brings_back_nothing_that_was_revo
         .authorize_as(ALICE, &["claims:status"], &["claims:status"])
         .await;
     let verifier = code.verifier.secret().clone();
-    let bob = browser();
-    let signed_in = a
-        .submit_sign_in(&bob, &a.url("/portal/login"), BOB.1, BOB.2)
-        .await;
-    let bob_cookie = signed_in
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap())
-        .find_map(|c| c.strip_prefix("kh_session="))
-        .and_then(|c| c.split(';').next())
-        .unwrap()
-        .to_owned();
+    let (bob, bob_cookie) = a.session_of(BOB).await;
     for token in [&revoked_grant, &suspended, &revoked_token] {
         let access = token.access_token().secret();
         for base in [&a.base, &b] {
@@ -155,21 +143,7 @@ async fn a_redis_restored_from_an_old_snapshot_brings_back_nothing_that_was_revo
         .request_async(&http())
         .await
         .unwrap();
-    let html = bob
-        .get(a.url("/portal"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let logout = bob
-        .post(a.url("/portal/logout"))
-        .form(&[("csrf_token", hidden(&html, "csrf_token").unwrap())])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(logout.status(), StatusCode::SEE_OTHER);
+    a.sign_out(&bob).await;
 
     // Redis dies and comes back from the snapshot.
     redis.stop();
@@ -269,19 +243,7 @@ async fn a_primary_resynchronised_from_a_lagging_copy_brings_back_nothing_that_w
     let kept = a.tokens(&["claims:status"]).await;
     let revoked_grant = a.tokens(&["claims:status"]).await;
     let revoked_token = a.tokens(&["claims:status"]).await;
-    let bob = browser();
-    let signed_in = a
-        .submit_sign_in(&bob, &a.url("/portal/login"), BOB.1, BOB.2)
-        .await;
-    let bob_cookie = signed_in
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap())
-        .find_map(|c| c.strip_prefix("kh_session="))
-        .and_then(|c| c.split(';').next())
-        .unwrap()
-        .to_owned();
+    let (bob, bob_cookie) = a.session_of(BOB).await;
     for token in [&kept, &revoked_grant, &revoked_token] {
         assert_eq!(
             call(&b, token.access_token().secret()).await,
@@ -298,21 +260,7 @@ async fn a_primary_resynchronised_from_a_lagging_copy_brings_back_nothing_that_w
     .await;
     a.revoke(revoked_token.access_token().secret(), "access_token")
         .await;
-    let html = bob
-        .get(a.url("/portal"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let logout = bob
-        .post(a.url("/portal/logout"))
-        .form(&[("csrf_token", hidden(&html, "csrf_token").unwrap())])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(logout.status(), StatusCode::SEE_OTHER);
+    a.sign_out(&bob).await;
 
     let port = lagging.port().to_string();
     redis_args(&url, &["REPLICAOF", "127.0.0.1", &port]).await;
