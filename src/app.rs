@@ -25,6 +25,8 @@ pub struct App {
     /// Signs the log's checkpoints; held in a file, never in the database.
     pub checkpoint_key: Arc<CheckpointKey>,
     pub proxy: ProxyCaches,
+    /// The last walk of the whole log, for the console.
+    pub latest_verification: crate::access_log::latest::LatestVerification,
 }
 
 impl App {

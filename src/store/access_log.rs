@@ -325,6 +325,15 @@ impl Store {
         self.newest_first(filtered(filter), before, limit).await
     }
 
+    /// One record by its row id.
+    pub async fn access_log_record(&self, id: i64) -> Result<Option<ChainedRecord>, StoreError> {
+        access_log::Entity::find_by_id(id)
+            .one(&self.db)
+            .await?
+            .map(ChainedRecord::try_from)
+            .transpose()
+    }
+
     /// A page of `query`'s records, newest first, below `before` (an id) when given.
     async fn newest_first(
         &self,
