@@ -7,9 +7,11 @@ use super::view::{self, PersonView};
 use crate::access_log::latest;
 use crate::admin::alerts;
 use crate::app::App;
+use crate::console::charts::{self, Chart, ChartError, Labels, NamedCounts};
 use crate::domain::ClientId;
 use crate::error::{Internal, PageError};
 use crate::http::pages::{page, render};
+use crate::store::{Bucket, TimeSeries};
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, get, web};
 use serde::Serialize;
@@ -150,11 +152,142 @@ pub struct ChartView {
     pub rows: Vec<Vec<String>>,
 }
 
-async fn overview_charts(_app: &App) -> Result<Vec<ChartView>, Internal> {
-    Ok(Vec::new())
+/// Partners drawn one by one in a chart; the rest are one "(other)" series.
+const TOP_PARTNERS: usize = 8;
+/// Customers in the "read by the most partners" ranking.
+const TOP_CUSTOMERS: u64 = 10;
+
+fn view(id: &str, chart: Result<Chart, ChartError>) -> Result<ChartView, Internal> {
+    let chart = chart.map_err(|e| Internal::from(anyhow::anyhow!("chart {id}: {e}")))?;
+    Ok(ChartView {
+        id: id.to_owned(),
+        svg: chart.svg,
+        summary: chart.summary,
+        columns: chart.table.columns,
+        rows: chart.table.rows,
+    })
 }
 
-/// A partner's charts: reads per field and per day.
-pub async fn partner_charts(_app: &App, _client: &ClientId) -> Result<Vec<ChartView>, Internal> {
-    Ok(Vec::new())
+fn time_chart(labels: &Labels, series: &TimeSeries) -> Result<ChartView, Internal> {
+    let named: Vec<NamedCounts> = series
+        .series
+        .iter()
+        .map(|s| NamedCounts {
+            name: s.name.to_string(),
+            counts: s.counts.clone(),
+        })
+        .collect();
+    view(
+        labels.id,
+        charts::stacked_bars(labels, &series.starts, &named),
+    )
+}
+
+async fn overview_charts(app: &App) -> Result<Vec<ChartView>, Internal> {
+    let now = app.clock.now();
+    let day = now - chrono::Duration::hours(24);
+    let month = now - chrono::Duration::days(30);
+    let store = &app.store;
+    let reads_day = store
+        .reads_per_partner(Bucket::Hour, day, now, TOP_PARTNERS)
+        .await?;
+    let reads_month = store
+        .reads_per_partner(Bucket::Day, month, now, TOP_PARTNERS)
+        .await?;
+    let refused_day = store.refusals_per_outcome(Bucket::Hour, day, now).await?;
+    let refused_month = store.refusals_per_outcome(Bucket::Day, month, now).await?;
+    let customers = store
+        .top_customers_by_partners(month, TOP_CUSTOMERS)
+        .await?;
+    let bars: Vec<(String, u64)> = customers.into_iter().map(|r| (r.name, r.count)).collect();
+    Ok(vec![
+        time_chart(
+            &Labels {
+                id: "reads-24h",
+                title: "Reads per partner, last 24 hours",
+                x: "hour (UTC)",
+                y: "reads per hour",
+            },
+            &reads_day,
+        )?,
+        time_chart(
+            &Labels {
+                id: "reads-30d",
+                title: "Reads per partner, last 30 days",
+                x: "day (UTC)",
+                y: "reads per day",
+            },
+            &reads_month,
+        )?,
+        time_chart(
+            &Labels {
+                id: "refusals-24h",
+                title: "Refused and failed calls by outcome, last 24 hours",
+                x: "hour (UTC)",
+                y: "calls per hour",
+            },
+            &refused_day,
+        )?,
+        time_chart(
+            &Labels {
+                id: "refusals-30d",
+                title: "Refused and failed calls by outcome, last 30 days",
+                x: "day (UTC)",
+                y: "calls per day",
+            },
+            &refused_month,
+        )?,
+        view(
+            "top-customers",
+            charts::horizontal_bars(
+                &Labels {
+                    id: "top-customers",
+                    title: "Customers read by the most partners, last 30 days",
+                    x: "partners that read the customer's data",
+                    y: "customer",
+                },
+                &bars,
+            ),
+        )?,
+    ])
+}
+
+/// A partner's charts: reads per field and day, and its calls by outcome (30 days).
+pub async fn partner_charts(app: &App, client: &ClientId) -> Result<Vec<ChartView>, Internal> {
+    let now = app.clock.now();
+    let month = now - chrono::Duration::days(30);
+    let fields = app
+        .store
+        .reads_per_field(client.as_str(), month, now, TOP_PARTNERS)
+        .await?;
+    let outcomes: Vec<(String, u64)> = app
+        .store
+        .outcome_totals(client.as_str(), month, now)
+        .await?
+        .into_iter()
+        .map(|(o, n)| (o.to_string(), n))
+        .collect();
+    Ok(vec![
+        time_chart(
+            &Labels {
+                id: "fields-30d",
+                title: "Reads per field, last 30 days",
+                x: "day (UTC)",
+                y: "field reads per day",
+            },
+            &fields,
+        )?,
+        view(
+            "outcomes-30d",
+            charts::horizontal_bars(
+                &Labels {
+                    id: "outcomes-30d",
+                    title: "Calls by outcome, last 30 days",
+                    x: "calls",
+                    y: "outcome",
+                },
+                &outcomes,
+            ),
+        )?,
+    ])
 }
