@@ -65,6 +65,10 @@ pub struct Settings {
     pub upstream: Upstream,
     #[serde(default)]
     pub session: SessionSettings,
+    /// Security-console sessions: the people behind them can suspend partners, so they end
+    /// sooner when idle than a customer's.
+    #[serde(default = "SessionSettings::console")]
+    pub console_session: SessionSettings,
     #[serde(default)]
     pub log_format: LogFormat,
     /// HTTP worker threads; absent = one per core. Fewer workers than cores can be cheaper per
@@ -184,6 +188,15 @@ impl Default for Upstream {
 pub struct SessionSettings {
     pub idle_minutes: u32,
     pub absolute_hours: u32,
+}
+
+impl SessionSettings {
+    pub fn console() -> Self {
+        Self {
+            idle_minutes: 10,
+            absolute_hours: 10,
+        }
+    }
 }
 
 impl Default for SessionSettings {
@@ -380,6 +393,7 @@ impl Default for Settings {
             rate_limits: RateLimits::default(),
             upstream: Upstream::default(),
             session: SessionSettings::default(),
+            console_session: SessionSettings::console(),
             log_format: LogFormat::default(),
             workers: None,
             access_log: AccessLogSettings::default(),
@@ -487,6 +501,9 @@ impl Settings {
         }
         if self.session.idle_minutes == 0 || self.session.absolute_hours == 0 {
             return invalid("session", "timeouts must be positive");
+        }
+        if self.console_session.idle_minutes == 0 || self.console_session.absolute_hours == 0 {
+            return invalid("console_session", "timeouts must be positive");
         }
         let log = &self.access_log;
         if log.checkpoint_every == 0 || log.checkpoint_interval_seconds == 0 {

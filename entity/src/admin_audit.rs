@@ -17,6 +17,10 @@ pub struct Model {
     pub query_sha256: Option<String>,
     pub status: i32,
     pub client_ip: Option<String>,
+    pub console_user_id: Option<String>,
+    pub console_user_email: Option<String>,
+    #[sea_orm(column_type = "Text", nullable)]
+    pub reason: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -20,6 +20,7 @@ mod m20261202_000011_revoked_tokens;
 mod m20261202_000012_signing_key_activation;
 mod m20261202_000013_token_grace;
 mod m20261202_000014_console_users;
+mod m20261202_000016_admin_audit_people;
 
 pub use m20261202_000010_access_log_chains::LEGACY_CHAIN;
 
@@ -44,6 +45,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000012_signing_key_activation::Migration),
             Box::new(m20261202_000013_token_grace::Migration),
             Box::new(m20261202_000014_console_users::Migration),
+            Box::new(m20261202_000016_admin_audit_people::Migration),
         ]
     }
 }

@@ -90,6 +90,9 @@ pub async fn gate(
         query_sha256: (!query.is_empty()).then(|| crate::secrets::token_hash(query)),
         status: 0,
         client_ip: source.map(|ip| ip.to_string()),
+        console_user_id: None,
+        console_user_email: None,
+        reason: None,
     };
     let audit_id = match app.store.insert_admin_audit(entry.clone()).await {
         Ok(id) => id,

@@ -2,6 +2,7 @@
 //! authorise, call one service function, map the result.
 
 pub mod admin;
+pub mod console;
 pub mod csv;
 pub mod demo;
 pub mod middleware;
@@ -11,6 +12,7 @@ pub mod ops;
 pub mod pages;
 pub mod partner;
 pub mod portal;
+pub mod session;
 pub mod source;
 
 use crate::error::ApiError;
@@ -45,6 +47,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(portal::grants::confirm_revoke)
         .service(portal::grants::revoke)
         .service(pages::stylesheet)
+        .configure(console::routes)
         .configure(admin::routes);
 }
 

@@ -17,6 +17,22 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("grant.html", include_str!("../../templates/grant.html")),
     ("revoke.html", include_str!("../../templates/revoke.html")),
     (
+        "console/base.html",
+        include_str!("../../templates/console/base.html"),
+    ),
+    (
+        "console/login.html",
+        include_str!("../../templates/console/login.html"),
+    ),
+    (
+        "console/password.html",
+        include_str!("../../templates/console/password.html"),
+    ),
+    (
+        "console/overview.html",
+        include_str!("../../templates/console/overview.html"),
+    ),
+    (
         "demo_callback.html",
         include_str!("../../templates/demo_callback.html"),
     ),

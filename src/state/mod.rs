@@ -168,11 +168,51 @@ pub struct PendingOidcSignIn {
     pub max_age_seconds: Option<u64>,
 }
 
+/// What a signed-in browser is, kept in shared state under the hash of its cookie's value.
+/// Each kind has its own key space: a customer's session never opens the security console.
+pub trait SessionRecord: Serialize + DeserializeOwned + Send + Sync {
+    const KIND: &'static str;
+    fn csrf_token(&self) -> &str;
+    fn created_at(&self) -> DateTime<Utc>;
+}
+
+/// A customer's portal session.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Session {
     pub customer_id: CustomerId,
     pub csrf_token: String,
     pub created_at: DateTime<Utc>,
+}
+
+impl SessionRecord for Session {
+    const KIND: &'static str = "session";
+    fn csrf_token(&self) -> &str {
+        &self.csrf_token
+    }
+    fn created_at(&self) -> DateTime<Utc> {
+        self.created_at
+    }
+}
+
+/// A security-team member's console session.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConsoleSession {
+    pub user_id: String,
+    pub email: String,
+    pub csrf_token: String,
+    pub created_at: DateTime<Utc>,
+    /// Signed in with a one-time password: nothing but choosing a real one is allowed.
+    pub must_set_password: bool,
+}
+
+impl SessionRecord for ConsoleSession {
+    const KIND: &'static str = "console_session";
+    fn csrf_token(&self) -> &str {
+        &self.csrf_token
+    }
+    fn created_at(&self) -> DateTime<Utc> {
+        self.created_at
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -421,36 +461,40 @@ impl SharedState {
         }
     }
 
-    pub async fn put_session(
+    pub async fn put_session<S: SessionRecord>(
         &self,
         session_hash: &str,
-        session: &Session,
+        session: &S,
         ttl: Duration,
     ) -> Result<(), StateError> {
-        self.put_json(&self.key("session", session_hash), session, ttl)
+        self.put_json(&self.key(S::KIND, session_hash), session, ttl)
             .await
     }
 
-    pub async fn session(&self, session_hash: &str) -> Result<Option<Session>, StateError> {
-        self.get_json(&self.key("session", session_hash)).await
+    pub async fn session<S: SessionRecord>(
+        &self,
+        session_hash: &str,
+    ) -> Result<Option<S>, StateError> {
+        self.get_json(&self.key(S::KIND, session_hash)).await
     }
 
     /// Extends a session's idle timeout without writing it back: false when it is gone
     /// (signed out, or replaced by a new sign-in, while this request was in flight).
-    pub async fn touch_session(
+    pub async fn touch_session<S: SessionRecord>(
         &self,
         session_hash: &str,
         idle: Duration,
     ) -> Result<bool, StateError> {
         self.backend
-            .expire_existing(&self.key("session", session_hash), idle)
+            .expire_existing(&self.key(S::KIND, session_hash), idle)
             .await
     }
 
-    pub async fn delete_session(&self, session_hash: &str) -> Result<(), StateError> {
-        self.backend
-            .delete(&self.key("session", session_hash))
-            .await
+    pub async fn delete_session<S: SessionRecord>(
+        &self,
+        session_hash: &str,
+    ) -> Result<(), StateError> {
+        self.backend.delete(&self.key(S::KIND, session_hash)).await
     }
 
     pub async fn put_grant_status(

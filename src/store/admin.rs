@@ -41,6 +41,11 @@ pub struct AdminAuditEntry {
     pub query_sha256: Option<String>,
     pub status: u16,
     pub client_ip: Option<String>,
+    /// The console account that acted (its id and e-mail); null for token calls.
+    pub console_user_id: Option<String>,
+    pub console_user_email: Option<String>,
+    /// The reason given for a suspension, reinstatement or revocation in the console.
+    pub reason: Option<String>,
 }
 
 impl Store {
@@ -115,6 +120,9 @@ impl Store {
             query_sha256: Set(entry.query_sha256),
             status: Set(i32::from(entry.status)),
             client_ip: Set(entry.client_ip),
+            console_user_id: Set(entry.console_user_id),
+            console_user_email: Set(entry.console_user_email),
+            reason: Set(entry.reason),
             ..Default::default()
         }
         .insert(&self.db)
@@ -126,6 +134,17 @@ impl Store {
     pub async fn finish_admin_audit(&self, id: i64, status: u16) -> Result<(), StoreError> {
         admin_audit::Entity::update_many()
             .col_expr(admin_audit::Column::Status, Expr::value(i32::from(status)))
+            .filter(admin_audit::Column::Id.eq(id))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// Records, before the action runs, the reason a person gave for it: an action whose reason
+    /// cannot be recorded does not happen.
+    pub async fn set_admin_audit_reason(&self, id: i64, reason: &str) -> Result<(), StoreError> {
+        admin_audit::Entity::update_many()
+            .col_expr(admin_audit::Column::Reason, Expr::value(reason))
             .filter(admin_audit::Column::Id.eq(id))
             .exec(&self.db)
             .await?;
@@ -173,6 +192,9 @@ impl Store {
                         query_sha256: m.query_sha256,
                         status: u16::try_from(m.status).unwrap_or(0),
                         client_ip: m.client_ip,
+                        console_user_id: m.console_user_id,
+                        console_user_email: m.console_user_email,
+                        reason: m.reason,
                     },
                 )
             })

@@ -5,6 +5,7 @@ use super::{Store, StoreError, map_insert_error};
 use crate::domain::Email;
 use chrono::{DateTime, Utc};
 use entity::console_users;
+use sea_orm::sea_query::Expr;
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +55,34 @@ impl Store {
         .await
         .map_err(|e| map_insert_error(e, &format!("a console user {email}")))?
         .try_into()
+    }
+
+    pub async fn console_user(&self, id: &str) -> Result<Option<ConsoleUser>, StoreError> {
+        console_users::Entity::find_by_id(id.to_owned())
+            .one(&self.db)
+            .await?
+            .map(ConsoleUser::try_from)
+            .transpose()
+    }
+
+    /// Replaces the password (the one-time one, or a real one) with a real one; false when the
+    /// account is gone or disabled.
+    pub async fn set_console_password(
+        &self,
+        id: &str,
+        password_hash: String,
+    ) -> Result<bool, StoreError> {
+        let result = console_users::Entity::update_many()
+            .col_expr(
+                console_users::Column::PasswordHash,
+                Expr::value(password_hash),
+            )
+            .col_expr(console_users::Column::PasswordSet, Expr::value(true))
+            .filter(console_users::Column::Id.eq(id))
+            .filter(console_users::Column::DisabledAt.is_null())
+            .exec(&self.db)
+            .await?;
+        Ok(result.rows_affected == 1)
     }
 
     pub async fn console_user_by_email(

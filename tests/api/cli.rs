@@ -706,6 +706,9 @@ async fn admin_audit_prune_removes_only_entries_past_their_retention() {
                 query_sha256: None,
                 status: 200,
                 client_ip: None,
+                console_user_id: None,
+                console_user_email: None,
+                reason: None,
             })
             .await
             .unwrap();

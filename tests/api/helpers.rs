@@ -710,3 +710,101 @@ impl TestApp {
         response.text().await.unwrap()
     }
 }
+
+/// A console user's browser after sign-in (with the password already changed from the
+/// one-time one), and the CSRF token its forms carry.
+pub struct ConsoleBrowser {
+    pub client: reqwest::Client,
+    pub csrf_token: String,
+    pub email: String,
+}
+
+/// The real password console tests choose after the one-time one.
+pub const CONSOLE_PASSWORD: &str = "correct horse battery staple";
+
+impl TestApp {
+    /// A console account, as `keyhole admin user add` makes it; returns its one-time password.
+    pub async fn add_console_user(&self, email: &str) -> String {
+        let one_time = keyhole::secrets::random_token("").unwrap();
+        let hash = keyhole::secrets::hash_password(one_time.expose()).unwrap();
+        self.app
+            .store
+            .insert_console_user(
+                &keyhole::domain::Email::parse(email).unwrap(),
+                hash,
+                chrono::Utc::now(),
+            )
+            .await
+            .unwrap();
+        one_time.expose().to_owned()
+    }
+
+    /// Posts the console's sign-in form from a fresh copy of the page.
+    pub async fn console_sign_in(
+        &self,
+        browser: &reqwest::Client,
+        email: &str,
+        password: &str,
+    ) -> reqwest::Response {
+        let html = browser
+            .get(self.url("/console/login"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        browser
+            .post(self.url("/console/login"))
+            .form(&[
+                ("email", email),
+                ("password", password),
+                ("csrf_token", &hidden(&html, "csrf_token").unwrap()),
+                ("next", &hidden(&html, "next").unwrap()),
+            ])
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// A new console user, signed in, with a real password chosen.
+    pub async fn console_browser(&self, email: &str) -> ConsoleBrowser {
+        let one_time = self.add_console_user(email).await;
+        let client = browser();
+        let signed_in = self.console_sign_in(&client, email, &one_time).await;
+        assert_eq!(signed_in.status(), StatusCode::SEE_OTHER);
+        assert_eq!(location(&signed_in), "/console/password");
+        let form = client
+            .get(self.url("/console/password"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let set = client
+            .post(self.url("/console/password"))
+            .form(&[
+                ("csrf_token", hidden(&form, "csrf_token").unwrap().as_str()),
+                ("password", CONSOLE_PASSWORD),
+                ("confirm", CONSOLE_PASSWORD),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(set.status(), StatusCode::SEE_OTHER, "setting the password");
+        let html = client
+            .get(self.url("/console"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        ConsoleBrowser {
+            client,
+            csrf_token: hidden(&html, "csrf_token").expect("the overview's sign-out form"),
+            email: email.to_owned(),
+        }
+    }
+}

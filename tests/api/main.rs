@@ -12,6 +12,7 @@ mod at_rest;
 mod authorize;
 mod browser;
 mod cli;
+mod console;
 mod grace;
 mod journal;
 mod openapi;

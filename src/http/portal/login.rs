@@ -7,6 +7,7 @@ use crate::http::pages::{page, render, see_other};
 use crate::http::source::source_addr;
 use crate::portal::SignInLimits;
 use crate::secrets::{dummy_password_hash, password_matches, random_token};
+use crate::state::Session;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use serde::Deserialize;
@@ -136,7 +137,7 @@ pub async fn submit(
         .await
         .map_err(Internal::from)?;
     if let Some(old) = session::current(&app, &req).await? {
-        app.state.delete_session(&old.hash).await?;
+        app.state.delete_session::<Session>(&old.hash).await?;
     }
     let cookie = session::start(&app, customer.id).await?;
     let mut response = see_other(&next);
@@ -163,7 +164,7 @@ pub async fn logout(
         if !active.csrf_matches(form.csrf_token.as_deref()) {
             return Err(PageError::Forbidden);
         }
-        app.state.delete_session(&active.hash).await?;
+        app.state.delete_session::<Session>(&active.hash).await?;
     }
     let mut response = see_other("/portal/login");
     response

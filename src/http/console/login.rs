@@ -1,0 +1,293 @@
+//! Console sign-in with a password (throttled like the portal's), the forced choice of a real
+//! password after the one-time one, and sign-out.
+
+use super::form::{Checked, CsrfProtected};
+use super::gate::{Person, safe_next};
+use super::session;
+use crate::app::App;
+use crate::domain::Email;
+use crate::error::{Internal, PageError};
+use crate::http::pages::{page, render, see_other};
+use crate::http::session::{self as browser, CookieName};
+use crate::http::source::source_addr;
+use crate::portal::SignInLimits;
+use crate::secrets::{dummy_password_hash, hash_password, password_matches, random_token};
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, get, post, web};
+use serde::Deserialize;
+use subtle::ConstantTimeEq;
+
+/// Long enough to resist guessing offline; bounded so hashing stays cheap.
+const PASSWORD_CHARS: std::ops::RangeInclusive<usize> = 12..=128;
+
+/// Console accounts are counted apart from customers' (same rules, another key).
+fn throttle_key(email: &str) -> String {
+    format!("console:{}", email.trim().to_lowercase())
+}
+
+fn login_page(
+    app: &App,
+    next: &str,
+    email: &str,
+    error: Option<&str>,
+    status: StatusCode,
+) -> Result<HttpResponse, PageError> {
+    let csrf = random_token("").map_err(anyhow::Error::from)?;
+    let body = render(
+        "console/login.html",
+        minijinja::context! { csrf_token => csrf.expose(), next, email, error },
+    )?;
+    let mut response = page(status, body, None);
+    response
+        .add_cookie(&browser::cookie(
+            app,
+            CookieName::ConsoleLoginCsrf,
+            csrf.expose().to_owned(),
+        ))
+        .map_err(anyhow::Error::from)?;
+    Ok(response)
+}
+
+#[derive(Deserialize)]
+pub struct LoginQuery {
+    next: Option<String>,
+}
+
+/// The console's sign-in page.
+#[get("/console/login")]
+pub async fn show(
+    app: web::Data<App>,
+    query: web::Query<LoginQuery>,
+) -> Result<HttpResponse, PageError> {
+    let next = safe_next(query.next.as_deref());
+    login_page(&app, next, "", None, StatusCode::OK)
+}
+
+#[derive(Deserialize)]
+pub struct LoginForm {
+    email: String,
+    password: String,
+    csrf_token: String,
+    next: Option<String>,
+}
+
+/// Checks the password; on success starts a session (a new id) and goes to `next`, or to the
+/// password page first while the account still has its one-time password.
+#[post("/console/login")]
+pub async fn submit(
+    app: web::Data<App>,
+    req: HttpRequest,
+    form: web::Form<LoginForm>,
+) -> Result<HttpResponse, PageError> {
+    let form = form.into_inner();
+    let csrf_ok = browser::read(&app, &req, CookieName::ConsoleLoginCsrf).is_some_and(|c| {
+        !form.csrf_token.is_empty() && c.as_bytes().ct_eq(form.csrf_token.as_bytes()).into()
+    });
+    if !csrf_ok {
+        return Err(PageError::Forbidden);
+    }
+    let next = safe_next(form.next.as_deref()).to_owned();
+    let shown_email: String = form.email.chars().take(254).collect();
+    let source = source_addr(&req);
+    let account = throttle_key(&form.email);
+    if !SignInLimits::attempt(&app.state, &account, source)
+        .await
+        .map_err(Internal::from)?
+    {
+        tracing::warn!(client_ip = ?source, "console sign-in rate limited");
+        return login_page(
+            &app,
+            &next,
+            &shown_email,
+            Some("Too many attempts. Please wait a few minutes and try again."),
+            StatusCode::TOO_MANY_REQUESTS,
+        );
+    }
+    let user = match Email::parse(&form.email) {
+        Ok(email) => app.store.console_user_by_email(&email).await?,
+        Err(_) => None,
+    };
+    let stored = user
+        .as_ref()
+        .filter(|u| u.disabled_at.is_none())
+        .map_or(dummy_password_hash(), |u| u.password_hash.as_str())
+        .to_owned();
+    let presented = form.password;
+    // argon2 takes tens of milliseconds of CPU (and the dummy hash as long as a real one, so
+    // timing does not tell whether an account exists): off the async workers.
+    let matches = web::block(move || {
+        presented.chars().count() <= PASSWORD_CHARS.end() * 4
+            && password_matches(&presented, &stored)
+    })
+    .await
+    .map_err(anyhow::Error::from)?;
+    let Some(user) = user.filter(|u| matches && u.disabled_at.is_none()) else {
+        tracing::warn!(client_ip = ?source, "console sign-in failed");
+        return login_page(
+            &app,
+            &next,
+            &shown_email,
+            Some("That e-mail address and password do not match."),
+            StatusCode::UNAUTHORIZED,
+        );
+    };
+    SignInLimits::succeeded(&app.state, &account, source)
+        .await
+        .map_err(Internal::from)?;
+    if let Some(old) = session::current(&app, &req).await? {
+        session::end(&app, &old.hash).await?;
+    }
+    tracing::info!(person = %user.email, client_ip = ?source, "console sign-in");
+    let cookie = session::start(&app, &user).await?;
+    let mut response = see_other(if user.password_set {
+        &next
+    } else {
+        "/console/password"
+    });
+    response.add_cookie(&cookie).map_err(anyhow::Error::from)?;
+    response
+        .add_removal_cookie(&browser::removal_cookie(&app, CookieName::ConsoleLoginCsrf))
+        .map_err(anyhow::Error::from)?;
+    Ok(response)
+}
+
+fn password_page(
+    person: &Person,
+    first: bool,
+    error: Option<&str>,
+) -> Result<HttpResponse, PageError> {
+    let body = render(
+        "console/password.html",
+        minijinja::context! {
+            csrf_token => person.csrf_token(), email => &person.email, first, error,
+            min => PASSWORD_CHARS.start(), max => PASSWORD_CHARS.end(),
+        },
+    )?;
+    let status = if error.is_some() {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
+    Ok(page(status, body, None))
+}
+
+/// Whether this session signed in with the one-time password.
+async fn on_one_time_password(app: &App, person: &Person) -> Result<bool, PageError> {
+    let session = app
+        .state
+        .session::<crate::state::ConsoleSession>(&person.session_hash)
+        .await
+        .map_err(Internal::from)?
+        .ok_or(PageError::Forbidden)?;
+    Ok(session.must_set_password)
+}
+
+/// Choose a password: required after signing in with the one-time password.
+#[get("/password")]
+pub async fn show_password(app: web::Data<App>, person: Person) -> Result<HttpResponse, PageError> {
+    let first = on_one_time_password(&app, &person).await?;
+    password_page(&person, first, None)
+}
+
+#[derive(Deserialize)]
+pub struct PasswordForm {
+    csrf_token: String,
+    /// Needed unless this session signed in with the one-time password just now.
+    current: Option<String>,
+    password: String,
+    confirm: String,
+}
+
+impl CsrfProtected for PasswordForm {
+    fn csrf_token(&self) -> &str {
+        &self.csrf_token
+    }
+}
+
+/// Stores the new password's hash, ends this session and starts a fresh one.
+#[post("/password")]
+pub async fn set_password(
+    app: web::Data<App>,
+    person: Person,
+    form: Checked<PasswordForm>,
+) -> Result<HttpResponse, PageError> {
+    let form = form.0;
+    let first = on_one_time_password(&app, &person).await?;
+    let length = form.password.chars().count();
+    if !PASSWORD_CHARS.contains(&length) {
+        let message = format!(
+            "Choose a password of {} to {} characters.",
+            PASSWORD_CHARS.start(),
+            PASSWORD_CHARS.end()
+        );
+        return password_page(&person, first, Some(&message));
+    }
+    if form.password != form.confirm {
+        return password_page(&person, first, Some("The two passwords differ."));
+    }
+    let user = app
+        .store
+        .console_user(&person.user_id)
+        .await?
+        .ok_or(PageError::Forbidden)?;
+    let current = form.current.unwrap_or_default();
+    let new = form.password;
+    let stored = user.password_hash.clone();
+    let (current_ok, same_as_before, hash) = web::block(move || {
+        let current_ok = current.chars().count() <= PASSWORD_CHARS.end() * 4
+            && password_matches(&current, &stored);
+        let same = password_matches(&new, &stored);
+        (current_ok, same, hash_password(&new))
+    })
+    .await
+    .map_err(anyhow::Error::from)?;
+    if !first && !current_ok {
+        return password_page(&person, first, Some("Your current password is not right."));
+    }
+    if same_as_before {
+        return password_page(
+            &person,
+            first,
+            Some("Choose a password other than the one you signed in with."),
+        );
+    }
+    let hash = hash.map_err(anyhow::Error::from)?;
+    if !app.store.set_console_password(&user.id, hash).await? {
+        return Err(PageError::Forbidden);
+    }
+    let Some(user) = app.store.console_user(&user.id).await? else {
+        return Err(PageError::Forbidden);
+    };
+    session::end(&app, &person.session_hash).await?;
+    let cookie = session::start(&app, &user).await?;
+    tracing::info!(person = %user.email, "console password set");
+    let mut response = see_other("/console");
+    response.add_cookie(&cookie).map_err(anyhow::Error::from)?;
+    Ok(response)
+}
+
+#[derive(Deserialize)]
+pub struct LogoutForm {
+    csrf_token: String,
+}
+
+impl CsrfProtected for LogoutForm {
+    fn csrf_token(&self) -> &str {
+        &self.csrf_token
+    }
+}
+
+/// Ends the session.
+#[post("/logout")]
+pub async fn logout(
+    app: web::Data<App>,
+    person: Person,
+    _form: Checked<LogoutForm>,
+) -> Result<HttpResponse, PageError> {
+    let removal = session::end(&app, &person.session_hash).await?;
+    let mut response = see_other("/console/login");
+    response
+        .add_removal_cookie(&removal)
+        .map_err(anyhow::Error::from)?;
+    Ok(response)
+}

@@ -1,0 +1,30 @@
+//! The security console (`/console`): server-rendered pages for people on the security team —
+//! sign-in, the overview with charts, the access-log search and export, partners (suspend,
+//! reinstate) and grants (revoke). No script: the pages carry the portal's CSP; every form
+//! carries a CSRF token ([`form::Checked`]); every request passes [`gate::gate`], which puts
+//! it in the admin audit trail under the person's name.
+
+pub mod form;
+pub mod gate;
+pub mod login;
+pub mod overview;
+pub mod session;
+
+use actix_web::web;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    // Sign-in comes before the gated scope, which would otherwise send it to itself.
+    cfg.service(login::show).service(login::submit).service(
+        web::scope("/console")
+            .wrap(actix_web::middleware::from_fn(gate::gate))
+            .service(login::show_password)
+            .service(login::set_password)
+            .service(login::logout)
+            .service(overview::show)
+            .default_service(web::to(not_found)),
+    );
+}
+
+async fn not_found() -> Result<actix_web::HttpResponse, crate::error::PageError> {
+    Err(crate::error::PageError::NotFound)
+}

@@ -1,0 +1,47 @@
+//! Console sessions: the shared browser session with the console's own cookie, key space and
+//! (shorter) timeouts. A customer's portal cookie is not a console session, nor the reverse.
+
+use crate::app::App;
+use crate::error::Internal;
+use crate::http::session as browser;
+use crate::state::ConsoleSession;
+use crate::store::ConsoleUser;
+use actix_web::HttpRequest;
+use actix_web::cookie::Cookie;
+
+pub use browser::CookieName;
+
+pub type ActiveConsoleSession = browser::ActiveSession<ConsoleSession>;
+
+/// The console session of this request, if any; touching it extends the idle timeout.
+pub async fn current(
+    app: &App,
+    req: &HttpRequest,
+) -> Result<Option<ActiveConsoleSession>, Internal> {
+    browser::current(app, req, CookieName::Console, app.settings.console_session).await
+}
+
+/// Starts a session for `user` (a new id on every sign-in); returns its cookie. A user still
+/// on the one-time password may do nothing but choose a real one.
+pub async fn start(app: &App, user: &ConsoleUser) -> Result<Cookie<'static>, Internal> {
+    let created_at = app.clock.now();
+    browser::start(
+        app,
+        CookieName::Console,
+        app.settings.console_session,
+        |csrf_token| ConsoleSession {
+            user_id: user.id.clone(),
+            email: user.email.as_str().to_owned(),
+            csrf_token,
+            created_at,
+            must_set_password: !user.password_set,
+        },
+    )
+    .await
+}
+
+/// Ends a session; returns the cookie that clears it in the browser.
+pub async fn end(app: &App, hash: &str) -> Result<Cookie<'static>, Internal> {
+    app.state.delete_session::<ConsoleSession>(hash).await?;
+    Ok(browser::removal_cookie(app, CookieName::Console))
+}

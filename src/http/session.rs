@@ -1,0 +1,128 @@
+//! Browser sessions, the portal's and the console's: a random cookie value; shared state keeps
+//! the session under the value's hash, with an idle timeout (refreshed on use) and an absolute
+//! one.
+
+use crate::app::App;
+use crate::config::SessionSettings;
+use crate::error::Internal;
+use crate::secrets::{random_token, token_hash};
+use crate::state::SessionRecord;
+use actix_web::HttpRequest;
+use actix_web::cookie::{Cookie, SameSite, time::Duration as CookieDuration};
+use std::time::Duration;
+use subtle::ConstantTimeEq;
+
+/// The portal's and the console's cookies. Behind TLS their names take the `__Host-` prefix, which browsers
+/// accept only with `Secure`, `Path=/` and no `Domain`: a sibling subdomain or a plain-http
+/// answer then cannot plant one (session fixation, or a known double-submit CSRF value).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CookieName {
+    Session,
+    /// Double-submit cookie protecting the sign-in form, which has no session yet.
+    LoginCsrf,
+    Console,
+    ConsoleLoginCsrf,
+}
+
+impl CookieName {
+    pub fn name(self, app: &App) -> &'static str {
+        match (self, app.settings.cookies_secure()) {
+            (CookieName::Session, true) => "__Host-kh_session",
+            (CookieName::Session, false) => "kh_session",
+            (CookieName::LoginCsrf, true) => "__Host-kh_login_csrf",
+            (CookieName::LoginCsrf, false) => "kh_login_csrf",
+            (CookieName::Console, true) => "__Host-kh_console",
+            (CookieName::Console, false) => "kh_console",
+            (CookieName::ConsoleLoginCsrf, true) => "__Host-kh_console_login_csrf",
+            (CookieName::ConsoleLoginCsrf, false) => "kh_console_login_csrf",
+        }
+    }
+}
+
+pub struct ActiveSession<S> {
+    pub hash: String,
+    pub session: S,
+}
+
+impl<S: SessionRecord> ActiveSession<S> {
+    pub fn csrf_matches(&self, presented: Option<&str>) -> bool {
+        presented.is_some_and(|p| {
+            p.as_bytes()
+                .ct_eq(self.session.csrf_token().as_bytes())
+                .into()
+        })
+    }
+}
+
+fn idle(timeouts: SessionSettings) -> Duration {
+    Duration::from_secs(u64::from(timeouts.idle_minutes) * 60)
+}
+
+/// The request's value of one of the session cookies.
+pub fn read(app: &App, req: &HttpRequest, name: CookieName) -> Option<String> {
+    req.cookie(name.name(app)).map(|c| c.value().to_owned())
+}
+
+pub fn cookie(app: &App, name: CookieName, value: String) -> Cookie<'static> {
+    // `Path=/` and no `Domain`, as the `__Host-` prefix requires.
+    Cookie::build(name.name(app), value)
+        .path("/")
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .secure(app.settings.cookies_secure())
+        .finish()
+}
+
+pub fn removal_cookie(app: &App, name: CookieName) -> Cookie<'static> {
+    let mut c = cookie(app, name, String::new());
+    c.set_max_age(CookieDuration::ZERO);
+    c
+}
+
+/// The session of this request, if any; touching it extends the idle timeout.
+pub async fn current<S: SessionRecord>(
+    app: &App,
+    req: &HttpRequest,
+    name: CookieName,
+    timeouts: SessionSettings,
+) -> Result<Option<ActiveSession<S>>, Internal> {
+    let Some(value) = read(app, req, name) else {
+        return Ok(None);
+    };
+    // A cookie value is ours only if it has our shape: no state round trip for junk.
+    if value.is_empty() || value.len() > 64 {
+        return Ok(None);
+    }
+    let hash = token_hash(&value);
+    let Some(session) = app.state.session::<S>(&hash).await? else {
+        return Ok(None);
+    };
+    let absolute = chrono::Duration::hours(i64::from(timeouts.absolute_hours));
+    if session.created_at() + absolute <= app.clock.now() {
+        app.state.delete_session::<S>(&hash).await?;
+        return Ok(None);
+    }
+    // Only the time to live is extended: writing the session back would re-create one that a
+    // sign-out deleted while this request was in flight.
+    if !app.state.touch_session::<S>(&hash, idle(timeouts)).await? {
+        return Ok(None);
+    }
+    Ok(Some(ActiveSession { hash, session }))
+}
+
+/// Starts a new session (a new id on every sign-in, against fixation) made by `make` from its
+/// CSRF token; returns the cookie.
+pub async fn start<S: SessionRecord>(
+    app: &App,
+    name: CookieName,
+    timeouts: SessionSettings,
+    make: impl FnOnce(String) -> S,
+) -> Result<Cookie<'static>, Internal> {
+    let value = random_token("").map_err(anyhow::Error::from)?;
+    let csrf = random_token("").map_err(anyhow::Error::from)?;
+    let session = make(csrf.expose().to_owned());
+    app.state
+        .put_session(&token_hash(value.expose()), &session, idle(timeouts))
+        .await?;
+    Ok(cookie(app, name, value.expose().to_owned()))
+}
