@@ -910,7 +910,10 @@ mod tests {
     fn console_login_takes_defaults_its_secret_from_the_environment_and_names_bad_keys() {
         figment::Jail::expect_with(|jail| {
             jail.clear_env();
-            jail.set_env("KEYHOLE_CONSOLE_LOGIN__ISSUER", "https://login.harmony.example");
+            jail.set_env(
+                "KEYHOLE_CONSOLE_LOGIN__ISSUER",
+                "https://login.harmony.example",
+            );
             jail.set_env("KEYHOLE_CONSOLE_LOGIN__CLIENT_ID", "keyhole-console");
             jail.set_env("KEYHOLE_CONSOLE_LOGIN__CLIENT_SECRET", "from-the-vault");
             jail.set_env("KEYHOLE_CONSOLE_LOGIN__REQUIRED_GROUP", "security-team");
@@ -926,18 +929,32 @@ mod tests {
             Ok(())
         });
         assert!(load_toml("").unwrap().console_login.is_none());
-        let base = "[console_login]\nclient_id = \"k\"\nclient_secret = \"s\"\nrequired_group = \"sec\"\n";
+        let base =
+            "[console_login]\nclient_id = \"k\"\nclient_secret = \"s\"\nrequired_group = \"sec\"\n";
         for (extra, named) in [
             ("issuer = \"http://login.harmony.example\"", "`issuer`"),
-            ("issuer = \"https://login.harmony.example\"\nscopes = \"email\"", "`scopes`"),
-            ("issuer = \"https://login.harmony.example\"\ngroups_claim = \"\"", "`groups_claim`"),
+            (
+                "issuer = \"https://login.harmony.example\"\nscopes = \"email\"",
+                "`scopes`",
+            ),
+            (
+                "issuer = \"https://login.harmony.example\"\ngroups_claim = \"\"",
+                "`groups_claim`",
+            ),
         ] {
-            let err = load_toml(&format!("{base}{extra}")).unwrap_err().to_string();
-            assert!(err.contains("`console_login`") && err.contains(named), "{err}");
+            let err = load_toml(&format!("{base}{extra}"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("`console_login`") && err.contains(named),
+                "{err}"
+            );
         }
-        let err = load_toml(&format!("{base}issuer = \"https://x.example\"\nrequired_gruop = \"x\""))
-            .unwrap_err()
-            .to_string();
+        let err = load_toml(&format!(
+            "{base}issuer = \"https://x.example\"\nrequired_gruop = \"x\""
+        ))
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("required_gruop"), "{err}");
         load_toml(&format!("{base}issuer = \"http://127.0.0.1:9000\"")).unwrap();
     }

@@ -23,7 +23,10 @@ const INDEX: &str = "console_users_oidc_identity";
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         // One column per statement: SQLite alters one at a time.
-        for mut column in [string_null(Oidc::OidcIssuer), string_null(Oidc::OidcSubject)] {
+        for mut column in [
+            string_null(Oidc::OidcIssuer),
+            string_null(Oidc::OidcSubject),
+        ] {
             manager
                 .alter_table(
                     Table::alter()
@@ -48,7 +51,12 @@ impl MigrationTrait for Migration {
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager
-            .drop_index(Index::drop().name(INDEX).table(ConsoleUsers::Table).to_owned())
+            .drop_index(
+                Index::drop()
+                    .name(INDEX)
+                    .table(ConsoleUsers::Table)
+                    .to_owned(),
+            )
             .await?;
         for column in [Oidc::OidcIssuer, Oidc::OidcSubject] {
             manager

@@ -71,7 +71,12 @@ pub async fn admit(
                 return Err(Refused::EmailTaken.into());
             }
             tracing::info!(person = %email, "console account tied to its provider identity");
-            enabled(store.console_user(&user.id).await?.ok_or(Refused::EmailTaken)?)
+            enabled(
+                store
+                    .console_user(&user.id)
+                    .await?
+                    .ok_or(Refused::EmailTaken)?,
+            )
         }
         Some(_) => Err(Refused::EmailTaken.into()),
         None => match store.insert_oidc_console_user(&email, &identity, now).await {

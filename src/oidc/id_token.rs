@@ -98,7 +98,15 @@ pub(crate) fn read_header(token: &str, allowed: &[Algorithm]) -> Result<Header, 
         .get("alg")
         .and_then(Value::as_str)
         .ok_or(IdTokenError::Malformed)?;
-    let refused = || IdTokenError::Algorithm(alg.chars().take(16).collect());
+    // Only what an algorithm name can hold reaches the log.
+    let refused = || {
+        IdTokenError::Algorithm(
+            alg.chars()
+                .filter(char::is_ascii_alphanumeric)
+                .take(16)
+                .collect(),
+        )
+    };
     let alg = Algorithm::from_str(alg).map_err(|_| refused())?;
     if !allowed.contains(&alg) || !ACCEPTED_ALGORITHMS.contains(&alg) {
         return Err(refused());

@@ -65,6 +65,14 @@ type OAuthClient = oauth2::Client<
     EndpointSet,
 >;
 
+/// A completed sign-in: who signed in, and where the caller wanted them next.
+#[derive(Debug, Clone)]
+pub struct SignedIn {
+    pub claims: IdentityClaims,
+    /// As given to [`RelyingParty::begin`]; the caller checks it again before redirecting.
+    pub return_to: Option<String>,
+}
+
 /// Where to send the browser, and the key it must bring back.
 #[derive(Debug)]
 pub struct SignInStart {
@@ -120,8 +128,13 @@ impl RelyingParty {
         self.purpose
     }
 
-    /// Starts a sign-in; `max_age` asks the provider for a sign-in at most that old.
-    pub async fn begin(&self, max_age: Option<Duration>) -> Result<SignInStart, OidcError> {
+    /// Starts a sign-in; `max_age` asks the provider for a sign-in at most that old;
+    /// `return_to` comes back from [`Self::finish`] (bounded, never interpreted here).
+    pub async fn begin(
+        &self,
+        max_age: Option<Duration>,
+        return_to: Option<&str>,
+    ) -> Result<SignInStart, OidcError> {
         let provider = self.provider().await?;
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let state = random_token("")?;
@@ -148,6 +161,9 @@ impl RelyingParty {
             nonce,
             pkce_verifier: Secret::new(verifier.into_secret()),
             max_age_seconds: max_age.map(|age| age.as_secs()),
+            return_to: return_to
+                .filter(|r| r.len() <= super::callback::MAX_PARAMETER_LENGTH)
+                .map(str::to_owned),
         };
         self.state
             .put_oidc_sign_in(
@@ -168,7 +184,7 @@ impl RelyingParty {
         &self,
         browser_binding: Option<&str>,
         answer: &AuthorizationAnswer,
-    ) -> Result<IdentityClaims, OidcError> {
+    ) -> Result<SignedIn, OidcError> {
         if !answer.within_bounds() {
             return Err(Refusal::ParameterTooLong.into());
         }
@@ -199,7 +215,11 @@ impl RelyingParty {
         let id_token = self
             .exchange(&provider, code, pending.pkce_verifier.expose())
             .await?;
-        self.validate(&provider, &id_token, &pending).await
+        let claims = self.validate(&provider, &id_token, &pending).await?;
+        Ok(SignedIn {
+            claims,
+            return_to: pending.return_to,
+        })
     }
 
     async fn exchange(

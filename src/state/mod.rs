@@ -166,6 +166,8 @@ pub struct PendingOidcSignIn {
     pub pkce_verifier: Secret,
     /// The `max_age` asked for, which the ID token's `auth_time` must then meet.
     pub max_age_seconds: Option<u64>,
+    /// Where the caller wants the person once signed in (its own page; it checks it again).
+    pub return_to: Option<String>,
 }
 
 /// What a signed-in browser is, kept in shared state under the hash of its cookie's value.

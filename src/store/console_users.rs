@@ -204,9 +204,16 @@ mod tests {
             issuer: "https://elsewhere.example".into(),
             subject: "ana-1".into(),
         };
-        assert_eq!(store.console_user_by_oidc(&other_issuer).await.unwrap(), None);
+        assert_eq!(
+            store.console_user_by_oidc(&other_issuer).await.unwrap(),
+            None
+        );
         let again = store
-            .insert_oidc_console_user(&Email::parse("x@harmony.example").unwrap(), &ana, Utc::now())
+            .insert_oidc_console_user(
+                &Email::parse("x@harmony.example").unwrap(),
+                &ana,
+                Utc::now(),
+            )
             .await;
         assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
 
@@ -222,8 +229,18 @@ mod tests {
             issuer: ana.issuer.clone(),
             subject: "bo-2".into(),
         };
-        assert!(store.link_console_user_oidc(&password_user.id, &bo_identity).await.unwrap());
-        assert!(!store.link_console_user_oidc(&password_user.id, &other_issuer).await.unwrap());
+        assert!(
+            store
+                .link_console_user_oidc(&password_user.id, &bo_identity)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .link_console_user_oidc(&password_user.id, &other_issuer)
+                .await
+                .unwrap()
+        );
     }
 
     #[tokio::test]

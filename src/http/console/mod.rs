@@ -7,6 +7,7 @@
 pub mod form;
 pub mod gate;
 pub mod login;
+pub mod oidc;
 pub mod overview;
 pub mod session;
 
@@ -14,15 +15,19 @@ use actix_web::web;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     // Sign-in comes before the gated scope, which would otherwise send it to itself.
-    cfg.service(login::show).service(login::submit).service(
-        web::scope("/console")
-            .wrap(actix_web::middleware::from_fn(gate::gate))
-            .service(login::show_password)
-            .service(login::set_password)
-            .service(login::logout)
-            .service(overview::show)
-            .default_service(web::to(not_found)),
-    );
+    cfg.service(login::show)
+        .service(login::submit)
+        .service(oidc::start)
+        .service(oidc::callback)
+        .service(
+            web::scope("/console")
+                .wrap(actix_web::middleware::from_fn(gate::gate))
+                .service(login::show_password)
+                .service(login::set_password)
+                .service(login::logout)
+                .service(overview::show)
+                .default_service(web::to(not_found)),
+        );
 }
 
 async fn not_found() -> Result<actix_web::HttpResponse, crate::error::PageError> {
