@@ -8,6 +8,8 @@
 //! 200 partners, 500 000 customers, 1 000 000 grants, a year of traffic, the outcome mix of a
 //! healthy gateway (mostly `ok`, a few per cent refused). The seeder trades durability for
 //! speed (`synchronous = OFF`); it is a benchmark fixture, not a way to write real records.
+//! It writes through `Store::insert_access_records`, which keeps the console's running totals
+//! as it goes; a database seeded before they existed gets them from `Store::rebuild_rollups`.
 
 use chrono::{Duration, Utc};
 use keyhole::access_log::{AccessRecord, ChainedRecord, GENESIS_HASH, Outcome, chain_hash};

@@ -142,6 +142,7 @@ impl Application {
             verifier,
             clock: options.clock,
             metrics,
+            latest_verification: Default::default(),
         });
 
         tokio::spawn(reload_keys(keys));

@@ -4,6 +4,9 @@
 //! mirror it column for column.
 
 pub mod access_log;
+pub mod access_log_customer_partners;
+pub mod access_log_field_reads;
+pub mod access_log_hourly;
 pub mod admin_audit;
 pub mod admin_tokens;
 pub mod chain_checkpoints;

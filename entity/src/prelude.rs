@@ -1,6 +1,9 @@
 //! Convenience re-exports of every entity under its table-style name.
 
 pub use super::access_log::Entity as AccessLog;
+pub use super::access_log_customer_partners::Entity as AccessLogCustomerPartners;
+pub use super::access_log_field_reads::Entity as AccessLogFieldReads;
+pub use super::access_log_hourly::Entity as AccessLogHourly;
 pub use super::admin_audit::Entity as AdminAudit;
 pub use super::admin_tokens::Entity as AdminTokens;
 pub use super::chain_checkpoints::Entity as ChainCheckpoints;

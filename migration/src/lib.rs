@@ -20,6 +20,7 @@ mod m20261202_000011_revoked_tokens;
 mod m20261202_000012_signing_key_activation;
 mod m20261202_000013_token_grace;
 mod m20261202_000014_console_users;
+mod m20261202_000015_access_log_rollups;
 mod m20261202_000016_admin_audit_people;
 mod m20261202_000017_console_users_oidc;
 
@@ -46,6 +47,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000012_signing_key_activation::Migration),
             Box::new(m20261202_000013_token_grace::Migration),
             Box::new(m20261202_000014_console_users::Migration),
+            Box::new(m20261202_000015_access_log_rollups::Migration),
             Box::new(m20261202_000016_admin_audit_people::Migration),
             Box::new(m20261202_000017_console_users_oidc::Migration),
         ]
@@ -58,7 +60,7 @@ mod tests {
     use super::*;
     use sea_orm_migration::sea_orm::{ConnectionTrait, Database, DatabaseConnection};
 
-    const TABLES: [&str; 11] = [
+    const TABLES: [&str; 14] = [
         "partners",
         "customers",
         "grants",
@@ -70,6 +72,9 @@ mod tests {
         "chain_checkpoints",
         "revoked_tokens",
         "console_users",
+        "access_log_hourly",
+        "access_log_field_reads",
+        "access_log_customer_partners",
     ];
 
     async fn tables_present(db: &DatabaseConnection) -> Vec<&'static str> {

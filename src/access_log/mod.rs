@@ -8,6 +8,7 @@ pub mod export;
 pub mod import;
 pub mod journal;
 pub mod key;
+pub mod latest;
 pub mod prune;
 pub mod query;
 mod record;

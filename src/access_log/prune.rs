@@ -6,16 +6,30 @@
 //! The admin-call records (`admin_audit`), the record of who read the log, have a retention of
 //! their own (`audit_retention_days`, by default the log's): they are not chained, so they go
 //! in one statement.
+//!
+//! The console's running totals are history, not records: they name no customer's data and
+//! may outlive the records they count. Each prune also bounds them: hourly and per-field
+//! totals for [`ROLLUP_HISTORY_DAYS`], customer–partner pairs for [`PAIRS_DAYS`] after their
+//! last read (the console asks "how many partners read this customer in the last 30 days";
+//! an older pair answers nothing and would grow with every customer ever read).
 
-use crate::store::Store;
+use crate::store::{RollupsPruned, Store};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+
+/// Days of hourly and per-field totals kept: a year's comparison and a little more.
+pub const ROLLUP_HISTORY_DAYS: i64 = 400;
+
+/// Days a customer–partner pair is kept after its last read.
+pub const PAIRS_DAYS: i64 = 30;
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct PruneReport {
     pub removed: u64,
     /// Per chain that lost records, the last removed `seq`: the chain now starts right after.
     pub chains: Vec<PrunedChain>,
+    /// Running-total rows past their own bound (see the module doc).
+    pub rollups: RollupsPruned,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -82,6 +96,12 @@ pub async fn prune(
     let mut report = PruneReport {
         removed: 0,
         chains: Vec::new(),
+        rollups: store
+            .prune_rollups(
+                now - chrono::Duration::days(ROLLUP_HISTORY_DAYS),
+                now - chrono::Duration::days(PAIRS_DAYS),
+            )
+            .await?,
     };
     for chain in store.access_log_chains().await? {
         if let Some(pruned) = prune_chain(store, &chain, before).await? {

@@ -1,4 +1,5 @@
-//! The security console's services: what the console decides, without web types. Its pages
-//! are in `http/console`.
+//! The security console's services (issue 13): what its pages show, with no actix types; the
+//! handlers live in `http::console`.
 
+pub mod charts;
 pub mod workforce;

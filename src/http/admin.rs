@@ -3,7 +3,7 @@
 //! answer leaves. If that record cannot be written the caller gets `503`, never the answer.
 
 use crate::access_log::query::{self, RawLogQuery};
-use crate::access_log::{ChainedRecord, Cursor, LogFilter, VerifyReport, verify_chain};
+use crate::access_log::{ChainedRecord, Cursor, LogFilter, VerifyReport};
 use crate::admin::alerts::{self, AlertReport};
 use crate::admin::auth;
 use crate::admin::views::{GrantView, PartnerView, grant_views};
@@ -184,13 +184,7 @@ async fn access_log(app: web::Data<App>, req: HttpRequest) -> Result<HttpRespons
         if let Some(limit) = raw.limit {
             query::page_limit(Some(limit.min(query::MAX_LIMIT))).map_err(bad)?;
         }
-        return Ok(HttpResponse::Ok()
-            .content_type("text/csv; charset=utf-8")
-            .insert_header((
-                header::CONTENT_DISPOSITION,
-                "attachment; filename=\"access-log.csv\"",
-            ))
-            .streaming(csv_stream(app.into_inner(), filter, before, raw.limit)));
+        return Ok(csv_export(app.into_inner(), filter, before, raw.limit));
     }
     let limit = query::page_limit(raw.limit).map_err(bad)?;
     let mut items = app
@@ -199,6 +193,24 @@ async fn access_log(app: web::Data<App>, req: HttpRequest) -> Result<HttpRespons
         .await?;
     let next_cursor = page(&mut items, limit, |r| Cursor(r.id).encode());
     Ok(HttpResponse::Ok().json(LogPage { items, next_cursor }))
+}
+
+/// Streams every record `filter` matches (below `before`, at most `limit`) as CSV, a page of
+/// rows per database round trip; shared by the API and the console's "Export CSV".
+pub(crate) fn csv_export(
+    app: std::sync::Arc<App>,
+    filter: LogFilter,
+    before: Option<i64>,
+    limit: Option<u64>,
+) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/csv; charset=utf-8")
+        .insert_header((
+            header::CONTENT_DISPOSITION,
+            "attachment; filename=\"access-log.csv\"",
+        ))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .streaming(csv_stream(app, filter, before, limit))
 }
 
 const CSV_HEADER: [&str; 15] = [
@@ -319,24 +331,9 @@ fn csv_stream(
 )]
 #[get("/access-log/verify")]
 async fn verify(app: web::Data<App>) -> Result<web::Json<VerifyReport>, ApiError> {
-    app.access_log.settled().await;
-    let signed_before = app
-        .settings
-        .access_log
-        .anchor_signed_before(app.clock.now());
-    let keys = app.checkpoint_key.public_keys();
-    // Read before the walk: the database holds at least this much of our chain then.
-    let imported = app
-        .access_log
-        .status()
-        .imported
-        .load(std::sync::atomic::Ordering::Acquire);
-    let own = (imported > 0).then(|| (app.access_log.chain(), imported));
-    let report = verify_chain(&app.store, &keys, Some(signed_before), own).await?;
-    if !report.ok {
-        tracing::error!(?report.first_broken, "the access log's hash chain is broken");
-    }
-    Ok(web::Json(report))
+    Ok(web::Json(
+        crate::access_log::latest::verify_log(&app).await?,
+    ))
 }
 
 #[derive(Serialize, ToSchema)]

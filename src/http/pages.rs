@@ -33,6 +33,30 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../templates/console/overview.html"),
     ),
     (
+        "console/access_log.html",
+        include_str!("../../templates/console/access_log.html"),
+    ),
+    (
+        "console/record.html",
+        include_str!("../../templates/console/record.html"),
+    ),
+    (
+        "console/partners.html",
+        include_str!("../../templates/console/partners.html"),
+    ),
+    (
+        "console/partner.html",
+        include_str!("../../templates/console/partner.html"),
+    ),
+    (
+        "console/grant.html",
+        include_str!("../../templates/console/grant.html"),
+    ),
+    (
+        "console/confirm.html",
+        include_str!("../../templates/console/confirm.html"),
+    ),
+    (
         "demo_callback.html",
         include_str!("../../templates/demo_callback.html"),
     ),

@@ -1,3 +1,4 @@
+use super::rollup_tally::Tally;
 use super::{Store, StoreError};
 use crate::access_log::{AccessRecord, ChainedRecord, LogFilter, Outcome};
 use chrono::{DateTime, SubsecRound, Utc};
@@ -5,8 +6,9 @@ use entity::access_log;
 use sea_orm::sea_query::LikeExpr;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, DbErr, EntityTrait, FromQueryResult, QueryFilter, QueryOrder,
-    QueryResult, QuerySelect, Select, SqlErr,
+    QueryResult, QuerySelect, Select, SqlErr, TransactionTrait,
 };
+use std::collections::HashMap;
 
 fn to_json(values: &[String]) -> String {
     serde_json::to_string(values).unwrap_or_else(|_| "[]".to_owned())
@@ -169,12 +171,18 @@ impl Store {
             .transpose()
     }
 
-    /// One multi-row INSERT: atomic on its own, so the batch is one transaction and one fsync.
-    /// A record already at its `(chain, seq)` is a conflict: the writer that committed
-    /// `durability = "database"` records owns its chain, so that means a second writer.
+    /// One multi-row INSERT and the console's running totals of its records, in one
+    /// transaction (so one fsync). A record already at its `(chain, seq)` is a conflict: the
+    /// writer that committed `durability = "database"` records owns its chain, so that means a
+    /// second writer.
     pub async fn insert_access_records(&self, rows: Vec<ChainedRecord>) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let tally = Tally::of(rows.iter().map(|r| &r.record));
+        let txn = self.db.begin().await?;
         access_log::Entity::insert_many(rows.into_iter().map(active))
-            .exec_without_returning(&self.db)
+            .exec_without_returning(&txn)
             .await
             .map_err(|e| match e.sql_err() {
                 Some(SqlErr::UniqueConstraintViolation(_)) => {
@@ -182,47 +190,66 @@ impl Store {
                 }
                 _ => StoreError::Db(e),
             })?;
+        tally.apply(&txn).await?;
+        txn.commit().await?;
         Ok(())
     }
 
-    /// Copies journal records in: one multi-row INSERT that skips records already there, so a
-    /// batch imported twice leaves one copy. A record already there must be the same record
-    /// (same hash): anything else means two writers used one chain, and is refused.
-    /// Returns how many rows were added.
+    /// Copies journal records of one chain in, skipping records already there, so a batch
+    /// imported twice leaves one copy and is counted once in the running totals. A record
+    /// already there must be the same record (same hash): anything else means two writers
+    /// used one chain, and the whole batch is refused. Returns how many rows were added.
     pub async fn import_access_records(&self, rows: &[ChainedRecord]) -> Result<u64, StoreError> {
-        let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
+        let Some(first) = rows.first() else {
             return Ok(0);
         };
-        let inserted = match access_log::Entity::insert_many(rows.iter().cloned().map(active))
+        let chain = first.chain.as_str();
+        let (lo, hi) = rows.iter().fold((first.seq, first.seq), |(lo, hi), r| {
+            (lo.min(r.seq), hi.max(r.seq))
+        });
+        let txn = self.db.begin().await?;
+        // The importer is its chain's only writer, so what is stored now stays so until the
+        // commit: the records not found here are exactly the ones the INSERT adds.
+        let stored: HashMap<i64, String> = access_log::Entity::find()
+            .select_only()
+            .column(access_log::Column::Seq)
+            .column(access_log::Column::Hash)
+            .filter(access_log::Column::Chain.eq(chain))
+            .filter(access_log::Column::Seq.between(lo, hi))
+            .into_tuple::<(i64, String)>()
+            .all(&txn)
+            .await?
+            .into_iter()
+            .collect();
+        if let Some(row) = rows
+            .iter()
+            .find(|r| stored.get(&r.seq).is_some_and(|h| *h != r.hash))
+        {
+            return Err(StoreError::Conflict(format!(
+                "chain {} already holds another record {}",
+                row.chain, row.seq
+            )));
+        }
+        // A place given twice in one batch is added once, as the first record has it.
+        let mut seen = std::collections::HashSet::new();
+        let new: Vec<&ChainedRecord> = rows
+            .iter()
+            .filter(|r| !stored.contains_key(&r.seq) && seen.insert(r.seq))
+            .collect();
+        if new.is_empty() {
+            return Ok(0);
+        }
+        let tally = Tally::of(new.iter().map(|r| &r.record));
+        let inserted = match access_log::Entity::insert_many(new.into_iter().cloned().map(active))
             .on_conflict_do_nothing_on([access_log::Column::Chain, access_log::Column::Seq])
-            .exec_without_returning(&self.db)
+            .exec_without_returning(&txn)
             .await?
         {
             sea_orm::TryInsertResult::Inserted(n) => n,
             _ => 0,
         };
-        if inserted < rows.len() as u64 {
-            let stored: std::collections::HashMap<i64, String> = access_log::Entity::find()
-                .select_only()
-                .column(access_log::Column::Seq)
-                .column(access_log::Column::Hash)
-                .filter(access_log::Column::Chain.eq(first.chain.as_str()))
-                .filter(access_log::Column::Seq.between(first.seq, last.seq))
-                .into_tuple::<(i64, String)>()
-                .all(&self.db)
-                .await?
-                .into_iter()
-                .collect();
-            if let Some(row) = rows
-                .iter()
-                .find(|r| stored.get(&r.seq).is_some_and(|h| *h != r.hash))
-            {
-                return Err(StoreError::Conflict(format!(
-                    "chain {} already holds another record {}",
-                    row.chain, row.seq
-                )));
-            }
-        }
+        tally.apply(&txn).await?;
+        txn.commit().await?;
         Ok(inserted)
     }
 
@@ -323,6 +350,15 @@ impl Store {
         limit: u64,
     ) -> Result<Vec<ChainedRecord>, StoreError> {
         self.newest_first(filtered(filter), before, limit).await
+    }
+
+    /// One record by its row id.
+    pub async fn access_log_record(&self, id: i64) -> Result<Option<ChainedRecord>, StoreError> {
+        access_log::Entity::find_by_id(id)
+            .one(&self.db)
+            .await?
+            .map(ChainedRecord::try_from)
+            .transpose()
     }
 
     /// A page of `query`'s records, newest first, below `before` (an id) when given.

@@ -63,6 +63,16 @@ impl Store {
             .await?)
     }
 
+    /// The newest checkpoint of any chain: how long ago the log was last signed.
+    pub async fn newest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError> {
+        Ok(chain_checkpoints::Entity::find()
+            .order_by_desc(chain_checkpoints::Column::SignedAt)
+            .limit(1)
+            .one(&self.db)
+            .await?
+            .map(Into::into))
+    }
+
     /// The newest checkpoint of `chain`.
     pub async fn latest_checkpoint(
         &self,
@@ -71,6 +81,22 @@ impl Store {
         Ok(chain_checkpoints::Entity::find()
             .filter(chain_checkpoints::Column::Chain.eq(chain))
             .order_by_desc(chain_checkpoints::Column::Seq)
+            .limit(1)
+            .one(&self.db)
+            .await?
+            .map(Into::into))
+    }
+
+    /// The first checkpoint of `chain` at or after `seq`: the signature that covers that record.
+    pub async fn covering_checkpoint(
+        &self,
+        chain: &str,
+        seq: i64,
+    ) -> Result<Option<StoredCheckpoint>, StoreError> {
+        Ok(chain_checkpoints::Entity::find()
+            .filter(chain_checkpoints::Column::Chain.eq(chain))
+            .filter(chain_checkpoints::Column::Seq.gte(seq))
+            .order_by_asc(chain_checkpoints::Column::Seq)
             .limit(1)
             .one(&self.db)
             .await?

@@ -166,6 +166,24 @@ impl Store {
         Ok(result.rows_affected == 1)
     }
 
+    /// Gives an account a new one-time password (the demo prints a fresh one on every start).
+    pub async fn reset_console_password(
+        &self,
+        id: &str,
+        one_time_password_hash: String,
+    ) -> Result<(), StoreError> {
+        console_users::Entity::update_many()
+            .col_expr(
+                console_users::Column::PasswordHash,
+                Expr::value(one_time_password_hash),
+            )
+            .col_expr(console_users::Column::PasswordSet, Expr::value(false))
+            .filter(console_users::Column::Id.eq(id))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
     pub async fn console_user_by_email(
         &self,
         email: &Email,

@@ -292,6 +292,29 @@ impl Store {
             .collect()
     }
 
+    /// Active (unrevoked, unexpired) grants per partner, in one grouped query.
+    pub async fn active_grant_counts(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<std::collections::HashMap<String, u64>, StoreError> {
+        use sea_orm::QuerySelect;
+        use sea_orm::sea_query::{Expr, Func};
+        let rows: Vec<(String, i64)> = grants::Entity::find()
+            .select_only()
+            .column(grants::Column::ClientId)
+            .column_as(Expr::from(Func::count(Expr::col(grants::Column::Id))), "n")
+            .filter(grants::Column::Status.eq("active"))
+            .filter(grants::Column::ExpiresAt.gt(now))
+            .group_by(grants::Column::ClientId)
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(client, n)| (client, u64::try_from(n).unwrap_or(0)))
+            .collect())
+    }
+
     /// A customer's grants, newest first.
     pub async fn grants_of_customer(&self, customer: CustomerId) -> Result<Vec<Grant>, StoreError> {
         use sea_orm::QueryOrder;

@@ -12,6 +12,8 @@ mod keys;
 mod partners;
 mod refresh;
 mod revoked;
+mod rollup_tally;
+mod rollups;
 
 pub use access_log::{CheckedRecord, GrantUsage};
 pub use admin::{AdminAuditEntry, AdminToken};
@@ -24,6 +26,9 @@ pub use keys::{KeyReplacement, StoredKey};
 pub use partners::{NewPartner, Partner, PartnerRates, PartnerStatus};
 pub use refresh::{
     IssuedFor, NewRefreshToken, RefreshOutcome, RefreshRecord, Rotation, SealedAnswer, Successor,
+};
+pub use rollups::{
+    Bucket, MAX_BUCKETS, Ranked, RollupsPruned, Series, SeriesName, TimeSeries, refusal_outcomes,
 };
 
 use crate::files::{self, FileError};
@@ -232,5 +237,28 @@ pub(crate) mod testing {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
         (Store::connect(&url).await.unwrap(), dir)
+    }
+
+    /// A fresh database on the PostgreSQL server `KEYHOLE_DATABASE_URL` names (as `.ci/run`
+    /// sets it), SQLite as [`store`] otherwise: for queries whose SQL differs per backend.
+    pub async fn any_store() -> (Store, tempfile::TempDir) {
+        use sea_orm::ConnectionTrait;
+        let url = match std::env::var("KEYHOLE_DATABASE_URL") {
+            Ok(url) if url.starts_with("postgres") => url,
+            _ => return store().await,
+        };
+        let admin = sea_orm::Database::connect(url.clone()).await.unwrap();
+        let name = format!("kh_unit_{}", uuid::Uuid::new_v4().simple());
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+            .await
+            .unwrap();
+        admin.close().await.unwrap();
+        let mut scratch = url::Url::parse(&url).unwrap();
+        scratch.set_path(&format!("/{name}"));
+        (
+            Store::connect(scratch.as_str()).await.unwrap(),
+            tempfile::tempdir().unwrap(),
+        )
     }
 }

@@ -1,9 +1,10 @@
 //! The real `keyhole` binary, run as an operator would, against a database of its own.
 
-use crate::helpers::free_port;
+use crate::helpers::{CONSOLE_PASSWORD, browser, free_port, hidden};
 use keyhole::domain::ClientId;
 use keyhole::secrets::token_hash;
 use keyhole::store::Store;
+use reqwest::StatusCode;
 use serde_json::Value;
 use std::process::{Command, Output};
 
@@ -812,6 +813,25 @@ async fn the_demo_starts_in_an_empty_directory_and_leaves_only_owner_only_files(
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
         }
     }
+    // The rest of the walkthrough, for the console's one-time password.
+    let mut walkthrough = Vec::new();
+    while running && started.elapsed() < std::time::Duration::from_secs(60) {
+        match rx.recv_timeout(std::time::Duration::from_secs(1)) {
+            Ok(line) if line.contains("Press Ctrl-C") => break,
+            Ok(line) => walkthrough.push(line),
+            Err(_) => {}
+        }
+    }
+    let one_time = walkthrough
+        .iter()
+        .position(|l| l.contains("with the one-time password"))
+        .and_then(|i| walkthrough.get(i + 1))
+        .and_then(|l| l.split_whitespace().next())
+        .map(str::to_owned);
+    let overview = match &one_time {
+        Some(password) => demo_console_overview(port, password).await,
+        None => None,
+    };
     let jwks = if running {
         reqwest::get(format!("http://127.0.0.1:{port}/.well-known/jwks.json"))
             .await
@@ -850,6 +870,13 @@ async fn the_demo_starts_in_an_empty_directory_and_leaves_only_owner_only_files(
     demo.wait().unwrap();
 
     assert!(running, "the demo did not start");
+    assert!(one_time.is_some(), "a console sign-in: {walkthrough:?}");
+    let overview = overview.expect("the console's overview after the demo's sign-in");
+    assert!(
+        overview.contains("quick-fix-repairs") && overview.contains("beyond_grants"),
+        "the seeded history fires an alert: {overview}"
+    );
+    assert!(overview.contains("<svg"), "charts: {overview}");
     let jwks = jwks.expect("the demo serves its JWKS");
     assert_eq!(jwks["keys"].as_array().map(Vec::len), Some(1), "{jwks}");
     assert!(
@@ -866,6 +893,61 @@ async fn the_demo_starts_in_an_empty_directory_and_leaves_only_owner_only_files(
         let owner_only = if *dir { 0o700 } else { 0o600 };
         assert_eq!(*mode, owner_only, "{name} has mode {mode:o}");
     }
+}
+
+/// Signs in to the demo's console with its one-time password, chooses a password, and returns
+/// the overview's HTML.
+async fn demo_console_overview(port: u16, one_time: &str) -> Option<String> {
+    let base = format!("http://127.0.0.1:{port}");
+    let browser = browser();
+    let login = browser
+        .get(format!("{base}/console/login"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let signed_in = browser
+        .post(format!("{base}/console/login"))
+        .form(&[
+            ("email", keyhole::demo::DEMO_CONSOLE_USER),
+            ("password", one_time),
+            ("csrf_token", &hidden(&login, "csrf_token")?),
+            ("next", "/console"),
+        ])
+        .send()
+        .await
+        .ok()?;
+    if signed_in.status() != StatusCode::SEE_OTHER {
+        return None;
+    }
+    let form = browser
+        .get(format!("{base}/console/password"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    browser
+        .post(format!("{base}/console/password"))
+        .form(&[
+            ("csrf_token", hidden(&form, "csrf_token")?.as_str()),
+            ("password", CONSOLE_PASSWORD),
+            ("confirm", CONSOLE_PASSWORD),
+        ])
+        .send()
+        .await
+        .ok()?;
+    browser
+        .get(format!("{base}/console"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()
 }
 
 /// Issue 13's first step: a console account with a one-time password, shown once and stored

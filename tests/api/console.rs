@@ -182,40 +182,409 @@ async fn console_requests_are_audited_under_the_persons_name() {
     assert_eq!(entry.token_id, None);
 }
 
-#[tokio::test]
-async fn without_a_console_session_every_page_is_refused() {
-    let app = spawn_app().await;
-    let customer = app.signed_in(crate::helpers::ALICE).await;
+impl crate::helpers::ConsoleBrowser {
+    async fn get(&self, app: &crate::helpers::TestApp, path: &str) -> (StatusCode, String) {
+        let r = self.client.get(app.url(path)).send().await.unwrap();
+        let status = r.status();
+        (status, r.text().await.unwrap())
+    }
+
+    async fn post(
+        &self,
+        app: &crate::helpers::TestApp,
+        path: &str,
+        form: &[(&str, &str)],
+    ) -> reqwest::Response {
+        self.client
+            .post(app.url(path))
+            .form(form)
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+/// Partner calls with Alice's token: a few reads and one refusal, so the log has both.
+async fn some_traffic(app: &crate::helpers::TestApp) -> String {
     let tokens = app.tokens(&["claims:status"]).await;
-    let partner_token = oauth2::TokenResponse::access_token(&tokens)
+    let access = oauth2::TokenResponse::access_token(&tokens)
         .secret()
         .clone();
-    for path in ["/console", "/console/password", "/console/access-log"] {
-        for (who, client) in [("nobody", http()), ("a customer", customer.clone())] {
-            let page = client.get(app.url(path)).send().await.unwrap();
-            assert_eq!(page.status(), StatusCode::SEE_OTHER, "{who} {path}");
-            assert!(
-                location(&page).starts_with("/console/login"),
-                "{who} {path}"
-            );
-        }
-        let with_token = http()
-            .get(app.url(path))
-            .bearer_auth(&partner_token)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(with_token.status(), StatusCode::SEE_OTHER, "partner {path}");
-        let posted = customer
-            .post(app.url(path))
-            .form(&[("csrf_token", "x")])
-            .send()
-            .await
-            .unwrap();
+    for _ in 0..3 {
         assert_eq!(
-            posted.status(),
-            StatusCode::FORBIDDEN,
-            "customer POST {path}"
+            app.partner_status(&access, "/partner/v1/claims/C-1001")
+                .await,
+            StatusCode::OK
         );
     }
+    assert_eq!(
+        app.partner_status(&access, "/partner/v1/claims/C-2001")
+            .await,
+        StatusCode::NOT_FOUND
+    );
+    access
+}
+
+#[tokio::test]
+async fn the_access_log_search_filters_pages_exports_and_shows_a_record() {
+    let app = crate::helpers::spawn_app_with_sample_upstream(|_| {}).await;
+    some_traffic(&app).await;
+    let console = app.console_browser("ana@harmony.example").await;
+    let client = &app.partner.client_id;
+
+    let (status, html) = console
+        .get(
+            &app,
+            &format!("/console/access-log?client_id={client}&customer_id=&outcome=ok&field="),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert_eq!(html.matches("<td>ok (200)</td>").count(), 3, "{html}");
+    assert!(!html.contains("not_found ("), "{html}");
+    assert!(html.contains(&format!("href=\"/console/partners/{client}\"")));
+    assert!(html.contains("href=\"/console/access-log?customer_id=CU-1001\""));
+    assert!(html.contains("href=\"/console/grants/"));
+
+    let (status, html) = console
+        .get(&app, "/console/access-log?outcome=not-an-outcome")
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(html.contains("outcome"), "{html}");
+
+    let export = console
+        .client
+        .get(app.url(&format!(
+            "/console/access-log/export.csv?client_id={client}&outcome=ok"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(export.status(), StatusCode::OK);
+    assert!(
+        export.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    let csv = export.text().await.unwrap();
+    assert_eq!(csv.lines().count(), 4, "a header and three reads: {csv}");
+
+    let records = app.log_records().await;
+    let newest = records.iter().max_by_key(|r| r.id).unwrap();
+    let (status, html) = console
+        .get(&app, &format!("/console/access-log/{}", newest.id))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains(&newest.hash));
+    assert!(html.contains(&newest.prev_hash));
+    for odd in ["0", "-1", "abc", "99999999", "1e3"] {
+        let (status, _) = console
+            .get(&app, &format!("/console/access-log/{odd}"))
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{odd}");
+    }
+}
+
+#[tokio::test]
+async fn search_pages_follow_the_cursor_without_repeats() {
+    let app = crate::helpers::spawn_app_with_sample_upstream(|_| {}).await;
+    let tokens = app.tokens(&["claims:status"]).await;
+    let access = oauth2::TokenResponse::access_token(&tokens)
+        .secret()
+        .clone();
+    for _ in 0..60 {
+        app.partner_status(&access, "/partner/v1/claims/C-1001")
+            .await;
+    }
+    let console = app.console_browser("ana@harmony.example").await;
+    let client = &app.partner.client_id;
+    let (_, first) = console
+        .get(&app, &format!("/console/access-log?client_id={client}"))
+        .await;
+    let next = first
+        .split("href=\"/console/access-log?")
+        .filter_map(|s| s.split('"').next())
+        .find(|q| q.contains("cursor="))
+        .expect("a link to older records")
+        .replace("&amp;", "&");
+    assert!(next.contains("client_id="), "{next}");
+    let (status, second) = console
+        .get(&app, &format!("/console/access-log?{next}"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let ids = |html: &str| -> Vec<String> {
+        html.split("aria-label=\"Record ")
+            .skip(1)
+            .map(|s| s.split('"').next().unwrap().to_owned())
+            .collect()
+    };
+    let (a, b) = (ids(&first), ids(&second));
+    assert_eq!(a.len(), 50);
+    assert_eq!(b.len(), 10);
+    assert!(a.iter().all(|id| !b.contains(id)));
+}
+
+#[tokio::test]
+async fn suspending_from_the_console_needs_a_reason_and_stops_the_next_partner_call() {
+    let app = crate::helpers::spawn_app_with_sample_upstream(|_| {}).await;
+    let access = some_traffic(&app).await;
+    let console = app.console_browser("ana@harmony.example").await;
+    let client = app.partner.client_id.clone();
+
+    let (status, html) = console.get(&app, "/console/partners").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains(&client));
+    let (status, html) = console
+        .get(&app, &format!("/console/partners/{client}"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains(&format!("/console/partners/{client}/suspend")));
+    let (status, html) = console
+        .get(&app, &format!("/console/partners/{client}/suspend"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("name=\"reason\""));
+
+    let path = format!("/console/partners/{client}/suspend");
+    let forged = console
+        .post(
+            &app,
+            &path,
+            &[("csrf_token", "forged"), ("reason", "abuse")],
+        )
+        .await;
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    let no_reason = console
+        .post(
+            &app,
+            &path,
+            &[("csrf_token", &console.csrf_token), ("reason", " ")],
+        )
+        .await;
+    assert_eq!(no_reason.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        app.partner_status(&access, "/partner/v1/claims/C-1001")
+            .await,
+        StatusCode::OK,
+        "nothing changed"
+    );
+
+    let done = console
+        .post(
+            &app,
+            &path,
+            &[
+                ("csrf_token", &console.csrf_token),
+                ("reason", "reads far beyond its grants"),
+            ],
+        )
+        .await;
+    assert_eq!(done.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        app.partner_status(&access, "/partner/v1/claims/C-1001")
+            .await,
+        StatusCode::UNAUTHORIZED
+    );
+    let audit = app.app.store.admin_audit(None, 100).await.unwrap();
+    let (_, entry) = audit
+        .iter()
+        .find(|(_, e)| e.reason.is_some())
+        .expect("the suspension's audit row");
+    assert_eq!(entry.reason.as_deref(), Some("reads far beyond its grants"));
+    assert_eq!(entry.path, path);
+    assert_eq!(entry.method, "POST");
+    assert_eq!(
+        entry.console_user_email.as_deref(),
+        Some("ana@harmony.example")
+    );
+
+    let reinstated = console
+        .post(
+            &app,
+            &format!("/console/partners/{client}/reinstate"),
+            &[("csrf_token", &console.csrf_token), ("reason", "cleared")],
+        )
+        .await;
+    assert_eq!(reinstated.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        app.partner_status(&access, "/partner/v1/claims/C-1001")
+            .await,
+        StatusCode::OK
+    );
+    for unknown in ["nobody", "..", "a%2Fb"] {
+        let (status, _) = console
+            .get(&app, &format!("/console/partners/{unknown}"))
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{unknown}");
+    }
+}
+
+#[tokio::test]
+async fn revoking_a_grant_from_the_console_records_the_security_team() {
+    let app = crate::helpers::spawn_app_with_sample_upstream(|_| {}).await;
+    let access = some_traffic(&app).await;
+    let console = app.console_browser("ana@harmony.example").await;
+    let grant = app.log_records().await[0].record.grant_id.clone().unwrap();
+    let (status, html) = console.get(&app, &format!("/console/grants/{grant}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("claims:status"));
+    assert!(html.contains("Consent given"));
+    assert!(html.contains(&format!("/console/grants/{grant}/revoke")));
+    let revoked = console
+        .post(
+            &app,
+            &format!("/console/grants/{grant}/revoke"),
+            &[
+                ("csrf_token", &console.csrf_token),
+                ("reason", "customer called"),
+            ],
+        )
+        .await;
+    assert_eq!(revoked.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        app.partner_status(&access, "/partner/v1/claims/C-1001")
+            .await,
+        StatusCode::UNAUTHORIZED
+    );
+    let (_, html) = console.get(&app, &format!("/console/grants/{grant}")).await;
+    assert!(html.contains("security_team"), "{html}");
+    for odd in ["not-a-grant", "00000000-0000-4000-8000-000000000000"] {
+        let (status, _) = console.get(&app, &format!("/console/grants/{odd}")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{odd}");
+    }
+}
+
+#[tokio::test]
+async fn every_console_post_checks_the_csrf_token_and_changes_nothing_without_it() {
+    let app = crate::helpers::spawn_app_with_sample_upstream(|_| {}).await;
+    let access = some_traffic(&app).await;
+    let console = app.console_browser("ana@harmony.example").await;
+    let client = app.partner.client_id.clone();
+    let grant = app.log_records().await[0].record.grant_id.clone().unwrap();
+    for path in [
+        "/console/logout".to_owned(),
+        "/console/password".to_owned(),
+        format!("/console/partners/{client}/suspend"),
+        format!("/console/partners/{client}/reinstate"),
+        format!("/console/grants/{grant}/revoke"),
+    ] {
+        for token in [None, Some(""), Some("forged")] {
+            let mut form = vec![
+                ("reason", "a reason"),
+                ("password", CONSOLE_PASSWORD),
+                ("confirm", CONSOLE_PASSWORD),
+            ];
+            if let Some(token) = token {
+                form.push(("csrf_token", token));
+            }
+            let r = console.post(&app, &path, &form).await;
+            assert!(
+                matches!(r.status(), StatusCode::FORBIDDEN | StatusCode::BAD_REQUEST),
+                "{path} {token:?}: {}",
+                r.status()
+            );
+        }
+        // A form posted from another origin is refused even with the right token.
+        let cross = console
+            .client
+            .post(app.url(&path))
+            .header("origin", "https://evil.example")
+            .form(&[
+                ("csrf_token", console.csrf_token.as_str()),
+                ("reason", "x y z"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(cross.status(), StatusCode::FORBIDDEN, "{path}");
+    }
+    assert_eq!(
+        app.partner_status(&access, "/partner/v1/claims/C-1001")
+            .await,
+        StatusCode::OK
+    );
+    let (status, _) = console.get(&app, "/console").await;
+    assert_eq!(status, StatusCode::OK, "still signed in");
+}
+
+#[tokio::test]
+async fn every_console_page_is_refused_without_a_console_session() {
+    let app = crate::helpers::spawn_app_with_sample_upstream(|_| {}).await;
+    let access = some_traffic(&app).await;
+    let customer = app.signed_in(crate::helpers::ALICE).await;
+    let client = app.partner.client_id.clone();
+    let grant = app.log_records().await[0].record.grant_id.clone().unwrap();
+    let id = app.log_records().await[0].id;
+    let admin = keyhole::secrets::random_token("kh_adm_").unwrap();
+    app.app
+        .store
+        .insert_admin_token(
+            "sec",
+            keyhole::secrets::token_hash(admin.expose()),
+            chrono::Utc::now(),
+        )
+        .await
+        .unwrap();
+    let gets = [
+        "/console".to_owned(),
+        "/console/password".to_owned(),
+        "/console/access-log?outcome=ok".to_owned(),
+        "/console/access-log/export.csv".to_owned(),
+        format!("/console/access-log/{id}"),
+        "/console/partners".to_owned(),
+        format!("/console/partners/{client}"),
+        format!("/console/partners/{client}/suspend"),
+        format!("/console/partners/{client}/reinstate"),
+        format!("/console/grants/{grant}"),
+        format!("/console/grants/{grant}/revoke"),
+    ];
+    for path in &gets {
+        let callers = [
+            ("nobody", http().get(app.url(path))),
+            ("a customer", customer.get(app.url(path))),
+            (
+                "a partner token",
+                http().get(app.url(path)).bearer_auth(&access),
+            ),
+            (
+                "an admin token",
+                http().get(app.url(path)).bearer_auth(admin.expose()),
+            ),
+        ];
+        for (who, request) in callers {
+            let r = request.send().await.unwrap();
+            assert_eq!(r.status(), StatusCode::SEE_OTHER, "{who} {path}");
+            assert!(location(&r).starts_with("/console/login"), "{who} {path}");
+            assert!(!r.text().await.unwrap().contains("CU-1001"), "{who} {path}");
+        }
+    }
+    for path in [
+        "/console/logout".to_owned(),
+        "/console/password".to_owned(),
+        format!("/console/partners/{client}/suspend"),
+        format!("/console/partners/{client}/reinstate"),
+        format!("/console/grants/{grant}/revoke"),
+    ] {
+        for (who, request) in [
+            ("nobody", http().post(app.url(&path))),
+            ("a customer", customer.post(app.url(&path))),
+            (
+                "a partner token",
+                http().post(app.url(&path)).bearer_auth(&access),
+            ),
+        ] {
+            let r = request
+                .form(&[("csrf_token", "x"), ("reason", "because")])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::FORBIDDEN, "{who} POST {path}");
+        }
+    }
+    assert_eq!(
+        app.partner_status(&access, "/partner/v1/claims/C-1001")
+            .await,
+        StatusCode::OK,
+        "nothing was suspended or revoked"
+    );
 }

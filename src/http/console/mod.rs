@@ -4,12 +4,17 @@
 //! carries a CSRF token ([`form::Checked`]); every request passes [`gate::gate`], which puts
 //! it in the admin audit trail under the person's name.
 
+pub mod access_log;
+pub mod actions;
 pub mod form;
 pub mod gate;
+pub mod grants;
 pub mod login;
 pub mod oidc;
 pub mod overview;
+pub mod partners;
 pub mod session;
+pub mod view;
 
 use actix_web::web;
 
@@ -26,6 +31,19 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .service(login::set_password)
                 .service(login::logout)
                 .service(overview::show)
+                .service(access_log::search)
+                // Before `/access-log/{id}`, which would otherwise take it.
+                .service(access_log::export)
+                .service(access_log::record)
+                .service(partners::list)
+                .service(partners::show)
+                .service(partners::confirm_suspend)
+                .service(partners::suspend)
+                .service(partners::confirm_reinstate)
+                .service(partners::reinstate)
+                .service(grants::show)
+                .service(grants::confirm_revoke)
+                .service(grants::revoke)
                 .default_service(web::to(not_found)),
         );
 }

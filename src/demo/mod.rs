@@ -2,6 +2,8 @@
 //! partner and two customers into the SQLite database, starts the gateway, and prints a
 //! walkthrough you can follow with a browser and curl.
 
+mod history;
+
 use crate::cli::{PartnerAdd, add_partner};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
@@ -15,6 +17,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
 
 pub const DEMO_CLIENT_ID: &str = "fone-shop";
+/// The demo's console account; each start gives it a fresh one-time password.
+pub const DEMO_CONSOLE_USER: &str = "security@harmony.example";
 pub const DEMO_CUSTOMERS: [(&str, &str, &str); 2] = [
     ("CU-1001", "alice@example.com", "alice-demo-password"),
     ("CU-2002", "bob@example.com", "bob-demo-password"),
@@ -96,6 +100,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         )
         .await?;
     let admin = admin.expose().to_owned();
+    let console_password = console_user(&store).await?;
     let issuer = settings.issuer();
     let verifier = URL_SAFE_NO_PAD.encode(random_bytes::<32>()?);
     let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
@@ -115,6 +120,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         },
     )
     .await?;
+    let seeded = history::seed(&app.app()).await?;
     let authorize = url::Url::parse_with_params(
         &format!("{issuer}/oauth/authorize"),
         &[
@@ -175,12 +181,41 @@ Demo partner "Fone Shop":
    curl -s -X POST -H "Authorization: Bearer {admin}" {issuer}/admin/v1/partners/{DEMO_CLIENT_ID}/suspend
    Alice's own view of every read: {issuer}/portal
 
+7. The security console, with {history}:
+   {issuer}/console   sign in as {DEMO_CONSOLE_USER} with the one-time password
+   {console_password}   (you then choose your own); the alert on {repairer} has a Suspend button.
+
 Metadata: {issuer}/.well-known/oauth-authorization-server   Keys: {issuer}/.well-known/jwks.json
 Press Ctrl-C to stop.
 "#,
         db = settings.database_url,
+        history = if seeded > 0 {
+            format!(
+                "{seeded} made-up records of {} days seeded into the log",
+                history::DAYS
+            )
+        } else {
+            "the log's own history".to_owned()
+        },
+        repairer = history::REPAIRER_CLIENT_ID,
         upstream_url = settings.upstream.base_url.as_str().trim_end_matches('/'),
     );
     app.run_until_stopped().await?;
     Ok(())
+}
+
+/// Creates the demo's console account, or gives it a fresh one-time password; returns it.
+async fn console_user(store: &Store) -> anyhow::Result<String> {
+    let email = crate::domain::Email::parse(DEMO_CONSOLE_USER)?;
+    let one_time = random_token("")?;
+    let hash = hash_password(one_time.expose())?;
+    match store.console_user_by_email(&email).await? {
+        Some(user) => store.reset_console_password(&user.id, hash).await?,
+        None => {
+            store
+                .insert_console_user(&email, hash, SystemClock.now())
+                .await?;
+        }
+    }
+    Ok(one_time.expose().to_owned())
 }
