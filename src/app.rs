@@ -6,6 +6,7 @@ use crate::clock::SharedClock;
 use crate::config::Settings;
 use crate::domain::Catalog;
 use crate::metrics::Metrics;
+use crate::oidc::RelyingParty;
 use crate::proxy::ProxyCaches;
 use crate::state::SharedState;
 use crate::store::Store;
@@ -25,6 +26,8 @@ pub struct App {
     /// Signs the log's checkpoints; held in a file, never in the database.
     pub checkpoint_key: Arc<CheckpointKey>,
     pub proxy: ProxyCaches,
+    /// The console's relying party at the workforce provider, when `[console_login]` is set.
+    pub console_login: Option<Arc<RelyingParty>>,
     /// The last walk of the whole log, for the console.
     pub latest_verification: crate::access_log::latest::LatestVerification,
 }

@@ -2,6 +2,9 @@
 //! (`__` between nesting levels). Invalid settings fail at start and name the key.
 
 use crate::domain::catalog::{Catalog, ResourceConfig, default_resources};
+use crate::oidc::{
+    DEFAULT_REAUTHENTICATE_AFTER_MINUTES, DEFAULT_SCOPES, ProviderSettings, is_token,
+};
 use crate::secrets::Secret;
 use crate::store::{SqliteLocation, sqlite_location};
 use figment::Figment;
@@ -69,6 +72,10 @@ pub struct Settings {
     /// sooner when idle than a customer's.
     #[serde(default = "SessionSettings::console")]
     pub console_session: SessionSettings,
+    /// The security team's workforce OpenID provider; while set, console passwords are
+    /// refused and people sign in there.
+    #[serde(default)]
+    pub console_login: Option<ConsoleLogin>,
     #[serde(default)]
     pub log_format: LogFormat,
     /// HTTP worker threads; absent = one per core. Fewer workers than cores can be cheaper per
@@ -206,6 +213,69 @@ impl Default for SessionSettings {
             absolute_hours: 8,
         }
     }
+}
+
+/// `[console_login]`: console sign-in through the security team's workforce OpenID provider.
+/// The keys of `ProviderSettings` (spelled out: serde cannot refuse unknown keys through
+/// `flatten`), plus who may enter.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleLogin {
+    pub issuer: String,
+    pub client_id: String,
+    /// `KEYHOLE_CONSOLE_LOGIN__CLIENT_SECRET`.
+    pub client_secret: Secret,
+    #[serde(default = "default_oidc_scopes")]
+    pub scopes: String,
+    /// Every console sign-in asks the provider for a sign-in at most this old (`max_age`).
+    #[serde(default = "default_reauthenticate_after_minutes")]
+    pub reauthenticate_after_minutes: u32,
+    /// Only people whose groups claim lists this group get in.
+    pub required_group: String,
+    /// The ID-token claim that lists the person's groups.
+    #[serde(default = "default_groups_claim")]
+    pub groups_claim: String,
+}
+
+impl ConsoleLogin {
+    pub fn provider(&self) -> ProviderSettings {
+        ProviderSettings {
+            issuer: self.issuer.clone(),
+            client_id: self.client_id.clone(),
+            client_secret: self.client_secret.clone(),
+            scopes: self.scopes.clone(),
+            reauthenticate_after_minutes: self.reauthenticate_after_minutes,
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |problem: String| ConfigError::Invalid {
+            key: "console_login",
+            problem,
+        };
+        self.provider()
+            .validate()
+            .map_err(|e| invalid(e.to_string()))?;
+        if !is_token(&self.groups_claim, 128) {
+            return Err(invalid("`groups_claim` must be a claim name".into()));
+        }
+        if self.required_group.trim().is_empty() || self.required_group.len() > 256 {
+            return Err(invalid(
+                "`required_group` must name a group (1 to 256 characters)".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn default_oidc_scopes() -> String {
+    DEFAULT_SCOPES.to_owned()
+}
+fn default_reauthenticate_after_minutes() -> u32 {
+    DEFAULT_REAUTHENTICATE_AFTER_MINUTES
+}
+fn default_groups_claim() -> String {
+    "groups".to_owned()
 }
 
 /// Signed checkpoints of the access log's hash chain, and how long records are kept.
@@ -394,6 +464,7 @@ impl Default for Settings {
             upstream: Upstream::default(),
             session: SessionSettings::default(),
             console_session: SessionSettings::console(),
+            console_login: None,
             log_format: LogFormat::default(),
             workers: None,
             access_log: AccessLogSettings::default(),
@@ -504,6 +575,9 @@ impl Settings {
         }
         if self.console_session.idle_minutes == 0 || self.console_session.absolute_hours == 0 {
             return invalid("console_session", "timeouts must be positive");
+        }
+        if let Some(console_login) = &self.console_login {
+            console_login.validate()?;
         }
         let log = &self.access_log;
         if log.checkpoint_every == 0 || log.checkpoint_interval_seconds == 0 {
@@ -829,6 +903,60 @@ mod tests {
         ))
         .unwrap_err();
         assert!(err.to_string().contains("not both"), "{err}");
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn console_login_takes_defaults_its_secret_from_the_environment_and_names_bad_keys() {
+        figment::Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.set_env(
+                "KEYHOLE_CONSOLE_LOGIN__ISSUER",
+                "https://login.harmony.example",
+            );
+            jail.set_env("KEYHOLE_CONSOLE_LOGIN__CLIENT_ID", "keyhole-console");
+            jail.set_env("KEYHOLE_CONSOLE_LOGIN__CLIENT_SECRET", "from-the-vault");
+            jail.set_env("KEYHOLE_CONSOLE_LOGIN__REQUIRED_GROUP", "security-team");
+            let figment = Figment::from(Serialized::defaults(Settings::default()))
+                .merge(Env::prefixed("KEYHOLE_").split("__"));
+            let s = Settings::from_figment(figment).map_err(|e| e.to_string())?;
+            let login = s.console_login.clone().unwrap();
+            assert_eq!(login.client_secret.expose(), "from-the-vault");
+            assert_eq!(login.scopes, "openid email profile");
+            assert_eq!(login.groups_claim, "groups");
+            assert_eq!(login.reauthenticate_after_minutes, 10);
+            assert!(!format!("{s:?}").contains("from-the-vault"));
+            Ok(())
+        });
+        assert!(load_toml("").unwrap().console_login.is_none());
+        let base =
+            "[console_login]\nclient_id = \"k\"\nclient_secret = \"s\"\nrequired_group = \"sec\"\n";
+        for (extra, named) in [
+            ("issuer = \"http://login.harmony.example\"", "`issuer`"),
+            (
+                "issuer = \"https://login.harmony.example\"\nscopes = \"email\"",
+                "`scopes`",
+            ),
+            (
+                "issuer = \"https://login.harmony.example\"\ngroups_claim = \"\"",
+                "`groups_claim`",
+            ),
+        ] {
+            let err = load_toml(&format!("{base}{extra}"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("`console_login`") && err.contains(named),
+                "{err}"
+            );
+        }
+        let err = load_toml(&format!(
+            "{base}issuer = \"https://x.example\"\nrequired_gruop = \"x\""
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("required_gruop"), "{err}");
+        load_toml(&format!("{base}issuer = \"http://127.0.0.1:9000\"")).unwrap();
     }
 
     #[test]

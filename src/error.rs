@@ -380,8 +380,68 @@ pub enum PageError {
     Forbidden,
     #[error("{0}")]
     TooMany(String),
+    /// A refusal with its own explanation (e.g. not in the console's group).
+    #[error("{0}")]
+    Refused(String),
+    /// Something we depend on outside (the sign-in provider) cannot be reached.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Something we depend on outside answered in a way we cannot use.
+    #[error("{0}")]
+    BadGateway(String),
     #[error(transparent)]
     Internal(#[from] Internal),
+}
+
+/// A sign-in through a provider that did not complete. The person reads one plain sentence per
+/// kind, never the provider's own text; the log gets the reason.
+impl From<crate::oidc::OidcError> for PageError {
+    fn from(e: crate::oidc::OidcError) -> Self {
+        use crate::oidc::{OidcError, Refusal};
+        match e {
+            OidcError::Unavailable(why) => {
+                tracing::warn!(error = %why, "OpenID provider unreachable");
+                PageError::Unavailable(
+                    "The sign-in service cannot be reached right now. Please try again in a few \
+                     minutes."
+                        .into(),
+                )
+            }
+            OidcError::Provider(why) => {
+                tracing::error!(error = %why, "OpenID provider answer unusable");
+                PageError::BadGateway(
+                    "The sign-in service gave an answer we cannot use. Please try again later, \
+                     or tell the administrators if it persists."
+                        .into(),
+                )
+            }
+            OidcError::Refused(refusal) => {
+                tracing::warn!(reason = %refusal, "OpenID sign-in refused");
+                match refusal {
+                    Refusal::ParameterTooLong | Refusal::MissingCode => PageError::BadRequest(
+                        "The answer from the sign-in service is malformed. Please start again."
+                            .into(),
+                    ),
+                    Refusal::ProviderError(_) => PageError::Refused(
+                        "The sign-in service did not sign you in (it was cancelled or refused). \
+                         Please start again."
+                            .into(),
+                    ),
+                    Refusal::NoPendingSignIn
+                    | Refusal::StateMismatch
+                    | Refusal::IssuerMismatch
+                    | Refusal::CodeRejected(_)
+                    | Refusal::IdToken(_) => PageError::Refused(
+                        "This sign-in could not be completed: it expired, was already used, or \
+                         did not come from this browser. Please start again."
+                            .into(),
+                    ),
+                }
+            }
+            OidcError::State(e) => PageError::Internal(e.into()),
+            OidcError::Secret(e) => PageError::Internal(anyhow::Error::from(e).into()),
+        }
+    }
 }
 
 impl PageError {
@@ -391,6 +451,9 @@ impl PageError {
             PageError::NotFound => StatusCode::NOT_FOUND,
             PageError::Forbidden => StatusCode::FORBIDDEN,
             PageError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
+            PageError::Refused(_) => StatusCode::FORBIDDEN,
+            PageError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            PageError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             PageError::Internal(internal) => internal.status(),
         }
     }

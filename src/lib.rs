@@ -17,6 +17,7 @@ pub mod files;
 pub mod http;
 pub mod metrics;
 pub mod oauth;
+pub mod oidc;
 pub mod portal;
 pub mod proxy;
 pub mod sample_upstream;

@@ -8,6 +8,7 @@ use crate::config::{EncryptionKeySource, Settings};
 use crate::files::{self, FileError};
 use crate::http::{self, demo::DemoPartner, middleware};
 use crate::metrics::Metrics;
+use crate::oidc::RelyingParty;
 use crate::proxy::ProxyCaches;
 use crate::state::{MemoryBackend, RedisBackend, SharedState};
 use crate::store::{SqliteLocation, Store, sqlite_location};
@@ -107,7 +108,29 @@ impl Application {
             crate::access_log::start::start(&settings.access_log, log_store, metrics.clone())
                 .await?;
         let proxy = ProxyCaches::new(settings.rate_limits);
+        let console_login = match &settings.console_login {
+            Some(login) => {
+                let callback = url::Url::parse(&format!(
+                    "{}{}",
+                    settings.issuer(),
+                    crate::http::console::oidc::CALLBACK_PATH
+                ))
+                .context("the console's sign-in callback URL")?;
+                Some(Arc::new(
+                    RelyingParty::new(
+                        login.provider(),
+                        "console",
+                        callback,
+                        state.clone(),
+                        options.clock.clone(),
+                    )
+                    .context("setting up the console's OpenID sign-in")?,
+                ))
+            }
+            None => None,
+        };
         let app = web::Data::new(App {
+            console_login,
             access_log,
             checkpoint_key: Arc::new(checkpoint_key),
             proxy,

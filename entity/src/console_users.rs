@@ -15,6 +15,10 @@ pub struct Model {
     pub password_set: bool,
     pub created_at: DateTimeUtc,
     pub disabled_at: Option<DateTimeUtc>,
+    /// The workforce OpenID provider's `iss`, for accounts that sign in there.
+    pub oidc_issuer: Option<String>,
+    /// The person's `sub` at that provider; unique together with the issuer.
+    pub oidc_subject: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

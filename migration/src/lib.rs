@@ -22,6 +22,7 @@ mod m20261202_000013_token_grace;
 mod m20261202_000014_console_users;
 mod m20261202_000015_access_log_rollups;
 mod m20261202_000016_admin_audit_people;
+mod m20261202_000017_console_users_oidc;
 
 pub use m20261202_000010_access_log_chains::LEGACY_CHAIN;
 
@@ -48,6 +49,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000014_console_users::Migration),
             Box::new(m20261202_000015_access_log_rollups::Migration),
             Box::new(m20261202_000016_admin_audit_people::Migration),
+            Box::new(m20261202_000017_console_users_oidc::Migration),
         ]
     }
 }

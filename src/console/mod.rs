@@ -2,3 +2,4 @@
 //! handlers live in `http::console`.
 
 pub mod charts;
+pub mod workforce;

@@ -22,6 +22,8 @@ pub enum CookieName {
     LoginCsrf,
     Console,
     ConsoleLoginCsrf,
+    /// Binds a console sign-in at the workforce provider to the browser that started it.
+    ConsoleOidc,
 }
 
 impl CookieName {
@@ -35,6 +37,8 @@ impl CookieName {
             (CookieName::Console, false) => "kh_console",
             (CookieName::ConsoleLoginCsrf, true) => "__Host-kh_console_login_csrf",
             (CookieName::ConsoleLoginCsrf, false) => "kh_console_login_csrf",
+            (CookieName::ConsoleOidc, true) => "__Host-kh_console_oidc",
+            (CookieName::ConsoleOidc, false) => "kh_console_oidc",
         }
     }
 }

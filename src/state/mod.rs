@@ -15,6 +15,7 @@ pub use gate::{CallGate, GateCheck, GateLimit, GateReply, statuses_allow};
 pub use memory::MemoryBackend;
 
 use crate::domain::{ClientId, CodeChallenge, CustomerId, FieldSet, GrantId};
+use crate::secrets::Secret;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
@@ -154,6 +155,19 @@ pub struct PendingConsent {
     pub scopes: FieldSet,
     pub state: Option<String>,
     pub code_challenge: CodeChallenge,
+}
+
+/// A sign-in sent to an OpenID provider, between the redirect there and its answer back.
+/// Kept here, not in the browser, so the browser's cookie is only a random key to it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PendingOidcSignIn {
+    pub state: Secret,
+    pub nonce: Secret,
+    pub pkce_verifier: Secret,
+    /// The `max_age` asked for, which the ID token's `auth_time` must then meet.
+    pub max_age_seconds: Option<u64>,
+    /// Where the caller wants the person once signed in (its own page; it checks it again).
+    pub return_to: Option<String>,
 }
 
 /// What a signed-in browser is, kept in shared state under the hash of its cookie's value.
@@ -418,6 +432,32 @@ impl SharedState {
         id: &str,
     ) -> Result<Option<PendingConsent>, StateError> {
         match self.backend.take(&self.consent_key(customer, id)).await? {
+            Some(bytes) => Ok(Some(serde_json::from_slice(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// A pending OpenID Connect sign-in of one relying party (`purpose`: `console`,
+    /// `portal`), under the hash of the random key its browser holds.
+    pub async fn put_oidc_sign_in(
+        &self,
+        purpose: &str,
+        binding_hash: &str,
+        pending: &PendingOidcSignIn,
+        ttl: Duration,
+    ) -> Result<(), StateError> {
+        let key = self.key(&format!("oidc:{purpose}"), binding_hash);
+        self.put_json(&key, pending, ttl).await
+    }
+
+    /// Single use: the answer that takes it is the only one; a replayed answer finds nothing.
+    pub async fn take_oidc_sign_in(
+        &self,
+        purpose: &str,
+        binding_hash: &str,
+    ) -> Result<Option<PendingOidcSignIn>, StateError> {
+        let key = self.key(&format!("oidc:{purpose}"), binding_hash);
+        match self.backend.take(&key).await? {
             Some(bytes) => Ok(Some(serde_json::from_slice(&bytes)?)),
             None => Ok(None),
         }

@@ -19,7 +19,7 @@ pub use access_log::{CheckedRecord, GrantUsage};
 pub use admin::{AdminAuditEntry, AdminToken};
 pub use alerts::{PerPartner, READ_OUTCOMES};
 pub use checkpoints::StoredCheckpoint;
-pub use console_users::ConsoleUser;
+pub use console_users::{ConsoleUser, NO_PASSWORD, OidcIdentity};
 pub use customers::Customer;
 pub use grants::{Grant, GrantFilter, GrantState, GrantStatusFilter, RevokedBy};
 pub use keys::{KeyReplacement, StoredKey};

@@ -13,6 +13,7 @@ mod authorize;
 mod browser;
 mod cli;
 mod console;
+mod console_oidc;
 mod grace;
 mod journal;
 mod openapi;

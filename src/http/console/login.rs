@@ -33,9 +33,16 @@ fn login_page(
     status: StatusCode,
 ) -> Result<HttpResponse, PageError> {
     let csrf = random_token("").map_err(anyhow::Error::from)?;
+    // With a workforce provider the page is a link to it, carrying `next` along.
+    let provider_url = app.settings.console_login.is_some().then(|| {
+        let query: String = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("next", next)
+            .finish();
+        format!("/console/oidc/login?{query}")
+    });
     let body = render(
         "console/login.html",
-        minijinja::context! { csrf_token => csrf.expose(), next, email, error },
+        minijinja::context! { csrf_token => csrf.expose(), next, email, error, provider_url },
     )?;
     let mut response = page(status, body, None);
     response
@@ -79,6 +86,14 @@ pub async fn submit(
     req: HttpRequest,
     form: web::Form<LoginForm>,
 ) -> Result<HttpResponse, PageError> {
+    // While the workforce provider is configured, it alone signs people in: a password
+    // (a one-time one from before, say) opens nothing.
+    if app.settings.console_login.is_some() {
+        return Err(PageError::Refused(
+            "Passwords are not used here: sign in through your organisation's sign-in service."
+                .into(),
+        ));
+    }
     let form = form.into_inner();
     let csrf_ok = browser::read(&app, &req, CookieName::ConsoleLoginCsrf).is_some_and(|c| {
         !form.csrf_token.is_empty() && c.as_bytes().ct_eq(form.csrf_token.as_bytes()).into()

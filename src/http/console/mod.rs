@@ -10,6 +10,7 @@ pub mod form;
 pub mod gate;
 pub mod grants;
 pub mod login;
+pub mod oidc;
 pub mod overview;
 pub mod partners;
 pub mod session;
@@ -19,28 +20,32 @@ use actix_web::web;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     // Sign-in comes before the gated scope, which would otherwise send it to itself.
-    cfg.service(login::show).service(login::submit).service(
-        web::scope("/console")
-            .wrap(actix_web::middleware::from_fn(gate::gate))
-            .service(login::show_password)
-            .service(login::set_password)
-            .service(login::logout)
-            .service(overview::show)
-            .service(access_log::search)
-            // Before `/access-log/{id}`, which would otherwise take it.
-            .service(access_log::export)
-            .service(access_log::record)
-            .service(partners::list)
-            .service(partners::show)
-            .service(partners::confirm_suspend)
-            .service(partners::suspend)
-            .service(partners::confirm_reinstate)
-            .service(partners::reinstate)
-            .service(grants::show)
-            .service(grants::confirm_revoke)
-            .service(grants::revoke)
-            .default_service(web::to(not_found)),
-    );
+    cfg.service(login::show)
+        .service(login::submit)
+        .service(oidc::start)
+        .service(oidc::callback)
+        .service(
+            web::scope("/console")
+                .wrap(actix_web::middleware::from_fn(gate::gate))
+                .service(login::show_password)
+                .service(login::set_password)
+                .service(login::logout)
+                .service(overview::show)
+                .service(access_log::search)
+                // Before `/access-log/{id}`, which would otherwise take it.
+                .service(access_log::export)
+                .service(access_log::record)
+                .service(partners::list)
+                .service(partners::show)
+                .service(partners::confirm_suspend)
+                .service(partners::suspend)
+                .service(partners::confirm_reinstate)
+                .service(partners::reinstate)
+                .service(grants::show)
+                .service(grants::confirm_revoke)
+                .service(grants::revoke)
+                .default_service(web::to(not_found)),
+        );
 }
 
 async fn not_found() -> Result<actix_web::HttpResponse, crate::error::PageError> {

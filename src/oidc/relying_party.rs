@@ -1,0 +1,339 @@
+//! One relying party: a provider, our client there, and the callback it answers to. A sign-in
+//! is two calls:
+//!
+//! 1. [`RelyingParty::begin`]: a fresh `state`, `nonce` and PKCE verifier are parked in shared
+//!    state under the hash of a random key that only the browser gets (in a cookie); the
+//!    browser is sent to the provider with `state`, `nonce`, the S256 challenge and `max_age`.
+//! 2. [`RelyingParty::finish`]: the answer's bounds are checked; the browser's key takes the
+//!    parked values (once: a replayed answer finds nothing); `state` and `iss` must match; the
+//!    code is exchanged with the verifier; the ID token is validated (`id_token.rs`).
+//!
+//! State, nonce and verifier are `Secret`s: never in a log line.
+
+use super::callback::AuthorizationAnswer;
+use super::claims::IdentityClaims;
+use super::discovery::{ClientAuth, Provider};
+use super::fetch::{FetchError, ProviderHttp};
+use super::id_token::{self, Expected};
+use super::jwks::KeyCache;
+use super::settings::ProviderSettings;
+use super::{OidcError, Refusal};
+use crate::clock::SharedClock;
+use crate::secrets::{Secret, random_token, token_hash};
+use crate::state::{PendingOidcSignIn, SharedState};
+use chrono::{DateTime, Utc};
+use oauth2::basic::{
+    BasicErrorResponse, BasicRevocationErrorResponse, BasicTokenIntrospectionResponse,
+    BasicTokenType,
+};
+use oauth2::{
+    AuthType, AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointNotSet,
+    EndpointSet, ExtraTokenFields, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl,
+    RequestTokenError, Scope, StandardRevocableToken, StandardTokenResponse, TokenUrl,
+};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::Duration;
+use subtle::ConstantTimeEq;
+use tokio::sync::Mutex;
+use url::Url;
+
+/// How long a browser has between leaving for the provider and coming back.
+pub const SIGN_IN_LIFETIME: Duration = Duration::from_secs(10 * 60);
+
+/// How long a discovery document is used before it is fetched again.
+const DISCOVERY_LIFETIME: chrono::Duration = chrono::Duration::hours(1);
+
+/// The token endpoint's answer: OAuth's, plus the ID token (Core §3.1.3.3).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct IdTokenField {
+    id_token: Option<String>,
+}
+impl ExtraTokenFields for IdTokenField {}
+
+type TokenResponse = StandardTokenResponse<IdTokenField, BasicTokenType>;
+type OAuthClient = oauth2::Client<
+    BasicErrorResponse,
+    TokenResponse,
+    BasicTokenIntrospectionResponse,
+    StandardRevocableToken,
+    BasicRevocationErrorResponse,
+    EndpointSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointSet,
+>;
+
+/// A completed sign-in: who signed in, and where the caller wanted them next.
+#[derive(Debug, Clone)]
+pub struct SignedIn {
+    pub claims: IdentityClaims,
+    /// As given to [`RelyingParty::begin`]; the caller checks it again before redirecting.
+    pub return_to: Option<String>,
+}
+
+/// Where to send the browser, and the key it must bring back.
+#[derive(Debug)]
+pub struct SignInStart {
+    pub authorization_url: Url,
+    /// The value of the cookie that binds this sign-in to the browser.
+    pub browser_binding: Secret,
+}
+
+struct Discovered {
+    provider: Arc<Provider>,
+    at: DateTime<Utc>,
+}
+
+pub struct RelyingParty {
+    settings: ProviderSettings,
+    purpose: &'static str,
+    redirect_uri: RedirectUrl,
+    http: ProviderHttp,
+    discovered: Mutex<Option<Discovered>>,
+    keys: KeyCache,
+    state: SharedState,
+    clock: SharedClock,
+}
+
+impl RelyingParty {
+    /// A relying party for `purpose` (a short name, `console` or `portal`, that keeps one
+    /// party's pending sign-ins out of another's callback) answering at `redirect_uri`. Nothing
+    /// is fetched yet: the provider may be down when we start.
+    pub fn new(
+        settings: ProviderSettings,
+        purpose: &'static str,
+        redirect_uri: Url,
+        state: SharedState,
+        clock: SharedClock,
+    ) -> Result<Self, OidcError> {
+        Ok(Self {
+            settings,
+            purpose,
+            redirect_uri: RedirectUrl::from_url(redirect_uri),
+            http: ProviderHttp::new().map_err(OidcError::from)?,
+            discovered: Mutex::new(None),
+            keys: KeyCache::default(),
+            state,
+            clock,
+        })
+    }
+
+    pub fn settings(&self) -> &ProviderSettings {
+        &self.settings
+    }
+
+    pub fn purpose(&self) -> &'static str {
+        self.purpose
+    }
+
+    /// Starts a sign-in; `max_age` asks the provider for a sign-in at most that old;
+    /// `return_to` comes back from [`Self::finish`] (bounded, never interpreted here).
+    pub async fn begin(
+        &self,
+        max_age: Option<Duration>,
+        return_to: Option<&str>,
+    ) -> Result<SignInStart, OidcError> {
+        let provider = self.provider().await?;
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let state = random_token("")?;
+        let nonce = random_token("")?;
+        let browser_binding = random_token("kh_oidc_")?;
+        let client = self.client(&provider);
+        let mut request = client
+            .authorize_url(|| CsrfToken::new(state.expose().to_owned()))
+            .add_scopes(
+                self.settings
+                    .scopes
+                    .split(' ')
+                    .filter(|s| !s.is_empty())
+                    .map(|s| Scope::new(s.to_owned())),
+            )
+            .set_pkce_challenge(challenge)
+            .add_extra_param("nonce", nonce.expose());
+        if let Some(max_age) = max_age {
+            request = request.add_extra_param("max_age", max_age.as_secs().to_string());
+        }
+        let (authorization_url, _) = request.url();
+        let pending = PendingOidcSignIn {
+            state,
+            nonce,
+            pkce_verifier: Secret::new(verifier.into_secret()),
+            max_age_seconds: max_age.map(|age| age.as_secs()),
+            return_to: return_to
+                .filter(|r| r.len() <= super::callback::MAX_PARAMETER_LENGTH)
+                .map(str::to_owned),
+        };
+        self.state
+            .put_oidc_sign_in(
+                self.purpose,
+                &token_hash(browser_binding.expose()),
+                &pending,
+                SIGN_IN_LIFETIME,
+            )
+            .await?;
+        Ok(SignInStart {
+            authorization_url,
+            browser_binding,
+        })
+    }
+
+    /// Completes a sign-in with the provider's answer and the browser's binding cookie.
+    pub async fn finish(
+        &self,
+        browser_binding: Option<&str>,
+        answer: &AuthorizationAnswer,
+    ) -> Result<SignedIn, OidcError> {
+        if !answer.within_bounds() {
+            return Err(Refusal::ParameterTooLong.into());
+        }
+        let binding = browser_binding
+            .filter(|b| b.len() <= super::callback::MAX_PARAMETER_LENGTH)
+            .ok_or(Refusal::NoPendingSignIn)?;
+        let pending = self
+            .state
+            .take_oidc_sign_in(self.purpose, &token_hash(binding))
+            .await?
+            .ok_or(Refusal::NoPendingSignIn)?;
+        let state = answer.state.as_deref().unwrap_or_default();
+        if !bool::from(state.as_bytes().ct_eq(pending.state.expose().as_bytes())) {
+            return Err(Refusal::StateMismatch.into());
+        }
+        if let Some(code) = answer.error_code() {
+            return Err(Refusal::ProviderError(code).into());
+        }
+        let provider = self.provider().await?;
+        match answer.iss.as_deref() {
+            // RFC 9207 §2.4: a provider that names itself must be the one we sent the
+            // browser to; one that promised to name itself must have.
+            Some(iss) if iss != provider.issuer => return Err(Refusal::IssuerMismatch.into()),
+            None if provider.iss_parameter => return Err(Refusal::IssuerMismatch.into()),
+            _ => {}
+        }
+        let code = answer.code.as_deref().ok_or(Refusal::MissingCode)?;
+        let id_token = self
+            .exchange(&provider, code, pending.pkce_verifier.expose())
+            .await?;
+        let claims = self.validate(&provider, &id_token, &pending).await?;
+        Ok(SignedIn {
+            claims,
+            return_to: pending.return_to,
+        })
+    }
+
+    async fn exchange(
+        &self,
+        provider: &Provider,
+        code: &str,
+        verifier: &str,
+    ) -> Result<String, OidcError> {
+        let http = self.http.clone();
+        let send = move |request| {
+            let http = http.clone();
+            async move { http.execute(request).await }
+        };
+        let response = self
+            .client(provider)
+            .exchange_code(AuthorizationCode::new(code.to_owned()))
+            .set_pkce_verifier(PkceCodeVerifier::new(verifier.to_owned()))
+            .request_async(&send)
+            .await
+            .map_err(|e| match e {
+                RequestTokenError::ServerResponse(refused) => {
+                    Refusal::CodeRejected(format!("{:?}", refused.error())).into()
+                }
+                RequestTokenError::Request(fetch) => OidcError::from(fetch),
+                RequestTokenError::Parse(e, _) => {
+                    OidcError::Provider(format!("the token answer: {e}"))
+                }
+                RequestTokenError::Other(e) => OidcError::Provider(format!(
+                    "the token answer: {}",
+                    super::discovery::truncate(&e)
+                )),
+            })?;
+        response
+            .extra_fields()
+            .id_token
+            .clone()
+            .ok_or_else(|| OidcError::Provider("the token answer has no id_token".into()))
+    }
+
+    async fn validate(
+        &self,
+        provider: &Provider,
+        id_token: &str,
+        pending: &PendingOidcSignIn,
+    ) -> Result<IdentityClaims, OidcError> {
+        let refused = |e| OidcError::from(Refusal::IdToken(e));
+        let header = id_token::read_header(id_token, &provider.algorithms).map_err(refused)?;
+        let now = self.clock.now();
+        let keys = self
+            .keys
+            .keys(
+                &self.http,
+                &provider.jwks_uri,
+                header.alg,
+                header.kid.as_deref(),
+                now,
+            )
+            .await?;
+        let expected = Expected {
+            issuer: &self.settings.issuer,
+            client_id: &self.settings.client_id,
+            nonce: pending.nonce.expose(),
+            max_age: pending.max_age_seconds.map(Duration::from_secs),
+            now,
+        };
+        id_token::verify(id_token, &header, &keys, &expected).map_err(refused)
+    }
+
+    /// The provider's checked discovery document: cached for an hour; past that, fetched
+    /// again, and the old one kept (with a warning) while the provider cannot be reached.
+    async fn provider(&self) -> Result<Arc<Provider>, OidcError> {
+        let now = self.clock.now();
+        let mut discovered = self.discovered.lock().await;
+        if let Some(d) = discovered.as_ref()
+            && now - d.at < DISCOVERY_LIFETIME
+        {
+            return Ok(d.provider.clone());
+        }
+        let url = self
+            .settings
+            .discovery_url()
+            .map_err(|e| OidcError::Provider(format!("the discovery URL: {e}")))?;
+        let fetched = match self.http.get_json(&url).await {
+            Ok(json) => Provider::from_document(&self.settings.issuer, json),
+            Err(e) => Err(e),
+        };
+        match (fetched, discovered.as_ref()) {
+            (Ok(provider), _) => {
+                let provider = Arc::new(provider);
+                *discovered = Some(Discovered {
+                    provider: provider.clone(),
+                    at: now,
+                });
+                Ok(provider)
+            }
+            (Err(FetchError::Unreachable(why)), Some(stale)) => {
+                tracing::warn!(purpose = self.purpose, error = %why, "the OpenID provider is unreachable; using its discovery document from before");
+                Ok(stale.provider.clone())
+            }
+            (Err(e), _) => Err(e.into()),
+        }
+    }
+
+    fn client(&self, provider: &Provider) -> OAuthClient {
+        oauth2::Client::new(ClientId::new(self.settings.client_id.clone()))
+            .set_client_secret(ClientSecret::new(
+                self.settings.client_secret.expose().to_owned(),
+            ))
+            .set_auth_uri(AuthUrl::from_url(provider.authorization_endpoint.clone()))
+            .set_token_uri(TokenUrl::from_url(provider.token_endpoint.clone()))
+            .set_redirect_uri(self.redirect_uri.clone())
+            .set_auth_type(match provider.client_auth {
+                ClientAuth::Basic => AuthType::BasicAuth,
+                ClientAuth::Post => AuthType::RequestBody,
+            })
+    }
+}
