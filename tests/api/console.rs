@@ -180,6 +180,15 @@ async fn console_requests_are_audited_under_the_persons_name() {
     assert_eq!(entry.path, "/console");
     assert_eq!(entry.status, 200);
     assert_eq!(entry.token_id, None);
+    let sign_ins: Vec<_> = audit
+        .iter()
+        .filter(|(_, e)| e.path == "/console/login" && e.method == "POST")
+        .collect();
+    assert_eq!(sign_ins.len(), 1, "the sign-in, on record: {audit:?}");
+    assert_eq!(
+        sign_ins[0].1.console_user_email.as_deref(),
+        Some("ana@harmony.example")
+    );
 }
 
 impl crate::helpers::ConsoleBrowser {

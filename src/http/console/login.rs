@@ -153,7 +153,7 @@ pub async fn submit(
         session::end(&app, &old.hash).await?;
     }
     tracing::info!(person = %user.email, client_ip = ?source, "console sign-in");
-    let cookie = session::start(&app, &user).await?;
+    let cookie = session::start(&app, &req, &user).await?;
     let mut response = see_other(if user.password_set {
         &next
     } else {
@@ -186,8 +186,20 @@ fn password_page(
     Ok(page(status, body, None))
 }
 
-/// Whether this session signed in with the one-time password.
+/// Whether this session signed in with the one-time password. An account that signs in
+/// through the workforce provider has no password here to choose.
 async fn on_one_time_password(app: &App, person: &Person) -> Result<bool, PageError> {
+    let user = app
+        .store
+        .console_user(&person.user_id)
+        .await?
+        .ok_or(PageError::Forbidden)?;
+    if user.oidc.is_some() {
+        return Err(PageError::BadRequest(
+            "Your account signs in through your organisation's sign-in service; it has no password here."
+                .into(),
+        ));
+    }
     let session = app
         .state
         .session::<crate::state::ConsoleSession>(&person.session_hash)
@@ -223,6 +235,7 @@ impl CsrfProtected for PasswordForm {
 #[post("/password")]
 pub async fn set_password(
     app: web::Data<App>,
+    req: HttpRequest,
     person: Person,
     form: Checked<PasswordForm>,
 ) -> Result<HttpResponse, PageError> {
@@ -274,7 +287,7 @@ pub async fn set_password(
         return Err(PageError::Forbidden);
     };
     session::end(&app, &person.session_hash).await?;
-    let cookie = session::start(&app, &user).await?;
+    let cookie = session::start(&app, &req, &user).await?;
     tracing::info!(person = %user.email, "console password set");
     let mut response = see_other("/console");
     response.add_cookie(&cookie).map_err(anyhow::Error::from)?;

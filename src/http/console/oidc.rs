@@ -84,7 +84,7 @@ pub async fn callback(
         session::end(&app, &old.hash).await?;
     }
     tracing::info!(person = %user.email, "console sign-in through the provider");
-    let cookie = session::start(&app, &user).await?;
+    let cookie = session::start(&app, &req, &user).await?;
     let mut response = see_other(safe_next(signed_in.return_to.as_deref()));
     response.add_cookie(&cookie).map_err(anyhow::Error::from)?;
     response

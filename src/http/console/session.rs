@@ -2,12 +2,16 @@
 //! (shorter) timeouts. A customer's portal cookie is not a console session, nor the reverse.
 
 use crate::app::App;
+use crate::domain::bounded;
 use crate::error::Internal;
+use crate::http::middleware::RequestId;
 use crate::http::session as browser;
+use crate::http::source::source_addr;
 use crate::state::ConsoleSession;
+use crate::store::AdminAuditEntry;
 use crate::store::ConsoleUser;
-use actix_web::HttpRequest;
 use actix_web::cookie::Cookie;
+use actix_web::{HttpMessage, HttpRequest};
 
 pub use browser::CookieName;
 
@@ -22,8 +26,33 @@ pub async fn current(
 }
 
 /// Starts a session for `user` (a new id on every sign-in); returns its cookie. A user still
-/// on the one-time password may do nothing but choose a real one.
-pub async fn start(app: &App, user: &ConsoleUser) -> Result<Cookie<'static>, Internal> {
+/// on the one-time password may do nothing but choose a real one. The sign-in goes into the
+/// admin audit trail first, under the person's name: no session without its row.
+pub async fn start(
+    app: &App,
+    req: &HttpRequest,
+    user: &ConsoleUser,
+) -> Result<Cookie<'static>, Internal> {
+    let entry = AdminAuditEntry {
+        at: app.clock.now(),
+        request_id: req
+            .extensions()
+            .get::<RequestId>()
+            .map(|r| r.0.clone())
+            .unwrap_or_default(),
+        token_id: None,
+        token_name: None,
+        method: bounded(req.method().as_str()),
+        path: bounded(req.path()),
+        query_sha256: None,
+        // The sign-in's answer: a redirect into the console.
+        status: 303,
+        client_ip: source_addr(req).map(|ip| ip.to_string()),
+        console_user_id: Some(user.id.clone()),
+        console_user_email: Some(user.email.as_str().to_owned()),
+        reason: None,
+    };
+    app.store.insert_admin_audit(entry).await?;
     let created_at = app.clock.now();
     browser::start(
         app,
