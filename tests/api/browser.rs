@@ -1,82 +1,20 @@
 //! End to end in a real headless Chromium (WebDriver via chromedriver): a customer signs in,
 //! narrows the consent, sees the partner's reads in the portal, and revokes; the partner's next
-//! call is refused. Skipped, saying so, where chromedriver is not installed (`.ci/run`
-//! installs Debian's `chromium` and `chromium-driver`).
+//! call is refused. Skipped, saying so, where chromium or chromedriver is not installed (see
+//! [`crate::webdriver`]).
 
 use crate::helpers::*;
-use fantoccini::{ClientBuilder, Locator};
+use crate::webdriver;
+use fantoccini::Locator;
 use oauth2::{AuthorizationCode, TokenResponse};
 use reqwest::StatusCode;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-
-struct Driver(Child);
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn find(binary: &str) -> Option<String> {
-    let out = Command::new("which").arg(binary).output().ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
-}
 
 #[tokio::test]
 async fn a_customer_consents_watches_and_revokes_in_a_real_browser() {
-    let (Some(chromedriver), Some(chromium)) = (find("chromedriver"), find("chromium")) else {
-        eprintln!(
-            "skipped: chromium and chromedriver are not installed (apt-get install chromium chromium-driver)"
-        );
+    let Some((browser, _driver)) = webdriver::start(420, 900).await else {
         return;
     };
-    // Two TLS backends are linked (reqwest's and hyper-rustls'): pick one for the process.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let _driver = Driver(
-        Command::new(chromedriver)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let profile = tempfile::tempdir().unwrap();
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".into(),
-        serde_json::json!({
-            "binary": chromium,
-            "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                     "--no-first-run", "--disable-background-networking",
-                     "--disable-component-update", "--disable-sync", "--window-size=420,900",
-                     format!("--user-data-dir={}", profile.path().display())],
-        }),
-    );
-    let mut browser = None;
-    for _ in 0..50 {
-        match ClientBuilder::rustls()
-            .unwrap()
-            .capabilities(caps.clone())
-            .connect(&format!("http://127.0.0.1:{port}"))
-            .await
-        {
-            Ok(client) => {
-                browser = Some(client);
-                break;
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
-    let browser = browser.expect("chromedriver did not start");
 
     let app = spawn_app_with_sample_upstream(|_| {}).await;
 

@@ -597,3 +597,36 @@ async fn every_console_page_is_refused_without_a_console_session() {
         "nothing was suspended or revoked"
     );
 }
+
+#[tokio::test]
+async fn console_pages_let_the_browser_name_their_origin_on_form_posts() {
+    let app = spawn_app().await;
+    let console = app.console_browser("ana@harmony.example").await;
+    // Under `no-referrer` a browser sends `Origin: null` with a form post, which the gate
+    // refuses: the console's own pages must allow the origin to go to this origin.
+    let page = console
+        .client
+        .get(app.url("/console"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.headers()["referrer-policy"], "same-origin");
+    let null_origin = console
+        .client
+        .post(app.url("/console/logout"))
+        .header("origin", "null")
+        .form(&[("csrf_token", console.csrf_token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(null_origin.status(), StatusCode::FORBIDDEN, "still refused");
+    let same_origin = console
+        .client
+        .post(app.url("/console/logout"))
+        .header("origin", app.base.as_str())
+        .form(&[("csrf_token", console.csrf_token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(same_origin.status(), StatusCode::SEE_OTHER);
+}

@@ -6,6 +6,7 @@
 
 mod helpers;
 mod instances;
+mod webdriver;
 
 mod admin;
 mod at_rest;
@@ -13,6 +14,7 @@ mod authorize;
 mod browser;
 mod cli;
 mod console;
+mod console_browser;
 mod console_oidc;
 mod grace;
 mod journal;

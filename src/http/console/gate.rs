@@ -175,7 +175,14 @@ pub async fn gate(
         csrf_token: active.session.csrf_token.clone(),
         audit_id,
     });
-    let response = next.call(req).await?.map_into_boxed_body();
+    let mut response = next.call(req).await?.map_into_boxed_body();
+    // Under the pages' usual `no-referrer`, a browser sends `Origin: null` with every form
+    // post, which `cross_origin` (rightly) refuses: the console's own pages let the browser name
+    // their origin to this origin only, and to no other.
+    response.headers_mut().insert(
+        header::REFERRER_POLICY,
+        header::HeaderValue::from_static("same-origin"),
+    );
     let status = response.status().as_u16();
     tracing::info!(person = %entry.console_user_email.as_deref().unwrap_or(""), method = %entry.method, path = %entry.path, status, "console request");
     app.metrics.observe_admin_call(status);
