@@ -1,0 +1,157 @@
+//! Times the console's rollup queries on a seeded database (issue 13; figures in
+//! `bench/results-20261202-issue13-rollups.txt`):
+//!
+//! ```sh
+//! cargo run --release --example seed_access_log -- 'sqlite:///tmp/kh10m.db?mode=rwc' 10000000
+//! cargo run --release --example rollup_timings -- 'sqlite:///tmp/kh10m.db?mode=rwc'
+//! ```
+//!
+//! Connecting applies pending migrations; a database whose running totals are empty (seeded
+//! before they existed) is rebuilt first, and the rebuild timed. Each query then runs once
+//! cold and five times warm; the figures are wall-clock times through sea-orm, as a page sees
+//! them.
+
+use chrono::{Duration, Utc};
+use keyhole::console::charts::{self, Labels, NamedCounts};
+use keyhole::store::{Bucket, Store, TimeSeries};
+use sea_orm::ConnectionTrait;
+use std::future::Future;
+use std::time::Instant;
+
+async fn timed<T, F: Future<Output = anyhow::Result<T>>>(
+    name: &str,
+    mut run: impl FnMut() -> F,
+) -> anyhow::Result<T> {
+    let began = Instant::now();
+    let mut out = run().await?;
+    let cold = began.elapsed();
+    let mut warm = Vec::new();
+    for _ in 0..5 {
+        let began = Instant::now();
+        out = run().await?;
+        warm.push(began.elapsed());
+    }
+    warm.sort();
+    println!(
+        "{name:<52} cold {:>8.1} ms   warm median {:>8.1} ms   warm max {:>8.1} ms",
+        cold.as_secs_f64() * 1e3,
+        warm[2].as_secs_f64() * 1e3,
+        warm[4].as_secs_f64() * 1e3,
+    );
+    Ok(out)
+}
+
+fn named(series: &TimeSeries) -> Vec<NamedCounts> {
+    series
+        .series
+        .iter()
+        .map(|s| NamedCounts {
+            name: s.name.to_string(),
+            counts: s.counts.clone(),
+        })
+        .collect()
+}
+
+async fn rows(store: &Store, table: &str) -> anyhow::Result<i64> {
+    let row = store
+        .connection()
+        .query_one_raw(sea_orm::Statement::from_string(
+            store.connection().get_database_backend(),
+            format!("SELECT COUNT(*) AS n FROM {table}"),
+        ))
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no count"))?;
+    Ok(row.try_get::<i64>("", "n")?)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let url = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "sqlite:///tmp/kh10m.db?mode=rwc".into());
+    let store = Store::connect(&url).await?;
+    if rows(&store, "access_log_hourly").await? == 0 {
+        let began = Instant::now();
+        store.rebuild_rollups().await?;
+        println!(
+            "rebuild_rollups over {} records: {:.1} s",
+            rows(&store, "access_log").await?,
+            began.elapsed().as_secs_f64()
+        );
+        store.checkpoint().await?;
+    }
+    for table in [
+        "access_log",
+        "access_log_hourly",
+        "access_log_field_reads",
+        "access_log_customer_partners",
+    ] {
+        println!("{table}: {} rows", rows(&store, table).await?);
+    }
+    let now = Utc::now();
+    let (day, month) = (now - Duration::hours(24), now - Duration::days(30));
+    let s = &store;
+    let hourly = timed(
+        "overview: reads per partner per hour, 24 h, top 7",
+        || async move { Ok(s.reads_per_partner(Bucket::Hour, day, now, 7).await?) },
+    )
+    .await?;
+    let daily = timed(
+        "overview: reads per partner per day, 30 days, top 7",
+        || async move { Ok(s.reads_per_partner(Bucket::Day, month, now, 7).await?) },
+    )
+    .await?;
+    timed(
+        "overview: refusals per outcome per hour, 24 h",
+        || async move { Ok(s.refusals_per_outcome(Bucket::Hour, day, now).await?) },
+    )
+    .await?;
+    timed(
+        "overview: refusals per outcome per day, 30 days",
+        || async move { Ok(s.refusals_per_outcome(Bucket::Day, month, now).await?) },
+    )
+    .await?;
+    let top = timed(
+        "overview: top 20 customers by partners, 30 days",
+        || async move { Ok(s.top_customers_by_partners(month, 20).await?) },
+    )
+    .await?;
+    timed("partner: reads per field per day, 30 days", || async move {
+        Ok(s.reads_per_field("partner-007", month, now, 7).await?)
+    })
+    .await?;
+    timed("partner: totals per outcome, 30 days", || async move {
+        Ok(s.outcome_totals("partner-007", month, now).await?)
+    })
+    .await?;
+    let labels = |id| Labels {
+        id,
+        title: "Reads per partner",
+        x: "hour (UTC)",
+        y: "reads per hour",
+    };
+    let (hourly, daily) = (&hourly, &daily);
+    timed("chart: stacked bars, 24 hourly buckets", || async move {
+        Ok(charts::stacked_bars(
+            &labels("h"),
+            &hourly.starts,
+            &named(hourly),
+        )?)
+    })
+    .await?;
+    timed("chart: stacked bars, 31 daily buckets", || async move {
+        Ok(charts::stacked_bars(
+            &labels("d"),
+            &daily.starts,
+            &named(daily),
+        )?)
+    })
+    .await?;
+    let bars: Vec<(String, u64)> = top.iter().map(|r| (r.name.clone(), r.count)).collect();
+    let bars = &bars;
+    timed("chart: horizontal bars, 20 customers", || async move {
+        Ok(charts::horizontal_bars(&labels("t"), bars)?)
+    })
+    .await?;
+    Ok(())
+}
