@@ -67,6 +67,7 @@ const STYLESHEET: &str = include_str!("../../templates/style.css");
 /// Immutable, compiled once; `.html` templates are HTML-escaped automatically.
 static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
     let mut env = Environment::new();
+    env.add_filter("utc", utc);
     for (name, source) in TEMPLATES {
         if let Err(e) = env.add_template(name, source) {
             tracing::error!(template = name, error = %e, "template does not compile");
@@ -74,6 +75,16 @@ static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
     }
     env
 });
+
+/// `{{ t|utc }}`: an RFC 3339 time as pages write it, in UTC to the second; anything else as
+/// it is.
+fn utc(value: String) -> String {
+    chrono::DateTime::parse_from_rfc3339(&value).map_or(value, |t| {
+        t.with_timezone(&chrono::Utc)
+            .format("%Y-%m-%d %H:%M:%S UTC")
+            .to_string()
+    })
+}
 
 pub fn render(name: &str, context: impl Serialize) -> Result<String, anyhow::Error> {
     Ok(ENV.get_template(name)?.render(context)?)
@@ -139,6 +150,19 @@ mod tests {
         for (name, _) in TEMPLATES {
             assert!(ENV.get_template(name).is_ok(), "{name}");
         }
+    }
+
+    #[test]
+    fn times_read_in_utc_to_the_second() {
+        assert_eq!(
+            utc("2026-12-02T08:29:41.182224874Z".into()),
+            "2026-12-02 08:29:41 UTC"
+        );
+        assert_eq!(
+            utc("2026-12-02T10:29:41+02:00".into()),
+            "2026-12-02 08:29:41 UTC"
+        );
+        assert_eq!(utc("not a time".into()), "not a time");
     }
 
     #[test]

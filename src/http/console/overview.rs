@@ -11,7 +11,7 @@ use crate::console::charts::{self, Chart, ChartError, Labels, NamedCounts};
 use crate::domain::ClientId;
 use crate::error::{Internal, PageError};
 use crate::http::pages::{page, render};
-use crate::store::{Bucket, TimeSeries};
+use crate::store::{Bucket, SeriesName, TimeSeries};
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, get, web};
 use serde::Serialize;
@@ -169,9 +169,12 @@ fn view(id: &str, chart: Result<Chart, ChartError>) -> Result<ChartView, Interna
 }
 
 fn time_chart(labels: &Labels, series: &TimeSeries) -> Result<ChartView, Internal> {
-    let named: Vec<NamedCounts> = series
-        .series
-        .iter()
+    // In name order ("(other)" last), not by volume: a partner keeps its colour from one chart
+    // to the next whenever the same partners are drawn.
+    let mut sorted: Vec<_> = series.series.iter().collect();
+    sorted.sort_by_key(|s| (s.name == SeriesName::Other, s.name.to_string()));
+    let named: Vec<NamedCounts> = sorted
+        .into_iter()
         .map(|s| NamedCounts {
             name: s.name.to_string(),
             counts: s.counts.clone(),

@@ -154,10 +154,9 @@ async fn apply(
     };
     record_reason(app, person, reason).await?;
     grants::set_partner_status(app, &partner.client_id, target).await?;
-    Ok(see_other(&format!(
-        "/console/partners/{}",
-        partner.client_id
-    )))
+    let back: String =
+        url::form_urlencoded::byte_serialize(partner.client_id.as_str().as_bytes()).collect();
+    Ok(see_other(&format!("/console/partners/{back}")))
 }
 
 #[get("/partners/{client_id}/suspend")]
