@@ -5,6 +5,7 @@
 
 pub mod access_log;
 pub mod access_log_customer_partners;
+pub mod access_log_daily;
 pub mod access_log_field_reads;
 pub mod access_log_hourly;
 pub mod admin_audit;

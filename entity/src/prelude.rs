@@ -2,6 +2,7 @@
 
 pub use super::access_log::Entity as AccessLog;
 pub use super::access_log_customer_partners::Entity as AccessLogCustomerPartners;
+pub use super::access_log_daily::Entity as AccessLogDaily;
 pub use super::access_log_field_reads::Entity as AccessLogFieldReads;
 pub use super::access_log_hourly::Entity as AccessLogHourly;
 pub use super::admin_audit::Entity as AdminAudit;

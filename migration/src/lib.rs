@@ -23,6 +23,8 @@ mod m20261202_000014_console_users;
 mod m20261202_000015_access_log_rollups;
 mod m20261202_000016_admin_audit_people;
 mod m20261202_000017_console_users_oidc;
+mod m20261202_000018_access_log_daily;
+mod m20261202_000019_customer_partners_by_customer;
 
 pub use m20261202_000010_access_log_chains::LEGACY_CHAIN;
 
@@ -50,6 +52,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000015_access_log_rollups::Migration),
             Box::new(m20261202_000016_admin_audit_people::Migration),
             Box::new(m20261202_000017_console_users_oidc::Migration),
+            Box::new(m20261202_000018_access_log_daily::Migration),
+            Box::new(m20261202_000019_customer_partners_by_customer::Migration),
         ]
     }
 }
@@ -60,7 +64,7 @@ mod tests {
     use super::*;
     use sea_orm_migration::sea_orm::{ConnectionTrait, Database, DatabaseConnection};
 
-    const TABLES: [&str; 14] = [
+    const TABLES: [&str; 15] = [
         "partners",
         "customers",
         "grants",
@@ -75,6 +79,7 @@ mod tests {
         "access_log_hourly",
         "access_log_field_reads",
         "access_log_customer_partners",
+        "access_log_daily",
     ];
 
     async fn tables_present(db: &DatabaseConnection) -> Vec<&'static str> {

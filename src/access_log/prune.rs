@@ -8,8 +8,8 @@
 //! in one statement.
 //!
 //! The console's running totals are history, not records: they name no customer's data and
-//! may outlive the records they count. Each prune also bounds them: hourly and per-field
-//! totals for [`ROLLUP_HISTORY_DAYS`], customer–partner pairs for [`PAIRS_DAYS`] after their
+//! may outlive the records they count. Each prune also bounds them: hourly, daily and
+//! per-field totals for [`ROLLUP_HISTORY_DAYS`], customer–partner pairs for [`PAIRS_DAYS`] after their
 //! last read (the console asks "how many partners read this customer in the last 30 days";
 //! an older pair answers nothing and would grow with every customer ever read).
 
@@ -17,7 +17,7 @@ use crate::store::{RollupsPruned, Store};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-/// Days of hourly and per-field totals kept: a year's comparison and a little more.
+/// Days of hourly, daily and per-field totals kept: a year's comparison and a little more.
 pub const ROLLUP_HISTORY_DAYS: i64 = 400;
 
 /// Days a customer–partner pair is kept after its last read.
@@ -217,6 +217,7 @@ mod tests {
             report.rollups,
             RollupsPruned {
                 hourly: 1,
+                daily: 1,
                 field_reads: 1,
                 pairs: 2
             }

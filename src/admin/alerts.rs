@@ -8,7 +8,7 @@ use crate::config::{AlertRule, AlertSettings};
 use crate::domain::ClientId;
 use crate::error::Internal;
 use crate::oauth::grants;
-use crate::store::{PartnerStatus, PerPartner};
+use crate::store::{Bucket, PartnerStatus, PerPartner};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::time::Duration;
@@ -102,11 +102,16 @@ pub async fn evaluate(app: &App) -> Result<AlertReport, Internal> {
             store.calls_by_partner(&window, &[Outcome::Denied]).await?,
             |n| format!("{n} calls for records or fields beyond its grants"),
         ));
-        let baseline_from = since - chrono::Duration::days(i64::from(config.baseline_days));
-        let baseline = match store.log_window(baseline_from, Some(since)).await? {
-            Some(w) => store.reads_by_partner_and_hour(&w).await?,
-            None => Default::default(),
-        };
+        // The baseline is read from the hourly totals, not the log (1.2 s at 10 million
+        // records for four weeks of it), so its edges are whole hours: the `baseline_days` of
+        // hours before the one that holds `since`. It ends up to an hour before the window
+        // starts, so it never counts the window's own reads, and it is just as long.
+        let baseline_until = Bucket::Hour.start(since);
+        let baseline_from =
+            baseline_until - chrono::Duration::days(i64::from(config.baseline_days));
+        let baseline = store
+            .reads_by_partner_and_hour_of_day(baseline_from, baseline_until)
+            .await?;
         let recent = store.reads_by_partner_and_hour(&window).await?;
         alerts.extend(unusual_hour_alerts(config, &baseline, recent));
     }

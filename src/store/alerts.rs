@@ -1,10 +1,12 @@
-//! The aggregates behind the anomaly report, computed from the access log by the database, so
-//! nothing is counted on the partner hot path.
+//! The aggregates behind the anomaly report, computed by the database from the access log
+//! (the recent window) and from its hourly totals (the weeks-long baseline), so nothing is
+//! counted on the partner hot path.
 
 use super::{Store, StoreError};
 use crate::access_log::Outcome;
 use chrono::{DateTime, Utc};
 use entity::access_log;
+use entity::access_log_hourly as hourly;
 use sea_orm::sea_query::{Expr, Func};
 use sea_orm::{ColumnTrait, DbBackend, EntityTrait, QueryFilter, QuerySelect};
 use std::collections::HashMap;
@@ -139,6 +141,46 @@ impl Store {
                 continue;
             };
             if hour < 24 {
+                by_partner.entry(client).or_default()[hour] += u64::try_from(n).unwrap_or(0);
+            }
+        }
+        Ok(by_partner)
+    }
+
+    /// Reads per partner and hour of the day (UTC) over the hours that start in
+    /// `[from, until)`, from the hourly totals: four weeks are 134 000 rows per read outcome
+    /// at 200 partners, where the log itself holds millions of records. Both bounds are taken
+    /// as whole hours (the hours that start at or after `from` and before `until`).
+    pub async fn reads_by_partner_and_hour_of_day(
+        &self,
+        from: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<HashMap<String, [u64; 24]>, StoreError> {
+        // SQLite keeps hours as RFC 3339 text in UTC (`2026-12-02T07:00:00+00:00`).
+        let hour = match self.db.get_database_backend() {
+            DbBackend::Postgres => {
+                "CAST(EXTRACT(HOUR FROM \"hour\" AT TIME ZONE 'UTC') AS INTEGER)"
+            }
+            _ => "CAST(substr(\"hour\", 12, 2) AS INTEGER)",
+        };
+        let rows: Vec<(String, i32, i64)> = hourly::Entity::find()
+            .select_only()
+            .column(hourly::Column::ClientId)
+            .column_as(Expr::cust(hour), "hour_of_day")
+            .column_as(Expr::cust("CAST(SUM(\"n\") AS BIGINT)"), "n")
+            .filter(hourly::Column::Hour.gte(from))
+            .filter(hourly::Column::Hour.lt(until))
+            .filter(hourly::Column::Outcome.is_in(strs(&READ_OUTCOMES)))
+            // Calls with no partner are keyed '' there; the rule is about partners.
+            .filter(hourly::Column::ClientId.ne(""))
+            .group_by(hourly::Column::ClientId)
+            .group_by(Expr::cust(hour))
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        let mut by_partner: HashMap<String, [u64; 24]> = HashMap::new();
+        for (client, hour, n) in rows {
+            if let Ok(hour @ 0..24) = usize::try_from(hour) {
                 by_partner.entry(client).or_default()[hour] += u64::try_from(n).unwrap_or(0);
             }
         }

@@ -7,8 +7,8 @@ use super::rollups::Bucket;
 use crate::access_log::{AccessRecord, Outcome};
 use crate::store::READ_OUTCOMES;
 use chrono::{DateTime, Utc};
-use entity::access_log_hourly as hourly;
 use entity::{access_log_customer_partners as pairs, access_log_field_reads as field_reads};
+use entity::{access_log_daily as daily, access_log_hourly as hourly};
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, OnConflict};
 use sea_orm::{ActiveValue::Set, ConnectionTrait, DbErr, EntityTrait};
 use std::collections::BTreeMap;
@@ -23,6 +23,7 @@ pub(super) const NO_PARTNER: &str = "";
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(super) struct Tally {
     hourly: BTreeMap<(DateTime<Utc>, String, Outcome), i64>,
+    daily: BTreeMap<(DateTime<Utc>, String, Outcome), i64>,
     field_reads: BTreeMap<(String, DateTime<Utc>, String), i64>,
     pairs: BTreeMap<(String, String), DateTime<Utc>>,
 }
@@ -55,10 +56,14 @@ impl Tally {
             .hourly
             .entry((Bucket::Hour.start(at), client.to_owned(), outcome))
             .or_default() += 1;
+        let day = Bucket::Day.start(at);
+        *self
+            .daily
+            .entry((day, client.to_owned(), outcome))
+            .or_default() += 1;
         if !READ_OUTCOMES.contains(&outcome) {
             return;
         }
-        let day = Bucket::Day.start(at);
         for field in fields {
             *self
                 .field_reads
@@ -99,6 +104,34 @@ impl Tally {
                         hourly::Column::N,
                         Expr::col((hourly::Entity, hourly::Column::N))
                             .add(Expr::col((excluded(), hourly::Column::N))),
+                    )
+                    .to_owned(),
+                )
+                .exec_without_returning(db)
+                .await?;
+        }
+        let daily_rows: Vec<_> = self
+            .daily
+            .into_iter()
+            .map(|((day, client_id, outcome), n)| daily::ActiveModel {
+                day: Set(day),
+                client_id: Set(client_id),
+                outcome: Set(outcome.as_str().to_owned()),
+                n: Set(n),
+            })
+            .collect();
+        for chunk in daily_rows.chunks(ROWS_PER_STATEMENT) {
+            daily::Entity::insert_many(chunk.iter().cloned())
+                .on_conflict(
+                    OnConflict::columns([
+                        daily::Column::Day,
+                        daily::Column::ClientId,
+                        daily::Column::Outcome,
+                    ])
+                    .value(
+                        daily::Column::N,
+                        Expr::col((daily::Entity, daily::Column::N))
+                            .add(Expr::col((excluded(), daily::Column::N))),
                     )
                     .to_owned(),
                 )
@@ -186,6 +219,10 @@ mod tests {
         tally.add(at(11, 0), None, None, &[], Outcome::InvalidToken);
         tally.add(at(11, 0), Some("p"), Some("d"), &fields, Outcome::Denied);
         assert_eq!(tally.hourly.len(), 4);
+        // The same calls per day: the two hours of p's reads are one day.
+        assert_eq!(tally.daily.len(), 4);
+        assert_eq!(tally.daily[&(at(0, 0), "p".to_owned(), Outcome::Ok)], 2);
+        assert_eq!(tally.daily.values().sum::<i64>(), 5);
         assert_eq!(tally.hourly[&(at(10, 0), "p".to_owned(), Outcome::Ok)], 2);
         assert_eq!(
             tally.hourly[&(at(11, 0), NO_PARTNER.to_owned(), Outcome::InvalidToken)],

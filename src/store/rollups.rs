@@ -1,5 +1,6 @@
 //! What the security console's charts read: the access log's running totals (per hour,
-//! partner and outcome; per day, partner and field; per customer and partner, the last read),
+//! partner and outcome, and the same per day; per day, partner and field; per customer and
+//! partner, the last read),
 //! kept by both insert paths in the transaction that adds the records. The queries read a few
 //! thousand rows whatever the size of the log, and answer in plain data.
 //!
@@ -9,14 +10,12 @@
 use super::rollup_tally::{NO_PARTNER, Tally};
 use super::{READ_OUTCOMES, Store, StoreError};
 use crate::access_log::Outcome;
-use chrono::{DateTime, DurationRound, NaiveDate, NaiveDateTime, TimeDelta, Utc};
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use entity::access_log;
-use entity::access_log_hourly as hourly;
 use entity::{access_log_customer_partners as pairs, access_log_field_reads as field_reads};
+use entity::{access_log_daily as daily, access_log_hourly as hourly};
 use sea_orm::sea_query::Expr;
-use sea_orm::{
-    ColumnTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
-};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
@@ -83,33 +82,6 @@ impl Bucket {
         }
         starts
     }
-
-    /// The bucket's start as text the database computes from a stored hour, identical on
-    /// both backends (SQLite keeps RFC 3339 text; PostgreSQL an instant).
-    fn key_of_hour(self, backend: DbBackend) -> Expr {
-        Expr::cust(match (backend, self) {
-            (DbBackend::Postgres, Bucket::Hour) => {
-                "to_char(\"hour\" AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24')"
-            }
-            (DbBackend::Postgres, Bucket::Day) => {
-                "to_char(\"hour\" AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
-            }
-            (_, Bucket::Hour) => "substr(\"hour\", 1, 13)",
-            (_, Bucket::Day) => "substr(\"hour\", 1, 10)",
-        })
-    }
-
-    fn parse_key(self, key: &str) -> Result<DateTime<Utc>, StoreError> {
-        let parsed = match self {
-            Bucket::Hour => NaiveDateTime::parse_from_str(&format!("{key}:00"), "%Y-%m-%dT%H:%M"),
-            Bucket::Day => {
-                NaiveDate::parse_from_str(key, "%Y-%m-%d").map(|d| d.and_time(Default::default()))
-            }
-        };
-        parsed
-            .map(|t| t.and_utc())
-            .map_err(|e| StoreError::corrupt(format!("rollup bucket `{key}`: {e}")))
-    }
 }
 
 /// Who or what a series counts.
@@ -161,6 +133,7 @@ pub struct Ranked {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct RollupsPruned {
     pub hourly: u64,
+    pub daily: u64,
     pub field_reads: u64,
     pub pairs: u64,
 }
@@ -232,39 +205,76 @@ fn partner(client_id: String) -> SeriesName {
     }
 }
 
+/// What a time series is grouped by besides its bucket.
+#[derive(Debug, Clone, Copy)]
+enum By {
+    Partner,
+    Outcome,
+}
+
 fn outcome_strs(outcomes: impl Iterator<Item = Outcome>) -> Vec<&'static str> {
     outcomes.map(Outcome::as_str).collect()
 }
 
 impl Store {
-    /// Hourly rows of `[since, until)` grouped by bucket and `by`, summed.
-    async fn hourly_sums(
+    /// Calls with one of `outcomes` per bucket of `starts` and `by`, summed: days from the
+    /// daily totals (a few thousand rows for a month), hours from the hourly ones.
+    async fn sums(
         &self,
         bucket: Bucket,
         starts: &[DateTime<Utc>],
-        by: hourly::Column,
-        filter: sea_orm::Condition,
+        by: By,
+        outcomes: Vec<&'static str>,
     ) -> Result<Vec<(DateTime<Utc>, String, u64)>, StoreError> {
         let (Some(first), Some(last)) = (starts.first(), starts.last()) else {
             return Ok(Vec::new());
         };
-        let key = bucket.key_of_hour(self.db.get_database_backend());
-        let rows: Vec<(String, String, i64)> = hourly::Entity::find()
-            .select_only()
-            .column_as(key.clone(), "bucket")
-            .column(by)
-            .column_as(Expr::cust("CAST(SUM(\"n\") AS BIGINT)"), "total")
-            .filter(hourly::Column::Hour.gte(*first))
-            .filter(hourly::Column::Hour.lt(*last + bucket.width()))
-            .filter(filter)
-            .group_by(key)
-            .group_by(by)
-            .into_tuple()
-            .all(&self.db)
-            .await?;
-        rows.into_iter()
-            .map(|(key, name, n)| Ok((bucket.parse_key(&key)?, name, count(n))))
-            .collect()
+        let (first, end) = (*first, *last + bucket.width());
+        let total = || Expr::cust("CAST(SUM(\"n\") AS BIGINT)");
+        let rows: Vec<(DateTime<Utc>, String, i64)> = match bucket {
+            Bucket::Hour => {
+                let by = match by {
+                    By::Partner => hourly::Column::ClientId,
+                    By::Outcome => hourly::Column::Outcome,
+                };
+                hourly::Entity::find()
+                    .select_only()
+                    .column(hourly::Column::Hour)
+                    .column(by)
+                    .column_as(total(), "total")
+                    .filter(hourly::Column::Hour.gte(first))
+                    .filter(hourly::Column::Hour.lt(end))
+                    .filter(hourly::Column::Outcome.is_in(outcomes))
+                    .group_by(hourly::Column::Hour)
+                    .group_by(by)
+                    .into_tuple()
+                    .all(&self.db)
+                    .await?
+            }
+            Bucket::Day => {
+                let by = match by {
+                    By::Partner => daily::Column::ClientId,
+                    By::Outcome => daily::Column::Outcome,
+                };
+                daily::Entity::find()
+                    .select_only()
+                    .column(daily::Column::Day)
+                    .column(by)
+                    .column_as(total(), "total")
+                    .filter(daily::Column::Day.gte(first))
+                    .filter(daily::Column::Day.lt(end))
+                    .filter(daily::Column::Outcome.is_in(outcomes))
+                    .group_by(daily::Column::Day)
+                    .group_by(by)
+                    .into_tuple()
+                    .all(&self.db)
+                    .await?
+            }
+        };
+        Ok(rows
+            .into_iter()
+            .map(|(at, name, n)| (at, name, count(n)))
+            .collect())
     }
 
     /// Reads (calls that disclosed data) per partner and bucket: the `top` partners with the
@@ -278,12 +288,11 @@ impl Store {
     ) -> Result<TimeSeries, StoreError> {
         let starts = bucket.starts(since, until);
         let rows = self
-            .hourly_sums(
+            .sums(
                 bucket,
                 &starts,
-                hourly::Column::ClientId,
-                sea_orm::Condition::all()
-                    .add(hourly::Column::Outcome.is_in(outcome_strs(READ_OUTCOMES.into_iter()))),
+                By::Partner,
+                outcome_strs(READ_OUTCOMES.into_iter()),
             )
             .await?;
         let rows = rows
@@ -303,12 +312,11 @@ impl Store {
     ) -> Result<TimeSeries, StoreError> {
         let starts = bucket.starts(since, until);
         let rows = self
-            .hourly_sums(
+            .sums(
                 bucket,
                 &starts,
-                hourly::Column::Outcome,
-                sea_orm::Condition::all()
-                    .add(hourly::Column::Outcome.is_in(outcome_strs(refusal_outcomes()))),
+                By::Outcome,
+                outcome_strs(refusal_outcomes()),
             )
             .await?;
         let rows = rows
@@ -414,6 +422,7 @@ impl Store {
     pub async fn rebuild_rollups(&self) -> Result<(), StoreError> {
         let txn = self.db.begin().await?;
         hourly::Entity::delete_many().exec(&txn).await?;
+        daily::Entity::delete_many().exec(&txn).await?;
         field_reads::Entity::delete_many().exec(&txn).await?;
         pairs::Entity::delete_many().exec(&txn).await?;
         let mut after = i64::MIN;
@@ -458,7 +467,7 @@ impl Store {
         Ok(())
     }
 
-    /// Removes hourly and per-field totals of buckets that start before `history_before`, and
+    /// Removes hourly, daily and per-field totals of buckets that start before `history_before`, and
     /// customer–partner pairs last read before `pairs_before`.
     pub async fn prune_rollups(
         &self,
@@ -469,6 +478,11 @@ impl Store {
         let pruned = RollupsPruned {
             hourly: hourly::Entity::delete_many()
                 .filter(hourly::Column::Hour.lt(history_before))
+                .exec(&txn)
+                .await?
+                .rows_affected,
+            daily: daily::Entity::delete_many()
+                .filter(daily::Column::Day.lt(history_before))
                 .exec(&txn)
                 .await?
                 .rows_affected,
@@ -555,6 +569,7 @@ mod tests {
     #[derive(Debug, PartialEq)]
     struct Snapshot {
         hourly: Vec<(DateTime<Utc>, String, String, i64)>,
+        daily: Vec<(DateTime<Utc>, String, String, i64)>,
         field_reads: Vec<(String, DateTime<Utc>, String, i64)>,
         pairs: Vec<(String, String, DateTime<Utc>)>,
     }
@@ -570,6 +585,16 @@ mod tests {
                 .unwrap()
                 .into_iter()
                 .map(|m| (m.hour, m.client_id, m.outcome, m.n))
+                .collect(),
+            daily: daily::Entity::find()
+                .order_by_asc(daily::Column::Day)
+                .order_by_asc(daily::Column::ClientId)
+                .order_by_asc(daily::Column::Outcome)
+                .all(&store.db)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|m| (m.day, m.client_id, m.outcome, m.n))
                 .collect(),
             field_reads: field_reads::Entity::find()
                 .order_by_asc(field_reads::Column::ClientId)
@@ -593,8 +618,11 @@ mod tests {
         }
     }
 
+    /// The calls counted, checked to agree between the hourly and the daily totals.
     fn total(s: &Snapshot) -> i64 {
-        s.hourly.iter().map(|r| r.3).sum()
+        let hourly = s.hourly.iter().map(|r| r.3).sum();
+        assert_eq!(s.daily.iter().map(|r| r.3).sum::<i64>(), hourly, "{s:?}");
+        hourly
     }
 
     #[tokio::test]
@@ -649,6 +677,15 @@ mod tests {
             s.hourly
                 .contains(&(at(1, 11, 0), String::new(), "invalid_token".to_owned(), 1))
         );
+        // Per day: a's three reads of the first day, 23:59 included; 00:00 is the next day.
+        assert!(
+            s.daily
+                .contains(&(at(1, 0, 0), "a".to_owned(), "ok".to_owned(), 3))
+        );
+        assert!(
+            s.daily
+                .contains(&(at(2, 0, 0), "c".to_owned(), "ok".to_owned(), 1))
+        );
         // Reads only: b's denied call disclosed nothing.
         assert!(s.field_reads.contains(&(
             "a".to_owned(),
@@ -684,9 +721,30 @@ mod tests {
         assert_eq!(snapshot(&store).await, incremental);
         // And from nothing (a seeded database).
         hourly::Entity::delete_many().exec(&store.db).await.unwrap();
+        daily::Entity::delete_many().exec(&store.db).await.unwrap();
         pairs::Entity::delete_many().exec(&store.db).await.unwrap();
         store.rebuild_rollups().await.unwrap();
         assert_eq!(snapshot(&store).await, incremental);
+    }
+
+    #[tokio::test]
+    async fn the_migration_fills_the_daily_totals_from_the_hourly_ones() {
+        use migration::{Migrator, MigratorTrait};
+        let (store, _dir) = testing::any_store().await;
+        store.insert_access_records(batch()).await.unwrap();
+        store.rebuild_rollups().await.unwrap();
+        let rebuilt = snapshot(&store).await;
+        // Back to before the daily table (and whatever came after it), then up again: the
+        // migration sums the hourly totals that are already there.
+        let migrations = Migrator::migrations();
+        let daily_step = migrations
+            .iter()
+            .position(|m| m.name() == "m20261202_000018_access_log_daily")
+            .unwrap();
+        let steps = u32::try_from(migrations.len() - daily_step).unwrap();
+        Migrator::down(&store.db, Some(steps)).await.unwrap();
+        Migrator::up(&store.db, None).await.unwrap();
+        assert_eq!(snapshot(&store).await, rebuilt);
     }
 
     #[tokio::test]
@@ -812,9 +870,11 @@ mod tests {
         store.insert_access_records(batch()).await.unwrap();
         let pruned = store.prune_rollups(at(2, 0, 0), at(2, 1, 0)).await.unwrap();
         assert_eq!(pruned.hourly, 5);
+        assert_eq!(pruned.daily, 4);
         assert_eq!(pruned.field_reads, 4);
         let left = snapshot(&store).await;
         assert!(left.hourly.iter().all(|r| r.0 >= at(2, 0, 0)));
+        assert!(left.daily.iter().all(|r| r.0 >= at(2, 0, 0)));
         assert!(left.pairs.iter().all(|r| r.2 >= at(2, 1, 0)));
         assert_eq!(left.pairs.len(), 2);
     }
