@@ -187,3 +187,77 @@ impl Store {
         Ok(by_partner)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::access_log::{AccessRecord, ChainedRecord};
+    use crate::store::testing;
+    use chrono::{Duration, TimeZone};
+
+    fn record(
+        seq: i64,
+        at: DateTime<Utc>,
+        client: Option<&str>,
+        outcome: Outcome,
+    ) -> ChainedRecord {
+        ChainedRecord {
+            id: 0,
+            chain: "c1".to_owned(),
+            seq,
+            record: AccessRecord {
+                at,
+                request_id: format!("r{seq}"),
+                client_id: client.map(str::to_owned),
+                grant_id: None,
+                customer_id: Some("c".to_owned()),
+                resource: "claims".to_owned(),
+                resource_id: None,
+                record_ids: Vec::new(),
+                fields: Vec::new(),
+                outcome,
+                status: 200,
+                client_ip: None,
+            },
+            prev_hash: format!("h{}", seq - 1),
+            hash: format!("h{seq}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_baseline_from_hourly_totals_equals_the_one_from_the_log_over_whole_hours() {
+        let (store, _dir) = testing::any_store().await;
+        // Five days of calls every 37 minutes: two partners and none, reads and refusals.
+        let start = Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap();
+        let records = (0..200)
+            .map(|i| {
+                let client = match i % 7 {
+                    0 => None,
+                    n if n % 2 == 0 => Some("a"),
+                    _ => Some("b"),
+                };
+                let outcome = match i % 5 {
+                    0 => Outcome::Denied,
+                    1 => Outcome::NotModified,
+                    _ => Outcome::Ok,
+                };
+                record(i + 1, start + Duration::minutes(37 * i), client, outcome)
+            })
+            .collect();
+        store.insert_access_records(records).await.unwrap();
+        let (from, until) = (start + Duration::hours(3), start + Duration::hours(100));
+        let from_hourly = store
+            .reads_by_partner_and_hour_of_day(from, until)
+            .await
+            .unwrap();
+        let window = store.log_window(from, Some(until)).await.unwrap().unwrap();
+        let from_log = store.reads_by_partner_and_hour(&window).await.unwrap();
+        assert_eq!(from_hourly, from_log);
+        assert_eq!(from_hourly.len(), 2);
+        assert!(
+            from_hourly
+                .values()
+                .all(|h| h.iter().filter(|n| **n > 0).count() > 12)
+        );
+    }
+}
