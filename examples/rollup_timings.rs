@@ -14,11 +14,12 @@
 //! on SQLite, the SQL the day-bucket charts, the top customers and the alert baseline ran
 //! before the daily totals, the covering index and the hourly baseline, for comparison.
 
-use chrono::{Duration, Utc};
+use chrono::{DateTime, Duration, Utc};
+use entity::access_log;
 use keyhole::access_log::Outcome;
 use keyhole::console::charts::{self, Labels, NamedCounts};
 use keyhole::store::{Bucket, Store, TimeSeries};
-use sea_orm::{ConnectionTrait, DbBackend, Statement};
+use sea_orm::{ConnectionTrait, DbBackend, EntityTrait, QueryOrder, QuerySelect, Statement};
 use std::future::Future;
 use std::time::Instant;
 
@@ -135,8 +136,17 @@ async fn main() -> anyhow::Result<()> {
     })
     .await?;
     // What alerts::evaluate asks with the default settings: a 60-minute window on the log,
-    // and a 28-day baseline of reads per partner and hour of the day.
-    let since = now - Duration::minutes(60);
+    // and a 28-day baseline of reads per partner and hour of the day. The window ends at the
+    // newest record (a seeded log stops at its seeding time), so it is full, as in service.
+    let newest: Option<DateTime<Utc>> = access_log::Entity::find()
+        .select_only()
+        .column(access_log::Column::At)
+        .order_by_desc(access_log::Column::At)
+        .into_tuple()
+        .one(s.connection())
+        .await?;
+    let alerts_now = newest.ok_or_else(|| anyhow::anyhow!("no record"))?;
+    let since = alerts_now - Duration::minutes(60);
     let window = timed("alerts: the window's id range, 60 min", || async move {
         Ok(s.log_window(since, None).await?)
     })
@@ -178,7 +188,7 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
     if s.connection().get_database_backend() == DbBackend::Sqlite {
-        before(s, now).await?;
+        before(s, now, alerts_now).await?;
     }
     let labels = |id| Labels {
         id,
@@ -214,8 +224,8 @@ async fn main() -> anyhow::Result<()> {
 
 /// The same answers the way they were computed before (SQLite only): days grouped from the
 /// hourly totals, the pairs walked through the primary key, the baseline from the log.
-async fn before(s: &Store, now: chrono::DateTime<Utc>) -> anyhow::Result<()> {
-    let day = |t: chrono::DateTime<Utc>| Bucket::Day.start(t).to_rfc3339();
+async fn before(s: &Store, now: DateTime<Utc>, alerts_now: DateTime<Utc>) -> anyhow::Result<()> {
+    let day = |t: DateTime<Utc>| Bucket::Day.start(t).to_rfc3339();
     let (from, to) = (day(now - Duration::days(30)), day(now + Duration::days(1)));
     let sql = |q: String| async move {
         s.connection()
@@ -255,7 +265,7 @@ async fn before(s: &Store, now: chrono::DateTime<Utc>) -> anyhow::Result<()> {
         || sql(pairs.clone()),
     )
     .await?;
-    let since = now - Duration::minutes(60);
+    let since = alerts_now - Duration::minutes(60);
     let baseline_from = since - Duration::days(28);
     timed(
         "before: baseline per partner and hour, 28 d (log)",
