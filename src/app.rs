@@ -30,6 +30,8 @@ pub struct App {
     pub console_login: Option<Arc<RelyingParty>>,
     /// The last walk of the whole log, for the console.
     pub latest_verification: crate::access_log::latest::LatestVerification,
+    /// The alerts' unusual-hours baseline of the current hour.
+    pub alert_baseline: crate::admin::alerts::BaselineCache,
 }
 
 impl App {

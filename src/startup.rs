@@ -143,6 +143,7 @@ impl Application {
             clock: options.clock,
             metrics,
             latest_verification: Default::default(),
+            alert_baseline: Default::default(),
         });
 
         tokio::spawn(reload_keys(keys));
