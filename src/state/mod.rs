@@ -205,6 +205,18 @@ pub struct ConsoleSession {
     pub created_at: DateTime<Utc>,
     /// Signed in with a one-time password: nothing but choosing a real one is allowed.
     pub must_set_password: bool,
+    /// A digest of the password hash the session signed in under: once the password changes,
+    /// every session that another browser holds on the old one (or on the one-time one) ends.
+    /// Sessions from before this field find it empty and end too (fail closed).
+    #[serde(default)]
+    pub password_digest: String,
+}
+
+impl ConsoleSession {
+    /// The digest [`Self::password_digest`] holds for a stored password hash.
+    pub fn digest_of(password_hash: &str) -> String {
+        crate::secrets::token_hash(password_hash)
+    }
 }
 
 impl SessionRecord for ConsoleSession {

@@ -280,7 +280,11 @@ pub async fn set_password(
         );
     }
     let hash = hash.map_err(anyhow::Error::from)?;
-    if !app.store.set_console_password(&user.id, hash).await? {
+    if !app
+        .store
+        .set_console_password(&user.id, &user.password_hash, hash)
+        .await?
+    {
         return Err(PageError::Forbidden);
     }
     let Some(user) = app.store.console_user(&user.id).await? else {
