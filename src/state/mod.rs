@@ -449,6 +449,25 @@ impl SharedState {
         }
     }
 
+    /// Counts a sign-in started at an OpenID provider from `source` (unknown addresses share
+    /// one count); the count lives `window` from the first.
+    pub async fn count_oidc_start(
+        &self,
+        purpose: &str,
+        source: Option<IpAddr>,
+        window: Duration,
+    ) -> Result<u64, StateError> {
+        let address = source.map(source_key).unwrap_or_default();
+        let counts = self
+            .backend
+            .incr(
+                &[self.key(&format!("oidc_start:{purpose}"), &address)],
+                window,
+            )
+            .await?;
+        Ok(counts.first().copied().unwrap_or(u64::MAX))
+    }
+
     /// A pending OpenID Connect sign-in of one relying party (`purpose`: `console`,
     /// `portal`), under the hash of the random key its browser holds.
     pub async fn put_oidc_sign_in(
