@@ -723,3 +723,45 @@ async fn choosing_a_password_ends_every_other_session_of_the_account() {
     assert_eq!(stale.status(), StatusCode::SEE_OTHER);
     assert!(location(&stale).starts_with("/console/login"));
 }
+
+/// Changing the password asks for the current one: a borrowed session (an unlocked laptop, a
+/// stolen cookie) must not guess it without limit and so outlive itself with a new password.
+#[tokio::test]
+async fn guesses_at_the_current_password_are_throttled() {
+    let app = spawn_app().await;
+    let ana = app.console_browser("ana@harmony.example").await;
+    let form = ana
+        .client
+        .get(app.url("/console/password"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = hidden(&form, "csrf_token").unwrap();
+    let change = |current: &'static str| {
+        ana.client
+            .post(app.url("/console/password"))
+            .form(&[
+                ("csrf_token", csrf.as_str()),
+                ("current", current),
+                ("password", "another long enough password"),
+                ("confirm", "another long enough password"),
+            ])
+            .send()
+    };
+    let mut statuses = Vec::new();
+    for _ in 0..7 {
+        statuses.push(change("a wrong guess at it").await.unwrap().status());
+    }
+    assert_eq!(statuses[0], StatusCode::BAD_REQUEST);
+    assert_eq!(
+        statuses.last().copied(),
+        Some(StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
+    // Past the limit even the right password waits.
+    let right = change(CONSOLE_PASSWORD).await.unwrap();
+    assert_eq!(right.status(), StatusCode::TOO_MANY_REQUESTS);
+}
