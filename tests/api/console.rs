@@ -765,3 +765,36 @@ async fn guesses_at_the_current_password_are_throttled() {
     let right = change(CONSOLE_PASSWORD).await.unwrap();
     assert_eq!(right.status(), StatusCode::TOO_MANY_REQUESTS);
 }
+
+/// A `next` with a line break is not a console path: the person still lands in the console
+/// (the redirect's header cannot hold it, and failing there answered 500 after a sign-in).
+#[tokio::test]
+async fn a_next_with_control_characters_goes_to_the_overview() {
+    let app = spawn_app().await;
+    let one_time = app.add_console_user("ana@harmony.example").await;
+    app.console_browser_after_sign_in("ana@harmony.example", &one_time)
+        .await;
+    let client = browser();
+    let html = client
+        .get(app.url("/console/login"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let answer = client
+        .post(app.url("/console/login"))
+        .form(&[
+            ("email", "ana@harmony.example"),
+            ("password", CONSOLE_PASSWORD),
+            ("csrf_token", &hidden(&html, "csrf_token").unwrap()),
+            ("next", "/console\r\nX-Injected: 1"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&answer), "/console");
+    assert!(answer.headers().get("x-injected").is_none());
+}

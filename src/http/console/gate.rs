@@ -51,13 +51,15 @@ impl FromRequest for Person {
     }
 }
 
-/// Where the sign-in page sends the person back to: console paths only (never `//host`).
+/// Where the sign-in page sends the person back to: console paths only (never `//host`), and
+/// nothing a `Location` header cannot hold (a line break there failed the redirect with a 500).
 pub fn safe_next(next: Option<&str>) -> &str {
     match next {
         Some(n)
             if n.starts_with("/console")
                 && !n.starts_with("//")
                 && !n.contains('\\')
+                && !n.chars().any(char::is_control)
                 && n.len() <= 512 =>
         {
             n
