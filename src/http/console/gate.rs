@@ -228,6 +228,7 @@ mod tests {
             "https://evil.example",
             "//evil.example",
             "/console\\@evil",
+            "/console\r\nSet-Cookie: x=y",
             "/portal",
         ] {
             assert_eq!(safe_next(Some(bad)), "/console", "{bad}");
