@@ -205,6 +205,18 @@ pub struct ConsoleSession {
     pub created_at: DateTime<Utc>,
     /// Signed in with a one-time password: nothing but choosing a real one is allowed.
     pub must_set_password: bool,
+    /// A digest of the password hash the session signed in under: once the password changes,
+    /// every session that another browser holds on the old one (or on the one-time one) ends.
+    /// Sessions from before this field find it empty and end too (fail closed).
+    #[serde(default)]
+    pub password_digest: String,
+}
+
+impl ConsoleSession {
+    /// The digest [`Self::password_digest`] holds for a stored password hash.
+    pub fn digest_of(password_hash: &str) -> String {
+        crate::secrets::token_hash(password_hash)
+    }
 }
 
 impl SessionRecord for ConsoleSession {
@@ -435,6 +447,25 @@ impl SharedState {
             Some(bytes) => Ok(Some(serde_json::from_slice(&bytes)?)),
             None => Ok(None),
         }
+    }
+
+    /// Counts a sign-in started at an OpenID provider from `source` (unknown addresses share
+    /// one count); the count lives `window` from the first.
+    pub async fn count_oidc_start(
+        &self,
+        purpose: &str,
+        source: Option<IpAddr>,
+        window: Duration,
+    ) -> Result<u64, StateError> {
+        let address = source.map(source_key).unwrap_or_default();
+        let counts = self
+            .backend
+            .incr(
+                &[self.key(&format!("oidc_start:{purpose}"), &address)],
+                window,
+            )
+            .await?;
+        Ok(counts.first().copied().unwrap_or(u64::MAX))
     }
 
     /// A pending OpenID Connect sign-in of one relying party (`purpose`: `console`,

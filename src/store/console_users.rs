@@ -147,10 +147,12 @@ impl Store {
     }
 
     /// Replaces the password (the one-time one, or a real one) with a real one; false when the
-    /// account is gone or disabled.
+    /// account is gone or disabled, or its password is no longer `replaced_hash` (changed by
+    /// another session since this one checked it).
     pub async fn set_console_password(
         &self,
         id: &str,
+        replaced_hash: &str,
         password_hash: String,
     ) -> Result<bool, StoreError> {
         let result = console_users::Entity::update_many()
@@ -160,6 +162,7 @@ impl Store {
             )
             .col_expr(console_users::Column::PasswordSet, Expr::value(true))
             .filter(console_users::Column::Id.eq(id))
+            .filter(console_users::Column::PasswordHash.eq(replaced_hash))
             .filter(console_users::Column::DisabledAt.is_null())
             .exec(&self.db)
             .await?;

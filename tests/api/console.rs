@@ -630,3 +630,171 @@ async fn console_pages_let_the_browser_name_their_origin_on_form_posts() {
         .unwrap();
     assert_eq!(same_origin.status(), StatusCode::SEE_OTHER);
 }
+
+/// A session someone else holds (a stolen password, a one-time password read over a
+/// shoulder) must not outlive the password it signed in with: not a session on the one-time
+/// password, which could otherwise choose a new password without knowing the real one, nor one
+/// on an old real password.
+#[tokio::test]
+async fn choosing_a_password_ends_every_other_session_of_the_account() {
+    let app = spawn_app().await;
+    let one_time = app.add_console_user("ana@harmony.example").await;
+    let intruder = browser();
+    let signed_in = app
+        .console_sign_in(&intruder, "ana@harmony.example", &one_time)
+        .await;
+    assert_eq!(location(&signed_in), "/console/password");
+    let intruder_form = intruder
+        .get(app.url("/console/password"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let intruder_csrf = hidden(&intruder_form, "csrf_token").unwrap();
+    // Ana signs in with the same one-time password and chooses her password.
+    let ana = app
+        .console_browser_after_sign_in("ana@harmony.example", &one_time)
+        .await;
+    // The intruder's one-time session may no longer choose a password in her place.
+    let takeover = intruder
+        .post(app.url("/console/password"))
+        .form(&[
+            ("csrf_token", intruder_csrf.as_str()),
+            ("password", "the intruder's own password"),
+            ("confirm", "the intruder's own password"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        location(&takeover),
+        "/console/login",
+        "took the account over"
+    );
+    let page = intruder.get(app.url("/console")).send().await.unwrap();
+    assert_eq!(location(&page), "/console/login?next=%2Fconsole");
+    assert_eq!(
+        app.console_sign_in(&browser(), "ana@harmony.example", CONSOLE_PASSWORD)
+            .await
+            .status(),
+        StatusCode::SEE_OTHER
+    );
+    // A second session on the real password ends when Ana changes it in her first one.
+    let other = browser();
+    app.console_sign_in(&other, "ana@harmony.example", CONSOLE_PASSWORD)
+        .await;
+    assert_eq!(
+        other
+            .get(app.url("/console"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    let form = ana
+        .get(app.url("/console/password"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let changed = ana
+        .post(app.url("/console/password"))
+        .form(&[
+            ("csrf_token", hidden(&form, "csrf_token").unwrap().as_str()),
+            ("current", CONSOLE_PASSWORD),
+            ("password", "another long enough password"),
+            ("confirm", "another long enough password"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(changed.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        ana.get(app.url("/console")).send().await.unwrap().status(),
+        StatusCode::OK,
+        "the session that changed it goes on"
+    );
+    let stale = other.get(app.url("/console")).send().await.unwrap();
+    assert_eq!(stale.status(), StatusCode::SEE_OTHER);
+    assert!(location(&stale).starts_with("/console/login"));
+}
+
+/// Changing the password asks for the current one: a borrowed session (an unlocked laptop, a
+/// stolen cookie) must not guess it without limit and so outlive itself with a new password.
+#[tokio::test]
+async fn guesses_at_the_current_password_are_throttled() {
+    let app = spawn_app().await;
+    let ana = app.console_browser("ana@harmony.example").await;
+    let form = ana
+        .client
+        .get(app.url("/console/password"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = hidden(&form, "csrf_token").unwrap();
+    let change = |current: &'static str| {
+        ana.client
+            .post(app.url("/console/password"))
+            .form(&[
+                ("csrf_token", csrf.as_str()),
+                ("current", current),
+                ("password", "another long enough password"),
+                ("confirm", "another long enough password"),
+            ])
+            .send()
+    };
+    let mut statuses = Vec::new();
+    for _ in 0..7 {
+        statuses.push(change("a wrong guess at it").await.unwrap().status());
+    }
+    assert_eq!(statuses[0], StatusCode::BAD_REQUEST);
+    assert_eq!(
+        statuses.last().copied(),
+        Some(StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
+    // Past the limit even the right password waits.
+    let right = change(CONSOLE_PASSWORD).await.unwrap();
+    assert_eq!(right.status(), StatusCode::TOO_MANY_REQUESTS);
+}
+
+/// A `next` with a line break is not a console path: the person still lands in the console
+/// (the redirect's header cannot hold it, and failing there answered 500 after a sign-in).
+#[tokio::test]
+async fn a_next_with_control_characters_goes_to_the_overview() {
+    let app = spawn_app().await;
+    let one_time = app.add_console_user("ana@harmony.example").await;
+    app.console_browser_after_sign_in("ana@harmony.example", &one_time)
+        .await;
+    let client = browser();
+    let html = client
+        .get(app.url("/console/login"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let answer = client
+        .post(app.url("/console/login"))
+        .form(&[
+            ("email", "ana@harmony.example"),
+            ("password", CONSOLE_PASSWORD),
+            ("csrf_token", &hidden(&html, "csrf_token").unwrap()),
+            ("next", "/console\r\nX-Injected: 1"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&answer), "/console");
+    assert!(answer.headers().get("x-injected").is_none());
+}

@@ -630,3 +630,32 @@ async fn a_provider_error_is_a_plain_page_that_echoes_nothing() {
     assert!(!page.contains("<script>alert"), "{page}");
     assert!(!page.contains("alert(1)"), "{page}");
 }
+
+/// Each start parks a pending sign-in in shared state for ten minutes, for anyone who asks:
+/// one address may not fill it. A forged `X-Forwarded-For` buys no fresh allowance.
+#[tokio::test]
+async fn one_address_cannot_park_sign_ins_without_end() {
+    let fake = FakeProvider::start(&["EdDSA"]).await;
+    let issuer = fake.issuer();
+    let app = spawn_app_with(|s| s.console_login = Some(console_login(&issuer))).await;
+    let mut statuses = Vec::new();
+    for i in 0..40 {
+        let response = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+            .get(app.url("/console/oidc/login"))
+            .header("X-Forwarded-For", format!("198.51.100.{i}"))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(response.status());
+    }
+    assert_eq!(statuses[0], StatusCode::SEE_OTHER);
+    assert_eq!(
+        statuses.last().copied(),
+        Some(StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
+    assert!(!statuses.contains(&StatusCode::INTERNAL_SERVER_ERROR));
+}

@@ -770,8 +770,31 @@ impl TestApp {
     /// A new console user, signed in, with a real password chosen.
     pub async fn console_browser(&self, email: &str) -> ConsoleBrowser {
         let one_time = self.add_console_user(email).await;
+        let client = self.console_browser_after_sign_in(email, &one_time).await;
+        let html = client
+            .get(self.url("/console"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        ConsoleBrowser {
+            client,
+            csrf_token: hidden(&html, "csrf_token").expect("the overview's sign-out form"),
+            email: email.to_owned(),
+        }
+    }
+
+    /// A browser signed in with an account's one-time password that has chosen
+    /// [`CONSOLE_PASSWORD`].
+    pub async fn console_browser_after_sign_in(
+        &self,
+        email: &str,
+        one_time: &str,
+    ) -> reqwest::Client {
         let client = browser();
-        let signed_in = self.console_sign_in(&client, email, &one_time).await;
+        let signed_in = self.console_sign_in(&client, email, one_time).await;
         assert_eq!(signed_in.status(), StatusCode::SEE_OTHER);
         assert_eq!(location(&signed_in), "/console/password");
         let form = client
@@ -793,18 +816,7 @@ impl TestApp {
             .await
             .unwrap();
         assert_eq!(set.status(), StatusCode::SEE_OTHER, "setting the password");
-        let html = client
-            .get(self.url("/console"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        ConsoleBrowser {
-            client,
-            csrf_token: hidden(&html, "csrf_token").expect("the overview's sign-out form"),
-            email: email.to_owned(),
-        }
+        assert_eq!(location(&set), "/console", "setting the password");
+        client
     }
 }

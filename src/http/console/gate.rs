@@ -10,12 +10,14 @@ use crate::error::{Internal, PageError};
 use crate::http::middleware::RequestId;
 use crate::http::pages::see_other;
 use crate::http::source::source_addr;
+use crate::state::ConsoleSession;
 use crate::store::AdminAuditEntry;
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::http::{Method, header};
 use actix_web::{Error, FromRequest, HttpMessage, HttpRequest, ResponseError, web};
 use std::future::{Ready, ready};
+use subtle::ConstantTimeEq;
 
 /// The signed-in person a console handler acts for, and their request's audit row.
 #[derive(Debug, Clone)]
@@ -49,13 +51,15 @@ impl FromRequest for Person {
     }
 }
 
-/// Where the sign-in page sends the person back to: console paths only (never `//host`).
+/// Where the sign-in page sends the person back to: console paths only (never `//host`), and
+/// nothing a `Location` header cannot hold (a line break there failed the redirect with a 500).
 pub fn safe_next(next: Option<&str>) -> &str {
     match next {
         Some(n)
             if n.starts_with("/console")
                 && !n.starts_with("//")
                 && !n.contains('\\')
+                && !n.chars().any(char::is_control)
                 && n.len() <= 512 =>
         {
             n
@@ -192,13 +196,22 @@ pub async fn gate(
     Ok(response)
 }
 
-/// A disabled account's sessions end at its next request.
+/// A disabled account's sessions end at its next request, and so does a session on a password
+/// the account no longer has (changed in another browser): a password that leaked stops
+/// opening the console when its owner replaces it.
 async fn enabled(app: &App, active: &ActiveConsoleSession) -> Result<bool, Internal> {
     Ok(app
         .store
         .console_user(&active.session.user_id)
         .await?
-        .is_some_and(|u| u.disabled_at.is_none()))
+        .is_some_and(|u| {
+            u.disabled_at.is_none()
+                && bool::from(
+                    ConsoleSession::digest_of(&u.password_hash)
+                        .as_bytes()
+                        .ct_eq(active.session.password_digest.as_bytes()),
+                )
+        }))
 }
 
 #[cfg(test)]
@@ -215,6 +228,7 @@ mod tests {
             "https://evil.example",
             "//evil.example",
             "/console\\@evil",
+            "/console\r\nSet-Cookie: x=y",
             "/portal",
         ] {
             assert_eq!(safe_next(Some(bad)), "/console", "{bad}");

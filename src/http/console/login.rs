@@ -258,6 +258,24 @@ pub async fn set_password(
         .console_user(&person.user_id)
         .await?
         .ok_or(PageError::Forbidden)?;
+    // Asking for the current password is what keeps a borrowed session (an unlocked laptop, a
+    // stolen cookie) from choosing a new one: its guesses count like failed sign-ins.
+    let account = throttle_key(&person.email);
+    let source = source_addr(&req);
+    if !first
+        && !SignInLimits::attempt(&app.state, &account, source)
+            .await
+            .map_err(Internal::from)?
+    {
+        tracing::warn!(person = %person.email, client_ip = ?source, "console password change rate limited");
+        let mut page = password_page(
+            &person,
+            first,
+            Some("Too many attempts. Please wait a few minutes and try again."),
+        )?;
+        *page.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+        return Ok(page);
+    }
     let current = form.current.unwrap_or_default();
     let new = form.password;
     let stored = user.password_hash.clone();
@@ -272,6 +290,11 @@ pub async fn set_password(
     if !first && !current_ok {
         return password_page(&person, first, Some("Your current password is not right."));
     }
+    if !first {
+        SignInLimits::succeeded(&app.state, &account, source)
+            .await
+            .map_err(Internal::from)?;
+    }
     if same_as_before {
         return password_page(
             &person,
@@ -280,7 +303,11 @@ pub async fn set_password(
         );
     }
     let hash = hash.map_err(anyhow::Error::from)?;
-    if !app.store.set_console_password(&user.id, hash).await? {
+    if !app
+        .store
+        .set_console_password(&user.id, &user.password_hash, hash)
+        .await?
+    {
         return Err(PageError::Forbidden);
     }
     let Some(user) = app.store.console_user(&user.id).await? else {

@@ -64,6 +64,7 @@ pub async fn start(
             csrf_token,
             created_at,
             must_set_password: !user.password_set,
+            password_digest: ConsoleSession::digest_of(&user.password_hash),
         },
     )
     .await
