@@ -163,5 +163,7 @@ pub async fn seed(app: &App) -> anyhow::Result<usize> {
             result?;
         }
     }
+    // Durable in the journal now; in the database (and its running totals) once imported.
+    app.access_log.settled().await;
     Ok(count)
 }

@@ -130,6 +130,8 @@ async fn alert_views(app: &App) -> Result<(Vec<AlertView>, String, String), Inte
 
 #[get("")]
 pub async fn show(app: web::Data<App>, person: Person) -> Result<HttpResponse, PageError> {
+    // What this instance logged before the page was asked for is in the counts it shows.
+    app.access_log.settled().await;
     let (alerts, window_from, window_to) = alert_views(&app).await?;
     let chain = chain_state(&app).await?;
     let charts = overview_charts(&app).await?;

@@ -57,6 +57,7 @@ pub async fn show(
     path: web::Path<String>,
 ) -> Result<HttpResponse, PageError> {
     let partner = known(&app, &path).await?;
+    app.access_log.settled().await;
     let now = app.clock.now();
     let active_grants = app
         .store
