@@ -8,17 +8,16 @@ use crate::admin::alerts::{self, AlertReport};
 use crate::admin::auth;
 use crate::admin::views::{GrantView, PartnerView, grant_views};
 use crate::app::App;
-use crate::domain::{ClientId, GrantId, UpstreamCustomerId, bounded};
+use crate::domain::{ClientId, GrantId, UpstreamCustomerId};
 use crate::error::{ApiError, Internal};
 use crate::http::csv::CsvWriter;
-use crate::http::middleware::RequestId;
 use crate::oauth::grants;
 use crate::store::{AdminAuditEntry, GrantFilter, GrantStatusFilter, PartnerStatus, RevokedBy};
 use crate::unauthenticated::{self, Admission};
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header;
-use actix_web::{Error, HttpMessage, HttpRequest, HttpResponse, ResponseError, get, post, web};
+use actix_web::{Error, HttpRequest, HttpResponse, ResponseError, get, post, web};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
@@ -75,24 +74,10 @@ pub async fn gate(
         }
     }
     let who = identity.as_ref().ok();
-    let query = req.query_string();
     let entry = AdminAuditEntry {
-        at: app.clock.now(),
-        request_id: req
-            .extensions()
-            .get::<RequestId>()
-            .map(|r| r.0.clone())
-            .unwrap_or_default(),
         token_id: who.map(|w| w.token_id.clone()),
         token_name: who.map(|w| w.name.clone()),
-        method: bounded(req.method().as_str()),
-        path: bounded(req.path()),
-        query_sha256: (!query.is_empty()).then(|| crate::secrets::token_hash(query)),
-        status: 0,
-        client_ip: source.map(|ip| ip.to_string()),
-        console_user_id: None,
-        console_user_email: None,
-        reason: None,
+        ..super::middleware::audit_entry(req.request(), app.clock.now())
     };
     let audit_id = match app.store.insert_admin_audit(entry.clone()).await {
         Ok(id) => id,

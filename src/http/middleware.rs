@@ -111,3 +111,31 @@ pub async fn outermost(
     }
     Ok(response)
 }
+
+/// The admin-audit row of a request, before anyone is named on it: when, which request, what
+/// (method, path bounded, the query only as a hash: the caller chose both), and from where.
+pub fn audit_entry(
+    req: &actix_web::HttpRequest,
+    at: chrono::DateTime<chrono::Utc>,
+) -> crate::store::AdminAuditEntry {
+    use actix_web::HttpMessage;
+    let query = req.query_string();
+    crate::store::AdminAuditEntry {
+        at,
+        request_id: req
+            .extensions()
+            .get::<RequestId>()
+            .map(|r| r.0.clone())
+            .unwrap_or_default(),
+        token_id: None,
+        token_name: None,
+        method: crate::domain::bounded(req.method().as_str()),
+        path: crate::domain::bounded(req.path()),
+        query_sha256: (!query.is_empty()).then(|| crate::secrets::token_hash(query)),
+        status: 0,
+        client_ip: super::source::source_addr(req).map(|ip| ip.to_string()),
+        console_user_id: None,
+        console_user_email: None,
+        reason: None,
+    }
+}

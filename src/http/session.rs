@@ -130,3 +130,22 @@ pub async fn start<S: SessionRecord>(
         .await?;
     Ok(cookie(app, name, value.expose().to_owned()))
 }
+
+/// A double-submit CSRF token for a sign-in form, which has no session to hold one: the page
+/// renders the token and carries this cookie with the same value. Returns both.
+pub fn sign_in_csrf(app: &App, name: CookieName) -> Result<(String, Cookie<'static>), Internal> {
+    let token = random_token("").map_err(anyhow::Error::from)?;
+    let value = token.expose().to_owned();
+    Ok((value.clone(), cookie(app, name, value)))
+}
+
+/// Whether a sign-in form's token is the one its cookie carries (constant time).
+pub fn sign_in_csrf_matches(
+    app: &App,
+    req: &HttpRequest,
+    name: CookieName,
+    presented: &str,
+) -> bool {
+    read(app, req, name)
+        .is_some_and(|c| !presented.is_empty() && c.as_bytes().ct_eq(presented.as_bytes()).into())
+}

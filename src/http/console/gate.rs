@@ -5,11 +5,9 @@
 
 use super::session::{self, ActiveConsoleSession};
 use crate::app::App;
-use crate::domain::bounded;
 use crate::error::{Internal, PageError};
-use crate::http::middleware::RequestId;
+use crate::http::middleware::audit_entry;
 use crate::http::pages::see_other;
-use crate::http::source::source_addr;
 use crate::state::ConsoleSession;
 use crate::store::AdminAuditEntry;
 use actix_web::body::{BoxBody, MessageBody};
@@ -27,6 +25,8 @@ pub struct Person {
     pub session_hash: String,
     csrf_token: String,
     pub audit_id: i64,
+    /// The session signed in with the one-time password.
+    pub must_set_password: bool,
 }
 
 impl Person {
@@ -149,24 +149,10 @@ pub async fn gate(
     if active.session.must_set_password && !allowed_before_password(req.path()) {
         return Ok(req.into_response(see_other("/console/password")));
     }
-    let query = req.query_string();
     let entry = AdminAuditEntry {
-        at: app.clock.now(),
-        request_id: req
-            .extensions()
-            .get::<RequestId>()
-            .map(|r| r.0.clone())
-            .unwrap_or_default(),
-        token_id: None,
-        token_name: None,
-        method: bounded(req.method().as_str()),
-        path: bounded(req.path()),
-        query_sha256: (!query.is_empty()).then(|| crate::secrets::token_hash(query)),
-        status: 0,
-        client_ip: source_addr(&req).map(|ip| ip.to_string()),
         console_user_id: Some(active.session.user_id.clone()),
         console_user_email: Some(active.session.email.clone()),
-        reason: None,
+        ..audit_entry(req.request(), app.clock.now())
     };
     let audit_id = match app.store.insert_admin_audit(entry.clone()).await {
         Ok(id) => id,
@@ -178,6 +164,7 @@ pub async fn gate(
         session_hash: active.hash.clone(),
         csrf_token: active.session.csrf_token.clone(),
         audit_id,
+        must_set_password: active.session.must_set_password,
     });
     let mut response = next.call(req).await?.map_into_boxed_body();
     // Under the pages' usual `no-referrer`, a browser sends `Origin: null` with every form

@@ -11,11 +11,10 @@ use crate::http::pages::{page, render, see_other};
 use crate::http::session::{self as browser, CookieName};
 use crate::http::source::source_addr;
 use crate::portal::SignInLimits;
-use crate::secrets::{dummy_password_hash, hash_password, password_matches, random_token};
+use crate::secrets::{dummy_password_hash, hash_password, password_matches};
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use serde::Deserialize;
-use subtle::ConstantTimeEq;
 
 /// Long enough to resist guessing offline; bounded so hashing stays cheap.
 const PASSWORD_CHARS: std::ops::RangeInclusive<usize> = 12..=128;
@@ -32,7 +31,7 @@ fn login_page(
     error: Option<&str>,
     status: StatusCode,
 ) -> Result<HttpResponse, PageError> {
-    let csrf = random_token("").map_err(anyhow::Error::from)?;
+    let (csrf_token, csrf_cookie) = browser::sign_in_csrf(app, CookieName::ConsoleLoginCsrf)?;
     // With a workforce provider the page is a link to it, carrying `next` along.
     let provider_url = app.settings.console_login.is_some().then(|| {
         let query: String = url::form_urlencoded::Serializer::new(String::new())
@@ -42,15 +41,11 @@ fn login_page(
     });
     let body = render(
         "console/login.html",
-        minijinja::context! { csrf_token => csrf.expose(), next, email, error, provider_url },
+        minijinja::context! { csrf_token, next, email, error, provider_url },
     )?;
     let mut response = page(status, body, None);
     response
-        .add_cookie(&browser::cookie(
-            app,
-            CookieName::ConsoleLoginCsrf,
-            csrf.expose().to_owned(),
-        ))
+        .add_cookie(&csrf_cookie)
         .map_err(anyhow::Error::from)?;
     Ok(response)
 }
@@ -95,10 +90,7 @@ pub async fn submit(
         ));
     }
     let form = form.into_inner();
-    let csrf_ok = browser::read(&app, &req, CookieName::ConsoleLoginCsrf).is_some_and(|c| {
-        !form.csrf_token.is_empty() && c.as_bytes().ct_eq(form.csrf_token.as_bytes()).into()
-    });
-    if !csrf_ok {
+    if !browser::sign_in_csrf_matches(&app, &req, CookieName::ConsoleLoginCsrf, &form.csrf_token) {
         return Err(PageError::Forbidden);
     }
     let next = safe_next(form.next.as_deref()).to_owned();
@@ -200,13 +192,7 @@ async fn on_one_time_password(app: &App, person: &Person) -> Result<bool, PageEr
                 .into(),
         ));
     }
-    let session = app
-        .state
-        .session::<crate::state::ConsoleSession>(&person.session_hash)
-        .await
-        .map_err(Internal::from)?
-        .ok_or(PageError::Forbidden)?;
-    Ok(session.must_set_password)
+    Ok(person.must_set_password)
 }
 
 /// Choose a password: required after signing in with the one-time password.

@@ -2,16 +2,14 @@
 //! (shorter) timeouts. A customer's portal cookie is not a console session, nor the reverse.
 
 use crate::app::App;
-use crate::domain::bounded;
 use crate::error::Internal;
-use crate::http::middleware::RequestId;
+use crate::http::middleware::audit_entry;
 use crate::http::session as browser;
-use crate::http::source::source_addr;
 use crate::state::ConsoleSession;
 use crate::store::AdminAuditEntry;
 use crate::store::ConsoleUser;
+use actix_web::HttpRequest;
 use actix_web::cookie::Cookie;
-use actix_web::{HttpMessage, HttpRequest};
 
 pub use browser::CookieName;
 
@@ -34,23 +32,12 @@ pub async fn start(
     user: &ConsoleUser,
 ) -> Result<Cookie<'static>, Internal> {
     let entry = AdminAuditEntry {
-        at: app.clock.now(),
-        request_id: req
-            .extensions()
-            .get::<RequestId>()
-            .map(|r| r.0.clone())
-            .unwrap_or_default(),
-        token_id: None,
-        token_name: None,
-        method: bounded(req.method().as_str()),
-        path: bounded(req.path()),
-        query_sha256: None,
         // The sign-in's answer: a redirect into the console.
         status: 303,
-        client_ip: source_addr(req).map(|ip| ip.to_string()),
+        query_sha256: None,
         console_user_id: Some(user.id.clone()),
         console_user_email: Some(user.email.as_str().to_owned()),
-        reason: None,
+        ..audit_entry(req, app.clock.now())
     };
     app.store.insert_admin_audit(entry).await?;
     let created_at = app.clock.now();

@@ -6,12 +6,11 @@ use crate::error::{Internal, PageError};
 use crate::http::pages::{page, render, see_other};
 use crate::http::source::source_addr;
 use crate::portal::SignInLimits;
-use crate::secrets::{dummy_password_hash, password_matches, random_token};
+use crate::secrets::{dummy_password_hash, password_matches};
 use crate::state::Session;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use serde::Deserialize;
-use subtle::ConstantTimeEq;
 
 /// Only local targets: a sign-in link must not become an open redirect.
 fn safe_next(next: Option<&str>) -> &str {
@@ -35,11 +34,11 @@ pub fn login_page(
     email: &str,
     error: Option<&str>,
 ) -> Result<HttpResponse, PageError> {
-    let csrf = random_token("").map_err(anyhow::Error::from)?;
+    let (csrf_token, csrf_cookie) = crate::http::session::sign_in_csrf(app, CookieName::LoginCsrf)?;
     let body = render(
         "login.html",
         minijinja::context! {
-            csrf_token => csrf.expose(), next, partner_name, email, error,
+            csrf_token, next, partner_name, email, error,
         },
     )?;
     let status = if error.is_some() {
@@ -49,11 +48,7 @@ pub fn login_page(
     };
     let mut response = page(status, body, None);
     response
-        .add_cookie(&session::cookie(
-            app,
-            CookieName::LoginCsrf,
-            csrf.expose().to_owned(),
-        ))
+        .add_cookie(&csrf_cookie)
         .map_err(anyhow::Error::from)?;
     Ok(response)
 }
@@ -88,10 +83,12 @@ pub async fn submit(
     form: web::Form<LoginForm>,
 ) -> Result<HttpResponse, PageError> {
     let form = form.into_inner();
-    let csrf_ok = session::read(&app, &req, CookieName::LoginCsrf).is_some_and(|c| {
-        !form.csrf_token.is_empty() && c.as_bytes().ct_eq(form.csrf_token.as_bytes()).into()
-    });
-    if !csrf_ok {
+    if !crate::http::session::sign_in_csrf_matches(
+        &app,
+        &req,
+        CookieName::LoginCsrf,
+        &form.csrf_token,
+    ) {
         return Err(PageError::Forbidden);
     }
     let next = safe_next(form.next.as_deref()).to_owned();
