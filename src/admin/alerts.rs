@@ -8,7 +8,7 @@ use crate::config::{AlertRule, AlertSettings};
 use crate::domain::ClientId;
 use crate::error::Internal;
 use crate::oauth::grants;
-use crate::store::{Bucket, PartnerStatus, PerPartner};
+use crate::store::{Bucket, PerPartner};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::time::Duration;
@@ -202,16 +202,11 @@ pub async fn contain(app: &App, report: &AlertReport) -> Result<Vec<ClientId>, I
         if suspended.contains(&client) {
             continue;
         }
-        match app.store.partner(&client).await? {
-            // A partner the security team reinstated inside this window was looked at by a
-            // person: the same calls must not suspend it again.
-            Some(p)
-                if p.status == PartnerStatus::Active
-                    && p.status_changed_at
-                        .is_none_or(|at| at <= report.window_from) => {}
-            _ => continue,
+        // A partner the security team reinstated inside this window was looked at by a
+        // person: the same calls must not suspend it again.
+        if !grants::suspend_unless_changed(app, &client, report.window_from).await? {
+            continue;
         }
-        grants::set_partner_status(app, &client, PartnerStatus::Suspended).await?;
         tracing::warn!(client_id = %client, rule = ?alert.rule, value = alert.value, "partner suspended automatically");
         app.metrics.observe_auto_suspension();
         suspended.push(client);

@@ -152,6 +152,39 @@ pub async fn partner_state(app: &App, client: &ClientId) -> Result<PartnerState,
         .await?)
 }
 
+/// Contains a partner for an alert, unless a person changed its status after `unchanged_since`.
+/// The database decides (one conditional update), then shared state follows it; read back
+/// afterwards, so that a reinstatement landing between the two writes is what stays in force
+/// on every instance, not this suspension. Returns whether the partner was suspended.
+pub async fn suspend_unless_changed(
+    app: &App,
+    client: &ClientId,
+    unchanged_since: chrono::DateTime<chrono::Utc>,
+) -> Result<bool, Internal> {
+    let now = app.clock.now();
+    if !app
+        .store
+        .suspend_partner_unless_changed(client, unchanged_since, now)
+        .await?
+    {
+        return Ok(false);
+    }
+    app.state
+        .put_partner_state(client, PartnerState::Suspended, PARTNER_STATE_TTL)
+        .await?;
+    let still_suspended = app
+        .store
+        .partner(client)
+        .await?
+        .is_none_or(|p| p.status == PartnerStatus::Suspended);
+    if !still_suspended {
+        app.state
+            .put_partner_state(client, PartnerState::Active, PARTNER_STATE_TTL)
+            .await?;
+    }
+    Ok(true)
+}
+
 /// Suspends or reinstates a partner everywhere, failing closed either way: a suspension is
 /// written to shared state first (every instance refuses the next call even if the database
 /// write then fails) and again after it (as for a grant's revocation), a reinstatement to the

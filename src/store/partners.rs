@@ -2,7 +2,10 @@ use super::{Store, StoreError, map_insert_error};
 use crate::domain::{ClientId, FieldSet};
 use chrono::{DateTime, Utc};
 use entity::partners;
-use sea_orm::{ActiveModelTrait, ActiveValue::Set, EntityTrait, QueryOrder};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, EntityTrait, QueryFilter,
+    QueryOrder, sea_query::Expr,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PartnerStatus {
@@ -166,5 +169,98 @@ impl Store {
         };
         model.update(&self.db).await?;
         Ok(())
+    }
+
+    /// Suspends an active partner unless its status changed after `unchanged_since` (a person
+    /// reinstated it): one conditional update, so a reinstatement racing an automatic
+    /// suspension is never overwritten. Returns whether it was suspended.
+    pub async fn suspend_partner_unless_changed(
+        &self,
+        client_id: &ClientId,
+        unchanged_since: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let result = partners::Entity::update_many()
+            .col_expr(
+                partners::Column::Status,
+                Expr::value(PartnerStatus::Suspended.as_str()),
+            )
+            .col_expr(partners::Column::StatusChangedAt, Expr::value(now))
+            .filter(partners::Column::ClientId.eq(client_id.as_str()))
+            .filter(partners::Column::Status.eq(PartnerStatus::Active.as_str()))
+            .filter(
+                Condition::any()
+                    .add(partners::Column::StatusChangedAt.is_null())
+                    .add(partners::Column::StatusChangedAt.lte(unchanged_since)),
+            )
+            .exec(&self.db)
+            .await?;
+        Ok(result.rows_affected == 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing;
+    use chrono::Duration;
+
+    #[tokio::test]
+    async fn an_automatic_suspension_never_overwrites_a_later_reinstatement() {
+        let (store, _dir) = testing::any_store().await;
+        let client = ClientId::parse("fone-shop").unwrap();
+        let t0 = Utc::now();
+        store
+            .insert_partner(
+                NewPartner {
+                    client_id: client.clone(),
+                    name: "Fone Shop".into(),
+                    secret_hash: String::new(),
+                    redirect_uris: vec![],
+                    fields: FieldSet::parse("claims:status").unwrap(),
+                    rates: PartnerRates::default(),
+                },
+                t0,
+            )
+            .await
+            .unwrap();
+        let window_from = t0 + Duration::seconds(1);
+        // An alert over a window from t0+1 s: the first run contains it, a second does nothing.
+        let at = t0 + Duration::seconds(2);
+        assert!(
+            store
+                .suspend_partner_unless_changed(&client, window_from, at)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .suspend_partner_unless_changed(&client, window_from, at)
+                .await
+                .unwrap()
+        );
+        // A person reinstates it; the evaluation already under way, decided on the same window,
+        // must leave it active (it used to read the partner first and then write, unconditionally).
+        store
+            .set_partner_status(&client, PartnerStatus::Active, t0 + Duration::seconds(3))
+            .await
+            .unwrap();
+        let later = t0 + Duration::seconds(4);
+        assert!(
+            !store
+                .suspend_partner_unless_changed(&client, window_from, later)
+                .await
+                .unwrap()
+        );
+        let partner = store.partner(&client).await.unwrap().unwrap();
+        assert_eq!(partner.status, PartnerStatus::Active);
+        // Once the window has moved past the reinstatement, new calls may contain it again.
+        let next_window = t0 + Duration::seconds(5);
+        assert!(
+            store
+                .suspend_partner_unless_changed(&client, next_window, later)
+                .await
+                .unwrap()
+        );
     }
 }
