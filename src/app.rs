@@ -28,6 +28,8 @@ pub struct App {
     pub proxy: ProxyCaches,
     /// The console's relying party at the workforce provider, when `[console_login]` is set.
     pub console_login: Option<Arc<RelyingParty>>,
+    /// The portal's relying party at the insurer's provider, when `[customer_login]` is set.
+    pub customer_login: Option<Arc<RelyingParty>>,
     /// The last walk of the whole log, for the console.
     pub latest_verification: crate::access_log::latest::LatestVerification,
     /// The alerts' unusual-hours baseline of the current hour.

@@ -362,6 +362,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             password,
             json,
         }) => {
+            if settings.customer_login.is_some() {
+                bail!(
+                    "customers sign in through the provider in [customer_login]: built-in \
+                     accounts are switched off (each customer's account is made at their first \
+                     sign-in there)"
+                );
+            }
             if password.chars().count() < 10 {
                 bail!("--password must have at least 10 characters");
             }

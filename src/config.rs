@@ -76,6 +76,9 @@ pub struct Settings {
     /// refused and people sign in there.
     #[serde(default)]
     pub console_login: Option<ConsoleLogin>,
+    /// Customer sign-in through the insurer's OpenID provider; built-in passwords are then off.
+    #[serde(default)]
+    pub customer_login: Option<CustomerLogin>,
     #[serde(default)]
     pub log_format: LogFormat,
     /// HTTP worker threads; absent = one per core. Fewer workers than cores can be cheaper per
@@ -212,6 +215,61 @@ impl Default for SessionSettings {
             idle_minutes: 15,
             absolute_hours: 8,
         }
+    }
+}
+
+/// `[customer_login]`: customers sign in through the insurer's own OpenID provider instead of
+/// built-in accounts. The keys of `ProviderSettings`, plus which claim is the customer.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CustomerLogin {
+    pub issuer: String,
+    pub client_id: String,
+    /// `KEYHOLE_CUSTOMER_LOGIN__CLIENT_SECRET`.
+    pub client_secret: Secret,
+    #[serde(default = "default_oidc_scopes")]
+    pub scopes: String,
+    /// Consent, revocation and the history download need a sign-in at most this old; an older
+    /// one sends the customer back to the provider with `max_age`.
+    #[serde(default = "default_reauthenticate_after_minutes")]
+    pub reauthenticate_after_minutes: u32,
+    /// The ID-token claim that carries the insurer's customer id (`CU-1001`).
+    #[serde(default = "default_customer_id_claim")]
+    pub customer_id_claim: String,
+}
+
+fn default_customer_id_claim() -> String {
+    "sub".into()
+}
+
+impl CustomerLogin {
+    pub fn provider(&self) -> ProviderSettings {
+        ProviderSettings {
+            issuer: self.issuer.clone(),
+            client_id: self.client_id.clone(),
+            client_secret: self.client_secret.clone(),
+            scopes: self.scopes.clone(),
+            reauthenticate_after_minutes: self.reauthenticate_after_minutes,
+        }
+    }
+
+    /// How old a sign-in may be for consent, revocation and the download.
+    pub fn reauthenticate_after(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(u64::from(self.reauthenticate_after_minutes) * 60)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |problem: String| ConfigError::Invalid {
+            key: "customer_login",
+            problem,
+        };
+        self.provider()
+            .validate()
+            .map_err(|e| invalid(e.to_string()))?;
+        if !is_token(&self.customer_id_claim, 128) {
+            return Err(invalid("`customer_id_claim` must be a claim name".into()));
+        }
+        Ok(())
     }
 }
 
@@ -465,6 +523,7 @@ impl Default for Settings {
             session: SessionSettings::default(),
             console_session: SessionSettings::console(),
             console_login: None,
+            customer_login: None,
             log_format: LogFormat::default(),
             workers: None,
             access_log: AccessLogSettings::default(),
@@ -578,6 +637,9 @@ impl Settings {
         }
         if let Some(console_login) = &self.console_login {
             console_login.validate()?;
+        }
+        if let Some(customer_login) = &self.customer_login {
+            customer_login.validate()?;
         }
         let log = &self.access_log;
         if log.checkpoint_every == 0 || log.checkpoint_interval_seconds == 0 {

@@ -129,8 +129,30 @@ impl Application {
             }
             None => None,
         };
+        let customer_login = match &settings.customer_login {
+            Some(login) => {
+                let callback = url::Url::parse(&format!(
+                    "{}{}",
+                    settings.issuer(),
+                    crate::http::portal::oidc::CALLBACK_PATH
+                ))
+                .context("the portal's sign-in callback URL")?;
+                Some(Arc::new(
+                    RelyingParty::new(
+                        login.provider(),
+                        "portal",
+                        callback,
+                        state.clone(),
+                        options.clock.clone(),
+                    )
+                    .context("setting up the customers' OpenID sign-in")?,
+                ))
+            }
+            None => None,
+        };
         let app = web::Data::new(App {
             console_login,
+            customer_login,
             access_log,
             checkpoint_key: Arc::new(checkpoint_key),
             proxy,

@@ -13,6 +13,10 @@ pub struct Model {
     pub email: String,
     pub password_hash: String,
     pub created_at: DateTimeUtc,
+    /// The provider's `iss` for customers who sign in there; null for built-in accounts.
+    pub oidc_issuer: Option<String>,
+    /// Their `sub` at that provider.
+    pub oidc_subject: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

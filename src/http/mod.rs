@@ -40,6 +40,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(portal::login::show)
         .service(portal::login::submit)
         .service(portal::login::logout)
+        .service(portal::oidc::callback)
+        .service(portal::oidc::signed_out)
         .service(portal::grants::overview)
         .service(portal::grants::export_csv)
         .service(portal::grants::export_json)

@@ -17,6 +17,10 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("grant.html", include_str!("../../templates/grant.html")),
     ("revoke.html", include_str!("../../templates/revoke.html")),
     (
+        "signed_out.html",
+        include_str!("../../templates/signed_out.html"),
+    ),
+    (
         "console/base.html",
         include_str!("../../templates/console/base.html"),
     ),

@@ -24,6 +24,8 @@ pub enum CookieName {
     ConsoleLoginCsrf,
     /// Binds a console sign-in at the workforce provider to the browser that started it.
     ConsoleOidc,
+    /// Binds a customer's sign-in at the insurer's provider to the browser that started it.
+    PortalOidc,
 }
 
 impl CookieName {
@@ -39,6 +41,8 @@ impl CookieName {
             (CookieName::ConsoleLoginCsrf, false) => "kh_console_login_csrf",
             (CookieName::ConsoleOidc, true) => "__Host-kh_console_oidc",
             (CookieName::ConsoleOidc, false) => "kh_console_oidc",
+            (CookieName::PortalOidc, true) => "__Host-kh_portal_oidc",
+            (CookieName::PortalOidc, false) => "kh_portal_oidc",
         }
     }
 }

@@ -44,6 +44,9 @@ pub(crate) struct Provider {
     pub client_auth: ClientAuth,
     /// RFC 9207: the provider names itself in every authorization answer.
     pub iss_parameter: bool,
+    /// RP-Initiated Logout 1.0: where a sign-out at Keyhole sends the browser next. Left out
+    /// when it is not an address the issuer's https rule allows.
+    pub end_session_endpoint: Option<Url>,
 }
 
 #[derive(Deserialize)]
@@ -58,6 +61,7 @@ struct Document {
     code_challenge_methods_supported: Option<Vec<String>>,
     #[serde(default)]
     authorization_response_iss_parameter_supported: bool,
+    end_session_endpoint: Option<String>,
 }
 
 impl Provider {
@@ -128,6 +132,10 @@ impl Provider {
             algorithms,
             client_auth,
             iss_parameter: doc.authorization_response_iss_parameter_supported,
+            end_session_endpoint: doc
+                .end_session_endpoint
+                .and_then(|url| Url::parse(&url).ok())
+                .filter(secure_or_loopback),
         })
     }
 }

@@ -222,6 +222,26 @@ impl RelyingParty {
         })
     }
 
+    /// Where to send a browser that signed out here, when the provider advertises an
+    /// `end_session_endpoint` (RP-Initiated Logout 1.0): it ends the provider's session too,
+    /// then returns to `post_logout_redirect_uri` (registered with the provider). `client_id`
+    /// rather than `id_token_hint`, so that no ID token is kept in our sessions.
+    pub async fn end_session_url(
+        &self,
+        post_logout_redirect_uri: &Url,
+    ) -> Result<Option<Url>, OidcError> {
+        let provider = self.provider().await?;
+        Ok(provider.end_session_endpoint.clone().map(|mut url| {
+            url.query_pairs_mut()
+                .append_pair("client_id", &self.settings.client_id)
+                .append_pair(
+                    "post_logout_redirect_uri",
+                    post_logout_redirect_uri.as_str(),
+                );
+            url
+        }))
+    }
+
     async fn exchange(
         &self,
         provider: &Provider,

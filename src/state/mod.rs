@@ -184,6 +184,15 @@ pub struct Session {
     pub customer_id: CustomerId,
     pub csrf_token: String,
     pub created_at: DateTime<Utc>,
+    /// When the customer last proved who they are: the password check, or the provider's
+    /// `auth_time`. Unknown (absent, or a session from before this field) counts as too old
+    /// for consent, revocation and the download.
+    #[serde(default)]
+    pub auth_time: Option<DateTime<Utc>>,
+    /// How the portal greets a customer of the provider (their name or address from the ID
+    /// token, bounded); built-in accounts are greeted by their sign-in address.
+    #[serde(default)]
+    pub display_name: Option<String>,
 }
 
 impl SessionRecord for Session {

@@ -1,12 +1,15 @@
 // A certified OpenID Provider (the `oidc-provider` package) on loopback, for Keyhole's sign-in
-// tests (tests/api/console_oidc.rs). Not for anything else: its dev interactions accept any
-// login with any password.
+// tests (tests/api/console_oidc.rs, tests/api/portal_oidc.rs). Not for anything else: its dev
+// interactions accept any login with any password.
 //
 //   node provider.mjs <port> <keyhole-port>     (or PORT / KEYHOLE_PORT in the environment)
 //
-// One confidential client, `keyhole-console` (secret below), whose only redirect is Keyhole's
-// console callback; PKCE required. Accounts: `ana` is in `security-team`, `bo` is not; any
-// other login is an account with no groups. Prints `ready <issuer>` once listening.
+// Two confidential clients (secrets below), PKCE required: `keyhole-console`, whose only
+// redirect is Keyhole's console callback, and `keyhole-portal`, whose only redirect is the
+// portal's callback (and its signed-out page after logout). Accounts: `ana` is in
+// `security-team`, `bo` is not; `carla` is the insurer's customer CU-1001 (claim
+// `harmony_customer_id`), `dora` CU-2002, `erik` a customer with no customer id; any other
+// login is an account with no groups. Prints `ready <issuer>` once listening.
 import Provider from 'oidc-provider';
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 
@@ -28,6 +31,9 @@ const keys = [
 const accounts = {
   ana: { email: 'ana@harmony.example', email_verified: true, name: 'Ana Analyst', groups: ['staff', 'security-team'] },
   bo: { email: 'bo@harmony.example', email_verified: true, name: 'Bo Builder', groups: ['staff'] },
+  carla: { email: 'carla@example.com', email_verified: true, name: 'Carla Customer', harmony_customer_id: 'CU-1001' },
+  dora: { email: 'dora@example.com', email_verified: true, name: 'Dora Customer', harmony_customer_id: 'CU-2002' },
+  erik: { email: 'erik@example.com', email_verified: true, name: 'Erik Nonumber' },
 };
 
 const provider = new Provider(issuer, {
@@ -38,6 +44,14 @@ const provider = new Provider(issuer, {
     grant_types: ['authorization_code'],
     response_types: ['code'],
     token_endpoint_auth_method: 'client_secret_basic',
+  }, {
+    client_id: 'keyhole-portal',
+    client_secret: 'keyhole-portal-test-secret-0123456789',
+    redirect_uris: [`http://127.0.0.1:${keyholePort}/portal/oidc/callback`],
+    post_logout_redirect_uris: [`http://127.0.0.1:${keyholePort}/portal/signed-out`],
+    grant_types: ['authorization_code'],
+    response_types: ['code'],
+    token_endpoint_auth_method: 'client_secret_basic',
   }],
   jwks: { keys },
   pkce: { methods: ['S256'], required: () => true },
@@ -45,7 +59,7 @@ const provider = new Provider(issuer, {
   claims: {
     openid: ['sub'],
     email: ['email', 'email_verified'],
-    profile: ['name', 'groups'],
+    profile: ['name', 'groups', 'harmony_customer_id'],
   },
   // Put the scopes' claims in the ID token itself (the default keeps them for userinfo).
   conformIdTokenClaims: false,

@@ -5,7 +5,8 @@ use crate::domain::{FieldSet, Scope};
 use crate::error::PageError;
 use crate::http::pages::{page, render, see_other};
 use crate::http::portal::login::login_page;
-use crate::http::portal::session;
+use crate::http::portal::oidc;
+use crate::http::portal::session::{self, stale_sign_in};
 use crate::oauth::authorize::{self, AuthorizeParams, ParkError, Rejection};
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
@@ -50,9 +51,15 @@ pub async fn start(
         Err(Rejection::Page(e)) => return Err(e),
         Err(Rejection::Redirect(location)) => return Ok(see_other(&location)),
     };
-    let Some(active) = session::current(&app, &req).await? else {
-        let next = format!("/oauth/authorize?{}", req.query_string());
-        return login_page(&app, &next, Some(&request.partner.name), "", None);
+    let next = format!("/oauth/authorize?{}", req.query_string());
+    let active = match session::current(&app, &req).await? {
+        Some(active) if session::recent_enough(&app, &active.session) => active,
+        // With the insurer's provider: to it, for a sign-in recent enough to consent with.
+        _ if oidc::provider_sign_in(&app).is_some() => {
+            return oidc::send_to_provider(&app, &req, true, &next).await;
+        }
+        Some(active) => active,
+        None => return login_page(&app, &next, Some(&request.partner.name), "", None),
     };
     let consent_id = authorize::park(&app, &request, active.session.customer_id)
         .await
@@ -125,6 +132,11 @@ pub async fn decide(
     if !active.csrf_matches(csrf_token.as_deref()) {
         tracing::warn!("consent decision without a valid CSRF token");
         return Err(PageError::Forbidden);
+    }
+    if !session::recent_enough(&app, &active.session) {
+        // The consent page was shown after a fresh sign-in that has aged since; the request
+        // stays parked for the customer to start again from the partner.
+        return Err(stale_sign_in());
     }
     // Looked up under the signed-in customer: another customer's id finds nothing and leaves
     // the request to its owner.

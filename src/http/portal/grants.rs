@@ -36,6 +36,22 @@ macro_rules! require_session {
     };
 }
 
+/// The signed-in customer whose sign-in is recent enough to revoke or download
+/// (`session::recent_enough`); otherwise a trip to the provider that comes back here.
+macro_rules! require_recent_session {
+    ($app:expr, $req:expr) => {{
+        let active = require_session!($app, $req);
+        if !session::recent_enough($app, &active.session) {
+            let here = match $req.query_string() {
+                "" => $req.path().to_owned(),
+                query => format!("{}?{query}", $req.path()),
+            };
+            return super::oidc::send_to_provider($app, $req, true, &here).await;
+        }
+        active
+    }};
+}
+
 /// Active and past grants, in plain language.
 #[get("/portal")]
 pub async fn overview(app: web::Data<App>, req: HttpRequest) -> Result<HttpResponse, PageError> {
@@ -46,11 +62,19 @@ pub async fn overview(app: web::Data<App>, req: HttpRequest) -> Result<HttpRespo
         .await?
         .ok_or(PageError::Forbidden)?;
     let grants = portal::overview(&app, customer.id).await?;
+    let greeting = active
+        .session
+        .display_name
+        .as_deref()
+        .or(customer.email_address())
+        .unwrap_or(customer.upstream_id.as_str());
     let body = render(
         "portal.html",
-        minijinja::context! { email => customer.email, grants, csrf_token => active.session.csrf_token },
+        minijinja::context! { email => greeting, grants, csrf_token => active.session.csrf_token },
     )?;
-    Ok(page(StatusCode::OK, body, None))
+    // Its sign-out form may be answered with a redirect to the provider's end-session page.
+    let provider = super::oidc::provider_origin(&app);
+    Ok(page(StatusCode::OK, body, provider.as_deref()))
 }
 
 #[derive(Deserialize)]
@@ -88,7 +112,7 @@ pub async fn confirm_revoke(
     req: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, PageError> {
-    let active = require_session!(&app, &req);
+    let active = require_recent_session!(&app, &req);
     let grant = portal::own_grant(&app, active.session.customer_id, &id).await?;
     let g = portal::grant_view(&app, &grant).await?;
     let body = render(
@@ -117,6 +141,9 @@ pub async fn revoke(
     if !active.csrf_matches(form.csrf_token.as_deref()) {
         return Err(PageError::Forbidden);
     }
+    if !session::recent_enough(&app, &active.session) {
+        return Err(session::stale_sign_in());
+    }
     let grant = portal::own_grant(&app, active.session.customer_id, &id).await?;
     grants::revoke(&app, grant.id, RevokedBy::Customer).await?;
     Ok(see_other(&format!("/portal/grants/{}?revoked=1", grant.id)))
@@ -125,7 +152,7 @@ pub async fn revoke(
 /// The customer's whole access history as CSV (the right of access).
 #[get("/portal/access-history.csv")]
 pub async fn export_csv(app: web::Data<App>, req: HttpRequest) -> Result<HttpResponse, PageError> {
-    let active = require_session!(&app, &req);
+    let active = require_recent_session!(&app, &req);
     let rows = portal::export(&app, active.session.customer_id).await?;
     let mut writer = CsvWriter::with_capacity(rows.len() * 128);
     writer
@@ -147,7 +174,7 @@ pub async fn export_csv(app: web::Data<App>, req: HttpRequest) -> Result<HttpRes
 /// The same history as JSON.
 #[get("/portal/access-history.json")]
 pub async fn export_json(app: web::Data<App>, req: HttpRequest) -> Result<HttpResponse, PageError> {
-    let active = require_session!(&app, &req);
+    let active = require_recent_session!(&app, &req);
     let rows = portal::export(&app, active.session.customer_id).await?;
     let body = serde_json::to_vec_pretty(&rows).map_err(anyhow::Error::from)?;
     Ok(download(body, "application/json", "access-history.json"))

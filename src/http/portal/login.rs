@@ -1,5 +1,7 @@
-//! Sign-in, sign-out and the portal's landing page.
+//! Sign-in, sign-out and the portal's landing page. With `[customer_login]` the sign-in page
+//! sends the customer to the insurer's provider (`oidc.rs`) and built-in passwords are refused.
 
+use super::oidc;
 use super::session::{self, CookieName};
 use crate::app::App;
 use crate::error::{Internal, PageError};
@@ -13,7 +15,7 @@ use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use serde::Deserialize;
 
 /// Only local targets: a sign-in link must not become an open redirect.
-fn safe_next(next: Option<&str>) -> &str {
+pub(crate) fn safe_next(next: Option<&str>) -> &str {
     match next {
         Some(n)
             if (n.starts_with("/portal") || n.starts_with("/oauth/authorize?"))
@@ -58,13 +60,20 @@ pub struct LoginQuery {
     next: Option<String>,
 }
 
-/// The sign-in page.
+/// The sign-in page; with `[customer_login]`, a redirect to the provider.
 #[get("/portal/login")]
 pub async fn show(
     app: web::Data<App>,
+    req: HttpRequest,
     query: web::Query<LoginQuery>,
 ) -> Result<HttpResponse, PageError> {
-    login_page(&app, safe_next(query.next.as_deref()), None, "", None)
+    let next = safe_next(query.next.as_deref());
+    if oidc::provider_sign_in(&app).is_some() {
+        // Consent needs a fresh sign-in; the portal's pages ask for one where they need it.
+        let fresh = next.starts_with("/oauth/authorize");
+        return oidc::send_to_provider(&app, &req, fresh, next).await;
+    }
+    login_page(&app, next, None, "", None)
 }
 
 #[derive(Deserialize)]
@@ -83,6 +92,16 @@ pub async fn submit(
     form: web::Form<LoginForm>,
 ) -> Result<HttpResponse, PageError> {
     let form = form.into_inner();
+    if oidc::provider_sign_in(&app).is_some() {
+        // One way in: the provider's. A built-in password left over from before (or made by
+        // mistake) opens nothing.
+        tracing::warn!("built-in customer sign-in refused: customers sign in at the provider");
+        return Err(PageError::Refused(
+            "Please sign in with your Harmony account: go to the portal and you will be sent \
+             to Harmony's sign-in page."
+                .into(),
+        ));
+    }
     if !crate::http::session::sign_in_csrf_matches(
         &app,
         &req,
@@ -136,7 +155,15 @@ pub async fn submit(
     if let Some(old) = session::current(&app, &req).await? {
         app.state.delete_session::<Session>(&old.hash).await?;
     }
-    let cookie = session::start(&app, customer.id).await?;
+    let cookie = session::start(
+        &app,
+        session::SignIn {
+            customer_id: customer.id,
+            auth_time: Some(app.clock.now()),
+            display_name: None,
+        },
+    )
+    .await?;
     let mut response = see_other(&next);
     response.add_cookie(&cookie).map_err(anyhow::Error::from)?;
     response
@@ -157,13 +184,20 @@ pub async fn logout(
     req: HttpRequest,
     form: web::Form<LogoutForm>,
 ) -> Result<HttpResponse, PageError> {
-    if let Some(active) = session::current(&app, &req).await? {
-        if !active.csrf_matches(form.csrf_token.as_deref()) {
-            return Err(PageError::Forbidden);
+    // Only a real sign-out (a session, and its CSRF token) goes on to the provider's: a
+    // cross-site post must not sign the customer out of their Harmony account.
+    let next = match session::current(&app, &req).await? {
+        Some(active) => {
+            if !active.csrf_matches(form.csrf_token.as_deref()) {
+                return Err(PageError::Forbidden);
+            }
+            app.state.delete_session::<Session>(&active.hash).await?;
+            oidc::after_sign_out(&app).await
         }
-        app.state.delete_session::<Session>(&active.hash).await?;
-    }
-    let mut response = see_other("/portal/login");
+        None if oidc::provider_sign_in(&app).is_some() => oidc::SIGNED_OUT_PATH.to_owned(),
+        None => "/portal/login".to_owned(),
+    };
+    let mut response = see_other(&next);
     response
         .add_removal_cookie(&session::removal_cookie(&app, CookieName::Session))
         .map_err(anyhow::Error::from)?;

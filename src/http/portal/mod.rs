@@ -2,4 +2,5 @@
 
 pub mod grants;
 pub mod login;
+pub mod oidc;
 pub mod session;

@@ -1,4 +1,5 @@
-//! Customer sessions: the shared browser session with the portal's cookie and timeouts.
+//! Customer sessions: the shared browser session with the portal's cookie and timeouts, and
+//! the rule for how recent a sign-in must be before consent, revocation and the download.
 
 use crate::app::App;
 use crate::domain::CustomerId;
@@ -7,10 +8,19 @@ use crate::http::session as browser;
 use crate::state::Session;
 use actix_web::HttpRequest;
 use actix_web::cookie::Cookie;
+use chrono::{DateTime, Utc};
 
 pub use browser::{CookieName, cookie, read, removal_cookie};
 
 pub type ActiveSession = browser::ActiveSession<Session>;
+
+/// How a customer proved who they are, for the session that follows.
+pub struct SignIn {
+    pub customer_id: CustomerId,
+    /// The password check (now), or the provider's `auth_time` (unknown when it sent none).
+    pub auth_time: Option<DateTime<Utc>>,
+    pub display_name: Option<String>,
+}
 
 /// The customer's session of this request, if any.
 pub async fn current(app: &App, req: &HttpRequest) -> Result<Option<ActiveSession>, Internal> {
@@ -18,17 +28,43 @@ pub async fn current(app: &App, req: &HttpRequest) -> Result<Option<ActiveSessio
 }
 
 /// Starts a customer's session; returns its cookie.
-pub async fn start(app: &App, customer_id: CustomerId) -> Result<Cookie<'static>, Internal> {
+pub async fn start(app: &App, sign_in: SignIn) -> Result<Cookie<'static>, Internal> {
     let created_at = app.clock.now();
     browser::start(
         app,
         CookieName::Session,
         app.settings.session,
         |csrf_token| Session {
-            customer_id,
+            customer_id: sign_in.customer_id,
             csrf_token,
             created_at,
+            auth_time: sign_in.auth_time,
+            display_name: sign_in.display_name,
         },
     )
     .await
+}
+
+/// Whether the session's sign-in is recent enough to consent, revoke or download. With
+/// `[customer_login]` it must be at most `reauthenticate_after_minutes` old (an unknown one is
+/// not); built-in accounts sign in with a password each session, and their sessions' idle and
+/// absolute limits are the rule.
+pub fn recent_enough(app: &App, session: &Session) -> bool {
+    match &app.settings.customer_login {
+        None => true,
+        Some(login) => session.auth_time.is_some_and(|at| {
+            let age = app.clock.now() - at;
+            age <= chrono::Duration::minutes(i64::from(login.reauthenticate_after_minutes))
+        }),
+    }
+}
+
+/// The page for a form posted on a sign-in that has aged past the rule since the form was
+/// shown: nothing is done, and the customer is told why.
+pub fn stale_sign_in() -> crate::error::PageError {
+    crate::error::PageError::Refused(
+        "For your security, this needs a recent sign-in. Please start again: you will be asked \
+         to sign in once more."
+            .into(),
+    )
 }

@@ -14,6 +14,8 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
+pub mod provider;
+
 /// History rows per page.
 pub const PAGE: u64 = 50;
 
