@@ -969,6 +969,60 @@ mod tests {
 
     #[test]
     #[allow(clippy::result_large_err)]
+    fn customer_login_takes_defaults_its_secret_from_the_environment_and_names_bad_keys() {
+        figment::Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.set_env(
+                "KEYHOLE_CUSTOMER_LOGIN__ISSUER",
+                "https://id.harmony.example",
+            );
+            jail.set_env("KEYHOLE_CUSTOMER_LOGIN__CLIENT_ID", "keyhole");
+            jail.set_env("KEYHOLE_CUSTOMER_LOGIN__CLIENT_SECRET", "from-the-vault");
+            let figment = Figment::from(Serialized::defaults(Settings::default()))
+                .merge(Env::prefixed("KEYHOLE_").split("__"));
+            let s = Settings::from_figment(figment).map_err(|e| e.to_string())?;
+            let login = s.customer_login.clone().unwrap();
+            assert_eq!(login.client_secret.expose(), "from-the-vault");
+            assert_eq!(login.customer_id_claim, "sub");
+            assert_eq!(login.scopes, "openid email profile");
+            assert_eq!(
+                login.reauthenticate_after(),
+                std::time::Duration::from_secs(600)
+            );
+            assert!(!format!("{s:?}").contains("from-the-vault"));
+            Ok(())
+        });
+        assert!(load_toml("").unwrap().customer_login.is_none());
+        let base = "[customer_login]\nclient_id = \"k\"\nclient_secret = \"s\"\n";
+        for (extra, named) in [
+            ("issuer = \"http://id.harmony.example\"", "`issuer`"),
+            (
+                "issuer = \"https://id.harmony.example\"\ncustomer_id_claim = \"has space\"",
+                "`customer_id_claim`",
+            ),
+            (
+                "issuer = \"https://id.harmony.example\"\nreauthenticate_after_minutes = 0",
+                "`reauthenticate_after_minutes`",
+            ),
+        ] {
+            let err = load_toml(&format!("{base}{extra}"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("`customer_login`") && err.contains(named),
+                "{err}"
+            );
+        }
+        let err = load_toml(&format!(
+            "{base}issuer = \"https://x.example\"\ncustomer_claim = \"x\""
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("customer_claim"), "{err}");
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
     fn console_login_takes_defaults_its_secret_from_the_environment_and_names_bad_keys() {
         figment::Jail::expect_with(|jail| {
             jail.clear_env();

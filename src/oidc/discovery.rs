@@ -181,6 +181,23 @@ mod tests {
     }
 
     #[test]
+    fn an_end_session_endpoint_is_kept_only_when_it_meets_the_https_rule() {
+        let p = Provider::from_document("https://id.example", document()).unwrap();
+        assert_eq!(p.end_session_endpoint, None, "not advertised");
+        for (given, kept) in [
+            ("https://id.example/logout", true),
+            ("http://id.example/logout", false),
+            ("javascript:alert(1)", false),
+            ("not a url", false),
+        ] {
+            let mut doc = document();
+            doc["end_session_endpoint"] = json!(given);
+            let p = Provider::from_document("https://id.example", doc).unwrap();
+            assert_eq!(p.end_session_endpoint.is_some(), kept, "{given}");
+        }
+    }
+
+    #[test]
     fn a_provider_with_only_hmac_or_none_is_unusable() {
         let mut doc = document();
         doc["id_token_signing_alg_values_supported"] = json!(["HS256", "none"]);

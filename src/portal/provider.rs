@@ -123,3 +123,129 @@ pub fn display_name(claims: &IdentityClaims) -> Option<String> {
                 .collect()
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secrets::Secret;
+    use crate::store::testing;
+    use serde_json::{Value, json};
+
+    fn login() -> CustomerLogin {
+        CustomerLogin {
+            issuer: "https://id.harmony.example".into(),
+            client_id: "keyhole".into(),
+            client_secret: Secret::new("s".into()),
+            scopes: "openid profile".into(),
+            reauthenticate_after_minutes: 10,
+            customer_id_claim: "harmony_customer_id".into(),
+        }
+    }
+
+    fn claims(subject: &str, extra: Value) -> IdentityClaims {
+        IdentityClaims {
+            issuer: "https://id.harmony.example".into(),
+            subject: subject.into(),
+            auth_time: None,
+            all: extra.as_object().cloned().unwrap_or_default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_first_sign_in_makes_the_customer_and_the_next_finds_it() {
+        let (store, _dir) = testing::store().await;
+        let c = claims("carla", json!({"harmony_customer_id": "CU-1001"}));
+        let made = admit(&store, &login(), &c, Utc::now()).await.unwrap();
+        assert_eq!(made.upstream_id.as_str(), "CU-1001");
+        assert_eq!(made.email_address(), None, "no sign-in address");
+        let again = admit(&store, &login(), &c, Utc::now()).await.unwrap();
+        assert_eq!(again.id, made.id);
+    }
+
+    #[tokio::test]
+    async fn a_missing_or_malformed_customer_id_is_refused_and_makes_nothing() {
+        let (store, _dir) = testing::store().await;
+        for (extra, refused) in [
+            (json!({}), Refused::NoCustomerId),
+            (json!({"harmony_customer_id": null}), Refused::NoCustomerId),
+            (
+                json!({"harmony_customer_id": 1001}),
+                Refused::MalformedCustomerId,
+            ),
+            (
+                json!({"harmony_customer_id": "CU 1001"}),
+                Refused::MalformedCustomerId,
+            ),
+            (
+                json!({"harmony_customer_id": ""}),
+                Refused::MalformedCustomerId,
+            ),
+            (
+                json!({"harmony_customer_id": ["CU-1001"]}),
+                Refused::MalformedCustomerId,
+            ),
+        ] {
+            let err = admit(&store, &login(), &claims("x", extra.clone()), Utc::now())
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, AdmitError::Refused(r) if r == refused),
+                "{extra}"
+            );
+        }
+        let identity = OidcIdentity {
+            issuer: "https://id.harmony.example".into(),
+            subject: "x".into(),
+        };
+        assert!(store.customer_by_oidc(&identity).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_built_in_account_is_taken_over_once_and_its_password_ends() {
+        let (store, _dir) = testing::store().await;
+        let upstream = UpstreamCustomerId::parse("CU-1001").unwrap();
+        let hash = crate::secrets::hash_password("alice-password-1").unwrap();
+        let built_in = store
+            .insert_customer(&upstream, "alice@example.com", hash, Utc::now())
+            .await
+            .unwrap();
+        let c = claims("carla", json!({"harmony_customer_id": "CU-1001"}));
+        let linked = admit(&store, &login(), &c, Utc::now()).await.unwrap();
+        assert_eq!(linked.id, built_in.id, "the same customer, with its grants");
+        assert!(
+            store
+                .customer_by_email("alice@example.com")
+                .await
+                .unwrap()
+                .is_none(),
+            "the password sign-in is gone"
+        );
+        let intruder = claims("mallory", json!({"harmony_customer_id": "CU-1001"}));
+        let err = admit(&store, &login(), &intruder, Utc::now())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, AdmitError::Refused(Refused::CustomerIdTaken)));
+        let renumbered = claims("carla", json!({"harmony_customer_id": "CU-2002"}));
+        let err = admit(&store, &login(), &renumbered, Utc::now())
+            .await
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            AdmitError::Refused(Refused::CustomerIdChanged)
+        ));
+    }
+
+    #[test]
+    fn the_greeting_is_bounded_and_free_of_control_characters() {
+        let c = claims(
+            "x",
+            json!({"name": format!("Carla\u{7}\n{}", "x".repeat(500)), "email": "c@example.com"}),
+        );
+        let name = display_name(&c).unwrap();
+        assert!(name.starts_with("Carlax"));
+        assert_eq!(name.chars().count(), DISPLAY_NAME_MAX);
+        let c = claims("x", json!({"name": "  ", "email": "c@example.com"}));
+        assert_eq!(display_name(&c).as_deref(), Some("c@example.com"));
+        assert_eq!(display_name(&claims("x", json!({}))), None);
+    }
+}
