@@ -112,7 +112,9 @@ pub async fn callback(
         &app,
         SignIn {
             customer_id: customer.id,
-            auth_time: signed_in.claims.auth_time(),
+            // A provider clock running ahead must not make a sign-in count as recent for
+            // longer than it is.
+            auth_time: signed_in.claims.auth_time().map(|at| at.min(app.clock.now())),
             display_name: provider::display_name(&signed_in.claims),
         },
     )
