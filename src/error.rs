@@ -431,7 +431,8 @@ impl From<crate::oidc::OidcError> for PageError {
                     | Refusal::StateMismatch
                     | Refusal::IssuerMismatch
                     | Refusal::CodeRejected(_)
-                    | Refusal::IdToken(_) => PageError::Refused(
+                    | Refusal::IdToken(_)
+                    | Refusal::LogoutToken(_) => PageError::Refused(
                         "This sign-in could not be completed: it expired, was already used, or \
                          did not come from this browser. Please start again."
                             .into(),

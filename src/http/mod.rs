@@ -42,6 +42,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(portal::login::logout)
         .service(portal::oidc::callback)
         .service(portal::oidc::signed_out)
+        .service(portal::backchannel::logout)
         .service(portal::grants::overview)
         .service(portal::grants::export_csv)
         .service(portal::grants::export_json)

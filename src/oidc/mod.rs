@@ -7,7 +7,8 @@
 //! Module map: `settings` (the shared keys), `fetch` (bounded HTTP with timeouts),
 //! `discovery` (the checked discovery document), `jwks` (the provider's keys, refetched on an
 //! unknown `kid` at most once a minute), `id_token` (complete validation), `callback` (the
-//! answer at our callback), `relying_party` (the two steps of a sign-in).
+//! answer at our callback), `logout_token` (Back-Channel Logout's signed notice),
+//! `relying_party` (the two steps of a sign-in, the sign-out URL, logout tokens).
 
 mod callback;
 mod claims;
@@ -15,6 +16,7 @@ mod discovery;
 mod fetch;
 mod id_token;
 mod jwks;
+mod logout_token;
 mod relying_party;
 mod settings;
 
@@ -22,6 +24,12 @@ pub use callback::{AuthorizationAnswer, MAX_PARAMETER_LENGTH};
 pub use claims::IdentityClaims;
 pub use fetch::FetchError;
 pub use id_token::{IdTokenError, LEEWAY_SECONDS};
+pub use logout_token::{LogoutClaims, LogoutTokenError};
+
+/// How old a logout token may be when it arrives, in seconds.
+pub fn logout_token_max_age() -> u64 {
+    logout_token::MAX_AGE_SECONDS.unsigned_abs()
+}
 pub use relying_party::{RelyingParty, SIGN_IN_LIFETIME, SignInStart, SignedIn};
 pub use settings::{
     DEFAULT_REAUTHENTICATE_AFTER_MINUTES, DEFAULT_SCOPES, ProviderSettings, SettingsError,
@@ -72,6 +80,8 @@ pub enum Refusal {
     CodeRejected(String),
     #[error(transparent)]
     IdToken(#[from] IdTokenError),
+    #[error(transparent)]
+    LogoutToken(#[from] LogoutTokenError),
 }
 
 impl From<FetchError> for OidcError {

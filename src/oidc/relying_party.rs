@@ -242,6 +242,35 @@ impl RelyingParty {
         }))
     }
 
+    /// Validates a logout token the provider sent to our back-channel endpoint
+    /// (`logout_token.rs`); its `jti` is the caller's to accept once.
+    pub async fn verify_logout_token(&self, token: &str) -> Result<super::LogoutClaims, OidcError> {
+        let provider = self.provider().await?;
+        let refused = |e: super::LogoutTokenError| OidcError::from(Refusal::LogoutToken(e));
+        let header =
+            id_token::read_header(token, &provider.algorithms).map_err(|e| refused(e.into()))?;
+        let now = self.clock.now();
+        let keys = self
+            .keys
+            .keys(
+                &self.http,
+                &provider.jwks_uri,
+                header.alg,
+                header.kid.as_deref(),
+                now,
+            )
+            .await?;
+        super::logout_token::verify(
+            token,
+            &header,
+            &keys,
+            &self.settings.issuer,
+            &self.settings.client_id,
+            now,
+        )
+        .map_err(refused)
+    }
+
     async fn exchange(
         &self,
         provider: &Provider,

@@ -193,6 +193,10 @@ pub struct Session {
     /// token, bounded); built-in accounts are greeted by their sign-in address.
     #[serde(default)]
     pub display_name: Option<String>,
+    /// Started by a sign-in at the insurer's provider: a sign-out there (Back-Channel Logout)
+    /// ends it.
+    #[serde(default)]
+    pub via_provider: bool,
 }
 
 impl SessionRecord for Session {
@@ -479,6 +483,60 @@ impl SharedState {
 
     /// A pending OpenID Connect sign-in of one relying party (`purpose`: `console`,
     /// `portal`), under the hash of the random key its browser holds.
+    /// Records that a customer signed out at the provider (Back-Channel Logout): their portal
+    /// sessions started at or before `at` end at their next request. Kept as long as a session
+    /// can live.
+    pub async fn put_provider_sign_out(
+        &self,
+        customer: CustomerId,
+        at: DateTime<Utc>,
+        ttl: Duration,
+    ) -> Result<(), StateError> {
+        self.put_json(
+            &self.key("provider_signed_out", &customer.to_string()),
+            &at,
+            ttl,
+        )
+        .await
+    }
+
+    pub async fn provider_sign_out(
+        &self,
+        customer: CustomerId,
+    ) -> Result<Option<DateTime<Utc>>, StateError> {
+        self.get_json(&self.key("provider_signed_out", &customer.to_string()))
+            .await
+    }
+
+    /// Remembers which customer a provider session (`sid`, by the hash of issuer and sid) signed
+    /// in, for a logout token that names only the session.
+    pub async fn put_provider_session(
+        &self,
+        sid_hash: &str,
+        customer: CustomerId,
+        ttl: Duration,
+    ) -> Result<(), StateError> {
+        self.put_json(&self.key("provider_sid", sid_hash), &customer, ttl)
+            .await
+    }
+
+    pub async fn provider_session(&self, sid_hash: &str) -> Result<Option<CustomerId>, StateError> {
+        self.get_json(&self.key("provider_sid", sid_hash)).await
+    }
+
+    /// True the first time a logout token's id (by hash) is seen within `ttl`, on any instance.
+    pub async fn first_logout_token(
+        &self,
+        jti_hash: &str,
+        ttl: Duration,
+    ) -> Result<bool, StateError> {
+        let counts = self
+            .backend
+            .incr(&[self.key("logout_jti", jti_hash)], ttl)
+            .await?;
+        Ok(counts.first().is_some_and(|n| *n == 1))
+    }
+
     pub async fn put_oidc_sign_in(
         &self,
         purpose: &str,

@@ -49,6 +49,8 @@ const provider = new Provider(issuer, {
     client_secret: 'keyhole-portal-test-secret-0123456789',
     redirect_uris: [`http://127.0.0.1:${keyholePort}/portal/oidc/callback`],
     post_logout_redirect_uris: [`http://127.0.0.1:${keyholePort}/portal/signed-out`],
+    backchannel_logout_uri: `http://127.0.0.1:${keyholePort}/portal/oidc/backchannel-logout`,
+    backchannel_logout_session_required: true,
     grant_types: ['authorization_code'],
     response_types: ['code'],
     token_endpoint_auth_method: 'client_secret_basic',
@@ -63,7 +65,7 @@ const provider = new Provider(issuer, {
   },
   // Put the scopes' claims in the ID token itself (the default keeps them for userinfo).
   conformIdTokenClaims: false,
-  features: { devInteractions: { enabled: true } },
+  features: { devInteractions: { enabled: true }, backchannelLogout: { enabled: true } },
   cookies: { keys: [randomBytes(32).toString('hex')] },
   async findAccount(_ctx, id) {
     const claims = accounts[id] ?? { email: `${id}@elsewhere.example`, email_verified: false, groups: [] };

@@ -161,6 +161,7 @@ pub async fn submit(
             customer_id: customer.id,
             auth_time: Some(app.clock.now()),
             display_name: None,
+            via_provider: false,
         },
     )
     .await?;

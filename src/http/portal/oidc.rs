@@ -5,7 +5,9 @@
 //! - [`send_to_provider`]: the sign-in page, the consent flow and the portal's revocation and
 //!   download send the browser to the provider (with `max_age` when the sign-in must be fresh);
 //! - `GET /portal/oidc/callback` takes the answer and starts the session;
-//! - `GET /portal/signed-out` is where the provider returns a browser after sign-out.
+//! - `GET /portal/signed-out` is where the provider returns a browser after sign-out;
+//! - `POST /portal/oidc/backchannel-logout` (`backchannel.rs`) is where the provider says a
+//!   customer signed out there.
 //!
 //! Both routes answer 404 without `[customer_login]`.
 
@@ -114,11 +116,18 @@ pub async fn callback(
             customer_id: customer.id,
             // A provider clock running ahead must not make a sign-in count as recent for
             // longer than it is.
-            auth_time: signed_in.claims.auth_time().map(|at| at.min(app.clock.now())),
+            auth_time: signed_in
+                .claims
+                .auth_time()
+                .map(|at| at.min(app.clock.now())),
             display_name: provider::display_name(&signed_in.claims),
+            via_provider: true,
         },
     )
     .await?;
+    if let Some(sid) = signed_in.claims.string("sid") {
+        super::backchannel::remember_provider_session(&app, sid, customer.id).await?;
+    }
     tracing::info!(customer = %customer.id, "customer signed in through the provider");
     let next = super::login::safe_next(signed_in.return_to.as_deref());
     let mut response = see_other(next);

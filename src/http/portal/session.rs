@@ -20,11 +20,29 @@ pub struct SignIn {
     /// The password check (now), or the provider's `auth_time` (unknown when it sent none).
     pub auth_time: Option<DateTime<Utc>>,
     pub display_name: Option<String>,
+    pub via_provider: bool,
 }
 
-/// The customer's session of this request, if any.
+/// The customer's session of this request, if any. A session from a sign-in at the provider
+/// ends here once the provider has said the customer signed out there since (one more
+/// shared-state read, for those sessions only).
 pub async fn current(app: &App, req: &HttpRequest) -> Result<Option<ActiveSession>, Internal> {
-    browser::current(app, req, CookieName::Session, app.settings.session).await
+    let Some(active) =
+        browser::current::<Session>(app, req, CookieName::Session, app.settings.session).await?
+    else {
+        return Ok(None);
+    };
+    if active.session.via_provider
+        && let Some(signed_out) = app
+            .state
+            .provider_sign_out(active.session.customer_id)
+            .await?
+        && signed_out >= active.session.created_at
+    {
+        app.state.delete_session::<Session>(&active.hash).await?;
+        return Ok(None);
+    }
+    Ok(Some(active))
 }
 
 /// Starts a customer's session; returns its cookie.
@@ -40,6 +58,7 @@ pub async fn start(app: &App, sign_in: SignIn) -> Result<Cookie<'static>, Intern
             created_at,
             auth_time: sign_in.auth_time,
             display_name: sign_in.display_name,
+            via_provider: sign_in.via_provider,
         },
     )
     .await

@@ -1,0 +1,161 @@
+//! OpenID Connect Back-Channel Logout 1.0, the relying party's side: the insurer's provider
+//! posts a signed logout token to `POST /portal/oidc/backchannel-logout` when a customer signs
+//! out there, and every portal session that customer started through the provider ends at its
+//! next request, on every instance (`session::current` reads the mark this leaves).
+//!
+//! Sessions are found by customer, not one by one: a token naming the subject ends all of that
+//! customer's provider sessions; one naming only the provider's session id (`sid`) finds the
+//! customer through what the sign-in remembered, and ends theirs too (more than the one
+//! session, never less).
+//!
+//! Registered with the provider as `{public_url}/portal/oidc/backchannel-logout`. 404 without
+//! `[customer_login]`. Answers (§2.8): `200` when done (also for a token already seen, or a
+//! customer we do not know), `400` with an OAuth-style error for a token that does not verify,
+//! `503` when the provider's keys or our shared state cannot be reached (the provider retries).
+
+use super::oidc::provider_sign_in;
+use crate::app::App;
+use crate::domain::CustomerId;
+use crate::error::Internal;
+use crate::oidc::{OidcError, logout_token_max_age};
+use crate::secrets::token_hash;
+use crate::store::OidcIdentity;
+use actix_web::http::header;
+use actix_web::{HttpResponse, post, web};
+use serde::Deserialize;
+use serde_json::json;
+use std::time::Duration;
+
+/// Where the provider posts logout tokens.
+pub const BACKCHANNEL_PATH: &str = "/portal/oidc/backchannel-logout";
+
+#[derive(Deserialize)]
+pub struct LogoutForm {
+    logout_token: Option<String>,
+}
+
+/// As long as a portal session can live: a mark or a remembered session id older than that
+/// has nothing left to end.
+fn session_lifetime(app: &App) -> Duration {
+    Duration::from_secs(u64::from(app.settings.session.absolute_hours) * 3600)
+}
+
+fn hash_of(issuer: &str, value: &str) -> String {
+    token_hash(&format!("{issuer}\n{value}"))
+}
+
+/// At sign-in: which customer the provider's session `sid` is, for a logout token naming only it.
+pub async fn remember_provider_session(
+    app: &App,
+    sid: &str,
+    customer: CustomerId,
+) -> Result<(), Internal> {
+    let Some((_, settings)) = provider_sign_in(app) else {
+        return Ok(());
+    };
+    if sid.is_empty() || sid.len() > 255 {
+        return Ok(());
+    }
+    app.state
+        .put_provider_session(
+            &hash_of(&settings.issuer, sid),
+            customer,
+            session_lifetime(app),
+        )
+        .await?;
+    Ok(())
+}
+
+fn answer(status: actix_web::http::StatusCode, error: Option<&str>) -> HttpResponse {
+    let mut response = HttpResponse::build(status);
+    response.insert_header((header::CACHE_CONTROL, "no-store"));
+    match error {
+        Some(description) => response.json(json!({
+            "error": "invalid_request",
+            "error_description": description,
+        })),
+        None => response.finish(),
+    }
+}
+
+/// The provider says a customer signed out there.
+#[post("/portal/oidc/backchannel-logout")]
+pub async fn logout(
+    app: web::Data<App>,
+    form: web::Form<LogoutForm>,
+) -> Result<HttpResponse, actix_web::Error> {
+    use actix_web::http::StatusCode;
+    let Some((party, settings)) = provider_sign_in(&app) else {
+        return Ok(HttpResponse::NotFound().finish());
+    };
+    let Some(token) = form.logout_token.as_deref().filter(|t| !t.is_empty()) else {
+        return Ok(answer(
+            StatusCode::BAD_REQUEST,
+            Some("logout_token is missing"),
+        ));
+    };
+    let claims = match party.verify_logout_token(token).await {
+        Ok(claims) => claims,
+        Err(OidcError::Refused(refusal)) => {
+            tracing::warn!(reason = %refusal, "logout token refused");
+            return Ok(answer(
+                StatusCode::BAD_REQUEST,
+                Some("the logout token does not verify"),
+            ));
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "logout token not checked: the provider or shared state is unavailable");
+            return Ok(answer(StatusCode::SERVICE_UNAVAILABLE, None));
+        }
+    };
+    match end_sessions(&app, &settings.issuer, &claims).await {
+        Ok(()) => Ok(answer(StatusCode::OK, None)),
+        Err(e) => {
+            tracing::error!(error = %e, "a logout token could not be applied");
+            Ok(answer(StatusCode::SERVICE_UNAVAILABLE, None))
+        }
+    }
+}
+
+async fn end_sessions(
+    app: &App,
+    issuer: &str,
+    claims: &crate::oidc::LogoutClaims,
+) -> Result<(), Internal> {
+    // Once per token: a recorded one played back cannot end sessions started after it (and
+    // past this window its `iat` is too old anyway).
+    let window = Duration::from_secs(logout_token_max_age() * 2);
+    if !app
+        .state
+        .first_logout_token(&hash_of(issuer, &claims.jti), window)
+        .await?
+    {
+        tracing::info!("logout token already applied");
+        return Ok(());
+    }
+    let customer = match &claims.subject {
+        Some(subject) => app
+            .store
+            .customer_by_oidc(&OidcIdentity {
+                issuer: issuer.to_owned(),
+                subject: subject.clone(),
+            })
+            .await?
+            .map(|c| c.id),
+        None => None,
+    };
+    let customer = match (customer, &claims.sid) {
+        (Some(customer), _) => Some(customer),
+        (None, Some(sid)) => app.state.provider_session(&hash_of(issuer, sid)).await?,
+        (None, None) => None,
+    };
+    let Some(customer) = customer else {
+        tracing::info!("logout token for nobody signed in here");
+        return Ok(());
+    };
+    app.state
+        .put_provider_sign_out(customer, app.clock.now(), session_lifetime(app))
+        .await?;
+    tracing::info!(customer = %customer, "customer signed out at the provider; their portal sessions end");
+    Ok(())
+}
