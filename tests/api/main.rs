@@ -6,6 +6,7 @@
 
 mod helpers;
 mod instances;
+mod oidc_providers;
 mod webdriver;
 
 mod admin;
