@@ -23,6 +23,7 @@ mod openapi;
 mod ops;
 mod outages;
 mod portal;
+mod portal_oidc;
 mod proxy;
 mod rollback;
 mod tokens;

@@ -204,6 +204,8 @@ pub struct FakeSignIn {
     pub authorize: String,
     pub nonce: String,
     pub state: String,
+    /// The value of the cookie that binds the sign-in to the browser.
+    pub binding: String,
 }
 
 impl FakeProvider {
@@ -304,6 +306,7 @@ impl FakeProvider {
             nonce: query_param(&authorize, "nonce").unwrap(),
             state: query_param(&authorize, "state").unwrap(),
             authorize,
+            binding,
         }
     }
 
@@ -368,5 +371,11 @@ pub fn rand_seed() -> [u8; 32] {
 /// `claims` with `name` set to `value`.
 pub fn with(mut claims: Value, name: &str, value: Value) -> Value {
     claims[name] = value;
+    claims
+}
+
+/// `claims` without `name`.
+pub fn without(mut claims: Value, name: &str) -> Value {
+    claims.as_object_mut().unwrap().remove(name);
     claims
 }
