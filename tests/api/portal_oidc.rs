@@ -792,6 +792,30 @@ async fn consent_refuses_a_sign_in_older_than_it_asked_for() {
     }
 }
 
+/// An `auth_time` ahead of our clock is a sign-in that has not happened: taken as it is, it
+/// would keep the session "recent" for consent, revocation and the download for as long as it
+/// is ahead (a day here), whatever `reauthenticate_after_minutes` says.
+#[tokio::test]
+async fn an_id_token_whose_sign_in_is_in_the_future_is_refused() {
+    let world = fake_world(&["EdDSA"]).await;
+    world
+        .assert_refused("auth_time a day ahead", NOT_COMPLETED, |w, nonce| {
+            let ahead = w.now().timestamp() + 24 * 3600;
+            w.fake
+                .sign("k1", &with(w.claims(nonce), "auth_time", json!(ahead)))
+        })
+        .await;
+    // Within the clock skew forgiven, it is a sign-in.
+    let (_, answer) = world
+        .sign_in(|w, nonce| {
+            let ahead = w.now().timestamp() + 10;
+            w.fake
+                .sign("k1", &with(w.claims(nonce), "auth_time", json!(ahead)))
+        })
+        .await;
+    assert_eq!(answer.status(), StatusCode::SEE_OTHER);
+}
+
 // ----- the recent-sign-in rule, with the test's clock ----------------------------------------
 
 /// Past the rule, by the app's clock.
