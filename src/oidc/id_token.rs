@@ -6,8 +6,8 @@
 //!    family and curve, and the key's own `alg`;
 //! 3. `iss` is the configured issuer exactly; `aud` contains our client id, and `azp` is our
 //!    client id whenever it is present or there are several audiences;
-//! 4. `exp` is in the future and `iat` (and `nbf`, if any) not in the future, each with
-//!    [`LEEWAY_SECONDS`] of clock skew;
+//! 4. `exp` is in the future and `iat` (and `nbf` and `auth_time`, if any) not in the future,
+//!    each with [`LEEWAY_SECONDS`] of clock skew;
 //! 5. `nonce` is this sign-in's;
 //! 6. when a `max_age` was asked for, `auth_time` is present and recent enough.
 
@@ -233,6 +233,11 @@ fn check_claims(
         return Err(IdTokenError::Nonce);
     }
     let auth_time = seconds(&all, "auth_time")?;
+    // A sign-in that has not happened yet: it would count as recent for as long as it is
+    // ahead of us (the portal's recent-sign-in rule reads it).
+    if auth_time.is_some_and(|at| at > now + LEEWAY_SECONDS) {
+        return Err(IdTokenError::NotYetValid);
+    }
     if let Some(max_age) = expected.max_age {
         let max_age = i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX);
         match auth_time {
@@ -449,6 +454,12 @@ mod tests {
                     c.remove("auth_time");
                 }),
                 IdTokenError::Claim("auth_time"),
+            ),
+            (
+                with(|c| {
+                    c.insert("auth_time".into(), json!(at + 3600));
+                }),
+                IdTokenError::NotYetValid,
             ),
         ];
         for (claims, why) in cases {

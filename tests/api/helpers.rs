@@ -287,6 +287,14 @@ impl TestApp {
 
     /// `second_instance`, with its `App` too (its own access log: its own journal and chain).
     pub async fn second_instance_app(&self) -> (String, web::Data<App>) {
+        self.second_instance_app_with(|_| {}).await
+    }
+
+    /// `second_instance_app`, with `adjust` applied to its settings (a copy of this one's).
+    pub async fn second_instance_app_with(
+        &self,
+        adjust: impl FnOnce(&mut Settings),
+    ) -> (String, web::Data<App>) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let mut settings = self.app.settings.clone();
@@ -296,6 +304,7 @@ impl TestApp {
         settings.access_log.journal_dir = self
             .dir()
             .join(format!("journal-{}", uuid::Uuid::new_v4().simple()));
+        adjust(&mut settings);
         let application = Application::build(
             settings,
             Options {

@@ -6,6 +6,7 @@
 
 mod helpers;
 mod instances;
+mod oidc_providers;
 mod webdriver;
 
 mod admin;
@@ -22,6 +23,7 @@ mod openapi;
 mod ops;
 mod outages;
 mod portal;
+mod portal_oidc;
 mod proxy;
 mod rollback;
 mod tokens;
