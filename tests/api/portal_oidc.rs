@@ -1143,3 +1143,235 @@ async fn one_address_cannot_park_sign_ins_without_end() {
     );
     assert!(!statuses.contains(&StatusCode::INTERNAL_SERVER_ERROR));
 }
+
+// ----- Back-Channel Logout -------------------------------------------------------------------
+
+const BACKCHANNEL: &str = "/portal/oidc/backchannel-logout";
+const LOGOUT_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
+
+impl FakeWorld {
+    /// A good logout token's claims for `sub` (and `sid`), at the app's time.
+    fn logout_claims(&self, sub: Option<&str>, sid: Option<&str>) -> Value {
+        let mut claims = json!({
+            "iss": self.fake.issuer(), "aud": CLIENT_ID, "iat": self.now().timestamp(),
+            "jti": uuid::Uuid::new_v4().to_string(), "events": {LOGOUT_EVENT: {}},
+        });
+        if let Some(sub) = sub {
+            claims["sub"] = json!(sub);
+        }
+        if let Some(sid) = sid {
+            claims["sid"] = json!(sid);
+        }
+        claims
+    }
+
+    async fn post_logout_token(&self, token: &str) -> reqwest::Response {
+        http()
+            .post(self.app.url(BACKCHANNEL))
+            .form(&[("logout_token", token)])
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Fiona signs in a fresh browser (her ID token naming provider session `sid`).
+    async fn fiona_signs_in(&self, sid: &str) -> reqwest::Client {
+        let sid = sid.to_owned();
+        let (browser, answer) = self
+            .sign_in(move |w, nonce| w.fake.sign("k1", &with(w.claims(nonce), "sid", json!(sid))))
+            .await;
+        assert_eq!(answer.status(), StatusCode::SEE_OTHER);
+        assert!(set_cookie(&answer, SESSION_COOKIE).is_some());
+        browser
+    }
+
+    async fn signed_in(&self, browser: &reqwest::Client) -> bool {
+        let portal = browser.get(self.app.url("/portal")).send().await.unwrap();
+        match portal.status() {
+            StatusCode::OK => true,
+            StatusCode::SEE_OTHER => false,
+            other => panic!("/portal answered {other}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_logout_token_from_the_provider_ends_every_portal_session_of_that_customer() {
+    let world = fake_world(&["EdDSA"]).await;
+    let phone = world.fiona_signs_in("sid-phone").await;
+    let laptop = world.fiona_signs_in("sid-laptop").await;
+    let (someone_else, answer) = world
+        .sign_in(|w, nonce| {
+            w.fake
+                .sign("k1", &w.claims_of("fake-bob", "CU-2002", nonce))
+        })
+        .await;
+    assert_eq!(answer.status(), StatusCode::SEE_OTHER);
+
+    world.app.clock.advance(chrono::Duration::seconds(5));
+    let token = world
+        .fake
+        .sign("k1", &world.logout_claims(Some(FIONA), None));
+    let answer = world.post_logout_token(&token).await;
+    assert_eq!(answer.status(), StatusCode::OK);
+    assert_eq!(answer.headers()["cache-control"], "no-store");
+    assert!(!world.signed_in(&phone).await, "ended");
+    assert!(!world.signed_in(&laptop).await, "ended too");
+    assert!(
+        world.signed_in(&someone_else).await,
+        "another customer's stays"
+    );
+
+    // Signing in again afterwards works, and the same token played back ends nothing.
+    world.app.clock.advance(chrono::Duration::seconds(5));
+    let again = world.fiona_signs_in("sid-phone-2").await;
+    let replay = world.post_logout_token(&token).await;
+    assert_eq!(replay.status(), StatusCode::OK);
+    assert!(world.signed_in(&again).await, "a replay ends nothing");
+}
+
+#[tokio::test]
+async fn a_logout_token_naming_only_the_providers_session_finds_its_customer() {
+    let world = fake_world(&["EdDSA"]).await;
+    let browser = world.fiona_signs_in("sid-7").await;
+    world.app.clock.advance(chrono::Duration::seconds(1));
+    let unknown = world
+        .fake
+        .sign("k1", &world.logout_claims(None, Some("sid-unknown")));
+    assert_eq!(
+        world.post_logout_token(&unknown).await.status(),
+        StatusCode::OK
+    );
+    assert!(
+        world.signed_in(&browser).await,
+        "another session id ends nothing"
+    );
+    let token = world
+        .fake
+        .sign("k1", &world.logout_claims(None, Some("sid-7")));
+    assert_eq!(
+        world.post_logout_token(&token).await.status(),
+        StatusCode::OK
+    );
+    assert!(!world.signed_in(&browser).await);
+}
+
+#[tokio::test]
+async fn logout_tokens_that_do_not_verify_are_refused_and_end_nothing() {
+    let world = fake_world(&["EdDSA"]).await;
+    let browser = world.fiona_signs_in("sid-1").await;
+    world.app.clock.advance(chrono::Duration::seconds(1));
+    let good = world.logout_claims(Some(FIONA), Some("sid-1"));
+    let now = world.now().timestamp();
+    let cases = [
+        (
+            "another audience",
+            world
+                .fake
+                .sign("k1", &with(good.clone(), "aud", json!("someone-else"))),
+        ),
+        (
+            "another issuer",
+            world.fake.sign(
+                "k1",
+                &with(good.clone(), "iss", json!("https://elsewhere.example")),
+            ),
+        ),
+        (
+            "with a nonce",
+            world
+                .fake
+                .sign("k1", &with(good.clone(), "nonce", json!("n"))),
+        ),
+        (
+            "without the event",
+            world.fake.sign("k1", &without(good.clone(), "events")),
+        ),
+        (
+            "without a jti",
+            world.fake.sign("k1", &without(good.clone(), "jti")),
+        ),
+        (
+            "too old",
+            world
+                .fake
+                .sign("k1", &with(good.clone(), "iat", json!(now - 3600))),
+        ),
+        (
+            "ahead",
+            world
+                .fake
+                .sign("k1", &with(good.clone(), "iat", json!(now + 3600))),
+        ),
+        ("unsigned", unsigned(&good)),
+        ("by a stranger", signed_by_a_stranger("k1", &good)),
+        (
+            "hmac with the public key",
+            hmac_with_public_key(&world.fake, &good),
+        ),
+        (
+            "an ID token",
+            world.fake.sign("k1", &world.claims("any-nonce")),
+        ),
+        ("not a JWT", "x".repeat(100)),
+    ];
+    for (case, token) in cases {
+        let answer = world.post_logout_token(&token).await;
+        assert_eq!(answer.status(), StatusCode::BAD_REQUEST, "{case}");
+        let body: Value = answer.json().await.unwrap();
+        assert_eq!(body["error"], "invalid_request", "{case}");
+        assert!(world.signed_in(&browser).await, "{case}: the session stays");
+    }
+    let missing = http()
+        .post(world.app.url(BACKCHANNEL))
+        .form(&[("other", "x")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), StatusCode::BAD_REQUEST);
+    assert!(world.signed_in(&browser).await);
+}
+
+#[tokio::test]
+async fn signing_out_at_the_provider_ends_the_portal_session_through_the_back_channel() {
+    if !provider_available() {
+        return;
+    }
+    let (app, provider) = app_with_real_provider().await;
+    let browser = browser();
+    let callback = sign_in_at_provider(&browser, &app, &provider, START, CALLBACK, "carla").await;
+    assert_eq!(
+        browser.get(&callback).send().await.unwrap().status(),
+        StatusCode::SEE_OTHER
+    );
+    assert_eq!(
+        browser
+            .get(app.url("/portal"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    app.clock.advance(chrono::Duration::seconds(1));
+    // Carla signs out at the insurer, not at Keyhole: the provider tells Keyhole directly.
+    let end_session = format!(
+        "{}/session/end?client_id={CLIENT_ID}&post_logout_redirect_uri={}",
+        provider.issuer,
+        percent_encoding::utf8_percent_encode(
+            &app.url(SIGNED_OUT),
+            percent_encoding::NON_ALPHANUMERIC
+        )
+    );
+    play_at_provider(
+        &browser,
+        &provider,
+        end_session,
+        &app.url(SIGNED_OUT),
+        "carla",
+    )
+    .await;
+    let portal = browser.get(app.url("/portal")).send().await.unwrap();
+    assert_eq!(portal.status(), StatusCode::SEE_OTHER, "the session ended");
+    assert!(location(&portal).starts_with("/portal/login"));
+}
