@@ -23,6 +23,7 @@ mod ops;
 mod outages;
 mod portal;
 mod proxy;
+mod redteam_portal_oidc;
 mod rollback;
 mod tokens;
 mod verifier;

@@ -5,6 +5,7 @@ use crate::app::App;
 use crate::domain::CustomerId;
 use crate::error::Internal;
 use crate::http::session as browser;
+use crate::oidc::LEEWAY_SECONDS;
 use crate::state::Session;
 use actix_web::HttpRequest;
 use actix_web::cookie::Cookie;
@@ -49,12 +50,18 @@ pub async fn start(app: &App, sign_in: SignIn) -> Result<Cookie<'static>, Intern
 /// `[customer_login]` it must be at most `reauthenticate_after_minutes` old (an unknown one is
 /// not); built-in accounts sign in with a password each session, and their sessions' idle and
 /// absolute limits are the rule.
+///
+/// A sign-in dated ahead of our clock by more than the skew the ID-token check forgives
+/// ([`LEEWAY_SECONDS`]) is not recent at all: it would stay "recent" for as long as it lies
+/// ahead.
 pub fn recent_enough(app: &App, session: &Session) -> bool {
     match &app.settings.customer_login {
         None => true,
         Some(login) => session.auth_time.is_some_and(|at| {
             let age = app.clock.now() - at;
-            age <= chrono::Duration::minutes(i64::from(login.reauthenticate_after_minutes))
+            let leeway = chrono::Duration::seconds(LEEWAY_SECONDS);
+            let limit = chrono::Duration::minutes(i64::from(login.reauthenticate_after_minutes));
+            age >= -leeway && age <= limit
         }),
     }
 }

@@ -1,0 +1,310 @@
+//! Red-team tests of customer sign-in through the insurer's OpenID provider
+//! (`[customer_login]`, issue 14): each test is an attack that once worked (or a property an
+//! attack tried and found holding), against a small in-test provider (wiremock: discovery,
+//! an Ed25519 key set, a token endpoint answering whatever ID token the test made).
+//!
+//! The provider here is a copy of the minimal pieces of `console_oidc.rs`'s `FakeProvider`
+//! with the portal's client; the lead de-duplicates at merge.
+
+use crate::helpers::{TestApp, browser, cookie_value, location, query_param, set_cookie};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ed25519_dalek::pkcs8::EncodePrivateKey;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use keyhole::clock::Clock;
+use keyhole::config::CustomerLogin;
+use keyhole::secrets::Secret;
+use parking_lot::Mutex;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, Respond, ResponseTemplate};
+
+const CLIENT_ID: &str = "keyhole-portal";
+const CLIENT_SECRET: &str = "keyhole-portal-test-secret-0123456789";
+const CLAIM: &str = "harmony_customer_id";
+
+fn customer_login(issuer: &str) -> CustomerLogin {
+    CustomerLogin {
+        issuer: issuer.to_owned(),
+        client_id: CLIENT_ID.into(),
+        client_secret: Secret::new(CLIENT_SECRET.into()),
+        scopes: "openid email profile".into(),
+        reauthenticate_after_minutes: 10,
+        customer_id_claim: CLAIM.into(),
+    }
+}
+
+/// An in-test provider: discovery (plus `extra` keys), an Ed25519 key set, and a token
+/// endpoint that answers whatever ID token the test made.
+struct FakeProvider {
+    server: MockServer,
+    signing: ed25519_dalek::SigningKey,
+    token: Arc<Mutex<String>>,
+}
+
+impl FakeProvider {
+    async fn start() -> Self {
+        Self::start_with(json!({})).await
+    }
+
+    async fn start_with(extra: Value) -> Self {
+        let server = MockServer::start().await;
+        let mut seed = [0u8; 32];
+        seed.copy_from_slice(&uuid::Uuid::new_v4().as_bytes().repeat(2));
+        let signing = ed25519_dalek::SigningKey::from_bytes(&seed);
+        let issuer = server.uri();
+        let mut discovery = json!({
+            "issuer": issuer,
+            "authorization_endpoint": format!("{issuer}/auth"),
+            "token_endpoint": format!("{issuer}/token"),
+            "jwks_uri": format!("{issuer}/jwks"),
+            "id_token_signing_alg_values_supported": ["EdDSA"],
+            "code_challenge_methods_supported": ["S256"],
+        });
+        if let (Some(doc), Some(extra)) = (discovery.as_object_mut(), extra.as_object()) {
+            doc.extend(extra.clone());
+        }
+        Mock::given(method("GET"))
+            .and(path("/.well-known/openid-configuration"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(discovery))
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/jwks"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({"keys": [{
+                "kty": "OKP", "crv": "Ed25519", "kid": "k1", "use": "sig",
+                "x": URL_SAFE_NO_PAD.encode(signing.verifying_key().to_bytes()),
+            }]})))
+            .mount(&server)
+            .await;
+        let token = Arc::new(Mutex::new(String::new()));
+        Mock::given(method("POST"))
+            .and(path("/token"))
+            .respond_with(TokenAnswer(token.clone()))
+            .mount(&server)
+            .await;
+        Self {
+            server,
+            signing,
+            token,
+        }
+    }
+
+    fn issuer(&self) -> String {
+        self.server.uri()
+    }
+
+    fn sign(&self, claims: &Value) -> String {
+        let der = self.signing.to_pkcs8_der().unwrap();
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some("k1".into());
+        jsonwebtoken::encode(&header, claims, &EncodingKey::from_ed_der(der.as_bytes())).unwrap()
+    }
+
+    /// A good ID token for customer CU-1001 (a built-in account of the test app) at `now`.
+    fn claims(&self, nonce: &str, now: i64) -> Value {
+        json!({
+            "iss": self.issuer(), "aud": CLIENT_ID, "sub": "carla", "nonce": nonce,
+            "iat": now, "exp": now + 300, "auth_time": now - 5,
+            "email": "carla@example.com", "name": "Carla Customer", CLAIM: "CU-1001",
+        })
+    }
+
+    /// The token endpoint answers with this ID token from now on.
+    async fn answer_with(&self, id_token: &str) {
+        *self.token.lock() = id_token.to_owned();
+    }
+}
+
+/// The token endpoint's answer: whatever ID token the test set last.
+struct TokenAnswer(Arc<Mutex<String>>);
+
+impl Respond for TokenAnswer {
+    fn respond(&self, _: &wiremock::Request) -> ResponseTemplate {
+        ResponseTemplate::new(200).set_body_json(json!({
+            "access_token": "at", "token_type": "Bearer", "expires_in": 60,
+            "id_token": *self.0.lock(),
+        }))
+    }
+}
+
+/// A Keyhole whose customers sign in at `fake`.
+async fn app_at(fake: &FakeProvider) -> TestApp {
+    let issuer = fake.issuer();
+    crate::helpers::spawn_app_with(|s| s.customer_login = Some(customer_login(&issuer))).await
+}
+
+/// A sign-in that was sent to the provider: where to, and its nonce and state.
+struct Started {
+    nonce: String,
+    state: String,
+}
+
+/// Visits `path` (expected to send the browser to the provider) and reads the sign-in off the
+/// redirect.
+async fn start(
+    app: &TestApp,
+    fake: &FakeProvider,
+    browser: &reqwest::Client,
+    path: &str,
+) -> Started {
+    let response = browser.get(app.url(path)).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER, "{path}");
+    let authorization_url = location(&response);
+    assert!(
+        authorization_url.starts_with(&format!("{}/auth?", fake.issuer())),
+        "{path}: {authorization_url}"
+    );
+    assert!(set_cookie(&response, "kh_portal_oidc").is_some());
+    Started {
+        nonce: query_param(&authorization_url, "nonce").unwrap(),
+        state: query_param(&authorization_url, "state").unwrap(),
+    }
+}
+
+/// Brings the provider's answer (with the token `id_token`) back to the callback.
+async fn finish(
+    app: &TestApp,
+    fake: &FakeProvider,
+    browser: &reqwest::Client,
+    started: &Started,
+    id_token: &str,
+) -> reqwest::Response {
+    fake.answer_with(id_token).await;
+    browser
+        .get(format!(
+            "{}?code=the-code&state={}",
+            app.url("/portal/oidc/callback"),
+            started.state
+        ))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// A browser signed in at the provider through `path`, with the claims `edit` makes of a good
+/// token's; returns the callback's answer.
+async fn sign_in_with(
+    app: &TestApp,
+    fake: &FakeProvider,
+    browser: &reqwest::Client,
+    path: &str,
+    edit: impl FnOnce(&mut serde_json::Map<String, Value>),
+) -> reqwest::Response {
+    let started = start(app, fake, browser, path).await;
+    let mut claims = fake.claims(&started.nonce, app.clock.now().timestamp());
+    if let Some(map) = claims.as_object_mut() {
+        edit(map);
+    }
+    finish(app, fake, browser, &started, &fake.sign(&claims)).await
+}
+
+/// The path of a partner's authorization request for `claims:status` with `state`.
+fn authorize_path(app: &TestApp, state: &str) -> String {
+    let (challenge, _) = oauth2::PkceCodeChallenge::new_random_sha256();
+    let mut url = url::Url::parse(&app.url("/oauth/authorize")).unwrap();
+    url.query_pairs_mut()
+        .append_pair("response_type", "code")
+        .append_pair("client_id", &app.partner.client_id)
+        .append_pair("redirect_uri", &app.partner.redirect_uri)
+        .append_pair("scope", "claims:status")
+        .append_pair("state", state)
+        .append_pair("code_challenge", challenge.as_str())
+        .append_pair("code_challenge_method", "S256");
+    format!("{}?{}", url.path(), url.query().unwrap())
+}
+
+/// Whether CU-1001 (a built-in account of the test app) was tied to a provider identity.
+async fn linked(app: &TestApp) -> bool {
+    let id = keyhole::domain::UpstreamCustomerId::parse("CU-1001").unwrap();
+    let customer = app.app.store.customer_by_upstream_id(&id).await.unwrap();
+    customer.is_some_and(|c| c.oidc.is_some())
+}
+
+// ----- findings ---------------------------------------------------------------------------
+
+/// `auth_time` decides how long a session may consent, revoke and download without another
+/// sign-in. One in the future (a provider's bug, or its clock) made the session "recent" for
+/// as long as it lay ahead: a plain sign-in with `auth_time` a day ahead still downloaded the
+/// history 14 minutes later. An absurd one (`1e300`) passed the `max_age` check by saturating
+/// and then left a session with no sign-in time at all, which sent the customer back to the
+/// provider on every consent. Both are refused like any other broken ID token, with nothing
+/// stored; a few seconds of skew still pass.
+#[tokio::test]
+async fn an_auth_time_in_the_future_is_refused_and_changes_nothing() {
+    let fake = FakeProvider::start().await;
+    let app = app_at(&fake).await;
+    let now = app.clock.now().timestamp();
+    for (path, auth_time) in [
+        ("/portal/login".to_owned(), json!(now + 86_400)),
+        (authorize_path(&app, "st"), json!(now + 86_400)),
+        (authorize_path(&app, "st"), json!(1e300)),
+    ] {
+        let browser = browser();
+        let answer = sign_in_with(&app, &fake, &browser, &path, |c| {
+            c.insert("auth_time".into(), auth_time.clone());
+        })
+        .await;
+        assert_eq!(answer.status(), StatusCode::FORBIDDEN, "{path} {auth_time}");
+        assert!(set_cookie(&answer, "kh_session").is_none(), "no session");
+        let page = answer.text().await.unwrap();
+        assert!(page.contains("could not be completed"), "{page}");
+        assert!(!linked(&app).await, "nothing stored");
+    }
+
+    // Clock skew within the ID token's leeway still signs in.
+    let browser = browser();
+    let answer = sign_in_with(&app, &fake, &browser, "/portal/login", |c| {
+        c.insert("auth_time".into(), json!(now + 10));
+    })
+    .await;
+    assert_eq!(answer.status(), StatusCode::SEE_OTHER);
+    assert!(set_cookie(&answer, "kh_session").is_some());
+    // ... and that sign-in ages like any other.
+    app.clock.advance(chrono::Duration::minutes(14));
+    let download = browser
+        .get(app.url("/portal/access-history.csv"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        download.status(),
+        StatusCode::SEE_OTHER,
+        "back to the provider"
+    );
+    assert!(location(&download).starts_with(&fake.issuer()));
+}
+
+/// A session whose stored sign-in time lies in the future (one started before the ID token's
+/// `auth_time` was checked, or with the clock moved back) is not "recent": the rule fails
+/// closed.
+#[tokio::test]
+async fn a_session_whose_sign_in_time_lies_ahead_is_not_recent() {
+    let fake = FakeProvider::start().await;
+    let app = app_at(&fake).await;
+    let browser = browser();
+    let answer = sign_in_with(&app, &fake, &browser, "/portal/login", |_| {}).await;
+    assert_eq!(answer.status(), StatusCode::SEE_OTHER);
+    let cookie = cookie_value(&set_cookie(&answer, "kh_session").unwrap());
+    let hash = keyhole::secrets::token_hash(&cookie);
+    let state = &app.app.state;
+    let mut session: keyhole::state::Session = state.session(&hash).await.unwrap().unwrap();
+    session.auth_time = Some(app.clock.now() + chrono::Duration::days(1));
+    state
+        .put_session(&hash, &session, std::time::Duration::from_secs(900))
+        .await
+        .unwrap();
+    let download = browser
+        .get(app.url("/portal/access-history.csv"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        download.status(),
+        StatusCode::SEE_OTHER,
+        "back to the provider"
+    );
+    assert!(location(&download).starts_with(&fake.issuer()));
+}
