@@ -308,3 +308,29 @@ async fn a_session_whose_sign_in_time_lies_ahead_is_not_recent() {
     );
     assert!(location(&download).starts_with(&fake.issuer()));
 }
+
+/// The ID-token check forgives 30 s of clock skew on `auth_time` against `max_age`; the
+/// session's recency rule forgave none. A consent sign-in the check accepted at the edge was
+/// sent straight back to the provider, which (its clock a little behind ours) answered with the
+/// same `auth_time`: a redirect loop until the start limit (429).
+#[tokio::test]
+async fn a_fresh_sign_in_the_id_token_check_accepted_reaches_the_consent_page() {
+    let fake = FakeProvider::start().await;
+    let app = app_at(&fake).await;
+    let browser = browser();
+    let path = authorize_path(&app, "st");
+    let now = app.clock.now().timestamp();
+    let answer = sign_in_with(&app, &fake, &browser, &path, |c| {
+        c.insert("auth_time".into(), json!(now - 600 - 20));
+    })
+    .await;
+    assert_eq!(answer.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&answer), path);
+    let consent = browser.get(app.url(&path)).send().await.unwrap();
+    assert_eq!(
+        consent.status(),
+        StatusCode::OK,
+        "the consent page, not the provider"
+    );
+    assert!(crate::helpers::hidden(&consent.text().await.unwrap(), "consent_id").is_some());
+}

@@ -51,9 +51,11 @@ pub async fn start(app: &App, sign_in: SignIn) -> Result<Cookie<'static>, Intern
 /// not); built-in accounts sign in with a password each session, and their sessions' idle and
 /// absolute limits are the rule.
 ///
-/// A sign-in dated ahead of our clock by more than the skew the ID-token check forgives
-/// ([`LEEWAY_SECONDS`]) is not recent at all: it would stay "recent" for as long as it lies
-/// ahead.
+/// The clock skew the ID-token check forgives ([`LEEWAY_SECONDS`]) is forgiven here too, both
+/// ways: a sign-in that check just accepted against `max_age` must be recent enough, or the
+/// customer is sent straight back to a provider that answers with the same `auth_time`; and a
+/// sign-in dated further ahead than that is not recent at all (it would stay "recent" for as
+/// long as it lies ahead).
 pub fn recent_enough(app: &App, session: &Session) -> bool {
     match &app.settings.customer_login {
         None => true,
@@ -61,7 +63,7 @@ pub fn recent_enough(app: &App, session: &Session) -> bool {
             let age = app.clock.now() - at;
             let leeway = chrono::Duration::seconds(LEEWAY_SECONDS);
             let limit = chrono::Duration::minutes(i64::from(login.reauthenticate_after_minutes));
-            age >= -leeway && age <= limit
+            age >= -leeway && age <= limit + leeway
         }),
     }
 }
