@@ -334,3 +334,30 @@ async fn a_fresh_sign_in_the_id_token_check_accepted_reaches_the_consent_page() 
     );
     assert!(crate::helpers::hidden(&consent.text().await.unwrap(), "consent_id").is_some());
 }
+
+/// `next` is parked across the trip to the provider and becomes the callback's `Location`. A
+/// line break in it (`/portal/login?next=/portal%0d%0a…`) made that header invalid: the
+/// customer signed in at the provider and got a 500 (with a session cookie on it). The
+/// console's `safe_next` had been mended for exactly this; the portal's had not.
+#[tokio::test]
+async fn a_next_with_a_line_break_lands_on_the_portal_not_on_a_500() {
+    let fake = FakeProvider::start().await;
+    let app = app_at(&fake).await;
+    for next in [
+        "%2Fportal%0D%0ASet-Cookie:%20x=y",
+        "%2Fportal%00",
+        "%2Fportal%7F",
+    ] {
+        let browser = browser();
+        let answer = sign_in_with(
+            &app,
+            &fake,
+            &browser,
+            &format!("/portal/login?next={next}"),
+            |_| {},
+        )
+        .await;
+        assert_eq!(answer.status(), StatusCode::SEE_OTHER, "{next}");
+        assert_eq!(location(&answer), "/portal", "{next}");
+    }
+}
