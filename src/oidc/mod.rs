@@ -22,7 +22,9 @@ pub use callback::{AuthorizationAnswer, MAX_PARAMETER_LENGTH};
 pub use claims::IdentityClaims;
 pub use fetch::FetchError;
 pub use id_token::{IdTokenError, LEEWAY_SECONDS};
-pub use relying_party::{RelyingParty, SIGN_IN_LIFETIME, SignInStart, SignedIn};
+pub use relying_party::{
+    MAX_RETURN_TO_LENGTH, RelyingParty, SIGN_IN_LIFETIME, SignInStart, SignedIn,
+};
 pub use settings::{
     DEFAULT_REAUTHENTICATE_AFTER_MINUTES, DEFAULT_SCOPES, ProviderSettings, SettingsError,
     is_token, secure_or_loopback,

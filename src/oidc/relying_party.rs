@@ -41,6 +41,11 @@ use url::Url;
 /// How long a browser has between leaving for the provider and coming back.
 pub const SIGN_IN_LIFETIME: Duration = Duration::from_secs(10 * 60);
 
+/// The longest `return_to` parked with a sign-in. Callers refuse longer ones before they begin
+/// (with a page saying so): a partner's authorization request, with a `state` of up to 512
+/// bytes percent-encoded and its redirect URI, comes back through here and must fit.
+pub const MAX_RETURN_TO_LENGTH: usize = 8 * 1024;
+
 /// How long a discovery document is used before it is fetched again.
 const DISCOVERY_LIFETIME: chrono::Duration = chrono::Duration::hours(1);
 
@@ -129,7 +134,8 @@ impl RelyingParty {
     }
 
     /// Starts a sign-in; `max_age` asks the provider for a sign-in at most that old;
-    /// `return_to` comes back from [`Self::finish`] (bounded, never interpreted here).
+    /// `return_to` comes back from [`Self::finish`] (never interpreted here; one longer than
+    /// [`MAX_RETURN_TO_LENGTH`] is dropped, so callers check first).
     pub async fn begin(
         &self,
         max_age: Option<Duration>,
@@ -162,7 +168,7 @@ impl RelyingParty {
             pkce_verifier: Secret::new(verifier.into_secret()),
             max_age_seconds: max_age.map(|age| age.as_secs()),
             return_to: return_to
-                .filter(|r| r.len() <= super::callback::MAX_PARAMETER_LENGTH)
+                .filter(|r| r.len() <= MAX_RETURN_TO_LENGTH)
                 .map(str::to_owned),
         };
         self.state

@@ -335,6 +335,38 @@ async fn a_fresh_sign_in_the_id_token_check_accepted_reaches_the_consent_page() 
     assert!(crate::helpers::hidden(&consent.text().await.unwrap(), "consent_id").is_some());
 }
 
+/// A partner may send a `state` of up to 512 bytes ("room for any signed or encrypted value it
+/// needs"). The way back to the consent page was parked only when the whole request fit in
+/// 512 characters, and silently dropped otherwise: after signing in at the provider the
+/// customer landed on the portal's overview and the partner never heard back. Now requests of
+/// any valid size come back; an absurdly long link gets a plain 400 page and parks nothing.
+#[tokio::test]
+async fn a_partner_request_with_a_long_state_comes_back_to_consent() {
+    let fake = FakeProvider::start().await;
+    let app = app_at(&fake).await;
+    let browser = browser();
+    let path = authorize_path(&app, &"s/+=".repeat(128));
+    assert!(path.len() > 1000, "{}", path.len());
+    let answer = sign_in_with(&app, &fake, &browser, &path, |_| {}).await;
+    assert_eq!(answer.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&answer), path);
+    let consent = browser.get(app.url(&path)).send().await.unwrap();
+    assert_eq!(consent.status(), StatusCode::OK);
+
+    let padded = format!("{path}&pad={}", "x".repeat(10_000));
+    let response = crate::helpers::browser()
+        .get(app.url(&padded))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert!(
+        set_cookie(&response, "kh_portal_oidc").is_none(),
+        "nothing parked"
+    );
+    assert!(response.text().await.unwrap().contains("too long"));
+}
+
 /// `next` is parked across the trip to the provider and becomes the callback's `Location`. A
 /// line break in it (`/portal/login?next=/portal%0d%0a…`) made that header invalid: the
 /// customer signed in at the provider and got a 500 (with a session cookie on it). The

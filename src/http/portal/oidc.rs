@@ -16,7 +16,7 @@ use crate::error::{Internal, PageError};
 use crate::http::pages::{page, render, see_other};
 use crate::http::session::{self as browser, CookieName};
 use crate::http::source::source_addr;
-use crate::oidc::{AuthorizationAnswer, RelyingParty, SIGN_IN_LIFETIME};
+use crate::oidc::{AuthorizationAnswer, MAX_RETURN_TO_LENGTH, RelyingParty, SIGN_IN_LIFETIME};
 use crate::portal::provider::{self, AdmitError, Refused};
 use crate::state::Session;
 use actix_web::cookie::time::Duration as CookieDuration;
@@ -55,6 +55,15 @@ pub async fn send_to_provider(
     next: &str,
 ) -> Result<HttpResponse, PageError> {
     let (party, settings) = provider_sign_in(app).ok_or(PageError::NotFound)?;
+    if next.len() > MAX_RETURN_TO_LENGTH {
+        // Parked, it would be dropped, and the customer would land on the overview with the
+        // partner never hearing back: say so instead, and park nothing.
+        return Err(PageError::BadRequest(
+            "This link is too long to sign in with. Please go back and try again from the \
+             start."
+                .into(),
+        ));
+    }
     let source = source_addr(req);
     let started = app
         .state
