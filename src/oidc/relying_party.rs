@@ -248,6 +248,19 @@ impl RelyingParty {
         }))
     }
 
+    /// The origin of the provider's end-session endpoint, from the discovery document this
+    /// process already holds: never fetched here, as the pages that ask must not wait on the
+    /// provider (an instance that has not fetched it yet answers `None`).
+    pub fn known_end_session_origin(&self) -> Option<String> {
+        let discovered = self.discovered.try_lock().ok()?;
+        let url = discovered
+            .as_ref()?
+            .provider
+            .end_session_endpoint
+            .as_ref()?;
+        Some(url.origin().ascii_serialization()).filter(|o| o != "null")
+    }
+
     async fn exchange(
         &self,
         provider: &Provider,

@@ -393,3 +393,53 @@ async fn a_next_with_a_line_break_lands_on_the_portal_not_on_a_500() {
         assert_eq!(location(&answer), "/portal", "{next}");
     }
 }
+
+/// Sign-out posts the portal page's form and is answered with a redirect to the provider's
+/// `end_session_endpoint`; browsers apply the page's CSP `form-action` to that redirect. The
+/// page allowed only the issuer's origin, so a provider whose end-session endpoint lives on
+/// another origin (discovery allows any https address; Entra External ID's tenant-name host
+/// is one) had its sign-out blocked by the browser: the Keyhole session ended, the provider's
+/// did not — on a shared device the next person is signed straight back in.
+#[tokio::test]
+async fn sign_out_may_reach_an_end_session_endpoint_on_another_origin() {
+    let port = crate::helpers::free_port();
+    let end_session = format!("http://localhost:{port}/logout");
+    let fake = FakeProvider::start_with(json!({ "end_session_endpoint": end_session })).await;
+    let app = app_at(&fake).await;
+    let browser = browser();
+    let answer = sign_in_with(&app, &fake, &browser, "/portal/login", |_| {}).await;
+    assert_eq!(answer.status(), StatusCode::SEE_OTHER);
+    let page = browser.get(app.url("/portal")).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let csp = page
+        .headers()
+        .get("content-security-policy")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let form_action = csp
+        .split(';')
+        .map(str::trim)
+        .find(|d| d.starts_with("form-action"))
+        .unwrap()
+        .to_owned();
+    let html = page.text().await.unwrap();
+    let signed_out = browser
+        .post(app.url("/portal/logout"))
+        .form(&[(
+            "csrf_token",
+            crate::helpers::hidden(&html, "csrf_token").unwrap(),
+        )])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_out.status(), StatusCode::SEE_OTHER);
+    let target = url::Url::parse(&location(&signed_out)).unwrap();
+    let origin = target.origin().ascii_serialization();
+    assert_eq!(origin, format!("http://localhost:{port}"));
+    assert!(
+        form_action.split(' ').any(|source| source == origin),
+        "{form_action} lets the browser follow the sign-out to {origin}"
+    );
+}
