@@ -443,3 +443,60 @@ async fn sign_out_may_reach_an_end_session_endpoint_on_another_origin() {
         "{form_action} lets the browser follow the sign-out to {origin}"
     );
 }
+
+/// A customer who presses "Sign out" after the session has expired (idle, 15 minutes) was told
+/// "You are signed out" but was not sent on to the provider's end-session endpoint (only a
+/// live session with its CSRF token was), so their session at the provider lived on: on a
+/// shared device the next person visiting the portal was signed straight in as them. A post
+/// the browser marks as coming from our own page (`Sec-Fetch-Site: same-origin`, which no page
+/// can forge) now goes on to the provider too; a cross-site post still does not.
+#[tokio::test]
+async fn sign_out_after_the_session_expired_still_ends_the_provider_session() {
+    let end_session = "http://localhost:9/logout";
+    let fake = FakeProvider::start_with(json!({ "end_session_endpoint": end_session })).await;
+    let app = app_at(&fake).await;
+    let browser = browser();
+    let answer = sign_in_with(&app, &fake, &browser, "/portal/login", |_| {}).await;
+    assert_eq!(answer.status(), StatusCode::SEE_OTHER);
+    let html = browser
+        .get(app.url("/portal"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = crate::helpers::hidden(&html, "csrf_token").unwrap();
+    app.clock.advance(chrono::Duration::minutes(20));
+    // The session's idle timeout is the shared state's time to live: end it as it would end.
+    let cookie = cookie_value(&set_cookie(&answer, "kh_session").unwrap());
+    app.app
+        .state
+        .delete_session::<keyhole::state::Session>(&keyhole::secrets::token_hash(&cookie))
+        .await
+        .unwrap();
+
+    for (site, expected) in [
+        ("cross-site", "/portal/signed-out".to_owned()),
+        ("same-site", "/portal/signed-out".to_owned()),
+        (
+            "same-origin",
+            format!("{end_session}?client_id={CLIENT_ID}"),
+        ),
+    ] {
+        let signed_out = browser
+            .post(app.url("/portal/logout"))
+            .header("sec-fetch-site", site)
+            .header("origin", "null")
+            .form(&[("csrf_token", csrf.as_str())])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(signed_out.status(), StatusCode::SEE_OTHER, "{site}");
+        assert!(
+            location(&signed_out).starts_with(&expected),
+            "{site}: {}",
+            location(&signed_out)
+        );
+    }
+}

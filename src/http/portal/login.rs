@@ -187,8 +187,11 @@ pub async fn logout(
     req: HttpRequest,
     form: web::Form<LogoutForm>,
 ) -> Result<HttpResponse, PageError> {
-    // Only a real sign-out (a session, and its CSRF token) goes on to the provider's: a
-    // cross-site post must not sign the customer out of their Harmony account.
+    // Only a real sign-out goes on to the provider's: a cross-site post must not sign the
+    // customer out of their Harmony account. Real is a session and its CSRF token; or, once
+    // the session has expired (idle), the browser's word that the form was posted from one of
+    // our own pages: the customer pressed "Sign out" and must not be left signed in at the
+    // provider (on a shared device the next person would be let straight back in).
     let next = match session::current(&app, &req).await? {
         Some(active) => {
             if !active.csrf_matches(form.csrf_token.as_deref()) {
@@ -197,7 +200,13 @@ pub async fn logout(
             app.state.delete_session::<Session>(&active.hash).await?;
             oidc::after_sign_out(&app).await
         }
-        None if oidc::provider_sign_in(&app).is_some() => oidc::SIGNED_OUT_PATH.to_owned(),
+        None if oidc::provider_sign_in(&app).is_some() => {
+            if posted_from_our_page(&req) {
+                oidc::after_sign_out(&app).await
+            } else {
+                oidc::SIGNED_OUT_PATH.to_owned()
+            }
+        }
         None => "/portal/login".to_owned(),
     };
     let mut response = see_other(&next);
@@ -205,6 +214,15 @@ pub async fn logout(
         .add_removal_cookie(&session::removal_cookie(&app, CookieName::Session))
         .map_err(anyhow::Error::from)?;
     Ok(response)
+}
+
+/// Whether the browser says the request came from a page of this origin (Fetch Metadata,
+/// `Sec-Fetch-Site`, which no page can set). `Origin` cannot say it: under the pages'
+/// `no-referrer` a browser sends `Origin: null` with every form post.
+fn posted_from_our_page(req: &HttpRequest) -> bool {
+    req.headers()
+        .get("sec-fetch-site")
+        .is_some_and(|site| site.as_bytes() == b"same-origin")
 }
 
 #[cfg(test)]
