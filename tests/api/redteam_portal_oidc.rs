@@ -500,3 +500,69 @@ async fn sign_out_after_the_session_expired_still_ends_the_provider_session() {
         );
     }
 }
+
+/// The discovery document is fetched again after an hour, under a lock that queues every
+/// sign-in start, callback and sign-out behind the fetch. When the provider stopped answering
+/// (a dropped route, not a refused connection), each of those waited for its own 5-second
+/// fetch in turn: three customers took 15 s, a queue of them never ended, and the "503 page
+/// that says so" came after minutes if at all. A fetch that found the provider unreachable now
+/// stands for a while: the ones queued behind it use the document from before (or get the 503
+/// at once when there is none) instead of trying again one by one.
+#[tokio::test]
+async fn an_unresponsive_provider_costs_one_timeout_not_one_per_customer() {
+    let fake = FakeProvider::start().await;
+    let app = app_at(&fake).await;
+    // A first sign-in fetches the discovery document.
+    start(&app, &fake, &browser(), "/portal/login").await;
+    // The provider stops answering; the document ages past its hour.
+    fake.server.reset().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200).set_delay(std::time::Duration::from_secs(30)))
+        .mount(&fake.server)
+        .await;
+    app.clock.advance(chrono::Duration::minutes(61));
+    let began = std::time::Instant::now();
+    let starts = (0..3).map(|_| async {
+        let response = browser()
+            .get(app.url("/portal/login"))
+            .send()
+            .await
+            .unwrap();
+        response.status()
+    });
+    let statuses = futures_util::future::join_all(starts).await;
+    let took = began.elapsed();
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::SEE_OTHER),
+        "the document from before still serves: {statuses:?}"
+    );
+    assert!(took < std::time::Duration::from_secs(9), "took {took:?}");
+
+    // Never fetched at all: one timeout, then a 503 for everyone at once.
+    let silent = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200).set_delay(std::time::Duration::from_secs(30)))
+        .mount(&silent)
+        .await;
+    let issuer = silent.uri();
+    let app =
+        crate::helpers::spawn_app_with(|s| s.customer_login = Some(customer_login(&issuer))).await;
+    let began = std::time::Instant::now();
+    let starts = (0..3).map(|_| async {
+        browser()
+            .get(app.url("/portal/login"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    let statuses = futures_util::future::join_all(starts).await;
+    let took = began.elapsed();
+    assert!(
+        statuses
+            .iter()
+            .all(|s| *s == StatusCode::SERVICE_UNAVAILABLE),
+        "{statuses:?}"
+    );
+    assert!(took < std::time::Duration::from_secs(9), "took {took:?}");
+}
