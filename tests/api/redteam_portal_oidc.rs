@@ -566,3 +566,234 @@ async fn an_unresponsive_provider_costs_one_timeout_not_one_per_customer() {
     );
     assert!(took < std::time::Duration::from_secs(9), "took {took:?}");
 }
+
+// ----- what was tried and held ------------------------------------------------------------
+
+/// Login CSRF: the attacker signs in at the provider as themselves and sends the victim's
+/// browser to the callback with the attacker's code and state. The victim's browser has no
+/// pending sign-in, or its own with another state: refused, and a session the victim already
+/// had is left as it was.
+#[tokio::test]
+async fn held_an_attackers_answer_in_the_victims_browser_signs_no_one_in() {
+    let fake = FakeProvider::start().await;
+    let app = app_at(&fake).await;
+    let victim = browser();
+    let answer = sign_in_with(&app, &fake, &victim, "/portal/login", |_| {}).await;
+    let victim_cookie = cookie_value(&set_cookie(&answer, "kh_session").unwrap());
+    // The victim has a sign-in of their own under way, too.
+    start(&app, &fake, &victim, "/portal/login").await;
+
+    let attacker = browser();
+    let theirs = start(&app, &fake, &attacker, "/portal/login").await;
+    let mut claims = fake.claims(&theirs.nonce, app.clock.now().timestamp());
+    claims["sub"] = json!("mallory");
+    claims[CLAIM] = json!("CU-9999");
+    fake.answer_with(&fake.sign(&claims)).await;
+    let planted = victim
+        .get(format!(
+            "{}?code=the-code&state={}",
+            app.url("/portal/oidc/callback"),
+            theirs.state
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(planted.status(), StatusCode::FORBIDDEN);
+    assert!(set_cookie(&planted, "kh_session").is_none());
+    let hash = keyhole::secrets::token_hash(&victim_cookie);
+    let session: Option<keyhole::state::Session> = app.app.state.session(&hash).await.unwrap();
+    assert!(session.is_some(), "the victim's session is untouched");
+    let mallory = keyhole::domain::UpstreamCustomerId::parse("CU-9999").unwrap();
+    assert!(
+        app.app
+            .store
+            .customer_by_upstream_id(&mallory)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+/// The console's and the portal's pending sign-ins are apart: a binding and state started at
+/// one callback find nothing at the other, and a replayed answer finds nothing either.
+#[tokio::test]
+async fn held_console_and_portal_sign_ins_do_not_mix_and_answers_do_not_replay() {
+    let fake = FakeProvider::start().await;
+    let issuer = fake.issuer();
+    let app = crate::helpers::spawn_app_with(|s| {
+        s.customer_login = Some(customer_login(&issuer));
+        s.console_login = Some(keyhole::config::ConsoleLogin {
+            issuer: issuer.clone(),
+            client_id: CLIENT_ID.into(),
+            client_secret: Secret::new(CLIENT_SECRET.into()),
+            scopes: "openid email profile".into(),
+            reauthenticate_after_minutes: 10,
+            required_group: "security-team".into(),
+            groups_claim: "groups".into(),
+        });
+    })
+    .await;
+    let plain = crate::helpers::http();
+    for (start_path, cookie, other_callback, other_cookie) in [
+        (
+            "/console/oidc/login",
+            "kh_console_oidc",
+            "/portal/oidc/callback",
+            "kh_portal_oidc",
+        ),
+        (
+            "/portal/login",
+            "kh_portal_oidc",
+            "/console/oidc/callback",
+            "kh_console_oidc",
+        ),
+    ] {
+        let started = plain.get(app.url(start_path)).send().await.unwrap();
+        assert_eq!(started.status(), StatusCode::SEE_OTHER, "{start_path}");
+        let binding = cookie_value(&set_cookie(&started, cookie).unwrap());
+        let state = query_param(&location(&started), "state").unwrap();
+        let nonce = query_param(&location(&started), "nonce").unwrap();
+        let mut claims = fake.claims(&nonce, app.clock.now().timestamp());
+        claims["groups"] = json!(["security-team"]);
+        fake.answer_with(&fake.sign(&claims)).await;
+        let crossed = plain
+            .get(format!("{}?code=c&state={state}", app.url(other_callback)))
+            .header("cookie", format!("{other_cookie}={binding}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(crossed.status(), StatusCode::FORBIDDEN, "{start_path}");
+        assert!(set_cookie(&crossed, "kh_session").is_none());
+        assert!(set_cookie(&crossed, "kh_console").is_none());
+    }
+
+    // A portal answer taken once is not taken again.
+    let browser = browser();
+    let started = start(&app, &fake, &browser, "/portal/login").await;
+    let claims = fake.claims(&started.nonce, app.clock.now().timestamp());
+    let token = fake.sign(&claims);
+    let cookie_jar_answer = finish(&app, &fake, &browser, &started, &token).await;
+    assert_eq!(cookie_jar_answer.status(), StatusCode::SEE_OTHER);
+    let replayed = finish(&app, &fake, &browser, &started, &token).await;
+    assert_eq!(replayed.status(), StatusCode::FORBIDDEN);
+}
+
+/// A partner's authorization request reaches the provider with our parameters only: its own
+/// `prompt`, `login_hint`, `max_age` or `redirect_uri` for the provider go nowhere, and
+/// consent always asks for a fresh sign-in.
+#[tokio::test]
+async fn held_a_partner_cannot_steer_the_trip_to_the_provider() {
+    let fake = FakeProvider::start().await;
+    let app = app_at(&fake).await;
+    let path = format!(
+        "{}&prompt=none&login_hint=victim&max_age=999999&nonce=n&acr_values=weak",
+        authorize_path(&app, "st")
+    );
+    let response = browser().get(app.url(&path)).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let to = location(&response);
+    assert!(to.starts_with(&format!("{}/auth?", fake.issuer())), "{to}");
+    let url = url::Url::parse(&to).unwrap();
+    let keys: Vec<String> = url.query_pairs().map(|(k, _)| k.into_owned()).collect();
+    for absent in ["prompt", "login_hint", "acr_values"] {
+        assert!(!keys.iter().any(|k| k == absent), "{to}");
+    }
+    assert_eq!(query_param(&to, "max_age").as_deref(), Some("600"));
+    assert_eq!(query_param(&to, "client_id").as_deref(), Some(CLIENT_ID));
+    assert_eq!(
+        query_param(&to, "redirect_uri"),
+        Some(app.url("/portal/oidc/callback"))
+    );
+    assert_ne!(query_param(&to, "nonce").as_deref(), Some("n"));
+    assert_eq!(keys.iter().filter(|k| *k == "max_age").count(), 1);
+}
+
+/// Hostile claim values: a customer id that is a number, a list, padded, overlong or with a
+/// line break is refused with the customer-service page and nothing stored; a name that is
+/// huge, has markup or control characters is bounded, stripped and escaped.
+#[tokio::test]
+async fn held_hostile_claims_are_refused_or_tamed() {
+    let fake = FakeProvider::start().await;
+    let app = app_at(&fake).await;
+    for bad in [
+        json!(1001),
+        json!(["CU-1001"]),
+        json!(" CU-1001"),
+        json!("CU-1001\n"),
+        json!("C".repeat(65)),
+        json!(null),
+        json!("CU-1001/../x"),
+    ] {
+        let answer = sign_in_with(&app, &fake, &browser(), "/portal/login", |c| {
+            c.insert(CLAIM.into(), bad.clone());
+        })
+        .await;
+        assert_eq!(answer.status(), StatusCode::FORBIDDEN, "{bad}");
+        assert!(set_cookie(&answer, "kh_session").is_none());
+        assert!(answer.text().await.unwrap().contains("customer service"));
+        assert!(!linked(&app).await, "{bad}");
+    }
+    let browser = browser();
+    let name = format!("<b>Carla</b>\u{7}\r\n{}", "x".repeat(10_000));
+    let answer = sign_in_with(&app, &fake, &browser, "/portal/login", |c| {
+        c.insert("name".into(), json!(name));
+    })
+    .await;
+    assert_eq!(answer.status(), StatusCode::SEE_OTHER);
+    let html = browser
+        .get(app.url("/portal"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        html.contains("&lt;b&gt;Carla&lt;&#x2f;b&gt;xxx"),
+        "escaped, stripped"
+    );
+    assert!(!html.contains("<b>Carla"));
+    assert!(!html.contains(&"x".repeat(201)), "bounded");
+    // The built-in account it took over no longer signs in by address.
+    assert!(linked(&app).await);
+    assert!(
+        app.app
+            .store
+            .customer_by_email(crate::helpers::ALICE.1)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+/// A session from before `auth_time` existed (absent from its stored form) is not recent:
+/// revocation and the download send the customer to the provider first.
+#[tokio::test]
+async fn held_a_session_without_a_sign_in_time_is_not_recent() {
+    let fake = FakeProvider::start().await;
+    let app = app_at(&fake).await;
+    let browser = browser();
+    let answer = sign_in_with(&app, &fake, &browser, "/portal/login", |_| {}).await;
+    let cookie = cookie_value(&set_cookie(&answer, "kh_session").unwrap());
+    let hash = keyhole::secrets::token_hash(&cookie);
+    let state = &app.app.state;
+    let session: keyhole::state::Session = state.session(&hash).await.unwrap().unwrap();
+    let mut old = serde_json::to_value(&session).unwrap();
+    old.as_object_mut().unwrap().remove("auth_time");
+    let old: keyhole::state::Session = serde_json::from_value(old).unwrap();
+    state
+        .put_session(&hash, &old, std::time::Duration::from_secs(900))
+        .await
+        .unwrap();
+    for path in ["/portal/access-history.json", "/portal/grants/x/revoke"] {
+        let response = browser.get(app.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::SEE_OTHER, "{path}");
+        assert!(location(&response).starts_with(&fake.issuer()), "{path}");
+    }
+    let overview = browser.get(app.url("/portal")).send().await.unwrap();
+    assert_eq!(
+        overview.status(),
+        StatusCode::OK,
+        "reading needs no fresh sign-in"
+    );
+}
