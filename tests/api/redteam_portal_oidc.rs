@@ -397,9 +397,10 @@ async fn a_next_with_a_line_break_lands_on_the_portal_not_on_a_500() {
 /// Sign-out posts the portal page's form and is answered with a redirect to the provider's
 /// `end_session_endpoint`; browsers apply the page's CSP `form-action` to that redirect. The
 /// page allowed only the issuer's origin, so a provider whose end-session endpoint lives on
-/// another origin (discovery allows any https address; Entra External ID's tenant-name host
-/// is one) had its sign-out blocked by the browser: the Keyhole session ended, the provider's
-/// did not — on a shared device the next person is signed straight back in.
+/// another origin (discovery allows any https address for it, e.g. a provider whose login
+/// pages sit on another host than its issuer) had its sign-out blocked by the browser: the
+/// Keyhole session ended, the provider's did not — on a shared device the next person is
+/// signed straight back in.
 #[tokio::test]
 async fn sign_out_may_reach_an_end_session_endpoint_on_another_origin() {
     let port = crate::helpers::free_port();
