@@ -1023,6 +1023,46 @@ mod tests {
 
     #[test]
     #[allow(clippy::result_large_err)]
+    fn a_secret_that_is_not_a_string_is_refused_without_being_shown() {
+        figment::Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.set_env(
+                "KEYHOLE_CUSTOMER_LOGIN__ISSUER",
+                "https://id.harmony.example",
+            );
+            jail.set_env("KEYHOLE_CUSTOMER_LOGIN__CLIENT_ID", "keyhole");
+            for secret in ["918273645501", "-73645501", "7.25e3", "true"] {
+                jail.set_env("KEYHOLE_CUSTOMER_LOGIN__CLIENT_SECRET", secret);
+                let figment = Figment::from(Serialized::defaults(Settings::default()))
+                    .merge(Env::prefixed("KEYHOLE_").split("__"));
+                let err = Settings::from_figment(figment).unwrap_err().to_string();
+                assert!(err.contains("is not shown"), "{err}");
+                for shown in [secret, "7250", "73645501"] {
+                    assert!(!err.contains(shown), "{err}");
+                }
+            }
+            // Quoted, the digits are the secret.
+            jail.set_env("KEYHOLE_CUSTOMER_LOGIN__CLIENT_SECRET", "\"918273645501\"");
+            let figment = Figment::from(Serialized::defaults(Settings::default()))
+                .merge(Env::prefixed("KEYHOLE_").split("__"));
+            let s = Settings::from_figment(figment).map_err(|e| e.to_string())?;
+            assert_eq!(
+                s.customer_login.unwrap().client_secret.expose(),
+                "918273645501"
+            );
+            Ok(())
+        });
+        let err = load_toml(
+            "[customer_login]\nissuer = \"https://id.harmony.example\"\nclient_id = \"k\"\n\
+             client_secret = 918273645501\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(!err.contains("918273645501"), "{err}");
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
     fn console_login_takes_defaults_its_secret_from_the_environment_and_names_bad_keys() {
         figment::Jail::expect_with(|jail| {
             jail.clear_env();

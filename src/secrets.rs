@@ -22,9 +22,59 @@ pub enum SecretError {
 
 /// A secret value that must never reach a log line. It (de)serializes as the plain string,
 /// because settings that hold one pass through figment as values.
-#[derive(Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(transparent)]
 pub struct Secret(String);
+
+/// What a setting that holds a secret says when given something other than a string: never
+/// the value. (Figment reads `KEYHOLE_CUSTOMER_LOGIN__CLIENT_SECRET=918273645501` as a number,
+/// and serde's own message, `invalid type: found unsigned int 918273645501`, went to the
+/// console and the service's log.)
+const NOT_A_STRING: &str = "expected a string (the value is a secret and is not shown; in the environment, quote it: \"...\")";
+
+impl<'de> serde::Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Secret;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Secret, E> {
+                Ok(Secret(v.to_owned()))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Secret, E> {
+                Ok(Secret(v))
+            }
+            // Every other kind that serde's default message would quote.
+            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Secret, E> {
+                Err(E::custom(NOT_A_STRING))
+            }
+            fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Secret, E> {
+                Err(E::custom(NOT_A_STRING))
+            }
+            fn visit_i128<E: serde::de::Error>(self, _: i128) -> Result<Secret, E> {
+                Err(E::custom(NOT_A_STRING))
+            }
+            fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Secret, E> {
+                Err(E::custom(NOT_A_STRING))
+            }
+            fn visit_u128<E: serde::de::Error>(self, _: u128) -> Result<Secret, E> {
+                Err(E::custom(NOT_A_STRING))
+            }
+            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Secret, E> {
+                Err(E::custom(NOT_A_STRING))
+            }
+            fn visit_char<E: serde::de::Error>(self, _: char) -> Result<Secret, E> {
+                Err(E::custom(NOT_A_STRING))
+            }
+            fn visit_bytes<E: serde::de::Error>(self, _: &[u8]) -> Result<Secret, E> {
+                Err(E::custom(NOT_A_STRING))
+            }
+        }
+        deserializer.deserialize_string(Visitor)
+    }
+}
 
 impl Secret {
     pub fn new(value: String) -> Self {

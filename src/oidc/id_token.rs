@@ -9,7 +9,9 @@
 //! 4. `exp` is in the future and `iat` (and `nbf` and `auth_time`, if any) not in the future,
 //!    each with [`LEEWAY_SECONDS`] of clock skew;
 //! 5. `nonce` is this sign-in's;
-//! 6. when a `max_age` was asked for, `auth_time` is present and recent enough.
+//! 6. `auth_time`, when present, is not in the future (with the same leeway as `iat`): the
+//!    portal's recency rule counts from it, so one ahead would stretch it;
+//! 7. when a `max_age` was asked for, `auth_time` is present and recent enough.
 
 use super::claims::IdentityClaims;
 use super::discovery::ACCEPTED_ALGORITHMS;
@@ -59,6 +61,8 @@ pub enum IdTokenError {
     Nonce,
     #[error("the sign-in at the provider is older than asked for")]
     StaleAuthentication,
+    #[error("the sign-in at the provider is dated in the future")]
+    FutureAuthentication,
 }
 
 /// What this sign-in expects of its ID token.
@@ -233,14 +237,19 @@ fn check_claims(
         return Err(IdTokenError::Nonce);
     }
     let auth_time = seconds(&all, "auth_time")?;
-    // A sign-in that has not happened yet: it would count as recent for as long as it is
-    // ahead of us (the portal's recent-sign-in rule reads it).
+    // A sign-in cannot have happened after the token was issued; one dated ahead (a provider's
+    // bug or clock) would make the session "recent" for as long as it lies ahead, and an absurd
+    // one passes the `max_age` check below by saturating.
     if auth_time.is_some_and(|at| at > now + LEEWAY_SECONDS) {
-        return Err(IdTokenError::NotYetValid);
+        return Err(IdTokenError::FutureAuthentication);
     }
+    let auth_time = match auth_time {
+        None => None,
+        Some(at) => Some(DateTime::from_timestamp(at, 0).ok_or(IdTokenError::Claim("auth_time"))?),
+    };
     if let Some(max_age) = expected.max_age {
         let max_age = i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX);
-        match auth_time {
+        match auth_time.map(|at| at.timestamp()) {
             Some(at) if at.saturating_add(max_age).saturating_add(LEEWAY_SECONDS) >= now => {}
             Some(_) => return Err(IdTokenError::StaleAuthentication),
             None => return Err(IdTokenError::Claim("auth_time")),
@@ -249,7 +258,7 @@ fn check_claims(
     Ok(IdentityClaims {
         issuer,
         subject,
-        auth_time: auth_time.and_then(|at| DateTime::from_timestamp(at, 0)),
+        auth_time,
         all,
     })
 }
@@ -459,7 +468,7 @@ mod tests {
                 with(|c| {
                     c.insert("auth_time".into(), json!(at + 3600));
                 }),
-                IdTokenError::NotYetValid,
+                IdTokenError::FutureAuthentication,
             ),
         ];
         for (claims, why) in cases {
@@ -481,6 +490,52 @@ mod tests {
             c.insert("auth_time".into(), json!(0));
         });
         validate(&sign(&s, "k1", &c), &keys_of(&s, "k1"), &expected(None)).unwrap();
+    }
+
+    #[test]
+    fn an_auth_time_in_the_future_is_refused_with_or_without_max_age() {
+        let s = signer();
+        let keys = keys_of(&s, "k1");
+        let at = now().timestamp();
+        for max_age in [None, Some(Duration::from_secs(600))] {
+            for (auth_time, why) in [
+                (
+                    json!(at + LEEWAY_SECONDS + 1),
+                    IdTokenError::FutureAuthentication,
+                ),
+                (json!(at + 86_400), IdTokenError::FutureAuthentication),
+                // Saturates to i64::MAX: passed `max_age` by overflowing.
+                (json!(1e300), IdTokenError::FutureAuthentication),
+                // Saturates to i64::MIN: no date at all, with max_age or without.
+                (json!(-1e300), IdTokenError::Claim("auth_time")),
+            ] {
+                let token = sign(
+                    &s,
+                    "k1",
+                    &with(|c| {
+                        c.insert("auth_time".into(), auth_time.clone());
+                    }),
+                );
+                assert_eq!(
+                    validate(&token, &keys, &expected(max_age)).unwrap_err(),
+                    why,
+                    "{auth_time} {max_age:?}"
+                );
+            }
+            // Skew within the leeway passes.
+            let token = sign(
+                &s,
+                "k1",
+                &with(|c| {
+                    c.insert("auth_time".into(), json!(at + LEEWAY_SECONDS));
+                }),
+            );
+            let claims = validate(&token, &keys, &expected(max_age)).unwrap();
+            assert_eq!(
+                claims.auth_time().map(|t| t.timestamp()),
+                Some(at + LEEWAY_SECONDS)
+            );
+        }
     }
 
     #[test]

@@ -30,7 +30,9 @@ pub use logout_token::{LogoutClaims, LogoutTokenError};
 pub fn logout_token_max_age() -> u64 {
     logout_token::MAX_AGE_SECONDS.unsigned_abs()
 }
-pub use relying_party::{RelyingParty, SIGN_IN_LIFETIME, SignInStart, SignedIn};
+pub use relying_party::{
+    MAX_RETURN_TO_LENGTH, RelyingParty, SIGN_IN_LIFETIME, SignInStart, SignedIn,
+};
 pub use settings::{
     DEFAULT_REAUTHENTICATE_AFTER_MINUTES, DEFAULT_SCOPES, ProviderSettings, SettingsError,
     is_token, secure_or_loopback,

@@ -41,8 +41,18 @@ use url::Url;
 /// How long a browser has between leaving for the provider and coming back.
 pub const SIGN_IN_LIFETIME: Duration = Duration::from_secs(10 * 60);
 
+/// The longest `return_to` parked with a sign-in. Callers refuse longer ones before they begin
+/// (with a page saying so): a partner's authorization request, with a `state` of up to 512
+/// bytes percent-encoded and its redirect URI, comes back through here and must fit.
+pub const MAX_RETURN_TO_LENGTH: usize = 8 * 1024;
+
 /// How long a discovery document is used before it is fetched again.
 const DISCOVERY_LIFETIME: chrono::Duration = chrono::Duration::hours(1);
+
+/// After a fetch found the provider unreachable, how long it is taken at its word: the
+/// requests queued behind that fetch (and those that follow) use the document from before, or
+/// get "unavailable" at once, instead of each waiting for a timeout of its own in turn.
+const UNREACHABLE_RETRY: chrono::Duration = chrono::Duration::seconds(30);
 
 /// The token endpoint's answer: OAuth's, plus the ID token (Core §3.1.3.3).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -86,12 +96,19 @@ struct Discovered {
     at: DateTime<Utc>,
 }
 
+/// The discovery document this process holds, and when the provider last could not be reached.
+#[derive(Default)]
+struct Discovery {
+    current: Option<Discovered>,
+    unreachable: Option<(DateTime<Utc>, String)>,
+}
+
 pub struct RelyingParty {
     settings: ProviderSettings,
     purpose: &'static str,
     redirect_uri: RedirectUrl,
     http: ProviderHttp,
-    discovered: Mutex<Option<Discovered>>,
+    discovered: Mutex<Discovery>,
     keys: KeyCache,
     state: SharedState,
     clock: SharedClock,
@@ -113,7 +130,7 @@ impl RelyingParty {
             purpose,
             redirect_uri: RedirectUrl::from_url(redirect_uri),
             http: ProviderHttp::new().map_err(OidcError::from)?,
-            discovered: Mutex::new(None),
+            discovered: Mutex::default(),
             keys: KeyCache::default(),
             state,
             clock,
@@ -129,7 +146,8 @@ impl RelyingParty {
     }
 
     /// Starts a sign-in; `max_age` asks the provider for a sign-in at most that old;
-    /// `return_to` comes back from [`Self::finish`] (bounded, never interpreted here).
+    /// `return_to` comes back from [`Self::finish`] (never interpreted here; one longer than
+    /// [`MAX_RETURN_TO_LENGTH`] is dropped, so callers check first).
     pub async fn begin(
         &self,
         max_age: Option<Duration>,
@@ -162,7 +180,7 @@ impl RelyingParty {
             pkce_verifier: Secret::new(verifier.into_secret()),
             max_age_seconds: max_age.map(|age| age.as_secs()),
             return_to: return_to
-                .filter(|r| r.len() <= super::callback::MAX_PARAMETER_LENGTH)
+                .filter(|r| r.len() <= MAX_RETURN_TO_LENGTH)
                 .map(str::to_owned),
         };
         self.state
@@ -271,6 +289,20 @@ impl RelyingParty {
         .map_err(refused)
     }
 
+    /// The origin of the provider's end-session endpoint, from the discovery document this
+    /// process already holds: never fetched here, as the pages that ask must not wait on the
+    /// provider (an instance that has not fetched it yet answers `None`).
+    pub fn known_end_session_origin(&self) -> Option<String> {
+        let discovered = self.discovered.try_lock().ok()?;
+        let url = discovered
+            .current
+            .as_ref()?
+            .provider
+            .end_session_endpoint
+            .as_ref()?;
+        Some(url.origin().ascii_serialization()).filter(|o| o != "null")
+    }
+
     async fn exchange(
         &self,
         provider: &Provider,
@@ -338,14 +370,27 @@ impl RelyingParty {
     }
 
     /// The provider's checked discovery document: cached for an hour; past that, fetched
-    /// again, and the old one kept (with a warning) while the provider cannot be reached.
+    /// again, and the old one kept (with a warning) while the provider cannot be reached. One
+    /// fetch at a time (the others wait for it), and a provider found unreachable is not asked
+    /// again for [`UNREACHABLE_RETRY`]: without that, every request queued behind a fetch that
+    /// timed out made its own, in turn.
     async fn provider(&self) -> Result<Arc<Provider>, OidcError> {
         let now = self.clock.now();
-        let mut discovered = self.discovered.lock().await;
-        if let Some(d) = discovered.as_ref()
+        let mut discovery = self.discovered.lock().await;
+        if let Some(d) = discovery.current.as_ref()
             && now - d.at < DISCOVERY_LIFETIME
         {
             return Ok(d.provider.clone());
+        }
+        if let Some((at, why)) = discovery.unreachable.as_ref()
+            && now - *at < UNREACHABLE_RETRY
+        {
+            return match discovery.current.as_ref() {
+                Some(stale) => Ok(stale.provider.clone()),
+                None => Err(OidcError::Unavailable(format!(
+                    "{why} (a moment ago; not asked again yet)"
+                ))),
+            };
         }
         let url = self
             .settings
@@ -355,20 +400,29 @@ impl RelyingParty {
             Ok(json) => Provider::from_document(&self.settings.issuer, json),
             Err(e) => Err(e),
         };
-        match (fetched, discovered.as_ref()) {
-            (Ok(provider), _) => {
+        // The fetch may have taken seconds: what it found is as of when it ended.
+        let now = self.clock.now();
+        match fetched {
+            Ok(provider) => {
                 let provider = Arc::new(provider);
-                *discovered = Some(Discovered {
+                discovery.current = Some(Discovered {
                     provider: provider.clone(),
                     at: now,
                 });
+                discovery.unreachable = None;
                 Ok(provider)
             }
-            (Err(FetchError::Unreachable(why)), Some(stale)) => {
-                tracing::warn!(purpose = self.purpose, error = %why, "the OpenID provider is unreachable; using its discovery document from before");
-                Ok(stale.provider.clone())
+            Err(FetchError::Unreachable(why)) => {
+                discovery.unreachable = Some((now, why.clone()));
+                match discovery.current.as_ref() {
+                    Some(stale) => {
+                        tracing::warn!(purpose = self.purpose, error = %why, "the OpenID provider is unreachable; using its discovery document from before");
+                        Ok(stale.provider.clone())
+                    }
+                    None => Err(OidcError::Unavailable(why)),
+                }
             }
-            (Err(e), _) => Err(e.into()),
+            Err(e) => Err(e.into()),
         }
     }
 

@@ -22,7 +22,7 @@ const GROUP: &str = "security-team";
 const START: &str = "/console/oidc/login";
 const CALLBACK: &str = "/console/oidc/callback";
 
-fn console_login(issuer: &str) -> ConsoleLogin {
+pub(crate) fn console_login(issuer: &str) -> ConsoleLogin {
     ConsoleLogin {
         issuer: issuer.to_owned(),
         client_id: CLIENT_ID.into(),

@@ -14,13 +14,15 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use ed25519_dalek::pkcs8::EncodePrivateKey;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use parking_lot::Mutex;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use wiremock::matchers::{body_string_contains, method, path};
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use wiremock::{Mock, MockServer, Respond, ResponseTemplate};
 
 // ----- the certified provider, on node -----------------------------------------------------
 
@@ -196,6 +198,20 @@ pub async fn sign_in_at_provider(
 pub struct FakeProvider {
     server: MockServer,
     signing: ed25519_dalek::SigningKey,
+    /// What the token endpoint answers any code no [`FakeProvider::answer_with`] claimed.
+    fallback: Arc<Mutex<String>>,
+}
+
+/// The token endpoint's answer to any other code: whatever ID token the test set last.
+struct FallbackAnswer(Arc<Mutex<String>>);
+
+impl Respond for FallbackAnswer {
+    fn respond(&self, _: &wiremock::Request) -> ResponseTemplate {
+        ResponseTemplate::new(200).set_body_json(json!({
+            "access_token": "at", "token_type": "Bearer", "expires_in": 60,
+            "id_token": *self.0.lock(),
+        }))
+    }
 }
 
 /// A sign-in Keyhole started at the fake provider: what it sent the browser there with.
@@ -211,19 +227,28 @@ pub struct FakeSignIn {
 impl FakeProvider {
     /// A provider that advertises the ID-token signing `algorithms`.
     pub async fn start(algorithms: &[&str]) -> Self {
+        Self::start_with(algorithms, json!({})).await
+    }
+
+    /// The same, with `extra` keys in its discovery document (an `end_session_endpoint`).
+    pub async fn start_with(algorithms: &[&str], extra: Value) -> Self {
         let server = MockServer::start().await;
         let signing = ed25519_dalek::SigningKey::from_bytes(&rand_seed());
         let issuer = server.uri();
+        let mut discovery = json!({
+            "issuer": issuer,
+            "authorization_endpoint": format!("{issuer}/auth"),
+            "token_endpoint": format!("{issuer}/token"),
+            "jwks_uri": format!("{issuer}/jwks"),
+            "id_token_signing_alg_values_supported": algorithms,
+            "code_challenge_methods_supported": ["S256"],
+        });
+        if let (Some(doc), Some(extra)) = (discovery.as_object_mut(), extra.as_object()) {
+            doc.extend(extra.clone());
+        }
         Mock::given(method("GET"))
             .and(path("/.well-known/openid-configuration"))
-            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-                "issuer": issuer,
-                "authorization_endpoint": format!("{issuer}/auth"),
-                "token_endpoint": format!("{issuer}/token"),
-                "jwks_uri": format!("{issuer}/jwks"),
-                "id_token_signing_alg_values_supported": algorithms,
-                "code_challenge_methods_supported": ["S256"],
-            })))
+            .respond_with(ResponseTemplate::new(200).set_body_json(discovery))
             .mount(&server)
             .await;
         Mock::given(method("GET"))
@@ -234,7 +259,30 @@ impl FakeProvider {
             }]})))
             .mount(&server)
             .await;
-        Self { server, signing }
+        let fallback = Arc::new(Mutex::new(String::new()));
+        // Below the per-code answers (priority 5): only codes none of them claims get here.
+        Mock::given(method("POST"))
+            .and(path("/token"))
+            .respond_with(FallbackAnswer(fallback.clone()))
+            .with_priority(10)
+            .mount(&server)
+            .await;
+        Self {
+            server,
+            signing,
+            fallback,
+        }
+    }
+
+    /// The wiremock server, for a test that makes the provider misbehave.
+    pub fn server(&self) -> &MockServer {
+        &self.server
+    }
+
+    /// From now on the token endpoint answers any code (that no `answer_with` claimed) with
+    /// `id_token`.
+    pub fn answer_any_code_with(&self, id_token: &str) {
+        *self.fallback.lock() = id_token.to_owned();
     }
 
     pub fn issuer(&self) -> String {

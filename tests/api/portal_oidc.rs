@@ -30,9 +30,9 @@ use reqwest::header::COOKIE;
 use sea_orm::{EntityTrait, QueryOrder};
 use serde_json::{Value, json};
 
-const CLIENT_ID: &str = "keyhole-portal";
+pub(crate) const CLIENT_ID: &str = "keyhole-portal";
 const CLIENT_SECRET: &str = "keyhole-portal-test-secret-0123456789";
-const CUSTOMER_ID_CLAIM: &str = "harmony_customer_id";
+pub(crate) const CUSTOMER_ID_CLAIM: &str = "harmony_customer_id";
 const REAUTHENTICATE_AFTER_MINUTES: u32 = 10;
 const START: &str = "/portal/login";
 const CALLBACK: &str = "/portal/oidc/callback";
@@ -47,7 +47,7 @@ const NO_CUSTOMER_NUMBER: &str = "Please contact Harmony customer service";
 /// What the person reads when a form was posted on a sign-in that has aged.
 const NEEDS_RECENT_SIGN_IN: &str = "this needs a recent sign-in";
 
-fn customer_login(issuer: &str) -> CustomerLogin {
+pub(crate) fn customer_login(issuer: &str) -> CustomerLogin {
     CustomerLogin {
         issuer: issuer.to_owned(),
         client_id: CLIENT_ID.into(),

@@ -73,7 +73,7 @@ pub async fn overview(app: web::Data<App>, req: HttpRequest) -> Result<HttpRespo
         minijinja::context! { email => greeting, grants, csrf_token => active.session.csrf_token },
     )?;
     // Its sign-out form may be answered with a redirect to the provider's end-session page.
-    let provider = super::oidc::provider_origin(&app);
+    let provider = super::oidc::sign_out_targets(&app);
     Ok(page(StatusCode::OK, body, provider.as_deref()))
 }
 

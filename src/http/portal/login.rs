@@ -14,13 +14,16 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use serde::Deserialize;
 
-/// Only local targets: a sign-in link must not become an open redirect.
+/// Only local targets: a sign-in link must not become an open redirect. Nor may it hold what a
+/// `Location` header cannot (a line break there fails the redirect with a 500, after the
+/// customer signed in at the provider), as the console's `safe_next` already knew.
 pub(crate) fn safe_next(next: Option<&str>) -> &str {
     match next {
         Some(n)
             if (n.starts_with("/portal") || n.starts_with("/oauth/authorize?"))
                 && !n.starts_with("//")
-                && !n.contains('\\') =>
+                && !n.contains('\\')
+                && !n.chars().any(char::is_control) =>
         {
             n
         }
@@ -185,8 +188,11 @@ pub async fn logout(
     req: HttpRequest,
     form: web::Form<LogoutForm>,
 ) -> Result<HttpResponse, PageError> {
-    // Only a real sign-out (a session, and its CSRF token) goes on to the provider's: a
-    // cross-site post must not sign the customer out of their Harmony account.
+    // Only a real sign-out goes on to the provider's: a cross-site post must not sign the
+    // customer out of their Harmony account. Real is a session and its CSRF token; or, once
+    // the session has expired (idle), the browser's word that the form was posted from one of
+    // our own pages: the customer pressed "Sign out" and must not be left signed in at the
+    // provider (on a shared device the next person would be let straight back in).
     let next = match session::current(&app, &req).await? {
         Some(active) => {
             if !active.csrf_matches(form.csrf_token.as_deref()) {
@@ -195,7 +201,13 @@ pub async fn logout(
             app.state.delete_session::<Session>(&active.hash).await?;
             oidc::after_sign_out(&app).await
         }
-        None if oidc::provider_sign_in(&app).is_some() => oidc::SIGNED_OUT_PATH.to_owned(),
+        None if oidc::provider_sign_in(&app).is_some() => {
+            if posted_from_our_page(&req) {
+                oidc::after_sign_out(&app).await
+            } else {
+                oidc::SIGNED_OUT_PATH.to_owned()
+            }
+        }
         None => "/portal/login".to_owned(),
     };
     let mut response = see_other(&next);
@@ -203,6 +215,15 @@ pub async fn logout(
         .add_removal_cookie(&session::removal_cookie(&app, CookieName::Session))
         .map_err(anyhow::Error::from)?;
     Ok(response)
+}
+
+/// Whether the browser says the request came from a page of this origin (Fetch Metadata,
+/// `Sec-Fetch-Site`, which no page can set). `Origin` cannot say it: under the pages'
+/// `no-referrer` a browser sends `Origin: null` with every form post.
+fn posted_from_our_page(req: &HttpRequest) -> bool {
+    req.headers()
+        .get("sec-fetch-site")
+        .is_some_and(|site| site.as_bytes() == b"same-origin")
 }
 
 #[cfg(test)]
@@ -220,6 +241,10 @@ mod tests {
             "//evil.example",
             "/portal\\@evil",
             "/elsewhere",
+            "/portal\r\nSet-Cookie: x=y",
+            "/portal\0",
+            "/portal\u{7f}",
+            "/portal\u{85}",
         ] {
             assert_eq!(safe_next(Some(bad)), "/portal", "{bad}");
         }

@@ -18,7 +18,7 @@ use crate::error::{Internal, PageError};
 use crate::http::pages::{page, render, see_other};
 use crate::http::session::{self as browser, CookieName};
 use crate::http::source::source_addr;
-use crate::oidc::{AuthorizationAnswer, RelyingParty, SIGN_IN_LIFETIME};
+use crate::oidc::{AuthorizationAnswer, MAX_RETURN_TO_LENGTH, RelyingParty, SIGN_IN_LIFETIME};
 use crate::portal::provider::{self, AdmitError, Refused};
 use crate::state::Session;
 use actix_web::cookie::time::Duration as CookieDuration;
@@ -57,6 +57,15 @@ pub async fn send_to_provider(
     next: &str,
 ) -> Result<HttpResponse, PageError> {
     let (party, settings) = provider_sign_in(app).ok_or(PageError::NotFound)?;
+    if next.len() > MAX_RETURN_TO_LENGTH {
+        // Parked, it would be dropped, and the customer would land on the overview with the
+        // partner never hearing back: say so instead, and park nothing.
+        return Err(PageError::BadRequest(
+            "This link is too long to sign in with. Please go back and try again from the \
+             start."
+                .into(),
+        ));
+    }
     let source = source_addr(req);
     let started = app
         .state
@@ -170,14 +179,22 @@ pub async fn after_sign_out(app: &App) -> String {
     }
 }
 
-/// The origin of the provider, for the `form-action` of pages whose sign-out form is answered
-/// with a redirect to its end-session endpoint (browsers apply `form-action` to that redirect).
-pub fn provider_origin(app: &App) -> Option<String> {
-    let (_, settings) = provider_sign_in(app)?;
-    url::Url::parse(&settings.issuer)
+/// The origins a page's sign-out form may be redirected to, for its `form-action` (browsers
+/// apply it to the redirect that answers the form): the provider's, and its end-session
+/// endpoint's when that lives elsewhere (discovery allows any https address for it), or the
+/// browser would block the sign-out at the provider.
+pub fn sign_out_targets(app: &App) -> Option<String> {
+    let (party, settings) = provider_sign_in(app)?;
+    let issuer = url::Url::parse(&settings.issuer)
         .ok()
         .map(|u| u.origin().ascii_serialization())
-        .filter(|o| o != "null")
+        .filter(|o| o != "null");
+    let end_session = party.known_end_session_origin();
+    match (issuer, end_session) {
+        (Some(issuer), Some(end)) if end != issuer => Some(format!("{issuer} {end}")),
+        (Some(issuer), _) => Some(issuer),
+        (None, end) => end,
+    }
 }
 
 fn refusal_message(refused: Refused) -> &'static str {

@@ -5,6 +5,7 @@ use crate::app::App;
 use crate::domain::CustomerId;
 use crate::error::Internal;
 use crate::http::session as browser;
+use crate::oidc::LEEWAY_SECONDS;
 use crate::state::Session;
 use actix_web::HttpRequest;
 use actix_web::cookie::Cookie;
@@ -68,12 +69,20 @@ pub async fn start(app: &App, sign_in: SignIn) -> Result<Cookie<'static>, Intern
 /// `[customer_login]` it must be at most `reauthenticate_after_minutes` old (an unknown one is
 /// not); built-in accounts sign in with a password each session, and their sessions' idle and
 /// absolute limits are the rule.
+///
+/// The clock skew the ID-token check forgives ([`LEEWAY_SECONDS`]) is forgiven here too, both
+/// ways: a sign-in that check just accepted against `max_age` must be recent enough, or the
+/// customer is sent straight back to a provider that answers with the same `auth_time`; and a
+/// sign-in dated further ahead than that is not recent at all (it would stay "recent" for as
+/// long as it lies ahead).
 pub fn recent_enough(app: &App, session: &Session) -> bool {
     match &app.settings.customer_login {
         None => true,
         Some(login) => session.auth_time.is_some_and(|at| {
             let age = app.clock.now() - at;
-            age <= chrono::Duration::minutes(i64::from(login.reauthenticate_after_minutes))
+            let leeway = chrono::Duration::seconds(LEEWAY_SECONDS);
+            let limit = chrono::Duration::minutes(i64::from(login.reauthenticate_after_minutes));
+            age >= -leeway && age <= limit + leeway
         }),
     }
 }
