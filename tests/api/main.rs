@@ -25,6 +25,7 @@ mod outages;
 mod portal;
 mod portal_oidc;
 mod proxy;
+mod redteam_backchannel;
 mod rollback;
 mod tokens;
 mod verifier;
