@@ -7,7 +7,7 @@ use crate::helpers::set_cookie;
 use crate::oidc_providers::with;
 use crate::portal_oidc::{FIONA, fake_world};
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{Value, json};
 
 /// A provider session recorded before sessions said how they started (no `via_provider`):
 /// with `[customer_login]` every customer session is the provider's, and a sign-out there must
@@ -50,4 +50,73 @@ async fn redteam_backchannel_a_session_from_before_via_provider_ends_too() {
         StatusCode::OK
     );
     assert!(!world.signed_in(&fiona).await, "ended");
+}
+
+/// A token whose `sub` names someone this gateway does not know must not end the sessions its
+/// `sid` was remembered for: the provider says *that* person signed out, and the remembered
+/// session belongs to someone else (a reused or colliding session id).
+#[tokio::test]
+async fn redteam_backchannel_an_unknown_sub_does_not_end_the_customer_its_sid_was_remembered_for() {
+    let world = fake_world(&["EdDSA"]).await;
+    let fiona = world.fiona_signs_in("sid-shared").await;
+    world.app.clock.advance(chrono::Duration::seconds(1));
+    let token = world.fake.sign(
+        "k1",
+        &world.logout_claims(Some("fake-stranger"), Some("sid-shared")),
+    );
+    let answer = world.post_logout_token(&token).await;
+    assert_eq!(answer.status(), StatusCode::OK, "a stranger: nothing to do");
+    assert!(
+        world.signed_in(&fiona).await,
+        "Fiona's session stays: the token named someone else"
+    );
+
+    // Her own subject with that sid still ends it; and her subject alone too.
+    let token = world
+        .fake
+        .sign("k1", &world.logout_claims(Some(FIONA), Some("sid-shared")));
+    assert_eq!(
+        world.post_logout_token(&token).await.status(),
+        StatusCode::OK
+    );
+    assert!(!world.signed_in(&fiona).await);
+}
+
+/// A `sub` (or `sid`, or `jti`) that is there but is not a 1-255 character string is a broken
+/// token, not an absent claim: refused with a 400, and the `sid` next to it ends nothing.
+#[tokio::test]
+async fn redteam_backchannel_a_malformed_sub_sid_or_jti_is_refused_and_ends_nothing() {
+    let world = fake_world(&["EdDSA"]).await;
+    let fiona = world.fiona_signs_in("sid-9").await;
+    world.app.clock.advance(chrono::Duration::seconds(1));
+    let good = world.logout_claims(Some(FIONA), Some("sid-9"));
+    let cases = [
+        (
+            "an overlong sub",
+            with(good.clone(), "sub", json!("x".repeat(300))),
+        ),
+        ("a numeric sub", with(good.clone(), "sub", json!(42))),
+        ("an empty sub", with(good.clone(), "sub", json!(""))),
+        ("a null sub", with(good.clone(), "sub", Value::Null)),
+        ("a sub array", with(good.clone(), "sub", json!([FIONA]))),
+        (
+            "an overlong sid",
+            with(good.clone(), "sid", json!("s".repeat(300))),
+        ),
+        ("a numeric sid", with(good.clone(), "sid", json!(9))),
+        ("a numeric jti", with(good.clone(), "jti", json!(7))),
+    ];
+    for (case, mut claims) in cases {
+        // Only the broken claim could name anyone: where the sub is broken the sid is Fiona's,
+        // and the other way round.
+        if case.contains("sid") {
+            claims["sub"] = json!(FIONA);
+        }
+        let token = world.fake.sign("k1", &claims);
+        let answer = world.post_logout_token(&token).await;
+        assert_eq!(answer.status(), StatusCode::BAD_REQUEST, "{case}");
+        let body: Value = answer.json().await.unwrap();
+        assert_eq!(body["error"], "invalid_request", "{case}");
+        assert!(world.signed_in(&fiona).await, "{case}: the session stays");
+    }
 }

@@ -4,9 +4,9 @@
 //! next request, on every instance (`session::current` reads the mark this leaves).
 //!
 //! Sessions are found by customer, not one by one: a token naming the subject ends all of that
-//! customer's provider sessions; one naming only the provider's session id (`sid`) finds the
-//! customer through what the sign-in remembered, and ends theirs too (more than the one
-//! session, never less).
+//! customer's provider sessions (a subject unknown here ends nothing, whatever its `sid`); one
+//! naming only the provider's session id (`sid`) finds the customer through what the sign-in
+//! remembered, and ends theirs too (more than the one session, never less).
 //!
 //! Registered with the provider as `{public_url}/portal/oidc/backchannel-logout`. 404 without
 //! `[customer_login]`. Answers (§2.8): `200` when done (also for a token already seen, or a
@@ -133,22 +133,7 @@ async fn end_sessions(
         tracing::info!("logout token already applied");
         return Ok(());
     }
-    let customer = match &claims.subject {
-        Some(subject) => app
-            .store
-            .customer_by_oidc(&OidcIdentity {
-                issuer: issuer.to_owned(),
-                subject: subject.clone(),
-            })
-            .await?
-            .map(|c| c.id),
-        None => None,
-    };
-    let customer = match (customer, &claims.sid) {
-        (Some(customer), _) => Some(customer),
-        (None, Some(sid)) => app.state.provider_session(&hash_of(issuer, sid)).await?,
-        (None, None) => None,
-    };
+    let customer = signed_out_customer(app, issuer, claims).await?;
     let Some(customer) = customer else {
         tracing::info!("logout token for nobody signed in here");
         return Ok(());
@@ -158,4 +143,26 @@ async fn end_sessions(
         .await?;
     tracing::info!(customer = %customer, "customer signed out at the provider; their portal sessions end");
     Ok(())
+}
+
+/// The customer a logout token names. Its `sub` decides when it has one: a subject we do not
+/// know is nobody here, even when its `sid` was remembered for a customer (that session is
+/// someone else's). Only a token without `sub` is looked up by `sid`.
+async fn signed_out_customer(
+    app: &App,
+    issuer: &str,
+    claims: &crate::oidc::LogoutClaims,
+) -> Result<Option<CustomerId>, Internal> {
+    match (&claims.subject, &claims.sid) {
+        (Some(subject), _) => Ok(app
+            .store
+            .customer_by_oidc(&OidcIdentity {
+                issuer: issuer.to_owned(),
+                subject: subject.clone(),
+            })
+            .await?
+            .map(|c| c.id)),
+        (None, Some(sid)) => Ok(app.state.provider_session(&hash_of(issuer, sid)).await?),
+        (None, None) => Ok(None),
+    }
 }
