@@ -120,3 +120,48 @@ async fn redteam_backchannel_a_malformed_sub_sid_or_jti_is_refused_and_ends_noth
         assert!(world.signed_in(&fiona).await, "{case}: the session stays");
     }
 }
+
+/// The provider is told to retry (503) when the logout could not be recorded; its retry, the
+/// same token, must then end the sessions, not be taken for a replay of a token already
+/// applied (200, nothing ended).
+#[tokio::test]
+async fn redteam_backchannel_a_logout_that_failed_with_503_is_applied_when_the_provider_retries() {
+    let world = fake_world(&["EdDSA"]).await;
+    let Some(db_file) = world.app.sqlite_file() else {
+        eprintln!("skipped: needs the SQLite database to break it");
+        return;
+    };
+    let fiona = world.fiona_signs_in("sid-r").await;
+    world.app.clock.advance(chrono::Duration::seconds(1));
+    let token = world
+        .fake
+        .sign("k1", &world.logout_claims(Some(FIONA), None));
+
+    // The database fails the customer lookup (a column gone for a moment).
+    rename_column(&db_file, "oidc_subject", "oidc_subject_away").await;
+    let answer = world.post_logout_token(&token).await;
+    assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE);
+    rename_column(&db_file, "oidc_subject_away", "oidc_subject").await;
+
+    // The provider retries the same token.
+    let retry = world.post_logout_token(&token).await;
+    assert_eq!(retry.status(), StatusCode::OK);
+    assert!(
+        !world.signed_in(&fiona).await,
+        "the retried logout ended the session"
+    );
+}
+
+/// Renames a column of the customers table in the SQLite file at `path`.
+async fn rename_column(path: &std::path::Path, from: &str, to: &str) {
+    use sea_orm::ConnectionTrait;
+    let db = sea_orm::Database::connect(format!("sqlite:{}", path.display()))
+        .await
+        .unwrap();
+    db.execute_unprepared(&format!(
+        "ALTER TABLE customers RENAME COLUMN {from} TO {to}"
+    ))
+    .await
+    .unwrap();
+    db.close().await.unwrap();
+}

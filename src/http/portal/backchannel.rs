@@ -122,25 +122,33 @@ async fn end_sessions(
     issuer: &str,
     claims: &crate::oidc::LogoutClaims,
 ) -> Result<(), Internal> {
+    // Who first, reading only: a failure here spends nothing, and the provider's retry of
+    // this token (it gets a 503) is applied like the first try.
+    let customer = signed_out_customer(app, issuer, claims).await?;
     // Once per token: a recorded one played back cannot end sessions started after it (and
     // past this window its `iat` is too old anyway).
     let window = Duration::from_secs(logout_token_max_age() * 2);
-    if !app
-        .state
-        .first_logout_token(&hash_of(issuer, &claims.jti), window)
-        .await?
-    {
+    let jti = hash_of(issuer, &claims.jti);
+    if !app.state.first_logout_token(&jti, window).await? {
         tracing::info!("logout token already applied");
         return Ok(());
     }
-    let customer = signed_out_customer(app, issuer, claims).await?;
     let Some(customer) = customer else {
         tracing::info!("logout token for nobody signed in here");
         return Ok(());
     };
-    app.state
+    if let Err(e) = app
+        .state
         .put_provider_sign_out(customer, app.clock.now(), session_lifetime(app))
-        .await?;
+        .await
+    {
+        // Not recorded: the provider is told to retry, and its retry must not find the token
+        // spent (it would answer 200 and end nothing).
+        if let Err(release) = app.state.forget_logout_token(&jti).await {
+            tracing::error!(error = %release, "a logout token not applied stays spent until its window ends");
+        }
+        return Err(e.into());
+    }
     tracing::info!(customer = %customer, "customer signed out at the provider; their portal sessions end");
     Ok(())
 }
