@@ -3,54 +3,11 @@
 //! to retry. The rule throughout: bad input gets a clear error and changes nothing; a logout
 //! the provider was told to retry is applied when it does.
 
-use crate::helpers::set_cookie;
+use crate::helpers::{http, set_cookie};
 use crate::oidc_providers::with;
-use crate::portal_oidc::{FIONA, fake_world};
+use crate::portal_oidc::{BACKCHANNEL, FIONA, fake_world};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-
-/// A provider session recorded before sessions said how they started (no `via_provider`):
-/// with `[customer_login]` every customer session is the provider's, and a sign-out there must
-/// end it too.
-#[tokio::test]
-async fn redteam_backchannel_a_session_from_before_via_provider_ends_too() {
-    let world = fake_world(&["EdDSA"]).await;
-    let (fiona, answer) = world
-        .sign_in(|w, nonce| {
-            w.fake
-                .sign("k1", &with(w.claims(nonce), "sid", json!("sid-old")))
-        })
-        .await;
-    let cookie = set_cookie(&answer, "kh_session").unwrap();
-    let value = crate::helpers::cookie_value(&cookie);
-    let hash = keyhole::secrets::token_hash(&value);
-    let state = &world.app.app.state;
-    let mut session = state
-        .session::<keyhole::state::Session>(&hash)
-        .await
-        .unwrap()
-        .unwrap();
-    // As a session written before the field existed reads: `#[serde(default)]`.
-    let mut old = serde_json::to_value(&session).unwrap();
-    old.as_object_mut().unwrap().remove("via_provider");
-    session = serde_json::from_value(old).unwrap();
-    assert!(!session.via_provider);
-    state
-        .put_session(&hash, &session, std::time::Duration::from_secs(3600))
-        .await
-        .unwrap();
-    assert!(world.signed_in(&fiona).await);
-
-    world.app.clock.advance(chrono::Duration::seconds(1));
-    let token = world
-        .fake
-        .sign("k1", &world.logout_claims(Some(FIONA), None));
-    assert_eq!(
-        world.post_logout_token(&token).await.status(),
-        StatusCode::OK
-    );
-    assert!(!world.signed_in(&fiona).await, "ended");
-}
 
 /// A token whose `sub` names someone this gateway does not know must not end the sessions its
 /// `sid` was remembered for: the provider says *that* person signed out, and the remembered
@@ -164,4 +121,166 @@ async fn rename_column(path: &std::path::Path, from: &str, to: &str) {
     .await
     .unwrap();
     db.close().await.unwrap();
+}
+
+/// A provider session recorded before sessions said how they started (no `via_provider`):
+/// with `[customer_login]` every customer session is the provider's, and a sign-out there must
+/// end it too.
+#[tokio::test]
+async fn redteam_backchannel_a_session_from_before_via_provider_ends_too() {
+    let world = fake_world(&["EdDSA"]).await;
+    let (fiona, answer) = world
+        .sign_in(|w, nonce| {
+            w.fake
+                .sign("k1", &with(w.claims(nonce), "sid", json!("sid-old")))
+        })
+        .await;
+    let cookie = set_cookie(&answer, "kh_session").unwrap();
+    let value = crate::helpers::cookie_value(&cookie);
+    let hash = keyhole::secrets::token_hash(&value);
+    let state = &world.app.app.state;
+    let mut session = state
+        .session::<keyhole::state::Session>(&hash)
+        .await
+        .unwrap()
+        .unwrap();
+    // As a session written before the field existed reads: `#[serde(default)]`.
+    let mut old = serde_json::to_value(&session).unwrap();
+    old.as_object_mut().unwrap().remove("via_provider");
+    session = serde_json::from_value(old).unwrap();
+    assert!(!session.via_provider);
+    state
+        .put_session(&hash, &session, std::time::Duration::from_secs(3600))
+        .await
+        .unwrap();
+    assert!(world.signed_in(&fiona).await);
+
+    world.app.clock.advance(chrono::Duration::seconds(1));
+    let token = world
+        .fake
+        .sign("k1", &world.logout_claims(Some(FIONA), None));
+    assert_eq!(
+        world.post_logout_token(&token).await.status(),
+        StatusCode::OK
+    );
+    assert!(!world.signed_in(&fiona).await, "ended");
+}
+
+/// Bodies that are not one form-encoded `logout_token`: refused with the endpoint's own 400,
+/// ending nothing, saying nothing about our parser.
+#[tokio::test]
+async fn redteam_backchannel_odd_bodies_are_refused_and_end_nothing() {
+    let world = fake_world(&["EdDSA"]).await;
+    let fiona = world.fiona_signs_in("sid-b").await;
+    world.app.clock.advance(chrono::Duration::seconds(1));
+    let token = world
+        .fake
+        .sign("k1", &world.logout_claims(Some(FIONA), None));
+    let url = world.app.url(BACKCHANNEL);
+
+    let json_body = http()
+        .post(&url)
+        .json(&json!({"logout_token": token}))
+        .send()
+        .await
+        .unwrap();
+    let duplicated = http()
+        .post(&url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("logout_token={token}&logout_token=x"))
+        .send()
+        .await
+        .unwrap();
+    let in_the_query = http()
+        .post(format!("{url}?logout_token={token}"))
+        .form(&[("other", "x")])
+        .send()
+        .await
+        .unwrap();
+    let huge = http()
+        .post(&url)
+        .form(&[("logout_token", "a".repeat(200 * 1024))])
+        .send()
+        .await
+        .unwrap();
+    let no_type = http()
+        .post(&url)
+        .body(format!("logout_token={token}"))
+        .send()
+        .await
+        .unwrap();
+    for (case, answer) in [
+        ("JSON", json_body),
+        ("two logout_token fields", duplicated),
+        ("the token in the query", in_the_query),
+        ("no content type", no_type),
+    ] {
+        assert_eq!(answer.status(), StatusCode::BAD_REQUEST, "{case}");
+        assert_eq!(answer.headers()["cache-control"], "no-store", "{case}");
+        let body: Value = answer
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("{case}: {e}"));
+        assert_eq!(body["error"], "invalid_request", "{case}");
+        assert!(world.signed_in(&fiona).await, "{case}: the session stays");
+    }
+    assert_eq!(huge.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(world.signed_in(&fiona).await);
+
+    // The same token, well formed, still works: nothing above spent it.
+    assert_eq!(
+        world.post_logout_token(&token).await.status(),
+        StatusCode::OK
+    );
+    assert!(!world.signed_in(&fiona).await);
+}
+
+/// Tokens for another client of the same provider (the console's, say), or naming a key the
+/// provider never had, are refused; random key ids make the key set be fetched again at most
+/// once a minute.
+#[tokio::test]
+async fn redteam_backchannel_another_clients_token_and_random_key_ids_are_refused_cheaply() {
+    let world = fake_world(&["EdDSA"]).await;
+    let fiona = world.fiona_signs_in("sid-c").await;
+    world.app.clock.advance(chrono::Duration::seconds(1));
+    let good = world.logout_claims(Some(FIONA), Some("sid-c"));
+    for aud in [json!("keyhole-console"), json!(["keyhole-console"])] {
+        let token = world.fake.sign("k1", &with(good.clone(), "aud", aud));
+        assert_eq!(
+            world.post_logout_token(&token).await.status(),
+            StatusCode::BAD_REQUEST
+        );
+    }
+    let fetched_before = world.fake.requests_to("/jwks").await;
+    for _ in 0..20 {
+        let kid = uuid::Uuid::new_v4().to_string();
+        let token = world.fake.sign(&kid, &good);
+        assert_eq!(
+            world.post_logout_token(&token).await.status(),
+            StatusCode::BAD_REQUEST
+        );
+    }
+    let fetched = world.fake.requests_to("/jwks").await - fetched_before;
+    assert!(fetched <= 1, "{fetched} key set fetches");
+    assert!(world.signed_in(&fiona).await);
+}
+
+/// A sign-out at the provider in the very instant the session started ends it (`>=`); a
+/// session started after it stays.
+#[tokio::test]
+async fn redteam_backchannel_the_same_instant_ends_the_session_and_a_later_sign_in_stays() {
+    let world = fake_world(&["EdDSA"]).await;
+    let fiona = world.fiona_signs_in("sid-i").await;
+    // No clock movement: the mark is the session's own instant.
+    let token = world
+        .fake
+        .sign("k1", &world.logout_claims(Some(FIONA), None));
+    assert_eq!(
+        world.post_logout_token(&token).await.status(),
+        StatusCode::OK
+    );
+    assert!(!world.signed_in(&fiona).await);
+    world.app.clock.advance(chrono::Duration::seconds(1));
+    let again = world.fiona_signs_in("sid-i2").await;
+    assert!(world.signed_in(&again).await);
 }

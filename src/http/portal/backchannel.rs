@@ -21,17 +21,40 @@ use crate::oidc::{OidcError, logout_token_max_age};
 use crate::secrets::token_hash;
 use crate::store::OidcIdentity;
 use actix_web::http::header;
-use actix_web::{HttpResponse, post, web};
-use serde::Deserialize;
+use actix_web::{HttpRequest, HttpResponse, post, web};
 use serde_json::json;
 use std::time::Duration;
 
 /// Where the provider posts logout tokens.
 pub const BACKCHANNEL_PATH: &str = "/portal/oidc/backchannel-logout";
 
-#[derive(Deserialize)]
-pub struct LogoutForm {
-    logout_token: Option<String>,
+/// The one `logout_token` of a form-encoded body (§2.5), or what is wrong with the body.
+/// Read by hand rather than by actix's form extractor, whose refusals (415 for another content
+/// type, a parser's message for a repeated field) are not this endpoint's `400`.
+fn logout_token_of(req: &HttpRequest, body: &[u8]) -> Result<String, &'static str> {
+    let form_encoded = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|essence| {
+            essence
+                .trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        });
+    if !form_encoded {
+        return Err("the body must be application/x-www-form-urlencoded");
+    }
+    let mut token = None;
+    for (key, value) in url::form_urlencoded::parse(body) {
+        if key == "logout_token" && token.replace(value).is_some() {
+            return Err("logout_token is repeated");
+        }
+    }
+    token
+        .filter(|t| !t.is_empty())
+        .map(|t| t.into_owned())
+        .ok_or("logout_token is missing")
 }
 
 /// As long as a portal session can live: a mark or a remembered session id older than that
@@ -82,19 +105,18 @@ fn answer(status: actix_web::http::StatusCode, error: Option<&str>) -> HttpRespo
 #[post("/portal/oidc/backchannel-logout")]
 pub async fn logout(
     app: web::Data<App>,
-    form: web::Form<LogoutForm>,
+    req: HttpRequest,
+    body: web::Bytes,
 ) -> Result<HttpResponse, actix_web::Error> {
     use actix_web::http::StatusCode;
     let Some((party, settings)) = provider_sign_in(&app) else {
         return Ok(HttpResponse::NotFound().finish());
     };
-    let Some(token) = form.logout_token.as_deref().filter(|t| !t.is_empty()) else {
-        return Ok(answer(
-            StatusCode::BAD_REQUEST,
-            Some("logout_token is missing"),
-        ));
+    let token = match logout_token_of(&req, &body) {
+        Ok(token) => token,
+        Err(why) => return Ok(answer(StatusCode::BAD_REQUEST, Some(why))),
     };
-    let claims = match party.verify_logout_token(token).await {
+    let claims = match party.verify_logout_token(&token).await {
         Ok(claims) => claims,
         Err(OidcError::Refused(refusal)) => {
             tracing::warn!(reason = %refusal, "logout token refused");
