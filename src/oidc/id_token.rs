@@ -213,7 +213,7 @@ fn check_claims(
         _ => return Err(IdTokenError::Issuer),
     };
     let exp = seconds(&all, "exp")?.ok_or(IdTokenError::Claim("exp"))?;
-    if exp + LEEWAY_SECONDS <= now {
+    if exp.saturating_add(LEEWAY_SECONDS) <= now {
         return Err(IdTokenError::Expired);
     }
     let iat = seconds(&all, "iat")?.ok_or(IdTokenError::Claim("iat"))?;
@@ -552,6 +552,23 @@ mod tests {
         assert_eq!(
             validate(&unknown, &keys, &expected(None)).unwrap_err(),
             IdTokenError::UnknownKey
+        );
+    }
+
+    #[test]
+    fn a_far_future_exp_is_judged_without_overflow() {
+        let s = signer();
+        let c = with(|c| {
+            c.insert("exp".into(), json!(i64::MAX));
+        });
+        validate(&sign(&s, "k1", &c), &keys_of(&s, "k1"), &expected(None)).unwrap();
+        // One past what the signature library reads as a date: refused, not a panic.
+        let c = with(|c| {
+            c.insert("exp".into(), json!(1e300));
+        });
+        assert_eq!(
+            validate(&sign(&s, "k1", &c), &keys_of(&s, "k1"), &expected(None)).unwrap_err(),
+            IdTokenError::Claim("exp")
         );
     }
 

@@ -6,7 +6,8 @@
 //!   played back later to end a newer session), `exp` (optional) not passed;
 //! - `jti` present (the caller accepts each once);
 //! - `events` holds the back-channel logout event, as an object;
-//! - `sub` or `sid` (or both) present;
+//! - `sub` or `sid` (or both) present, and each (like `jti`) a string of 1 to 255 characters
+//!   when present: a malformed one refuses the token rather than counting as absent;
 //! - no `nonce`, so that an ID token can never pass as a logout token.
 
 use super::id_token::{self, Header, IdTokenError, LEEWAY_SECONDS, seconds};
@@ -43,6 +44,8 @@ pub enum LogoutTokenError {
     Nonce,
     #[error("the logout token is too old")]
     TooOld,
+    #[error("the logout token's `{0}` is not a string of 1 to 255 characters")]
+    Malformed(&'static str),
 }
 
 pub(crate) fn verify(
@@ -66,10 +69,10 @@ pub(crate) fn verify(
     if iat > now + LEEWAY_SECONDS {
         return Err(IdTokenError::NotYetValid.into());
     }
-    if iat + MAX_AGE_SECONDS + LEEWAY_SECONDS < now {
+    if iat.saturating_add(MAX_AGE_SECONDS + LEEWAY_SECONDS) < now {
         return Err(LogoutTokenError::TooOld);
     }
-    if seconds(&all, "exp")?.is_some_and(|exp| exp + LEEWAY_SECONDS <= now) {
+    if seconds(&all, "exp")?.is_some_and(|exp| exp.saturating_add(LEEWAY_SECONDS) <= now) {
         return Err(IdTokenError::Expired.into());
     }
     if all.contains_key("nonce") {
@@ -83,21 +86,27 @@ pub(crate) fn verify(
         Some(Value::Object(_)) => {}
         _ => return Err(LogoutTokenError::Event),
     }
-    let jti = bounded(all.get("jti")).ok_or(IdTokenError::Claim("jti"))?;
-    let subject = bounded(all.get("sub"));
-    let sid = bounded(all.get("sid"));
+    let jti = bounded(&all, "jti")?.ok_or(IdTokenError::Claim("jti"))?;
+    let subject = bounded(&all, "sub")?;
+    let sid = bounded(&all, "sid")?;
     if subject.is_none() && sid.is_none() {
         return Err(LogoutTokenError::NoSubject);
     }
     Ok(LogoutClaims { subject, sid, jti })
 }
 
-/// A string claim of 1 to 255 characters; anything else counts as absent.
-fn bounded(value: Option<&Value>) -> Option<String> {
-    value
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty() && s.len() <= 255)
-        .map(str::to_owned)
+/// A string claim of 1 to 255 characters, or `None` when absent. Anything else is a broken
+/// token, not an absent claim: a `sub` that cannot be read must not leave the `sid` beside it
+/// to decide whose sessions end.
+fn bounded(
+    all: &serde_json::Map<String, Value>,
+    name: &'static str,
+) -> Result<Option<String>, LogoutTokenError> {
+    match all.get(name) {
+        None => Ok(None),
+        Some(Value::String(s)) if !s.is_empty() && s.len() <= 255 => Ok(Some(s.clone())),
+        Some(_) => Err(LogoutTokenError::Malformed(name)),
+    }
 }
 
 #[cfg(test)]
@@ -195,6 +204,37 @@ mod tests {
         ] {
             assert!(check(&claims).is_err(), "{why}");
         }
+    }
+
+    #[test]
+    fn a_far_future_exp_or_an_ancient_iat_is_judged_without_overflow() {
+        // Provider-signed numbers at the ends of the range: judged, never a panic.
+        assert!(check(&with("exp", json!(i64::MAX))).is_ok());
+        assert!(check(&with("exp", json!(1e300))).is_ok());
+        assert!(check(&with("iat", json!(i64::MIN))).is_err());
+        assert!(check(&with("iat", json!(-1e300))).is_err());
+    }
+
+    #[test]
+    fn a_present_but_malformed_subject_session_or_id_is_refused_not_ignored() {
+        for (name, value) in [
+            ("sub", json!("x".repeat(256))),
+            ("sub", json!(42)),
+            ("sub", json!("")),
+            ("sub", Value::Null),
+            ("sid", json!("s".repeat(256))),
+            ("sid", json!(["08a5019c"])),
+            ("jti", json!(7)),
+        ] {
+            assert!(
+                matches!(
+                    check(&with(name, value.clone())),
+                    Err(LogoutTokenError::Malformed(_))
+                ),
+                "{name}: {value}"
+            );
+        }
+        assert!(check(&with("sub", json!("x".repeat(255)))).is_ok());
     }
 
     trait Remove {

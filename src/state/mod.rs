@@ -537,6 +537,12 @@ impl SharedState {
         Ok(counts.first().is_some_and(|n| *n == 1))
     }
 
+    /// Un-spends a logout token's id whose logout could not be recorded, so that the
+    /// provider's retry is applied.
+    pub async fn forget_logout_token(&self, jti_hash: &str) -> Result<(), StateError> {
+        self.backend.delete(&self.key("logout_jti", jti_hash)).await
+    }
+
     pub async fn put_oidc_sign_in(
         &self,
         purpose: &str,

@@ -25,6 +25,7 @@ mod outages;
 mod portal;
 mod portal_oidc;
 mod proxy;
+mod redteam_backchannel;
 mod redteam_portal_oidc;
 mod rollback;
 mod tokens;

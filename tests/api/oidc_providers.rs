@@ -289,6 +289,17 @@ impl FakeProvider {
         self.server.uri()
     }
 
+    /// How many requests the provider has had at `path`.
+    pub async fn requests_to(&self, at: &str) -> usize {
+        self.server
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .filter(|r| r.url.path() == at)
+            .count()
+    }
+
     /// Signed (EdDSA) by the provider's key, with `kid` in the header.
     pub fn sign(&self, kid: &str, claims: &Value) -> String {
         sign_ed25519(&self.signing, kid, claims)

@@ -375,16 +375,16 @@ async fn signing_out_ends_the_session_here_and_at_the_provider() {
 
 /// A Keyhole in front of the sample claims API, its customers signing in at a fake provider
 /// that advertises `algorithms`; and its customer rows before anything happened.
-struct FakeWorld {
-    app: TestApp,
-    fake: FakeProvider,
+pub(crate) struct FakeWorld {
+    pub(crate) app: TestApp,
+    pub(crate) fake: FakeProvider,
     before: Vec<entity::customers::Model>,
 }
 
-const FIONA: &str = "fake-fiona";
+pub(crate) const FIONA: &str = "fake-fiona";
 const FIONA_NUMBER: &str = "CU-3003";
 
-async fn fake_world(algorithms: &[&str]) -> FakeWorld {
+pub(crate) async fn fake_world(algorithms: &[&str]) -> FakeWorld {
     let fake = FakeProvider::start(algorithms).await;
     let issuer = fake.issuer();
     let app =
@@ -394,12 +394,12 @@ async fn fake_world(algorithms: &[&str]) -> FakeWorld {
 }
 
 impl FakeWorld {
-    fn now(&self) -> DateTime<Utc> {
+    pub(crate) fn now(&self) -> DateTime<Utc> {
         self.app.clock.now()
     }
 
     /// A good ID token's claims for `sub`, customer `number`, at the app's time.
-    fn claims_of(&self, sub: &str, number: &str, nonce: &str) -> Value {
+    pub(crate) fn claims_of(&self, sub: &str, number: &str, nonce: &str) -> Value {
         let mut claims = self.fake.claims(CLIENT_ID, sub, nonce, self.now());
         claims[CUSTOMER_ID_CLAIM] = json!(number);
         claims["name"] = json!("Fiona Fake");
@@ -407,7 +407,7 @@ impl FakeWorld {
     }
 
     /// A good ID token's claims for Fiona (CU-3003, who has no account yet).
-    fn claims(&self, nonce: &str) -> Value {
+    pub(crate) fn claims(&self, nonce: &str) -> Value {
         self.claims_of(FIONA, FIONA_NUMBER, nonce)
     }
 
@@ -425,7 +425,7 @@ impl FakeWorld {
 
     /// A whole sign-in at the portal's sign-in page in a fresh browser, the provider answering
     /// with the token `make` builds from this world and the nonce.
-    async fn sign_in(
+    pub(crate) async fn sign_in(
         &self,
         make: impl FnOnce(&FakeWorld, &str) -> String,
     ) -> (reqwest::Client, reqwest::Response) {
@@ -1146,12 +1146,12 @@ async fn one_address_cannot_park_sign_ins_without_end() {
 
 // ----- Back-Channel Logout -------------------------------------------------------------------
 
-const BACKCHANNEL: &str = "/portal/oidc/backchannel-logout";
+pub(crate) const BACKCHANNEL: &str = "/portal/oidc/backchannel-logout";
 const LOGOUT_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
 
 impl FakeWorld {
     /// A good logout token's claims for `sub` (and `sid`), at the app's time.
-    fn logout_claims(&self, sub: Option<&str>, sid: Option<&str>) -> Value {
+    pub(crate) fn logout_claims(&self, sub: Option<&str>, sid: Option<&str>) -> Value {
         let mut claims = json!({
             "iss": self.fake.issuer(), "aud": CLIENT_ID, "iat": self.now().timestamp(),
             "jti": uuid::Uuid::new_v4().to_string(), "events": {LOGOUT_EVENT: {}},
@@ -1165,7 +1165,7 @@ impl FakeWorld {
         claims
     }
 
-    async fn post_logout_token(&self, token: &str) -> reqwest::Response {
+    pub(crate) async fn post_logout_token(&self, token: &str) -> reqwest::Response {
         http()
             .post(self.app.url(BACKCHANNEL))
             .form(&[("logout_token", token)])
@@ -1175,7 +1175,7 @@ impl FakeWorld {
     }
 
     /// Fiona signs in a fresh browser (her ID token naming provider session `sid`).
-    async fn fiona_signs_in(&self, sid: &str) -> reqwest::Client {
+    pub(crate) async fn fiona_signs_in(&self, sid: &str) -> reqwest::Client {
         let sid = sid.to_owned();
         let (browser, answer) = self
             .sign_in(move |w, nonce| w.fake.sign("k1", &with(w.claims(nonce), "sid", json!(sid))))
@@ -1185,7 +1185,7 @@ impl FakeWorld {
         browser
     }
 
-    async fn signed_in(&self, browser: &reqwest::Client) -> bool {
+    pub(crate) async fn signed_in(&self, browser: &reqwest::Client) -> bool {
         let portal = browser.get(self.app.url("/portal")).send().await.unwrap();
         match portal.status() {
             StatusCode::OK => true,

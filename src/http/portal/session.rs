@@ -26,14 +26,17 @@ pub struct SignIn {
 
 /// The customer's session of this request, if any. A session from a sign-in at the provider
 /// ends here once the provider has said the customer signed out there since (one more
-/// shared-state read, for those sessions only).
+/// shared-state read, for those sessions only). While customers sign in at the provider every
+/// session is read so: one written before sessions said how they started (`via_provider`
+/// absent reads as false) may well be the provider's, and a built-in account's from before
+/// `[customer_login]` belongs to a customer the provider now speaks for.
 pub async fn current(app: &App, req: &HttpRequest) -> Result<Option<ActiveSession>, Internal> {
     let Some(active) =
         browser::current::<Session>(app, req, CookieName::Session, app.settings.session).await?
     else {
         return Ok(None);
     };
-    if active.session.via_provider
+    if (active.session.via_provider || app.settings.customer_login.is_some())
         && let Some(signed_out) = app
             .state
             .provider_sign_out(active.session.customer_id)
