@@ -153,3 +153,45 @@ pub fn sign_in_csrf_matches(
     read(app, req, name)
         .is_some_and(|c| !presented.is_empty() && c.as_bytes().ct_eq(presented.as_bytes()).into())
 }
+
+/// Sign-ins one address may start at a provider within [`crate::oidc::SIGN_IN_LIFETIME`]
+/// (per relying party). Each parks its state, nonce and verifier in shared state for that
+/// long, for anyone who asks: without a bound a loop of GETs fills it. A person needs a
+/// handful; a shared office or a shop's counter, a few dozen.
+const PROVIDER_STARTS_PER_ADDRESS: u64 = 30;
+
+/// Sends the browser to `party`'s provider (asking for a sign-in at most `max_age` old), to
+/// come back to `next`, with the cookie `binding` tying the sign-in to this browser. The
+/// console's sign-in and the portal's share it.
+pub async fn send_to_provider(
+    app: &App,
+    req: &HttpRequest,
+    party: &crate::oidc::RelyingParty,
+    binding: CookieName,
+    max_age: Option<Duration>,
+    next: &str,
+) -> Result<actix_web::HttpResponse, crate::error::PageError> {
+    use crate::error::PageError;
+    use crate::oidc::SIGN_IN_LIFETIME;
+    let source = crate::http::source::source_addr(req);
+    let started = app
+        .state
+        .count_oidc_start(party.purpose(), source, SIGN_IN_LIFETIME)
+        .await
+        .map_err(Internal::from)?;
+    if started > PROVIDER_STARTS_PER_ADDRESS {
+        tracing::warn!(client_ip = ?source, purpose = party.purpose(), "sign-ins at the provider rate limited");
+        return Err(PageError::TooMany(
+            "Too many sign-ins started from your network. Please wait a few minutes and try again."
+                .into(),
+        ));
+    }
+    let started = party.begin(max_age, Some(next)).await?;
+    let mut cookie = cookie(app, binding, started.browser_binding.expose().to_owned());
+    cookie.set_max_age(CookieDuration::seconds(
+        i64::try_from(SIGN_IN_LIFETIME.as_secs()).unwrap_or(600),
+    ));
+    let mut response = crate::http::pages::see_other(started.authorization_url.as_str());
+    response.add_cookie(&cookie).map_err(anyhow::Error::from)?;
+    Ok(response)
+}

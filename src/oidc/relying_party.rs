@@ -268,16 +268,7 @@ impl RelyingParty {
         let header =
             id_token::read_header(token, &provider.algorithms).map_err(|e| refused(e.into()))?;
         let now = self.clock.now();
-        let keys = self
-            .keys
-            .keys(
-                &self.http,
-                &provider.jwks_uri,
-                header.alg,
-                header.kid.as_deref(),
-                now,
-            )
-            .await?;
+        let keys = self.keys_for(&provider, &header, now).await?;
         super::logout_token::verify(
             token,
             &header,
@@ -340,6 +331,26 @@ impl RelyingParty {
             .ok_or_else(|| OidcError::Provider("the token answer has no id_token".into()))
     }
 
+    /// The provider's keys that may have signed a token with `header` (fetched, or refetched
+    /// for an unknown `kid`, as `jwks.rs` allows).
+    async fn keys_for(
+        &self,
+        provider: &Provider,
+        header: &id_token::Header,
+        now: DateTime<Utc>,
+    ) -> Result<Arc<Vec<super::jwks::ProviderKey>>, OidcError> {
+        Ok(self
+            .keys
+            .keys(
+                &self.http,
+                &provider.jwks_uri,
+                header.alg,
+                header.kid.as_deref(),
+                now,
+            )
+            .await?)
+    }
+
     async fn validate(
         &self,
         provider: &Provider,
@@ -349,16 +360,7 @@ impl RelyingParty {
         let refused = |e| OidcError::from(Refusal::IdToken(e));
         let header = id_token::read_header(id_token, &provider.algorithms).map_err(refused)?;
         let now = self.clock.now();
-        let keys = self
-            .keys
-            .keys(
-                &self.http,
-                &provider.jwks_uri,
-                header.alg,
-                header.kid.as_deref(),
-                now,
-            )
-            .await?;
+        let keys = self.keys_for(provider, &header, now).await?;
         let expected = Expected {
             issuer: &self.settings.issuer,
             client_id: &self.settings.client_id,

@@ -10,9 +10,7 @@ use crate::console::workforce::{self, AdmitError, Refused};
 use crate::error::{Internal, PageError};
 use crate::http::pages::see_other;
 use crate::http::session::{self as browser, CookieName};
-use crate::http::source::source_addr;
-use crate::oidc::{AuthorizationAnswer, RelyingParty, SIGN_IN_LIFETIME};
-use actix_web::cookie::time::Duration as CookieDuration;
+use crate::oidc::{AuthorizationAnswer, RelyingParty};
 use actix_web::{HttpRequest, HttpResponse, get, web};
 use serde::Deserialize;
 use std::sync::Arc;
@@ -21,11 +19,6 @@ use std::time::Duration;
 /// Where the provider sends the browser back; registered with the provider as
 /// `{public_url}/console/oidc/callback`.
 pub const CALLBACK_PATH: &str = "/console/oidc/callback";
-
-/// Sign-ins one address may start within [`SIGN_IN_LIFETIME`]. Each parks its state, nonce and
-/// verifier in shared state for that long, for anyone who asks: without a bound a loop of GETs
-/// fills it. A person needs a handful; a shared office address, a few dozen.
-const STARTS_PER_ADDRESS: u64 = 30;
 
 fn relying_party(
     app: &App,
@@ -50,33 +43,17 @@ pub async fn start(
     query: web::Query<StartQuery>,
 ) -> Result<HttpResponse, PageError> {
     let (party, settings) = relying_party(&app)?;
-    let source = source_addr(&req);
-    let started = app
-        .state
-        .count_oidc_start(party.purpose(), source, SIGN_IN_LIFETIME)
-        .await
-        .map_err(Internal::from)?;
-    if started > STARTS_PER_ADDRESS {
-        tracing::warn!(client_ip = ?source, "console sign-ins at the provider rate limited");
-        return Err(PageError::TooMany(
-            "Too many sign-ins started from your network. Please wait a few minutes and try again."
-                .into(),
-        ));
-    }
     let max_age = Duration::from_secs(u64::from(settings.reauthenticate_after_minutes) * 60);
     let next = safe_next(query.next.as_deref());
-    let started = party.begin(Some(max_age), Some(next)).await?;
-    let mut binding = browser::cookie(
+    browser::send_to_provider(
         &app,
+        &req,
+        party,
         CookieName::ConsoleOidc,
-        started.browser_binding.expose().to_owned(),
-    );
-    binding.set_max_age(CookieDuration::seconds(
-        i64::try_from(SIGN_IN_LIFETIME.as_secs()).unwrap_or(600),
-    ));
-    let mut response = see_other(started.authorization_url.as_str());
-    response.add_cookie(&binding).map_err(anyhow::Error::from)?;
-    Ok(response)
+        Some(max_age),
+        next,
+    )
+    .await
 }
 
 /// Completes the sign-in: a person in the required group gets a console session (their

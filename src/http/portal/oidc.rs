@@ -17,11 +17,9 @@ use crate::config::CustomerLogin;
 use crate::error::{Internal, PageError};
 use crate::http::pages::{page, render, see_other};
 use crate::http::session::{self as browser, CookieName};
-use crate::http::source::source_addr;
-use crate::oidc::{AuthorizationAnswer, MAX_RETURN_TO_LENGTH, RelyingParty, SIGN_IN_LIFETIME};
+use crate::oidc::{AuthorizationAnswer, MAX_RETURN_TO_LENGTH, RelyingParty};
 use crate::portal::provider::{self, AdmitError, Refused};
 use crate::state::Session;
-use actix_web::cookie::time::Duration as CookieDuration;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, get, web};
 use std::sync::Arc;
@@ -33,11 +31,6 @@ pub const CALLBACK_PATH: &str = "/portal/oidc/callback";
 /// Where the provider returns a browser after RP-initiated sign-out; registered with the
 /// provider as a post-logout redirect URI.
 pub const SIGNED_OUT_PATH: &str = "/portal/signed-out";
-
-/// Sign-ins one address may start within [`SIGN_IN_LIFETIME`]: each parks its state, nonce and
-/// verifier in shared state for that long. A household needs a handful; a shop's counter where
-/// customers consent on the partner's tablet, a few dozen.
-const STARTS_PER_ADDRESS: u64 = 30;
 
 /// The relying party and its settings, when customers sign in at the provider.
 pub fn provider_sign_in(app: &App) -> Option<(&Arc<RelyingParty>, &CustomerLogin)> {
@@ -66,32 +59,8 @@ pub async fn send_to_provider(
                 .into(),
         ));
     }
-    let source = source_addr(req);
-    let started = app
-        .state
-        .count_oidc_start(party.purpose(), source, SIGN_IN_LIFETIME)
-        .await
-        .map_err(Internal::from)?;
-    if started > STARTS_PER_ADDRESS {
-        tracing::warn!(client_ip = ?source, "customer sign-ins at the provider rate limited");
-        return Err(PageError::TooMany(
-            "Too many sign-ins started from your network. Please wait a few minutes and try again."
-                .into(),
-        ));
-    }
     let max_age = fresh.then(|| settings.reauthenticate_after());
-    let started = party.begin(max_age, Some(next)).await?;
-    let mut binding = browser::cookie(
-        app,
-        CookieName::PortalOidc,
-        started.browser_binding.expose().to_owned(),
-    );
-    binding.set_max_age(CookieDuration::seconds(
-        i64::try_from(SIGN_IN_LIFETIME.as_secs()).unwrap_or(600),
-    ));
-    let mut response = see_other(started.authorization_url.as_str());
-    response.add_cookie(&binding).map_err(anyhow::Error::from)?;
-    Ok(response)
+    browser::send_to_provider(app, req, party, CookieName::PortalOidc, max_age, next).await
 }
 
 /// Completes the sign-in: the customer the ID token names gets a portal session (made on their
