@@ -94,6 +94,16 @@ pub fn render(name: &str, context: impl Serialize) -> Result<String, anyhow::Err
     Ok(ENV.get_template(name)?.render(context)?)
 }
 
+/// The origin of an address a page's form may be answered with a redirect to (a partner's
+/// redirect URI, the sign-in provider), for that page's `form-action`: browsers apply it to the
+/// redirect that follows the form post.
+pub fn form_origin(uri: &str) -> Option<String> {
+    url::Url::parse(uri)
+        .ok()
+        .map(|u| u.origin().ascii_serialization())
+        .filter(|o| o != "null")
+}
+
 /// The page headers: nothing may frame us, run script, or post forms to other origins than
 /// ours and (on the consent page) the partner's verified redirect origin.
 pub fn page(status: StatusCode, body: String, form_target: Option<&str>) -> HttpResponse {

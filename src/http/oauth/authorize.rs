@@ -3,7 +3,7 @@
 use crate::app::App;
 use crate::domain::{FieldSet, Scope};
 use crate::error::PageError;
-use crate::http::pages::{page, render, see_other};
+use crate::http::pages::{form_origin, page, render, see_other};
 use crate::http::portal::login::login_page;
 use crate::http::portal::oidc;
 use crate::http::portal::session::{self, stale_sign_in};
@@ -11,22 +11,12 @@ use crate::oauth::authorize::{self, AuthorizeParams, ParkError, Rejection};
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use serde::Serialize;
-use url::Url;
 
 #[derive(Serialize)]
 struct FieldView<'a> {
     scope: String,
     label: &'a str,
     description: Option<&'a str>,
-}
-
-/// The origin of a redirect URI, for the consent page's `form-action` (browsers apply it to
-/// the redirect that follows the form post).
-fn origin(uri: &str) -> Option<String> {
-    Url::parse(uri)
-        .ok()
-        .map(|u| u.origin().ascii_serialization())
-        .filter(|o| o != "null")
 }
 
 /// Starts an authorization: validates the request, then shows the sign-in page or the consent
@@ -92,7 +82,7 @@ pub async fn start(
     Ok(page(
         StatusCode::OK,
         body,
-        origin(&request.redirect_uri).as_deref(),
+        form_origin(&request.redirect_uri).as_deref(),
     ))
 }
 

@@ -15,7 +15,7 @@ use super::session::{self, SignIn};
 use crate::app::App;
 use crate::config::CustomerLogin;
 use crate::error::{Internal, PageError};
-use crate::http::pages::{page, render, see_other};
+use crate::http::pages::{form_origin, page, render, see_other};
 use crate::http::session::{self as browser, CookieName};
 use crate::oidc::{AuthorizationAnswer, MAX_RETURN_TO_LENGTH, RelyingParty};
 use crate::portal::provider::{self, AdmitError, Refused};
@@ -154,10 +154,7 @@ pub async fn after_sign_out(app: &App) -> String {
 /// browser would block the sign-out at the provider.
 pub fn sign_out_targets(app: &App) -> Option<String> {
     let (party, settings) = provider_sign_in(app)?;
-    let issuer = url::Url::parse(&settings.issuer)
-        .ok()
-        .map(|u| u.origin().ascii_serialization())
-        .filter(|o| o != "null");
+    let issuer = form_origin(&settings.issuer);
     let end_session = party.known_end_session_origin();
     match (issuer, end_session) {
         (Some(issuer), Some(end)) if end != issuer => Some(format!("{issuer} {end}")),
