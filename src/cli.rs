@@ -6,7 +6,7 @@ use crate::config::Settings;
 use crate::domain::{Catalog, ClientId, Email, FieldSet, UpstreamCustomerId};
 use crate::secrets::{hash_password, random_token, token_hash};
 use crate::startup::{encryption_key, open_store};
-use crate::store::{NewPartner, PartnerRates, Store};
+use crate::store::{FapiRequirements, NewPartner, PartnerKeys, PartnerRates, Store};
 use crate::tokens::{ACTIVATION_DELAY, EncryptionKey, KeyRing, reseal};
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
@@ -68,7 +68,7 @@ pub enum PartnerCommand {
     Add(PartnerAdd),
 }
 
-#[derive(Args)]
+#[derive(Args, Default)]
 pub struct PartnerAdd {
     #[arg(long)]
     pub name: String,
@@ -89,6 +89,18 @@ pub struct PartnerAdd {
     pub grant_rate: Option<f64>,
     #[arg(long)]
     pub grant_burst: Option<u32>,
+    /// Authorization requests must be pushed first (`POST /oauth/par`, RFC 9126).
+    #[arg(long)]
+    pub require_par: bool,
+    /// Tokens must be DPoP-bound (RFC 9449): a token request without a proof is refused.
+    #[arg(long)]
+    pub require_dpop: bool,
+    /// `private_key_jwt` (RFC 7523) with the keys at this https URI; no secret is issued.
+    #[arg(long, conflicts_with = "jwks_file")]
+    pub jwks_uri: Option<String>,
+    /// `private_key_jwt` (RFC 7523) with the public keys in this JWKS file; no secret is issued.
+    #[arg(long)]
+    pub jwks_file: Option<std::path::PathBuf>,
     #[arg(long)]
     pub json: bool,
 }
@@ -261,12 +273,32 @@ fn print(json_out: bool, value: serde_json::Value, human: String) {
     }
 }
 
-/// Registers a partner; returns its client_id and the secret (shown once).
+/// The keys of a partner registered for `private_key_jwt`, checked: at most one source, an
+/// https URI (http only on loopback), or a file holding a JWKS of public keys.
+pub fn registered_keys(add: &PartnerAdd) -> anyhow::Result<Option<PartnerKeys>> {
+    match (&add.jwks_uri, &add.jwks_file) {
+        (None, None) => Ok(None),
+        (Some(_), Some(_)) => bail!("use --jwks-uri or --jwks-file, not both"),
+        (Some(uri), None) => {
+            check_redirect_uri(uri).context("--jwks-uri")?;
+            Ok(Some(PartnerKeys::Uri(url::Url::parse(uri)?)))
+        }
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("--jwks-file {}", path.display()))?;
+            crate::oauth::client_assertion::check_jwks(&text).context("--jwks-file")?;
+            Ok(Some(PartnerKeys::Set(text)))
+        }
+    }
+}
+
+/// Registers a partner; returns its client_id and the secret (shown once), or no secret for
+/// a partner registered with keys.
 pub async fn add_partner(
     store: &Store,
     catalog: &Catalog,
     add: &PartnerAdd,
-) -> anyhow::Result<(ClientId, String)> {
+) -> anyhow::Result<(ClientId, Option<String>)> {
     for uri in &add.redirect_uris {
         check_redirect_uri(uri)?;
     }
@@ -303,6 +335,9 @@ pub async fn add_partner(
             bail!("{flag} must be a positive number");
         }
     }
+    let keys = registered_keys(add)?;
+    // A partner with keys gets a secret too, so the column keeps its meaning, but nobody is
+    // shown it and client authentication refuses secrets for such a partner anyway.
     let secret = random_token("kh_cs_")?;
     store
         .insert_partner(
@@ -310,6 +345,10 @@ pub async fn add_partner(
                 client_id: client_id.clone(),
                 name: add.name.clone(),
                 secret_hash: token_hash(secret.expose()),
+                fapi: FapiRequirements {
+                    require_par: add.require_par,
+                    require_dpop: add.require_dpop,
+                },
                 redirect_uris: add.redirect_uris.clone(),
                 fields,
                 rates: PartnerRates {
@@ -318,11 +357,15 @@ pub async fn add_partner(
                     grant_per_second: add.grant_rate,
                     grant_burst: add.grant_burst,
                 },
+                keys: keys.clone(),
             },
             SystemClock.now(),
         )
         .await?;
-    Ok((client_id, secret.expose().to_owned()))
+    Ok((
+        client_id,
+        keys.is_none().then(|| secret.expose().to_owned()),
+    ))
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -348,13 +391,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Partner(PartnerCommand::Add(add)) => {
             let store = open_store(&settings).await?;
             let (client_id, secret) = add_partner(&store, &settings.catalog()?, &add).await?;
-            print(
-                add.json,
-                json!({ "client_id": client_id.as_str(), "client_secret": secret }),
-                format!(
-                    "client_id:     {client_id}\nclient_secret: {secret}\n(the secret is shown only now; only its hash is stored)"
+            match secret {
+                Some(secret) => print(
+                    add.json,
+                    json!({ "client_id": client_id.as_str(), "client_secret": secret }),
+                    format!(
+                        "client_id:     {client_id}\nclient_secret: {secret}\n(the secret is shown only now; only its hash is stored)"
+                    ),
                 ),
-            );
+                None => print(
+                    add.json,
+                    json!({ "client_id": client_id.as_str(), "token_endpoint_auth_method": "private_key_jwt" }),
+                    format!(
+                        "client_id:     {client_id}\n(authenticates with private_key_jwt: an assertion signed by one of its registered keys, aud = {})",
+                        settings.issuer()
+                    ),
+                ),
+            }
         }
         Command::Customer(CustomerCommand::Add {
             id,

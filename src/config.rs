@@ -89,6 +89,13 @@ pub struct Settings {
     pub access_log: AccessLogSettings,
     #[serde(default)]
     pub alerts: AlertSettings,
+    /// FAPI 2.0: every partner must push its authorization requests (`POST /oauth/par`), not
+    /// only those registered with `--require-par`.
+    #[serde(default)]
+    pub require_par: bool,
+    /// DPoP proofs (RFC 9449): how fresh they must be, and whether the server's nonce is needed.
+    #[serde(default)]
+    pub dpop: DpopSettings,
     #[serde(default = "default_resources")]
     pub resources: BTreeMap<String, ResourceConfig>,
     /// Peers whose `X-Forwarded-For` is believed (a load balancer, a TLS terminator). Anyone
@@ -429,6 +436,28 @@ impl AlertRule {
     }
 }
 
+/// How DPoP proofs (RFC 9449) are judged.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DpopSettings {
+    /// A proof's `iat` may lie this many seconds before or after our clock; its `jti` is
+    /// remembered (in shared state, by every instance) for twice as long.
+    pub iat_window_seconds: u32,
+    /// Every proof must carry a nonce this server issued (`DPoP-Nonce`, `use_dpop_nonce`):
+    /// proofs made in advance, by a client whose clock is wrong or by whoever stole one, stop
+    /// working when the nonce changes.
+    pub require_nonce: bool,
+}
+
+impl Default for DpopSettings {
+    fn default() -> Self {
+        Self {
+            iat_window_seconds: 60,
+            require_nonce: false,
+        }
+    }
+}
+
 /// The anomaly report's rules and their thresholds, all over the last `window_minutes`.
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -528,6 +557,8 @@ impl Default for Settings {
             workers: None,
             access_log: AccessLogSettings::default(),
             alerts: AlertSettings::default(),
+            require_par: false,
+            dpop: DpopSettings::default(),
             resources: default_resources(),
             trusted_proxies: Vec::new(),
             metrics_listen: None,
@@ -572,6 +603,9 @@ impl Settings {
         }
         if self.reuse_grace_seconds > MAX_REUSE_GRACE_SECONDS {
             return invalid("reuse_grace_seconds", "must be between 0 and 60");
+        }
+        if !(1..=300).contains(&self.dpop.iat_window_seconds) {
+            return invalid("dpop.iat_window_seconds", "must be between 1 and 300");
         }
         if !(1..=3650).contains(&self.grant_lifetime_days) {
             return invalid("grant_lifetime_days", "must be between 1 and 3650");

@@ -24,6 +24,15 @@ pub struct Model {
     pub created_at: DateTimeUtc,
     /// When the security team (or an alert rule) last suspended or reinstated it.
     pub status_changed_at: Option<DateTimeUtc>,
+    /// Authorization requests must be pushed first (PAR, RFC 9126).
+    pub require_par: bool,
+    /// Tokens must be DPoP-bound (RFC 9449).
+    pub require_dpop: bool,
+    /// `private_key_jwt`: the partner's JWKS URI…
+    pub jwks_uri: Option<String>,
+    /// …or its JWKS itself, as JSON text.
+    #[sea_orm(column_type = "Text", nullable)]
+    pub jwks: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

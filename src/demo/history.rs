@@ -38,8 +38,7 @@ async fn repairer(app: &App) -> anyhow::Result<ClientId> {
             rate: None,
             burst: None,
             grant_rate: None,
-            grant_burst: None,
-            json: false,
+            ..Default::default()
         };
         add_partner(&app.store, &app.catalog, &add).await?;
     }

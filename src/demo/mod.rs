@@ -49,10 +49,12 @@ pub async fn seed(store: &Store, settings: &Settings) -> anyhow::Result<String> 
             rate: None,
             burst: None,
             grant_rate: None,
-            grant_burst: None,
-            json: false,
+            ..Default::default()
         };
-        add_partner(store, &settings.catalog()?, &add).await?.1
+        add_partner(store, &settings.catalog()?, &add)
+            .await?
+            .1
+            .ok_or_else(|| anyhow::anyhow!("the demo partner has a secret"))?
     };
     for (upstream, email, password) in DEMO_CUSTOMERS {
         let upstream = UpstreamCustomerId::parse(upstream)?;

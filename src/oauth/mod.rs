@@ -2,6 +2,7 @@
 //! request, call one function here and map the result.
 
 pub mod authorize;
+pub mod client_assertion;
 pub mod client_auth;
 pub mod form;
 pub mod grants;

@@ -347,6 +347,8 @@ mod tests {
                     client_id: client.clone(),
                     name: "Fone Shop".into(),
                     secret_hash: "x".into(),
+                    keys: None,
+                    fapi: Default::default(),
                     redirect_uris: vec!["https://fone.example/cb".into()],
                     fields: scopes.clone(),
                     rates: PartnerRates::default(),

@@ -23,7 +23,9 @@ pub use console_users::{ConsoleUser, NO_PASSWORD, OidcIdentity};
 pub use customers::Customer;
 pub use grants::{Grant, GrantFilter, GrantState, GrantStatusFilter, RevokedBy};
 pub use keys::{KeyReplacement, StoredKey};
-pub use partners::{NewPartner, Partner, PartnerRates, PartnerStatus};
+pub use partners::{
+    FapiRequirements, NewPartner, Partner, PartnerKeys, PartnerRates, PartnerStatus,
+};
 pub use refresh::{
     IssuedFor, NewRefreshToken, RefreshOutcome, RefreshRecord, Rotation, SealedAnswer, Successor,
 };

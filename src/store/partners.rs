@@ -39,6 +39,24 @@ pub struct PartnerRates {
     pub grant_burst: Option<u32>,
 }
 
+/// Where a partner that authenticates with `private_key_jwt` (RFC 7523) keeps its public keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PartnerKeys {
+    /// Fetched from this `https` URI, cached, refetched on an unknown `kid`.
+    Uri(url::Url),
+    /// Registered with the partner (`--jwks-file`): the JWKS as JSON text.
+    Set(String),
+}
+
+/// The FAPI 2.0 requirements a partner was registered with (beyond the global ones).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FapiRequirements {
+    /// Authorization requests must come through `POST /oauth/par`.
+    pub require_par: bool,
+    /// Every token must be DPoP-bound.
+    pub require_dpop: bool,
+}
+
 #[derive(Debug, Clone)]
 pub struct Partner {
     pub client_id: ClientId,
@@ -51,15 +69,21 @@ pub struct Partner {
     pub status: PartnerStatus,
     pub created_at: DateTime<Utc>,
     pub status_changed_at: Option<DateTime<Utc>>,
+    /// `Some`: the partner authenticates with `private_key_jwt` only, never with a secret.
+    pub keys: Option<PartnerKeys>,
+    pub fapi: FapiRequirements,
 }
 
 pub struct NewPartner {
     pub client_id: ClientId,
     pub name: String,
+    /// For a partner with `keys`, the hash of a secret nobody was shown.
     pub secret_hash: String,
     pub redirect_uris: Vec<String>,
     pub fields: FieldSet,
     pub rates: PartnerRates,
+    pub keys: Option<PartnerKeys>,
+    pub fapi: FapiRequirements,
 }
 
 fn to_u32(v: Option<i32>) -> Option<u32> {
@@ -89,6 +113,20 @@ impl TryFrom<partners::Model> for Partner {
             secret_hash: m.secret_hash,
             created_at: m.created_at,
             status_changed_at: m.status_changed_at,
+            keys: match (m.jwks_uri, m.jwks) {
+                (None, None) => None,
+                (Some(uri), None) => Some(PartnerKeys::Uri(
+                    url::Url::parse(&uri).map_err(StoreError::corrupt)?,
+                )),
+                (None, Some(set)) => Some(PartnerKeys::Set(set)),
+                (Some(_), Some(_)) => {
+                    return Err(StoreError::corrupt("a partner with both jwks_uri and jwks"));
+                }
+            },
+            fapi: FapiRequirements {
+                require_par: m.require_par,
+                require_dpop: m.require_dpop,
+            },
         })
     }
 }
@@ -114,6 +152,16 @@ impl Store {
             status: Set(PartnerStatus::Active.as_str().to_owned()),
             created_at: Set(now),
             status_changed_at: Set(None),
+            require_par: Set(new.fapi.require_par),
+            require_dpop: Set(new.fapi.require_dpop),
+            jwks_uri: Set(match &new.keys {
+                Some(PartnerKeys::Uri(uri)) => Some(uri.to_string()),
+                _ => None,
+            }),
+            jwks: Set(match new.keys {
+                Some(PartnerKeys::Set(set)) => Some(set),
+                _ => None,
+            }),
         };
         let what = format!("partner {}", new.client_id);
         model
@@ -219,6 +267,8 @@ mod tests {
                     redirect_uris: vec![],
                     fields: FieldSet::parse("claims:status").unwrap(),
                     rates: PartnerRates::default(),
+                    keys: None,
+                    fapi: FapiRequirements::default(),
                 },
                 t0,
             )

@@ -378,6 +378,8 @@ mod tests {
                     client_id: client,
                     name: "Fone Shop".into(),
                     secret_hash: "x".into(),
+                    keys: None,
+                    fapi: Default::default(),
                     redirect_uris: vec!["https://fone.example/cb".into()],
                     fields: FieldSet::parse("claims:status").unwrap(),
                     rates: PartnerRates::default(),

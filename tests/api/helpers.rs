@@ -357,12 +357,12 @@ impl TestApp {
             rate: None,
             burst: None,
             grant_rate: None,
-            grant_burst: None,
-            json: false,
+            ..Default::default()
         };
         let (client_id, client_secret) = add_partner(&self.app.store, &self.app.catalog, &add)
             .await
             .unwrap();
+        let client_secret = client_secret.unwrap_or_default();
         Partner {
             client_id: client_id.to_string(),
             client_secret,
@@ -632,13 +632,13 @@ impl TestApp {
             rate: None,
             burst: None,
             grant_rate: None,
-            grant_burst: None,
-            json: false,
+            ..Default::default()
         };
         adjust(&mut add);
         let (client_id, client_secret) = add_partner(&self.app.store, &self.app.catalog, &add)
             .await
             .unwrap();
+        let client_secret = client_secret.unwrap_or_default();
         Partner {
             client_id: client_id.to_string(),
             client_secret,
