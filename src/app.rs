@@ -20,6 +20,8 @@ pub struct App {
     pub state: SharedState,
     pub keys: Arc<KeyRing>,
     pub verifier: Verifier,
+    /// DPoP proofs and server nonces (RFC 9449).
+    pub dpop: crate::dpop::Dpop,
     pub clock: SharedClock,
     pub metrics: Arc<Metrics>,
     pub access_log: AccessLog,

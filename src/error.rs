@@ -61,6 +61,8 @@ pub enum OAuthErrorCode {
     UnsupportedGrantType,
     InvalidScope,
     UnsupportedTokenType,
+    /// RFC 9449 §5: the DPoP proof is missing, invalid, or replayed.
+    InvalidDpopProof,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +74,9 @@ pub enum OAuthError {
         /// The client tried HTTP Basic, so a 401 must name that scheme (RFC 6749 §5.2).
         basic_auth: bool,
     },
+    /// RFC 9449 §8: the proof needs this server's nonce, which the answer carries.
+    #[error("use_dpop_nonce")]
+    UseDpopNonce { nonce: String },
     #[error(transparent)]
     Internal(#[from] Internal),
 }
@@ -131,7 +136,7 @@ impl ResponseError for OAuthError {
                 code: OAuthErrorCode::InvalidClient,
                 ..
             } => StatusCode::UNAUTHORIZED,
-            OAuthError::Client { .. } => StatusCode::BAD_REQUEST,
+            OAuthError::Client { .. } | OAuthError::UseDpopNonce { .. } => StatusCode::BAD_REQUEST,
             OAuthError::Internal(internal) => internal.status(),
         }
     }
@@ -158,6 +163,12 @@ impl ResponseError for OAuthError {
                     error_description: description,
                 })
             }
+            OAuthError::UseDpopNonce { nonce } => response
+                .insert_header(("DPoP-Nonce", nonce.as_str()))
+                .json(serde_json::json!({
+                    "error": "use_dpop_nonce",
+                    "error_description": "DPoP proofs must carry the nonce in the DPoP-Nonce header",
+                })),
             OAuthError::Internal(internal) => {
                 internal.log();
                 response.json(serde_json::json!({
@@ -183,6 +194,12 @@ pub enum ApiError {
     /// RFC 6750: a missing, malformed, expired or revoked access token.
     #[error("{0}")]
     InvalidToken(String),
+    /// RFC 9449 §7.1: a DPoP-bound token's proof is missing, invalid or replayed.
+    #[error("{0}")]
+    InvalidDpopProof(String),
+    /// RFC 9449 §9: the proof needs this server's nonce, which the answer carries.
+    #[error("DPoP proofs must carry the nonce in the DPoP-Nonce header")]
+    UseDpopNonce { nonce: String },
     #[error("{0}")]
     InsufficientScope(String),
     #[error("{0}")]
@@ -225,6 +242,8 @@ impl From<ProxyError> for ApiError {
     fn from(e: ProxyError) -> Self {
         match e {
             ProxyError::InvalidToken(why) => ApiError::InvalidToken(why),
+            // The handler answers `UseNonce` with a nonce of its own; this is the fallback.
+            ProxyError::Dpop(e) => ApiError::InvalidDpopProof(e.to_string()),
             ProxyError::UnknownResource | ProxyError::NotFound => ApiError::NotFound,
             ProxyError::BadId => {
                 ApiError::BadRequest("record ids are 1 to 64 letters, digits, `-` or `_`".into())
@@ -265,6 +284,13 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => ("urn:keyhole:problem:bad-request", "Bad request"),
             ApiError::InvalidToken(_) => ("urn:keyhole:problem:invalid-token", "Invalid token"),
+            ApiError::InvalidDpopProof(_) => (
+                "urn:keyhole:problem:invalid-dpop-proof",
+                "Invalid DPoP proof",
+            ),
+            ApiError::UseDpopNonce { .. } => {
+                ("urn:keyhole:problem:use-dpop-nonce", "DPoP nonce required")
+            }
             ApiError::InsufficientScope(_) => (
                 "urn:keyhole:problem:insufficient-scope",
                 "Insufficient scope",
@@ -295,7 +321,10 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::InvalidToken(_) | ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::InvalidToken(_)
+            | ApiError::InvalidDpopProof(_)
+            | ApiError::UseDpopNonce { .. }
+            | ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::InsufficientScope(_) | ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -326,6 +355,24 @@ impl ResponseError for ApiError {
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static("Bearer error=\"invalid_token\""),
                 ));
+            }
+            ApiError::InvalidDpopProof(_) => {
+                response.insert_header((
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(
+                        "DPoP error=\"invalid_dpop_proof\", algs=\"ES256 EdDSA PS256\"",
+                    ),
+                ));
+            }
+            ApiError::UseDpopNonce { nonce } => {
+                response
+                    .insert_header((
+                        header::WWW_AUTHENTICATE,
+                        HeaderValue::from_static(
+                            "DPoP error=\"use_dpop_nonce\", algs=\"ES256 EdDSA PS256\"",
+                        ),
+                    ))
+                    .insert_header(("DPoP-Nonce", nonce.as_str()));
             }
             ApiError::InsufficientScope(_) => {
                 response.insert_header((

@@ -12,6 +12,7 @@ pub mod config;
 pub mod console;
 pub mod demo;
 pub mod domain;
+pub mod dpop;
 pub mod error;
 pub mod files;
 pub mod http;

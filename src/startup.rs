@@ -68,6 +68,11 @@ impl Application {
         }
         let store = open_store(&settings).await?;
         let encryption_key = encryption_key(&settings, &store).await?;
+        let dpop = crate::dpop::Dpop::new(
+            &settings.dpop,
+            settings.issuer(),
+            encryption_key.derive("keyhole dpop nonce v1"),
+        );
         let state = match &settings.redis_url {
             None => SharedState::new(
                 Arc::new(MemoryBackend::default()),
@@ -151,6 +156,7 @@ impl Application {
             None => None,
         };
         let app = web::Data::new(App {
+            dpop,
             console_login,
             customer_login,
             access_log,

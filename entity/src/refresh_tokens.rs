@@ -21,6 +21,8 @@ pub struct Model {
     #[sea_orm(column_type = "Blob", nullable)]
     pub reissue_sealed: Option<Vec<u8>>,
     pub reissue_until: Option<DateTimeUtc>,
+    /// DPoP: the thumbprint of the key this token is bound to (RFC 9449 §5).
+    pub dpop_jkt: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

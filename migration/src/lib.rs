@@ -27,6 +27,7 @@ mod m20261202_000018_access_log_daily;
 mod m20261202_000019_customer_partners_by_customer;
 mod m20261202_000020_customers_oidc;
 mod m20261202_000021_partners_fapi;
+mod m20261202_000022_refresh_token_binding;
 
 pub use m20261202_000010_access_log_chains::LEGACY_CHAIN;
 
@@ -58,6 +59,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000019_customer_partners_by_customer::Migration),
             Box::new(m20261202_000020_customers_oidc::Migration),
             Box::new(m20261202_000021_partners_fapi::Migration),
+            Box::new(m20261202_000022_refresh_token_binding::Migration),
         ]
     }
 }

@@ -67,6 +67,44 @@ pub(crate) fn bearer(headers: &actix_web::http::header::HeaderMap) -> Option<&st
         .filter(|t| !t.is_empty())
 }
 
+/// The access token of a partner call and the scheme it came in: `Bearer` (RFC 6750 §2.1)
+/// or `DPoP` (RFC 9449 §7.1); schemes are case-insensitive.
+pub(crate) fn access_token(
+    headers: &actix_web::http::header::HeaderMap,
+) -> Option<(&str, crate::proxy::Scheme)> {
+    let value = headers
+        .get(actix_web::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let scheme = if scheme.eq_ignore_ascii_case("bearer") {
+        crate::proxy::Scheme::Bearer
+    } else if scheme.eq_ignore_ascii_case("dpop") {
+        crate::proxy::Scheme::Dpop
+    } else {
+        return None;
+    };
+    Some((token.trim(), scheme)).filter(|(t, _)| !t.is_empty())
+}
+
+/// The request's one `DPoP` header (RFC 9449 §4.3: exactly one), if any.
+pub(crate) fn dpop_proof(
+    headers: &actix_web::http::header::HeaderMap,
+) -> Result<Option<&str>, crate::dpop::DpopError> {
+    use crate::dpop::DpopError;
+    let mut values = headers.get_all("dpop");
+    let Some(first) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(DpopError::Repeated);
+    }
+    first
+        .to_str()
+        .map(Some)
+        .map_err(|_| DpopError::Malformed("not visible ASCII"))
+}
+
 /// Unknown paths get problem+json, like every other API error.
 pub async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
     Err(ApiError::NotFound)

@@ -3,6 +3,7 @@
 //! and only then answers.
 
 use crate::app::App;
+use crate::dpop::DpopError;
 use crate::error::ApiError;
 use crate::http::middleware::RequestId;
 use crate::proxy::{self, Answer, CallRequest, ProxyError};
@@ -39,7 +40,9 @@ async fn serve(
     id: Option<&str>,
 ) -> HttpResponse {
     let call = CallRequest {
-        bearer: super::bearer(req.headers()),
+        token: super::access_token(req.headers()),
+        proof: super::dpop_proof(req.headers()),
+        path: req.path(),
         resource,
         id,
         if_none_match: req
@@ -65,8 +68,21 @@ async fn serve(
         Ok(Answer::NotModified { etag, rate }) => {
             with_validators(HttpResponse::NotModified(), etag, rate).finish()
         }
+        Err(ProxyError::Dpop(DpopError::UseNonce)) => ApiError::UseDpopNonce {
+            nonce: app.dpop.nonce(app.clock.now()),
+        }
+        .error_response(),
         Err(e) => ApiError::from(e).error_response(),
     };
+    if app.dpop.requires_nonce() && response.status().is_success() {
+        // RFC 9449 §9: the next nonce travels with every answer, so a partner never needs a
+        // refused call to learn it.
+        if let Ok(nonce) = header::HeaderValue::from_str(&app.dpop.nonce(app.clock.now())) {
+            response
+                .headers_mut()
+                .insert(header::HeaderName::from_static("dpop-nonce"), nonce);
+        }
+    }
     // No record: refused before it could write one (a flood of calls without a valid token).
     let Some(mut record) = record else {
         return response;

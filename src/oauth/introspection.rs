@@ -7,6 +7,7 @@ use crate::app::App;
 use crate::error::OAuthError;
 use crate::secrets::token_hash;
 use crate::store::{Partner, PartnerStatus};
+use crate::tokens::Confirmation;
 use serde::Serialize;
 
 /// RFC 7662 §2.2. Only `active` is present for an inactive token.
@@ -32,6 +33,10 @@ pub struct Introspection {
     /// `access_token` or `refresh_token`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_type: Option<&'static str>,
+    /// RFC 9449 §6.2: the key a DPoP-bound token (access or refresh) is bound to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub cnf: Option<Confirmation>,
 }
 
 pub async fn introspect(
@@ -61,6 +66,7 @@ pub async fn introspect(
             iss: Some(claims.iss),
             aud: Some(claims.aud),
             token_type: Some("access_token"),
+            cnf: claims.cnf,
         });
     }
     let Some(record) = app.store.refresh_token(&token_hash(token)).await? else {
@@ -93,5 +99,6 @@ pub async fn introspect(
         iss: Some(app.issuer()),
         aud: None,
         token_type: Some("refresh_token"),
+        cnf: record.jkt.map(|jkt| Confirmation { jkt }),
     })
 }

@@ -96,6 +96,9 @@ struct KeptAnswer {
     refresh_token: String,
     scope: String,
     access_expires_at: i64,
+    /// DPoP: the key the tokens are bound to; absent in answers kept before DPoP.
+    #[serde(default)]
+    jkt: Option<String>,
 }
 
 /// Seals an answer for a retry of `spent` until `until`.
@@ -110,6 +113,7 @@ pub fn seal(
         refresh_token: answer.refresh_token.clone(),
         scope: answer.scope.clone(),
         access_expires_at: access_expires_at.timestamp(),
+        jkt: answer.bound_to.clone(),
     };
     let plain = Zeroizing::new(serde_json::to_vec(&kept).map_err(anyhow::Error::from)?);
     let nonce = random_bytes::<NONCE_LEN>().map_err(anyhow::Error::from)?;
@@ -152,10 +156,11 @@ pub fn open(spent: Spent<'_>, answer: &SealedAnswer, now: DateTime<Utc>) -> Opti
     let left = (kept.access_expires_at - now.timestamp()).max(0);
     Some(TokenResponse {
         access_token: kept.access_token,
-        token_type: "Bearer",
+        token_type: super::token::token_type(kept.jkt.as_deref()),
         expires_in: u32::try_from(left).unwrap_or(u32::MAX),
         refresh_token: kept.refresh_token,
         scope: kept.scope,
+        bound_to: kept.jkt,
     })
 }
 
@@ -243,6 +248,7 @@ mod tests {
             expires_in: 300,
             refresh_token: "kh_rt_next".into(),
             scope: "claims:status".into(),
+            bound_to: None,
         }
     }
 
@@ -254,6 +260,7 @@ mod tests {
             expires_at: Utc::now(),
             used_at: None,
             revoked_at: None,
+            jkt: None,
         }
     }
 

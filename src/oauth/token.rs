@@ -8,11 +8,12 @@ use super::grants;
 use super::reissue::{self, Spent, Verdict};
 use crate::app::App;
 use crate::domain::{CodeVerifier, FieldSet, GrantId, pairwise_subject};
+use crate::dpop::Proof;
 use crate::error::{OAuthError, OAuthErrorCode};
 use crate::secrets::{random_token, token_hash};
 use crate::state::{CodeLookup, IssuedCode};
 use crate::store::{Grant, NewRefreshToken, Partner, RefreshOutcome, RefreshRecord, RevokedBy};
-use crate::tokens::AccessClaims;
+use crate::tokens::{AccessClaims, Confirmation};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
@@ -21,7 +22,8 @@ use serde::Serialize;
 pub struct TokenResponse {
     /// An RFC 9068 JWT, EdDSA-signed.
     pub access_token: String,
-    /// Always `Bearer`.
+    /// `DPoP` when the request carried a DPoP proof (the tokens are bound to its key),
+    /// otherwise `Bearer`.
     pub token_type: &'static str,
     /// Seconds the access token has left, at most 300.
     pub expires_in: u32,
@@ -30,16 +32,34 @@ pub struct TokenResponse {
     pub refresh_token: String,
     /// The granted fields, space-separated.
     pub scope: String,
+    /// DPoP: the thumbprint of the key the tokens are bound to (also in the token's `cnf`).
+    #[serde(skip)]
+    pub bound_to: Option<String>,
 }
 
+/// RFC 9449 §5: `DPoP` for bound tokens, `Bearer` for the others.
+pub fn token_type(jkt: Option<&str>) -> &'static str {
+    if jkt.is_some() { "DPoP" } else { "Bearer" }
+}
+
+/// `proof`: the request's DPoP proof, already checked and its `jti` spent; the tokens issued
+/// are bound to its key.
 pub async fn handle(
     app: &App,
     partner: &Partner,
     form: &Form,
+    proof: Option<&Proof>,
 ) -> Result<TokenResponse, OAuthError> {
+    if proof.is_none() && partner.fapi.require_dpop {
+        return Err(OAuthError::new(
+            OAuthErrorCode::InvalidDpopProof,
+            "this client's tokens must be DPoP-bound: send a DPoP proof",
+        ));
+    }
+    let jkt = proof.map(|p| p.jkt.as_str());
     match form.require("grant_type")? {
-        "authorization_code" => exchange_code(app, partner, form).await,
-        "refresh_token" => refresh(app, partner, form).await,
+        "authorization_code" => exchange_code(app, partner, form, jkt).await,
+        "refresh_token" => refresh(app, partner, form, jkt).await,
         other => Err(OAuthError::new(
             OAuthErrorCode::UnsupportedGrantType,
             format!(
@@ -54,6 +74,7 @@ async fn exchange_code(
     app: &App,
     partner: &Partner,
     form: &Form,
+    jkt: Option<&str>,
 ) -> Result<TokenResponse, OAuthError> {
     let code = form.require("code")?;
     let redirect_uri = form.require("redirect_uri")?;
@@ -83,6 +104,7 @@ async fn exchange_code(
         code,
         redirect_uri,
         verifier: &verifier,
+        jkt,
     };
     let grant = app.store.grant(issued.grant_id).await?;
     if grant.as_ref().is_some_and(|g| g.code_redeemed_at.is_some()) {
@@ -106,7 +128,7 @@ async fn exchange_code(
         code,
         grant: grant.id,
     };
-    match issue(app, partner, &grant, &issued.scopes, spent, spent_at).await {
+    match issue(app, partner, &grant, &issued.scopes, spent, spent_at, jkt).await {
         Ok(tokens) => {
             remember_spent_code(app, &hash, issued).await;
             Ok(tokens)
@@ -127,6 +149,8 @@ struct Presentation<'a> {
     code: &'a str,
     redirect_uri: &'a str,
     verifier: &'a CodeVerifier,
+    /// The DPoP key the exchange proved, if any.
+    jkt: Option<&'a str>,
 }
 
 impl Presentation<'_> {
@@ -173,7 +197,7 @@ async fn spent_code(
         code: presented.code,
         grant: issued.grant_id,
     };
-    match retry(app, spent, issued.grant_id, &issued.scopes).await? {
+    match retry(app, spent, issued.grant_id, &issued.scopes, presented.jkt).await? {
         Retry::Answer(tokens) => Ok(tokens),
         Retry::Reuse => Err(replayed(app, partner, issued.grant_id, owner).await?),
         Retry::NotYet => Err(OAuthError::invalid_grant(
@@ -200,7 +224,12 @@ async fn replayed(
     Ok(OAuthError::invalid_grant("the code was already used"))
 }
 
-async fn refresh(app: &App, partner: &Partner, form: &Form) -> Result<TokenResponse, OAuthError> {
+async fn refresh(
+    app: &App,
+    partner: &Partner,
+    form: &Form,
+    jkt: Option<&str>,
+) -> Result<TokenResponse, OAuthError> {
     let token = form.require("refresh_token")?;
     let presented = token_hash(token);
     // Ownership first: another client presenting this token must change nothing.
@@ -221,13 +250,32 @@ async fn refresh(app: &App, partner: &Partner, form: &Form) -> Result<TokenRespo
     if found.expires_at <= app.clock.now() {
         return Err(OAuthError::invalid_grant("the refresh token has expired"));
     }
+    // RFC 9449 §5: a bound refresh token is refreshed only with a proof by its key. Checked
+    // before it is spent, so a thief without the key spends nothing and revokes nothing.
+    if let Some(bound) = found.jkt.as_deref() {
+        match jkt {
+            None => {
+                return Err(OAuthError::new(
+                    OAuthErrorCode::InvalidDpopProof,
+                    "the refresh token is DPoP-bound: send a DPoP proof by its key",
+                ));
+            }
+            Some(jkt) if jkt != bound => {
+                return Err(OAuthError::new(
+                    OAuthErrorCode::InvalidDpopProof,
+                    "the DPoP proof was made by another key than the refresh token is bound to",
+                ));
+            }
+            Some(_) => {}
+        }
+    }
     let grant = usable_grant(app, found.grant_id).await?;
     let scopes = requested_scope(form, &grant)?;
     let spent_at = app.clock.now();
     let record = match app.store.spend_refresh_token(&presented, spent_at).await? {
         RefreshOutcome::Spent(record) => record,
         RefreshOutcome::AlreadySpent(record) => {
-            return spent_refresh_token(app, token, &record, &scopes).await;
+            return spent_refresh_token(app, token, &record, &scopes, jkt).await;
         }
         RefreshOutcome::Unknown => {
             return Err(OAuthError::invalid_grant("the refresh token is invalid"));
@@ -237,7 +285,7 @@ async fn refresh(app: &App, partner: &Partner, form: &Form) -> Result<TokenRespo
         token,
         record: &record,
     };
-    match issue(app, partner, &grant, &scopes, spent, spent_at).await {
+    match issue(app, partner, &grant, &scopes, spent, spent_at, jkt).await {
         Ok(tokens) => Ok(tokens),
         Err(e) => {
             // Nothing was issued: give the token back, as for codes.
@@ -272,9 +320,10 @@ async fn spent_refresh_token(
     token: &str,
     record: &RefreshRecord,
     scopes: &FieldSet,
+    jkt: Option<&str>,
 ) -> Result<TokenResponse, OAuthError> {
     let spent = Spent::RefreshToken { token, record };
-    match retry(app, spent, record.grant_id, scopes).await? {
+    match retry(app, spent, record.grant_id, scopes, jkt).await? {
         Retry::Answer(tokens) => Ok(tokens),
         Retry::Reuse => {
             tracing::warn!(grant_id = %record.grant_id, "refresh token reused; revoking the grant");
@@ -304,6 +353,7 @@ async fn retry(
     spent: Spent<'_>,
     grant: GrantId,
     scopes: &FieldSet,
+    jkt: Option<&str>,
 ) -> Result<Retry, OAuthError> {
     let kept = match reissue::settle(app, spent).await? {
         Verdict::Replay(kept) => kept,
@@ -314,8 +364,9 @@ async fn retry(
         tracing::warn!(grant_id = %grant, "an answer kept for a retry did not open");
         return Ok(Retry::Reuse);
     };
-    // The window widens nothing: the same scope as the first answer, or it is no retry…
-    if answer.scope != scopes.to_string() {
+    // The window widens nothing: the same scope and the same DPoP key as the first answer,
+    // or it is no retry…
+    if answer.scope != scopes.to_string() || answer.bound_to.as_deref() != jkt {
         return Ok(Retry::Reuse);
     }
     // …and only while the grant may still be used.
@@ -350,6 +401,7 @@ async fn issue(
     scopes: &FieldSet,
     spent: Spent<'_>,
     spent_at: DateTime<Utc>,
+    jkt: Option<&str>,
 ) -> Result<TokenResponse, OAuthError> {
     let now = app.clock.now();
     let ttl = app.settings.access_token_ttl_seconds;
@@ -363,15 +415,19 @@ async fn issue(
         jti: uuid::Uuid::new_v4().to_string(),
         iat: now.timestamp(),
         exp: now.timestamp() + i64::from(ttl),
+        cnf: jkt.map(|jkt| Confirmation {
+            jkt: jkt.to_owned(),
+        }),
     };
     let access_token = app.keys.sign(&claims)?;
     let refresh_token = random_token("kh_rt_").map_err(anyhow::Error::from)?;
     let answer = TokenResponse {
         access_token,
-        token_type: "Bearer",
+        token_type: token_type(jkt),
         expires_in: ttl,
         refresh_token: refresh_token.expose().to_owned(),
         scope: scopes.to_string(),
+        bound_to: jkt.map(str::to_owned),
     };
     let grace = reissue::grace(app);
     let kept = if grace > chrono::Duration::zero() {
@@ -393,6 +449,7 @@ async fn issue(
                 issued_for: spent.issued_for(),
                 created_at: now,
                 expires_at: grant.expires_at,
+                jkt: jkt.map(str::to_owned),
             },
             kept,
         )

@@ -7,6 +7,7 @@ use super::ProxyError;
 use super::caches::{GrantFacts, PartnerProfile};
 use super::ratelimit::{self, RateHeaders, Verdict};
 use crate::app::App;
+use crate::dpop::DpopError;
 use crate::error::Internal;
 use crate::state::{GateCheck, GateLimit, PartnerState};
 use crate::tokens::AccessClaims;
@@ -21,12 +22,22 @@ pub async fn pass(
     grant: &GrantFacts,
     partner: &PartnerProfile,
     now: DateTime<Utc>,
+    proof: Option<(&str, std::time::Duration)>,
 ) -> Result<RateHeaders, ProxyError> {
-    // The local limiter first: when it refuses, shared state is not asked at all.
+    // The local limiter first: when it refuses, shared state is not asked at all — except to
+    // spend a DPoP proof, which must never be accepted twice, refused call or not.
     let local = app
         .proxy
         .limiter
         .check(&claims.client_id, claims.grant_id, &partner.limits);
+    if matches!(local, Verdict::Refused { .. })
+        && let Some((key, ttl)) = proof
+    {
+        app.state
+            .spend_dpop_key(key, ttl)
+            .await
+            .map_err(Internal::from)?;
+    }
     let headers = verdict(local)?;
     let limits = [
         GateLimit {
@@ -47,11 +58,15 @@ pub async fn pass(
             grant_key: &grant.status_key,
             partner_key: &partner.status_key,
             jti_key: &jti_key,
+            proof,
             now,
             limits: Some(limits),
         })
         .await
         .map_err(Internal::from)?;
+    if gate.proof_replayed {
+        return Err(DpopError::Replayed.into());
+    }
     if gate.jti_revoked {
         return Err(ProxyError::InvalidToken(
             "the token has been revoked".into(),

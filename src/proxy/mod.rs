@@ -18,6 +18,7 @@ pub use ratelimit::{PartnerLimits, PartnerRateLimiter, RateHeaders, Verdict};
 use crate::access_log::{AccessRecord, Outcome};
 use crate::app::App;
 use crate::domain::{Field, Resource, bounded};
+use crate::dpop::{self, DpopError};
 use crate::error::Internal;
 use crate::tokens::{AccessClaims, TokenError};
 use crate::unauthenticated::{self, Admission};
@@ -30,6 +31,9 @@ use std::sync::Arc;
 pub enum ProxyError {
     #[error("{0}")]
     InvalidToken(String),
+    /// RFC 9449 §7: a DPoP-bound token's proof is missing, wrong, replayed, or needs a nonce.
+    #[error(transparent)]
+    Dpop(#[from] DpopError),
     #[error("no such resource")]
     UnknownResource,
     #[error("the record id is not valid")]
@@ -56,7 +60,7 @@ pub enum ProxyError {
 impl ProxyError {
     pub fn outcome(&self) -> Outcome {
         match self {
-            ProxyError::InvalidToken(_) => Outcome::InvalidToken,
+            ProxyError::InvalidToken(_) | ProxyError::Dpop(_) => Outcome::InvalidToken,
             ProxyError::UnknownResource | ProxyError::NotFound => Outcome::NotFound,
             ProxyError::BadId | ProxyError::InsufficientScope => Outcome::Denied,
             ProxyError::RateLimited { .. } => Outcome::RateLimited,
@@ -67,9 +71,20 @@ impl ProxyError {
     }
 }
 
+/// How the access token was presented (RFC 6750 / RFC 9449 §7.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Bearer,
+    Dpop,
+}
+
 /// What the partner asked for, already taken apart by the HTTP layer.
 pub struct CallRequest<'a> {
-    pub bearer: Option<&'a str>,
+    pub token: Option<(&'a str, Scheme)>,
+    /// The request's `DPoP` header; an error when it was sent more than once or unreadable.
+    pub proof: Result<Option<&'a str>, DpopError>,
+    /// The request path, for the proof's `htu`.
+    pub path: &'a str,
     pub resource: &'a str,
     pub id: Option<&'a str>,
     pub if_none_match: Option<&'a str>,
@@ -143,7 +158,10 @@ pub async fn handle<'app>(
     };
     let mut labels = Labels::default();
     let result = run(app, upstream, &req, &mut record, &mut labels).await;
-    if matches!(result, Err(ProxyError::InvalidToken(_))) {
+    if matches!(
+        result,
+        Err(ProxyError::InvalidToken(_) | ProxyError::Dpop(_))
+    ) {
         let limits = &app.settings.rate_limits;
         match unauthenticated::admit(&app.state, limits, req.source).await {
             Ok(Admission::Admitted) => {}
@@ -198,20 +216,22 @@ async fn run<'app>(
 ) -> Result<Answer, ProxyError> {
     let now = app.clock.now();
     labels.resource = app.catalog.resource(req.resource);
-    let token = req
-        .bearer
+    let (token, scheme) = req
+        .token
         .ok_or_else(|| ProxyError::InvalidToken("an access token is required".into()))?;
     let claims = verified(app, token, now)?;
     labels.claims = Some(claims.clone());
     record.client_id = Some(claims.client_id.to_string());
     record.grant_id = Some(claims.grant_id.to_string());
+    let proof_key = proven(app, req, token, scheme, &claims, now)?;
     let facts = app.proxy.grant_facts(app, claims.grant_id).await?;
     record.customer_id = Some(facts.upstream_customer.to_string());
 
     // Status and limits come before anything about the request itself, so a revoked grant
     // reads as revoked, and a partner cannot write unlimited log rows with bad requests.
     let partner = app.proxy.partner(app, &claims.client_id).await?;
-    let rate = gate::pass(app, &claims, &facts, &partner, now).await?;
+    let proof = proof_key.as_deref().map(|key| (key, app.dpop.replay_ttl()));
+    let rate = gate::pass(app, &claims, &facts, &partner, now, proof).await?;
 
     let resource = labels.resource.ok_or(ProxyError::UnknownResource)?;
     if req.id.is_some_and(|id| !valid_record_id(id)) {
@@ -343,6 +363,40 @@ fn upstream_error(e: UpstreamError) -> ProxyError {
             ProxyError::UpstreamFailed
         }
     }
+}
+
+/// RFC 9449 §7: a bound token needs the `DPoP` scheme and a proof by its key for this very
+/// request; an unbound one needs `Bearer`. Returns the shared-state key of the proof's `jti`,
+/// which the gate spends in its one round trip.
+fn proven(
+    app: &App,
+    req: &CallRequest<'_>,
+    token: &str,
+    scheme: Scheme,
+    claims: &AccessClaims,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Option<String>, ProxyError> {
+    let cnf = match (&claims.cnf, scheme) {
+        (None, Scheme::Bearer) => return Ok(None),
+        (None, Scheme::Dpop) => {
+            return Err(ProxyError::InvalidToken(
+                "the token is not DPoP-bound: send it with the Bearer scheme".into(),
+            ));
+        }
+        (Some(_), Scheme::Bearer) => {
+            return Err(ProxyError::InvalidToken(
+                "the token is DPoP-bound: send it with the DPoP scheme and a DPoP proof".into(),
+            ));
+        }
+        (Some(cnf), Scheme::Dpop) => cnf,
+    };
+    let proof = req.proof.clone()?.ok_or(DpopError::Missing)?;
+    let uri = app.dpop.resource_uri(req.path).ok_or(DpopError::WrongUri)?;
+    let proof = app.dpop.check(proof, "GET", &uri, Some(token), now)?;
+    if proof.jkt != cnf.jkt {
+        return Err(DpopError::WrongKey.into());
+    }
+    Ok(Some(app.state.dpop_proof_key(&dpop::replay_id(&proof))))
 }
 
 fn verified(

@@ -27,6 +27,9 @@ pub struct GateCheck<'a> {
     pub grant_key: &'a str,
     pub partner_key: &'a str,
     pub jti_key: &'a str,
+    /// DPoP: the key of the call's proof `jti`, spent here (set if absent, for `ttl`) before
+    /// anything else; a proof seen before refuses the call and spends nothing more.
+    pub proof: Option<(&'a str, Duration)>,
     /// The caller's clock (a parameter, so expiry is testable): a grant is active while its
     /// expiry lies after this.
     pub now: DateTime<Utc>,
@@ -41,6 +44,8 @@ pub struct GateReply {
     pub grant: Option<Vec<u8>>,
     pub partner: Option<Vec<u8>>,
     pub jti_revoked: bool,
+    /// The DPoP proof's `jti` was already spent: a replay.
+    pub proof_replayed: bool,
     pub limits: Option<RateOutcome>,
 }
 
@@ -50,6 +55,7 @@ pub struct CallGate {
     pub grant: Option<GrantStatus>,
     pub partner: Option<PartnerState>,
     pub jti_revoked: bool,
+    pub proof_replayed: bool,
     pub limits: Option<RateOutcome>,
 }
 
@@ -109,11 +115,14 @@ end
 /// The shared limits alone (the unauthenticated limit, and the partner path's miss path).
 pub(super) const GCRA_LUA: &str = concat!("#!lua", gcra_lua!(), "return gcra(1, 1)\n");
 
-/// The gate. KEYS: the epoch, grant status, partner status, jti, then optionally the grant's
-/// and the partner's limit. ARGV: the caller's now (seconds, nanoseconds), then (interval µs,
-/// burst) per limit. Returns {grant or nil, partner or nil, jti revoked 0/1, -1} when nothing
-/// was spent, else {grant, partner, 0, GCRA reply…}. A status of another epoch is nil: the
-/// database answers for it (see `epoch.rs`).
+/// The gate. KEYS: the epoch, grant status, partner status, jti, the DPoP proof's jti, then
+/// optionally the grant's and the partner's limit. ARGV: the caller's now (seconds,
+/// nanoseconds), the proof's TTL in ms (0: no proof; KEYS[5] is then not touched), then
+/// (interval µs, burst) per limit. Returns {grant or nil, partner or nil, jti revoked 0/1, -2}
+/// for a replayed proof, {…, -1} when nothing else was spent, else {grant, partner, 0, GCRA
+/// reply…}. A status of another epoch is nil: the database answers for it (see `epoch.rs`).
+/// The proof's marker is not stamped with the epoch: any marker, even one a rollback
+/// brought back, refuses (the safe side).
 ///
 /// A grant status is `{"status":"active","expires_at":"<RFC 3339, Z>"}` as chrono writes it;
 /// anything this parser cannot read counts as "not decided here" and spends nothing, so the
@@ -150,12 +159,15 @@ local s = stamp()
 local grant = fresh(redis.call('GET', KEYS[2]), s)
 local partner = fresh(redis.call('GET', KEYS[3]), s)
 local revoked = redis.call('EXISTS', KEYS[4])
-if #KEYS < 6 or revoked == 1 or partner ~= '"active"'
+if tonumber(ARGV[3]) > 0 and not redis.call('SET', KEYS[5], '1', 'NX', 'PX', ARGV[3]) then
+  return {grant, partner, revoked, -2}
+end
+if #KEYS < 7 or revoked == 1 or partner ~= '"active"'
   or not grant_active(grant, tonumber(ARGV[1]), tonumber(ARGV[2])) then
   return {grant, partner, revoked, -1}
 end
 local out = {grant, partner, 0}
-local verdict = gcra(5, 3)
+local verdict = gcra(6, 4)
 for i = 1, #verdict do out[#out + 1] = verdict[i] end
 return out
 "#
@@ -204,6 +216,7 @@ impl SharedState {
                 .map(|v| serde_json::from_slice(&v))
                 .transpose()?,
             jti_revoked: reply.jti_revoked,
+            proof_replayed: reply.proof_replayed,
             limits: reply.limits,
         })
     }
@@ -299,6 +312,7 @@ mod tests {
             grant_key: &k.grant,
             partner_key: &k.partner,
             jti_key: &k.jti,
+            proof: None,
             now: at(now),
             limits: limits(&k.rl_grant, &k.rl_partner, burst),
         }
@@ -356,6 +370,7 @@ mod tests {
                     grant: None,
                     partner: None,
                     jti_revoked: false,
+                    proof_replayed: false,
                     limits: None
                 },
                 "{prefix}"
@@ -429,6 +444,46 @@ mod tests {
             let reply = backend.gate(&c).await.unwrap();
             assert_eq!(reply.limits, None);
             assert!(reply.grant.is_some() && reply.partner.is_some());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_proof_is_spent_once_and_a_replay_spends_nothing_else() {
+        for (prefix, backend) in backends().await {
+            let k = keys(&prefix);
+            put(&*backend, &k.grant, &active_until("2030-01-01T00:00:01Z")).await;
+            put(&*backend, &k.partner, br#""active""#).await;
+            let proof_key = format!("{prefix}dpop:p1");
+            let mut c = check(&k, "2030-01-01T00:00:00Z", 2);
+            c.proof = Some((&proof_key, Duration::from_secs(120)));
+            let first = backend.gate(&c).await.unwrap();
+            assert!(!first.proof_replayed, "{prefix}");
+            assert_eq!(
+                first.limits,
+                Some(RateOutcome::Allowed {
+                    remaining: vec![1, 999]
+                })
+            );
+            let replay = backend.gate(&c).await.unwrap();
+            assert!(replay.proof_replayed, "{prefix}");
+            assert_eq!(replay.limits, None, "a replay spends no allowance");
+            // Another proof goes through, with the burst the replay left whole.
+            let other_key = format!("{prefix}dpop:p2");
+            c.proof = Some((&other_key, Duration::from_secs(120)));
+            let other = backend.gate(&c).await.unwrap();
+            assert!(!other.proof_replayed);
+            assert_eq!(
+                other.limits,
+                Some(RateOutcome::Allowed {
+                    remaining: vec![0, 998]
+                })
+            );
+            // Even a refused status spends the proof: it was seen.
+            put(&*backend, &k.partner, br#""suspended""#).await;
+            let third_key = format!("{prefix}dpop:p3");
+            c.proof = Some((&third_key, Duration::from_secs(120)));
+            assert!(!backend.gate(&c).await.unwrap().proof_replayed);
+            assert!(backend.gate(&c).await.unwrap().proof_replayed);
         }
     }
 

@@ -192,6 +192,18 @@ impl StateBackend for MemoryBackend {
         let grant = read(check.grant_key);
         let partner = read(check.partner_key);
         let jti_revoked = read(check.jti_key).is_some();
+        if let Some((key, ttl)) = check.proof {
+            if read(key).is_some() {
+                return Ok(GateReply {
+                    grant,
+                    partner,
+                    jti_revoked,
+                    proof_replayed: true,
+                    limits: None,
+                });
+            }
+            Self::insert(&mut entries, key, b"1".to_vec(), instant + ttl, instant);
+        }
         let limits = match &check.limits {
             Some(limits)
                 if super::statuses_allow(
@@ -209,6 +221,7 @@ impl StateBackend for MemoryBackend {
             grant,
             partner,
             jti_revoked,
+            proof_replayed: false,
             limits,
         })
     }

@@ -537,6 +537,30 @@ impl SharedState {
         Ok(counts.first().is_some_and(|n| *n == 1))
     }
 
+    /// The shared-state key of a DPoP proof's `jti` (see `dpop::replay_id`).
+    pub fn dpop_proof_key(&self, replay_id: &str) -> String {
+        self.key("dpop", replay_id)
+    }
+
+    /// True the first time a DPoP proof's `jti` is seen within `ttl`, on any instance. The
+    /// partner path spends it inside the gate instead (one round trip per call).
+    pub async fn first_dpop_proof(
+        &self,
+        replay_id: &str,
+        ttl: Duration,
+    ) -> Result<bool, StateError> {
+        let counts = self
+            .backend
+            .incr(&[self.dpop_proof_key(replay_id)], ttl)
+            .await?;
+        Ok(counts.first().is_some_and(|n| *n == 1))
+    }
+
+    /// Spends a DPoP proof's key (from [`SharedState::dpop_proof_key`]) outside the gate.
+    pub async fn spend_dpop_key(&self, key: &str, ttl: Duration) -> Result<(), StateError> {
+        self.backend.incr(&[key.to_owned()], ttl).await.map(drop)
+    }
+
     /// Un-spends a logout token's id whose logout could not be recorded, so that the
     /// provider's retry is applied.
     pub async fn forget_logout_token(&self, jti_hash: &str) -> Result<(), StateError> {

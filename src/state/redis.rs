@@ -409,8 +409,10 @@ impl StateBackend for RedisBackend {
             .key(check.grant_key)
             .key(check.partner_key)
             .key(check.jti_key)
+            .key(check.proof.map_or(check.jti_key, |(key, _)| key))
             .arg(check.now.timestamp())
-            .arg(check.now.timestamp_subsec_nanos());
+            .arg(check.now.timestamp_subsec_nanos())
+            .arg(check.proof.map_or(0, |(_, ttl)| ttl.as_millis().max(1)));
         for limit in check.limits.iter().flatten() {
             invocation
                 .key(limit.key)
@@ -429,14 +431,16 @@ impl StateBackend for RedisBackend {
         let partner = bytes(values.next())?;
         let rest: Vec<redis::Value> = values.collect();
         let (jti, verdict) = rest.split_first().ok_or_else(malformed)?;
-        let limits = match verdict {
-            [flag] if number(flag)? == -1 => None,
-            verdict => Some(rate_outcome(verdict)?),
+        let (proof_replayed, limits) = match verdict {
+            [flag] if number(flag)? == -1 => (false, None),
+            [flag] if number(flag)? == -2 => (true, None),
+            verdict => (false, Some(rate_outcome(verdict)?)),
         };
         Ok(GateReply {
             grant,
             partner,
             jti_revoked: number(jti)? == 1,
+            proof_replayed,
             limits,
         })
     }

@@ -19,6 +19,8 @@ pub struct RefreshRecord {
     pub expires_at: DateTime<Utc>,
     pub used_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
+    /// DPoP: the thumbprint of the key a refresh must prove; `None` for an unbound token.
+    pub jkt: Option<String>,
 }
 
 impl TryFrom<refresh_tokens::Model> for RefreshRecord {
@@ -32,6 +34,7 @@ impl TryFrom<refresh_tokens::Model> for RefreshRecord {
             expires_at: m.expires_at,
             used_at: m.used_at,
             revoked_at: m.revoked_at,
+            jkt: m.dpop_jkt,
         })
     }
 }
@@ -54,6 +57,8 @@ pub struct NewRefreshToken<'a> {
     pub issued_for: IssuedFor<'a>,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
+    /// DPoP: the key the token is bound to.
+    pub jkt: Option<String>,
 }
 
 /// What a new refresh token was issued for.
@@ -136,6 +141,7 @@ impl Store {
             revoked_at: Set(None),
             reissue_sealed: Set(None),
             reissue_until: Set(None),
+            dpop_jkt: Set(new.jkt),
         }
         .insert(&txn)
         .await?;
@@ -438,6 +444,7 @@ mod tests {
                     issued_for,
                     created_at: now,
                     expires_at: now + chrono::Duration::days(1),
+                    jkt: None,
                 },
                 kept,
             )

@@ -13,4 +13,13 @@ pub struct AccessClaims {
     pub jti: String,
     pub iat: i64,
     pub exp: i64,
+    /// RFC 9449 §6.1: the key a DPoP-bound token is bound to; absent for a Bearer token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<Confirmation>,
+}
+
+/// RFC 7800 confirmation: the RFC 7638 SHA-256 thumbprint of the holder's public key.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Confirmation {
+    pub jkt: String,
 }

@@ -5,7 +5,7 @@ mod keys;
 pub mod sealing;
 mod verify;
 
-pub use claims::AccessClaims;
+pub use claims::{AccessClaims, Confirmation};
 pub use keys::{
     ACTIVATION_DELAY, JWKS_MAX_AGE, KeyError, KeyRing, RELOAD_EVERY, Resealed, Rotation,
     generate_key, public_jwk, reseal, thumbprint,

@@ -87,6 +87,19 @@ impl EncryptionKey {
         Ok(key)
     }
 
+    /// A key of its own for another purpose (HMAC-SHA256 under a label), so every instance
+    /// holding this key derives the same one and nothing else can.
+    pub fn derive(&self, label: &str) -> Zeroizing<[u8; 32]> {
+        use hmac::{Hmac, Mac};
+        let mut out = Zeroizing::new([0u8; 32]);
+        // HMAC takes keys of any length: this cannot fail.
+        if let Ok(mut mac) = <Hmac<sha2::Sha256> as Mac>::new_from_slice(self.0.as_slice()) {
+            mac.update(label.as_bytes());
+            out.copy_from_slice(&mac.finalize().into_bytes());
+        }
+        out
+    }
+
     pub fn same_as(&self, other: &EncryptionKey) -> bool {
         self.0.as_slice().ct_eq(other.0.as_slice()).into()
     }

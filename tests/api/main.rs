@@ -4,6 +4,7 @@
 // Test support code may panic freely.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod dpop_client;
 mod helpers;
 mod instances;
 mod oidc_providers;
@@ -17,6 +18,7 @@ mod cli;
 mod console;
 mod console_browser;
 mod console_oidc;
+mod dpop;
 mod grace;
 mod journal;
 mod openapi;

@@ -2,7 +2,8 @@
 //! form-encoded, answering in the RFC 6749 §5.2 JSON form.
 
 use crate::app::App;
-use crate::error::OAuthError;
+use crate::dpop::{self, DpopError, Proof};
+use crate::error::{Internal, OAuthError, OAuthErrorCode};
 use crate::oauth::client_auth::ClientCredentials;
 use crate::oauth::form::Form;
 use crate::oauth::introspection::{self, Introspection};
@@ -26,6 +27,37 @@ async fn authenticate(
         .authenticate(app)
         .await?;
     Ok((partner, form))
+}
+
+/// The token request's DPoP proof, checked (`htm` POST, `htu` the token endpoint) and its
+/// `jti` spent across instances; `None` without one.
+async fn token_proof(app: &App, req: &HttpRequest) -> Result<Option<Proof>, OAuthError> {
+    let now = app.clock.now();
+    let refuse = |e: DpopError| match e {
+        DpopError::UseNonce => OAuthError::UseDpopNonce {
+            nonce: app.dpop.nonce(now),
+        },
+        other => OAuthError::new(OAuthErrorCode::InvalidDpopProof, other.to_string()),
+    };
+    let Some(proof) = crate::http::dpop_proof(req.headers()).map_err(refuse)? else {
+        return Ok(None);
+    };
+    let uri = app
+        .dpop
+        .resource_uri("/oauth/token")
+        .ok_or_else(|| Internal::Other(anyhow::anyhow!("the issuer is not a URL")))?;
+    let proof = app
+        .dpop
+        .check(proof, "POST", &uri, None, now)
+        .map_err(refuse)?;
+    if !app
+        .state
+        .first_dpop_proof(&dpop::replay_id(&proof), app.dpop.replay_ttl())
+        .await?
+    {
+        return Err(refuse(DpopError::Replayed));
+    }
+    Ok(Some(proof))
 }
 
 fn no_store(mut response: actix_web::HttpResponseBuilder) -> actix_web::HttpResponseBuilder {
@@ -63,8 +95,13 @@ pub async fn token(
     body: web::Bytes,
 ) -> Result<HttpResponse, OAuthError> {
     let (partner, form) = authenticate(&app, &req, &body).await?;
-    let response = token_grant::handle(&app, &partner, &form).await?;
-    Ok(no_store(HttpResponse::Ok()).json(response))
+    let proof = token_proof(&app, &req).await?;
+    let response = token_grant::handle(&app, &partner, &form, proof.as_ref()).await?;
+    let mut ok = no_store(HttpResponse::Ok());
+    if app.dpop.requires_nonce() {
+        ok.insert_header(("DPoP-Nonce", app.dpop.nonce(app.clock.now())));
+    }
+    Ok(ok.json(response))
 }
 
 /// Revokes a refresh token (ending its grant) or an access token (by `jti`) (RFC 7009).

@@ -36,6 +36,7 @@ pub async fn metadata(app: web::Data<App>) -> HttpResponse {
             "revocation_endpoint_auth_methods_supported": auth_methods,
             "introspection_endpoint_auth_methods_supported": auth_methods,
             "authorization_response_iss_parameter_supported": true,
+            "dpop_signing_alg_values_supported": crate::dpop::SIGNING_ALGS,
         }))
 }
 
