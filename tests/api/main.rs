@@ -22,6 +22,7 @@ mod journal;
 mod openapi;
 mod ops;
 mod outages;
+mod par;
 mod portal;
 mod portal_oidc;
 mod proxy;

@@ -12,7 +12,8 @@ use crate::store::Partner;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, post, web};
 
-async fn authenticate(
+/// Client authentication, the same at every back-channel endpoint (`par.rs` too).
+pub(super) async fn authenticate(
     app: &App,
     req: &HttpRequest,
     body: &[u8],
@@ -28,7 +29,9 @@ async fn authenticate(
     Ok((partner, form))
 }
 
-fn no_store(mut response: actix_web::HttpResponseBuilder) -> actix_web::HttpResponseBuilder {
+pub(super) fn no_store(
+    mut response: actix_web::HttpResponseBuilder,
+) -> actix_web::HttpResponseBuilder {
     response
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .insert_header((header::PRAGMA, "no-cache"));
