@@ -207,7 +207,18 @@ async fn a_request_uri_expires_after_sixty_seconds() {
 #[tokio::test]
 async fn a_request_uri_works_only_for_the_client_that_pushed_it() {
     let app = spawn_app().await;
-    let other = app.add_partner("Fix It Repairs", ALL_FIELDS).await;
+    // The same redirect URI and fields as the test's partner: only the binding to the client
+    // that pushed can tell them apart.
+    let shared_uri = app.partner.redirect_uri.clone();
+    let other = app
+        .add_partner_with("Fix It Repairs", ALL_FIELDS, |add| {
+            add.redirect_uris = vec![shared_uri];
+        })
+        .await;
+    let other = Partner {
+        redirect_uri: app.partner.redirect_uri.clone(),
+        ..other
+    };
     let (request_uri, _) = pushed(&app, &other, "claims:status").await;
     let alice = app.signed_in(ALICE).await;
 
