@@ -1,7 +1,7 @@
 //! Every error that reaches a client is mapped here, in one place per response style:
 //!
-//! - [`OAuthError`]: the RFC 6749 §5.2 JSON form, for `/oauth/token`, `/oauth/revoke` and
-//!   `/oauth/introspect`;
+//! - [`OAuthError`]: the RFC 6749 §5.2 JSON form, for `/oauth/token`, `/oauth/revoke`,
+//!   `/oauth/introspect` and `/oauth/par`;
 //! - [`PageError`]: an HTML page, for what a person sees in a browser;
 //! - [`ApiError`]: RFC 9457 problem+json with a stable `type`, for everything else.
 //!
@@ -50,7 +50,7 @@ impl Internal {
 
 // ----- RFC 6749 §5.2 -----------------------------------------------------------------------
 
-/// The error codes of RFC 6749 §5.2 (and RFC 7009 §2.2.1).
+/// The error codes of RFC 6749 §5.2 and §4.1.2.1 (and RFC 7009 §2.2.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OAuthErrorCode {
@@ -63,6 +63,26 @@ pub enum OAuthErrorCode {
     UnsupportedTokenType,
     /// RFC 9449 §5: the DPoP proof is missing, invalid, or replayed.
     InvalidDpopProof,
+    /// An authorization request (at `/oauth/authorize` or pushed to `/oauth/par`) asked for
+    /// something other than `response_type=code`.
+    UnsupportedResponseType,
+}
+
+impl OAuthErrorCode {
+    /// The code as it travels in a redirect's query (the same text as its JSON form).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OAuthErrorCode::InvalidRequest => "invalid_request",
+            OAuthErrorCode::InvalidClient => "invalid_client",
+            OAuthErrorCode::InvalidGrant => "invalid_grant",
+            OAuthErrorCode::UnauthorizedClient => "unauthorized_client",
+            OAuthErrorCode::UnsupportedGrantType => "unsupported_grant_type",
+            OAuthErrorCode::InvalidScope => "invalid_scope",
+            OAuthErrorCode::UnsupportedTokenType => "unsupported_token_type",
+            OAuthErrorCode::UnsupportedResponseType => "unsupported_response_type",
+            OAuthErrorCode::InvalidDpopProof => "invalid_dpop_proof",
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +97,14 @@ pub enum OAuthError {
     /// RFC 9449 §8: the proof needs this server's nonce, which the answer carries.
     #[error("use_dpop_nonce")]
     UseDpopNonce { nonce: String },
+    /// An authenticated client over one of its quotas (pushed authorization requests per
+    /// minute): `429` with `Retry-After`, and `temporarily_unavailable` (RFC 6749 §4.1.2.1's
+    /// "try again later"), the closest registered code, so a generic client backs off.
+    #[error("too many requests: {description}")]
+    TooMany {
+        description: String,
+        retry_after: std::time::Duration,
+    },
     #[error(transparent)]
     Internal(#[from] Internal),
 }
@@ -137,6 +165,7 @@ impl ResponseError for OAuthError {
                 ..
             } => StatusCode::UNAUTHORIZED,
             OAuthError::Client { .. } | OAuthError::UseDpopNonce { .. } => StatusCode::BAD_REQUEST,
+            OAuthError::TooMany { .. } => StatusCode::TOO_MANY_REQUESTS,
             OAuthError::Internal(internal) => internal.status(),
         }
     }
@@ -169,6 +198,21 @@ impl ResponseError for OAuthError {
                     "error": "use_dpop_nonce",
                     "error_description": "DPoP proofs must carry the nonce in the DPoP-Nonce header",
                 })),
+            OAuthError::TooMany {
+                description,
+                retry_after,
+            } => {
+                // Whole seconds, rounded up: a client that waits exactly that long is allowed.
+                let seconds = retry_after
+                    .as_secs()
+                    .saturating_add(u64::from(retry_after.subsec_nanos() > 0))
+                    .max(1);
+                response.insert_header((header::RETRY_AFTER, seconds.to_string()));
+                response.json(serde_json::json!({
+                    "error": "temporarily_unavailable",
+                    "error_description": description,
+                }))
+            }
             OAuthError::Internal(internal) => {
                 internal.log();
                 response.json(serde_json::json!({

@@ -37,6 +37,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(oauth::endpoints::token)
         .service(oauth::endpoints::revoke)
         .service(oauth::endpoints::introspect)
+        .service(oauth::par::push)
         .service(portal::login::show)
         .service(portal::login::submit)
         .service(portal::login::logout)

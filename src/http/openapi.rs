@@ -18,6 +18,7 @@ use utoipa::OpenApi;
         super::oauth::endpoints::token,
         super::oauth::endpoints::revoke,
         super::oauth::endpoints::introspect,
+        super::oauth::par::push,
         super::ops::healthz,
         super::ops::readyz,
         super::ops::metrics,
@@ -37,9 +38,11 @@ use utoipa::OpenApi;
     components(schemas(
         crate::oauth::token::TokenResponse,
         crate::oauth::introspection::Introspection,
+        crate::oauth::par::PushedAuthorizationForm,
+        crate::oauth::par::PushedAuthorizationResponse,
     )),
     tags(
-        (name = "oauth", description = "Authorization server (RFC 6749, 7636, 7009, 7662, 8414, 9068, 9207)"),
+        (name = "oauth", description = "Authorization server (RFC 6749, 7636, 7009, 7662, 8414, 9068, 9126, 9207)"),
         (name = "partner", description = "Partner API: records reduced to the granted fields, every call logged"),
         (name = "ops", description = "Health, readiness and metrics"),
         (name = "admin", description = "Security team API: search, export and verify the access log; suspend partners; revoke grants; alerts. Bearer: an admin token from `keyhole admin token create`"),

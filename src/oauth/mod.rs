@@ -7,6 +7,7 @@ pub mod client_auth;
 pub mod form;
 pub mod grants;
 pub mod introspection;
+pub mod par;
 pub mod reissue;
 pub mod revocation;
 pub mod token;

@@ -1,5 +1,5 @@
-//! Shared ephemeral state: authorization codes, pending consent requests, customer sessions,
-//! grant status and revoked access-token ids.
+//! Shared ephemeral state: authorization codes, pushed authorization requests, pending consent
+//! requests, customer sessions, grant status and revoked access-token ids.
 //!
 //! Backends implement a small key-value contract ([`StateBackend`]); [`SharedState`] gives it
 //! types. The in-process backend serves one instance; a Redis backend (same contract) lets
@@ -155,6 +155,21 @@ pub struct PendingConsent {
     pub scopes: FieldSet,
     pub state: Option<String>,
     pub code_challenge: CodeChallenge,
+}
+
+/// An authorization request pushed to `POST /oauth/par` (RFC 9126), as it passed the checks:
+/// normalised (the canonical scope text, a state within its bound), so what is kept is bounded
+/// whatever the partner sent. Kept under its client and the hash of its `request_uri`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PushedRequest {
+    pub client_id: ClientId,
+    pub redirect_uri: String,
+    pub scopes: FieldSet,
+    pub state: Option<String>,
+    pub code_challenge: CodeChallenge,
+    /// When the `request_uri` stops working, by the app's clock (the backend's time to live is
+    /// only the backstop that frees the memory).
+    pub expires_at: DateTime<Utc>,
 }
 
 /// A sign-in sent to an OpenID provider, between the redirect there and its answer back.
@@ -460,6 +475,67 @@ impl SharedState {
             Some(bytes) => Ok(Some(serde_json::from_slice(&bytes)?)),
             None => Ok(None),
         }
+    }
+
+    /// A pushed request is keyed by its client as well as its `request_uri`'s hash, so another
+    /// client's lookup finds nothing (and spends nothing).
+    fn pushed_key(&self, client: &ClientId, handle_hash: &str) -> String {
+        self.key("par", &format!("{client}:{handle_hash}"))
+    }
+
+    pub async fn put_pushed_request(
+        &self,
+        handle_hash: &str,
+        pushed: &PushedRequest,
+        ttl: Duration,
+    ) -> Result<(), StateError> {
+        let key = self.pushed_key(&pushed.client_id, handle_hash);
+        self.put_json(&key, pushed, ttl).await
+    }
+
+    /// Reads a pushed request without spending it: the authorization endpoint may see the same
+    /// `request_uri` twice (before and after the customer signs in).
+    pub async fn pushed_request(
+        &self,
+        client: &ClientId,
+        handle_hash: &str,
+    ) -> Result<Option<PushedRequest>, StateError> {
+        self.get_json(&self.pushed_key(client, handle_hash)).await
+    }
+
+    /// Spends a pushed request, atomically: of two racing consents for one `request_uri`, one
+    /// finds it.
+    pub async fn take_pushed_request(
+        &self,
+        client: &ClientId,
+        handle_hash: &str,
+    ) -> Result<Option<PushedRequest>, StateError> {
+        match self
+            .backend
+            .take(&self.pushed_key(client, handle_hash))
+            .await?
+        {
+            Some(bytes) => Ok(Some(serde_json::from_slice(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Counts a request pushed by `client` in the fixed window `window` (e.g. the minute's
+    /// number); the count lives `ttl` after the latest push, past the window's end.
+    pub async fn count_push(
+        &self,
+        client: &ClientId,
+        window: i64,
+        ttl: Duration,
+    ) -> Result<u64, StateError> {
+        let counts = self
+            .backend
+            .incr(
+                &[self.key("par_pushes", &format!("{client}:{window}"))],
+                ttl,
+            )
+            .await?;
+        Ok(counts.first().copied().unwrap_or(u64::MAX))
     }
 
     /// Counts a sign-in started at an OpenID provider from `source` (unknown addresses share
@@ -803,6 +879,96 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    fn pushed(client: &str) -> PushedRequest {
+        let c = code();
+        PushedRequest {
+            client_id: ClientId::parse(client).unwrap(),
+            redirect_uri: c.redirect_uri,
+            scopes: c.scopes,
+            state: Some("s".into()),
+            code_challenge: c.code_challenge,
+            expires_at: Utc::now(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_pushed_request_reads_back_until_taken_once_and_only_by_its_client() {
+        let state = SharedState::in_memory();
+        let pushed = pushed("fone-shop");
+        let owner = pushed.client_id.clone();
+        state
+            .put_pushed_request("h", &pushed, Duration::from_secs(60))
+            .await
+            .unwrap();
+        // Another client neither finds it nor spends it.
+        let other = ClientId::parse("fix-it").unwrap();
+        assert!(state.pushed_request(&other, "h").await.unwrap().is_none());
+        assert!(
+            state
+                .take_pushed_request(&other, "h")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        // Reading does not spend it; taking does, once.
+        for _ in 0..2 {
+            assert!(state.pushed_request(&owner, "h").await.unwrap().is_some());
+        }
+        assert!(
+            state
+                .take_pushed_request(&owner, "h")
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert!(state.pushed_request(&owner, "h").await.unwrap().is_none());
+        assert!(
+            state
+                .take_pushed_request(&owner, "h")
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_pushed_request_is_gone_once_its_time_to_live_has_passed() {
+        let state = SharedState::in_memory();
+        let pushed = pushed("fone-shop");
+        state
+            .put_pushed_request("h", &pushed, Duration::ZERO)
+            .await
+            .unwrap();
+        assert!(
+            state
+                .pushed_request(&pushed.client_id, "h")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            state
+                .take_pushed_request(&pushed.client_id, "h")
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn pushes_are_counted_per_client_and_window() {
+        let state = SharedState::in_memory();
+        let (a, b) = (
+            ClientId::parse("fone-shop").unwrap(),
+            ClientId::parse("fix-it").unwrap(),
+        );
+        let ttl = Duration::from_secs(60);
+        assert_eq!(state.count_push(&a, 7, ttl).await.unwrap(), 1);
+        assert_eq!(state.count_push(&a, 7, ttl).await.unwrap(), 2);
+        assert_eq!(state.count_push(&b, 7, ttl).await.unwrap(), 1);
+        assert_eq!(state.count_push(&a, 8, ttl).await.unwrap(), 1);
     }
 
     #[tokio::test]

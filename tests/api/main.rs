@@ -24,6 +24,7 @@ mod journal;
 mod openapi;
 mod ops;
 mod outages;
+mod par;
 mod portal;
 mod portal_oidc;
 mod proxy;

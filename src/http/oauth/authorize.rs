@@ -21,13 +21,18 @@ struct FieldView<'a> {
 
 /// Starts an authorization: validates the request, then shows the sign-in page or the consent
 /// page naming every requested field.
+///
+/// With `request_uri` (from `POST /oauth/par`), only it and `client_id` are read; the pushed
+/// parameters apply. A partner registered with `--require-par`, and every partner when
+/// `require_par = true`, must come that way (else `invalid_request` by redirect).
 #[utoipa::path(
     tag = "oauth",
     params(AuthorizeParams),
     responses(
         (status = 200, description = "Sign-in or consent page (HTML)", content_type = "text/html"),
         (status = 303, description = "Error redirect to the registered redirect URI (RFC 6749 §4.1.2.1), with `state` and `iss`"),
-        (status = 400, description = "Unknown client or unregistered redirect URI: an error page, never a redirect", content_type = "text/html"),
+        (status = 400, description = "Unknown client, unregistered redirect URI, or a `request_uri` that is unknown, expired, already used or another client's: an error page, never a redirect", content_type = "text/html"),
+        (status = 429, description = "The customer has too many consent requests waiting", content_type = "text/html"),
     )
 )]
 #[get("/oauth/authorize")]
@@ -56,6 +61,9 @@ pub async fn start(
         .map_err(|e| match e {
             ParkError::TooMany => PageError::TooMany(
                 "You have started too many consent requests. Finish or close the others, then try again in a few minutes.".into(),
+            ),
+            ParkError::PushedRequestUsed => PageError::BadRequest(
+                "This link was already used or has expired. Please start again from the partner's website or app.".into(),
             ),
             ParkError::Internal(internal) => PageError::Internal(internal),
         })?;

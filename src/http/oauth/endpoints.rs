@@ -13,7 +13,8 @@ use crate::store::Partner;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, post, web};
 
-async fn authenticate(
+/// Client authentication, the same at every back-channel endpoint (`par.rs` too).
+pub(super) async fn authenticate(
     app: &App,
     req: &HttpRequest,
     body: &[u8],
@@ -60,7 +61,9 @@ async fn token_proof(app: &App, req: &HttpRequest) -> Result<Option<Proof>, OAut
     Ok(Some(proof))
 }
 
-fn no_store(mut response: actix_web::HttpResponseBuilder) -> actix_web::HttpResponseBuilder {
+pub(super) fn no_store(
+    mut response: actix_web::HttpResponseBuilder,
+) -> actix_web::HttpResponseBuilder {
     response
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .insert_header((header::PRAGMA, "no-cache"));

@@ -27,6 +27,10 @@ pub async fn metadata(app: web::Data<App>) -> HttpResponse {
             "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
             "revocation_endpoint": format!("{issuer}/oauth/revoke"),
             "introspection_endpoint": format!("{issuer}/oauth/introspect"),
+            "pushed_authorization_request_endpoint": format!("{issuer}/oauth/par"),
+            // Every partner when set; a partner registered with `--require-par` must push
+            // even when it is not (RFC 9126 §6: a client's own registration may require it).
+            "require_pushed_authorization_requests": app.settings.require_par,
             "scopes_supported": scopes,
             "response_types_supported": ["code"],
             "response_modes_supported": ["query"],

@@ -3,3 +3,4 @@
 pub mod authorize;
 pub mod endpoints;
 pub mod metadata;
+pub mod par;
