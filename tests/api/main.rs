@@ -24,6 +24,7 @@ mod ops;
 mod outages;
 mod portal;
 mod portal_oidc;
+mod private_key_jwt;
 mod proxy;
 mod redteam_backchannel;
 mod redteam_portal_oidc;
