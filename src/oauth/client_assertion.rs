@@ -817,6 +817,31 @@ mod tests {
     }
 
     #[test]
+    fn a_registered_set_is_parsed_once_and_again_when_the_stored_one_differs() {
+        let cache = PartnerKeyCache::new().unwrap();
+        let client = ClientId::parse(CLIENT).unwrap();
+        let first = json!({"keys": [signer("k1").jwk]}).to_string();
+        let a = cache.registered(&client, &first).unwrap();
+        let again = cache.registered(&client, &first).unwrap();
+        assert!(Arc::ptr_eq(&a, &again), "parsed once");
+        let second = json!({"keys": [signer("k2").jwk, signer("k3").jwk]}).to_string();
+        let b = cache.registered(&client, &second).unwrap();
+        assert_eq!(b.len(), 2);
+        let other = ClientId::parse("other").unwrap();
+        assert!(!Arc::ptr_eq(&cache.registered(&other, &first).unwrap(), &a));
+        assert_eq!(cache.sets.lock().len(), 2, "one entry per partner");
+        assert!(cache.registered(&client, "{not json").is_err());
+
+        let uri = |u: &str| Url::parse(u).unwrap();
+        let one = cache.fetched(&client, &uri("https://fix.example/jwks"));
+        let same = cache.fetched(&client, &uri("https://fix.example/jwks"));
+        assert!(Arc::ptr_eq(&one, &same));
+        let moved = cache.fetched(&client, &uri("https://fix.example/jwks2"));
+        assert!(!Arc::ptr_eq(&one, &moved));
+        assert_eq!(cache.uris.lock().len(), 1);
+    }
+
+    #[test]
     fn a_jwks_uri_is_https_or_loopback_without_credentials() {
         assert!(check_jwks_uri("https://fix.example/jwks.json").is_ok());
         assert!(check_jwks_uri("http://127.0.0.1:8080/jwks.json").is_ok());
