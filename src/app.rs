@@ -36,6 +36,8 @@ pub struct App {
     pub latest_verification: crate::access_log::latest::LatestVerification,
     /// The alerts' unusual-hours baseline of the current hour.
     pub alert_baseline: crate::admin::alerts::BaselineCache,
+    /// The keys of partners that authenticate with `private_key_jwt`, parsed or fetched once.
+    pub client_keys: crate::oauth::client_assertion::PartnerKeyCache,
 }
 
 impl App {

@@ -279,10 +279,9 @@ pub fn registered_keys(add: &PartnerAdd) -> anyhow::Result<Option<PartnerKeys>> 
     match (&add.jwks_uri, &add.jwks_file) {
         (None, None) => Ok(None),
         (Some(_), Some(_)) => bail!("use --jwks-uri or --jwks-file, not both"),
-        (Some(uri), None) => {
-            check_redirect_uri(uri).context("--jwks-uri")?;
-            Ok(Some(PartnerKeys::Uri(url::Url::parse(uri)?)))
-        }
+        (Some(uri), None) => Ok(Some(PartnerKeys::Uri(
+            crate::oauth::client_assertion::check_jwks_uri(uri).context("--jwks-uri")?,
+        ))),
         (None, Some(path)) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("--jwks-file {}", path.display()))?;

@@ -172,6 +172,8 @@ impl Application {
             metrics,
             latest_verification: Default::default(),
             alert_baseline: Default::default(),
+            client_keys: crate::oauth::client_assertion::PartnerKeyCache::new()
+                .context("setting up the fetch of partners' keys")?,
         });
 
         tokio::spawn(reload_keys(keys));

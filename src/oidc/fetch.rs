@@ -14,7 +14,7 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 /// stay below 32 KiB. Anything much larger is not an answer we want.
 pub(crate) const MAX_DOCUMENT_BYTES: usize = 256 * 1024;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum FetchError {
     /// No connection, a timeout, or a 5xx: the provider is not there right now.
     #[error("{0}")]
@@ -22,6 +22,17 @@ pub enum FetchError {
     /// An answer, but not one we can use.
     #[error("{0}")]
     Unusable(String),
+}
+
+impl FetchError {
+    /// The same failure, given again without asking: the log says it is a repeat.
+    pub(crate) fn again(self) -> Self {
+        let repeat = |why: String| format!("{why} (a moment ago; not asked again yet)");
+        match self {
+            FetchError::Unreachable(why) => FetchError::Unreachable(repeat(why)),
+            FetchError::Unusable(why) => FetchError::Unusable(repeat(why)),
+        }
+    }
 }
 
 #[derive(Clone)]

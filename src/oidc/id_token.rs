@@ -141,16 +141,17 @@ pub(crate) fn verify(
     check_claims(claims, expected)
 }
 
-/// The claims of a provider-signed JWT (an ID token, a logout token) whose signature verifies
-/// with the first fitting key, whose `iss` is `issuer` and whose `aud` contains `client_id`,
-/// and which has the `required` claims. Times are the caller's to check, against our clock
-/// (which tests move).
+/// The claims of a signed JWT (a provider's ID or logout token, a partner's client assertion)
+/// whose signature verifies with the first fitting key, whose `iss` is `issuer` and whose
+/// `aud` contains `audience` (our client id at a provider; our issuer for an assertion), and
+/// which has the `required` claims. Times are the caller's to check, against our clock (which
+/// tests move).
 pub(crate) fn verify_signature(
     token: &str,
     header: &Header,
     keys: &[ProviderKey],
     issuer: &str,
-    client_id: &str,
+    audience: &str,
     required: &[&str],
 ) -> Result<Map<String, Value>, IdTokenError> {
     let mut validation = Validation::new(header.alg);
@@ -158,7 +159,7 @@ pub(crate) fn verify_signature(
     validation.validate_nbf = false;
     validation.set_required_spec_claims(required);
     validation.set_issuer(&[issuer]);
-    validation.set_audience(&[client_id]);
+    validation.set_audience(&[audience]);
     let mut fitting = keys
         .iter()
         .filter(|key| key.fits(header.alg, header.kid.as_deref()))

@@ -1,8 +1,13 @@
-//! The provider's signing keys: fetched from `jwks_uri`, kept, and fetched again when a token
-//! names a key we do not know (the provider rotated), at most once a minute so that tokens
-//! with made-up key ids cannot make us hammer the provider.
+//! Signing keys published at a `jwks_uri`: an OpenID provider's (ID and logout tokens) and a
+//! partner's (`private_key_jwt` client assertions, `oauth::client_assertion`). Fetched, kept,
+//! and fetched again when a token names a key we do not know (the key's owner rotated), at most
+//! once a minute so that tokens with made-up key ids cannot make us hammer the key server. A
+//! failed fetch counts as a fetch: the callers that queued behind it, and those that follow
+//! for a while, get its failure at once instead of each waiting for a timeout of their own.
 
 use super::fetch::{FetchError, ProviderHttp};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, PublicKeyUse};
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
@@ -15,7 +20,19 @@ use url::Url;
 /// The least time between two fetches caused by unknown key ids.
 const REFETCH_AFTER: chrono::Duration = chrono::Duration::seconds(60);
 
-/// One verification key of the provider.
+/// After a failed fetch, while no usable key set is held, how long until the next try. Short,
+/// so a key server's blip locks its owner out for seconds, not a minute; long enough that a
+/// flood of tokens cannot turn into a flood of fetches at a server that is down.
+const RETRY_AFTER_FAILURE: chrono::Duration = chrono::Duration::seconds(10);
+
+/// The smallest RSA modulus we verify with (NIST SP 800-131A; FAPI 2.0 §5.4.1).
+pub(crate) const MIN_RSA_BITS: usize = 2048;
+
+/// Members of a JWK that only a private or symmetric key has (RFC 7518 §6.2.2, §6.3.2,
+/// §6.4; RFC 8037 §2). A key published with them is compromised: anyone can sign with it.
+pub(crate) const PRIVATE_MEMBERS: &[&str] = &["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
+
+/// One verification key of a provider or a partner.
 pub(crate) struct ProviderKey {
     kid: Option<String>,
     /// The JWK's own `alg`, when it names one: the key is then for that algorithm only.
@@ -36,12 +53,15 @@ impl ProviderKey {
             return None;
         }
         let (family, curve) = match &jwk.algorithm {
-            AlgorithmParameters::RSA(_) => (AlgorithmFamily::Rsa, None),
+            AlgorithmParameters::RSA(rsa) if rsa_bits(&rsa.n) >= MIN_RSA_BITS => {
+                (AlgorithmFamily::Rsa, None)
+            }
             AlgorithmParameters::EllipticCurve(ec) => (AlgorithmFamily::Ec, Some(ec.curve.clone())),
             AlgorithmParameters::OctetKeyPair(okp) if okp.curve == EllipticCurve::Ed25519 => {
                 (AlgorithmFamily::Ed, Some(EllipticCurve::Ed25519))
             }
-            // Symmetric keys, other curves, and kinds this crate version added after us.
+            // Weak RSA keys, symmetric keys, other curves, and kinds this crate version added
+            // after us.
             _ => return None,
         };
         let alg = match &jwk.common.key_algorithm {
@@ -78,18 +98,30 @@ impl ProviderKey {
     }
 }
 
+/// The bit length of an RSA modulus given as base64url (0 when it is not base64url).
+pub(crate) fn rsa_bits(n: &str) -> usize {
+    let Ok(bytes) = URL_SAFE_NO_PAD.decode(n) else {
+        return 0;
+    };
+    match bytes.iter().position(|b| *b != 0) {
+        Some(first) => (bytes.len() - first) * 8 - bytes[first].leading_zeros() as usize,
+        None => 0,
+    }
+}
+
 /// Parses a key set, one key at a time: a key of a kind we do not know must not hide the
-/// others.
+/// others. Keys published with private members are left out (see [`PRIVATE_MEMBERS`]).
 pub(crate) fn parse_key_set(json: &serde_json::Value) -> Result<Vec<ProviderKey>, FetchError> {
     #[derive(Deserialize)]
     struct KeySet {
         keys: Vec<serde_json::Value>,
     }
-    let set = KeySet::deserialize(json)
-        .map_err(|e| FetchError::Unusable(format!("the provider's key set: {e}")))?;
+    let set =
+        KeySet::deserialize(json).map_err(|e| FetchError::Unusable(format!("the key set: {e}")))?;
     Ok(set
         .keys
         .iter()
+        .filter(|key| !PRIVATE_MEMBERS.iter().any(|m| key.get(m).is_some()))
         .filter_map(|key| serde_json::from_value::<Jwk>(key.clone()).ok())
         .filter_map(|jwk| ProviderKey::from_jwk(&jwk))
         .collect())
@@ -100,17 +132,40 @@ struct Fetched {
     at: DateTime<Utc>,
 }
 
-/// The key set of one provider, shared by every sign-in.
+/// What one cache holds: the last key set fetched, and the last attempt (and how it failed).
+#[derive(Default)]
+struct Held {
+    fetched: Option<Fetched>,
+    attempted: Option<DateTime<Utc>>,
+    failure: Option<FetchError>,
+}
+
+/// The key set at one `jwks_uri`, shared by every token verified with it.
 #[derive(Default)]
 pub(crate) struct KeyCache {
-    // A tokio mutex, held across the fetch: concurrent sign-ins that all miss wait for one
+    // A tokio mutex, held across the fetch: concurrent callers that all miss wait for one
     // fetch instead of each making their own.
-    fetched: Mutex<Option<Fetched>>,
+    held: Mutex<Held>,
+    /// How long a key set is used before it is fetched again, even when every token's key is
+    /// in it; `None`: until a token names a key it lacks. A partner that withdraws a
+    /// compromised key must not have to wait for our restart.
+    lifetime: Option<chrono::Duration>,
 }
 
 impl KeyCache {
-    /// The keys: from the cache, or fetched when there is none yet, or when none fits a token
-    /// signed with `alg` naming `kid` and the last fetch is at least a minute old.
+    /// A cache whose key set is fetched again once it is `lifetime` old; past that, and until
+    /// a fetch succeeds, there are no keys (fail closed).
+    pub(crate) fn with_lifetime(lifetime: chrono::Duration) -> Self {
+        Self {
+            held: Mutex::default(),
+            lifetime: Some(lifetime),
+        }
+    }
+
+    /// The keys: from the cache, or fetched when there is no usable set yet (none, or one
+    /// past its lifetime), or when none fits a token signed with `alg` naming `kid`. Fetches
+    /// are spaced: at least a minute apart while a usable set is held, and
+    /// [`RETRY_AFTER_FAILURE`] after a failure while none is.
     pub(crate) async fn keys(
         &self,
         http: &ProviderHttp,
@@ -119,21 +174,48 @@ impl KeyCache {
         kid: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<Arc<Vec<ProviderKey>>, FetchError> {
-        let mut fetched = self.fetched.lock().await;
-        let refetch = match fetched.as_ref() {
-            None => true,
-            Some(current) => {
-                fitting(&current.keys, alg, kid).is_empty() && now - current.at >= REFETCH_AFTER
-            }
+        let mut held = self.held.lock().await;
+        let usable = |held: &Held| {
+            held.fetched
+                .as_ref()
+                .filter(|f| self.lifetime.is_none_or(|lifetime| now - f.at < lifetime))
+                .map(|f| f.keys.clone())
         };
-        if refetch {
-            let json: serde_json::Value = http.get_json(jwks_uri).await?;
-            let keys = Arc::new(parse_key_set(&json)?);
-            *fetched = Some(Fetched { keys, at: now });
+        let current = usable(&held);
+        let wanted = current
+            .as_ref()
+            .is_none_or(|keys| fitting(keys, alg, kid).is_empty());
+        let allowed = match (&current, held.attempted) {
+            (_, None) => true,
+            (None, Some(at)) => now - at >= RETRY_AFTER_FAILURE,
+            (Some(_), Some(at)) => now - at >= REFETCH_AFTER,
+        };
+        if wanted && allowed {
+            held.attempted = Some(now);
+            let fetched = match http.get_json::<serde_json::Value>(jwks_uri).await {
+                Ok(json) => parse_key_set(&json),
+                Err(e) => Err(e),
+            };
+            match fetched {
+                Ok(keys) => {
+                    held.fetched = Some(Fetched {
+                        keys: Arc::new(keys),
+                        at: now,
+                    });
+                    held.failure = None;
+                }
+                Err(e) => {
+                    held.failure = Some(e.clone());
+                    return Err(e);
+                }
+            }
         }
-        match fetched.as_ref() {
-            Some(current) => Ok(current.keys.clone()),
-            None => Err(FetchError::Unusable("no key set".into())),
+        match usable(&held) {
+            Some(keys) => Ok(keys),
+            None => Err(match &held.failure {
+                Some(e) => e.clone().again(),
+                None => FetchError::Unusable("no key set".into()),
+            }),
         }
     }
 }
@@ -187,6 +269,74 @@ mod tests {
             fitting(&keys, Algorithm::HS256, None).is_empty(),
             "never HMAC"
         );
+    }
+
+    #[test]
+    fn weak_rsa_keys_and_keys_published_with_private_parts_are_left_out() {
+        let keys = parse_key_set(&json!({"keys": [
+            {"kty": "RSA", "kid": "small", "n": URL_SAFE_NO_PAD.encode([0xffu8; 128]), "e": "AQAB"},
+            {"kty": "RSA", "kid": "big", "n": URL_SAFE_NO_PAD.encode([0xffu8; 256]), "e": "AQAB"},
+            {"kty": "OKP", "crv": "Ed25519", "kid": "leaked", "d": "AAAA",
+             "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}
+        ]}))
+        .unwrap();
+        let kids: Vec<_> = keys.iter().map(|k| k.kid.as_deref()).collect();
+        assert_eq!(kids, vec![Some("big")]);
+        assert_eq!(rsa_bits(&URL_SAFE_NO_PAD.encode([0u8, 0x01, 0xff])), 9);
+        assert_eq!(rsa_bits("!"), 0);
+    }
+
+    /// A key server that fails is asked again only after a pause, however many tokens come:
+    /// [`RETRY_AFTER_FAILURE`] while no set is held, a minute while one is.
+    #[tokio::test]
+    async fn a_failed_fetch_stands_for_a_while() {
+        use wiremock::matchers::{method, path};
+        use wiremock::{Mock, MockServer, ResponseTemplate};
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/jwks"))
+            .respond_with(ResponseTemplate::new(503))
+            .mount(&server)
+            .await;
+        let uri = Url::parse(&format!("{}/jwks", server.uri())).unwrap();
+        let http = ProviderHttp::new().unwrap();
+        let cache = KeyCache::with_lifetime(chrono::Duration::hours(1));
+        let t0 = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let fetches = || async { server.received_requests().await.unwrap().len() };
+        let ask = |at| cache.keys(&http, &uri, Algorithm::EdDSA, Some("ed"), at);
+        for s in [0, 1, 9] {
+            assert!(ask(t0 + chrono::Duration::seconds(s)).await.is_err());
+        }
+        assert_eq!(fetches().await, 1);
+        server.reset().await;
+        Mock::given(method("GET"))
+            .and(path("/jwks"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(set()))
+            .mount(&server)
+            .await;
+        let t1 = t0 + chrono::Duration::seconds(10);
+        assert_eq!(ask(t1).await.unwrap().len(), 2);
+        // Unknown key ids: one refetch a minute at most, and a set is kept while they fail.
+        for s in [1, 30, 59] {
+            let keys = cache
+                .keys(
+                    &http,
+                    &uri,
+                    Algorithm::EdDSA,
+                    Some("new"),
+                    t1 + chrono::Duration::seconds(s),
+                )
+                .await
+                .unwrap();
+            assert_eq!(keys.len(), 2);
+        }
+        assert_eq!(fetches().await, 1);
+        // Past its lifetime the set is fetched again, and without it there are no keys.
+        server.reset().await;
+        let late = t1 + chrono::Duration::hours(1);
+        assert!(ask(late).await.is_err());
+        assert!(ask(late + chrono::Duration::seconds(1)).await.is_err());
+        assert_eq!(fetches().await, 1);
     }
 
     #[test]

@@ -9,6 +9,10 @@
 //! unknown `kid` at most once a minute), `id_token` (complete validation), `callback` (the
 //! answer at our callback), `logout_token` (Back-Channel Logout's signed notice),
 //! `relying_party` (the two steps of a sign-in, the sign-out URL, logout tokens).
+//!
+//! `fetch`, `jwks` and the signature half of `id_token` also serve `private_key_jwt` client
+//! authentication (`oauth::client_assertion`): a partner's keys are fetched, kept and
+//! refetched as a provider's are, and its assertions verified with the same code.
 
 mod callback;
 mod claims;
@@ -23,7 +27,12 @@ mod settings;
 pub use callback::{AuthorizationAnswer, MAX_PARAMETER_LENGTH};
 pub use claims::IdentityClaims;
 pub use fetch::FetchError;
+pub(crate) use fetch::ProviderHttp;
+pub(crate) use id_token::{Header, read_header, seconds, verify_signature};
 pub use id_token::{IdTokenError, LEEWAY_SECONDS};
+pub(crate) use jwks::{
+    KeyCache, MIN_RSA_BITS, PRIVATE_MEMBERS, ProviderKey, fitting, parse_key_set, rsa_bits,
+};
 pub use logout_token::{LogoutClaims, LogoutTokenError};
 
 /// How old a logout token may be when it arrives, in seconds.

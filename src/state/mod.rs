@@ -643,6 +643,26 @@ impl SharedState {
         self.backend.delete(&self.key("logout_jti", jti_hash)).await
     }
 
+    /// True the first time a client assertion's id (by the hash of client id and `jti`) is
+    /// seen within `ttl`, on any instance: one atomic put-if-absent, so of two racing uses
+    /// exactly one is first. Written in the current epoch, whichever it is.
+    pub async fn first_client_assertion(
+        &self,
+        jti_hash: &str,
+        ttl: Duration,
+    ) -> Result<bool, StateError> {
+        let fill = self
+            .backend
+            .put_if_absent(
+                &self.key("assertion_jti", jti_hash),
+                b"1".to_vec(),
+                ttl,
+                &Since::default(),
+            )
+            .await?;
+        Ok(fill == Fill::Stored)
+    }
+
     pub async fn put_oidc_sign_in(
         &self,
         purpose: &str,
@@ -993,6 +1013,17 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(filled, PartnerState::Active);
+    }
+
+    #[tokio::test]
+    async fn a_client_assertion_id_is_first_once_until_it_expires() {
+        let state = SharedState::in_memory();
+        let ttl = Duration::from_millis(50);
+        assert!(state.first_client_assertion("h", ttl).await.unwrap());
+        assert!(!state.first_client_assertion("h", ttl).await.unwrap());
+        assert!(state.first_client_assertion("other", ttl).await.unwrap());
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert!(state.first_client_assertion("h", ttl).await.unwrap());
     }
 
     #[test]

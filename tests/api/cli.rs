@@ -1,11 +1,14 @@
 //! The real `keyhole` binary, run as an operator would, against a database of its own.
 
 use crate::helpers::{CONSOLE_PASSWORD, browser, free_port, hidden};
+use crate::private_key_jwt::{Key, jwks};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use keyhole::domain::ClientId;
 use keyhole::secrets::token_hash;
-use keyhole::store::Store;
+use keyhole::store::{PartnerKeys, Store};
 use reqwest::StatusCode;
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::process::{Command, Output};
 
 /// A scratch directory with the database and the checkpoint key the commands share.
@@ -170,6 +173,151 @@ fn partner_add_refuses_a_plain_http_redirect_uri_off_loopback() {
     let stderr = cli.failure(&args);
     assert!(stderr.contains("http://evil.example/cb"), "{stderr}");
     assert!(stderr.contains("https"), "{stderr}");
+}
+
+/// `FIX_POINT` without `--json`, for the human-readable output.
+fn fix_point_plain() -> Vec<&'static str> {
+    FIX_POINT
+        .iter()
+        .copied()
+        .filter(|a| *a != "--json")
+        .collect()
+}
+
+/// A JWKS file in the CLI's scratch directory.
+fn jwks_file(cli: &Cli, jwks: &Value) -> String {
+    let path = cli
+        .dir
+        .path()
+        .join(format!("{}.json", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&path, jwks.to_string()).unwrap();
+    path.display().to_string()
+}
+
+#[tokio::test]
+async fn partner_add_with_a_jwks_file_registers_its_public_keys_and_prints_no_secret() {
+    let cli = Cli::new();
+    let (es, ed) = (Key::es256("es-1"), Key::ed25519("ed-1"));
+    let set = jwks(&[&es, &ed]);
+    let file = jwks_file(&cli, &set);
+    let args = [FIX_POINT, &["--jwks-file", &file]].concat();
+    let output = cli.run(&args);
+    assert!(output.status.success(), "{}", describe(&output));
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let printed: Value = serde_json::from_str(stdout.trim_end()).unwrap();
+    assert_eq!(printed["token_endpoint_auth_method"], "private_key_jwt");
+    assert!(printed.get("client_secret").is_none(), "{printed}");
+    assert!(!stdout.contains("kh_cs_"), "{stdout}");
+
+    let store = Store::connect(&cli.database_url).await.unwrap();
+    let client_id = ClientId::parse(printed["client_id"].as_str().unwrap()).unwrap();
+    let partner = store.partner(&client_id).await.unwrap().unwrap();
+    assert_eq!(partner.keys, Some(PartnerKeys::Set(set.to_string())));
+
+    // The same for a person reading it.
+    let plain = cli.run(&[fix_point_plain().as_slice(), &["--jwks-file", &file]].concat());
+    assert!(plain.status.success(), "{}", describe(&plain));
+    let human = String::from_utf8(plain.stdout).unwrap();
+    assert!(human.contains("private_key_jwt"), "{human}");
+    assert!(
+        !human.contains("kh_cs_") && !human.contains("client_secret"),
+        "{human}"
+    );
+}
+
+#[tokio::test]
+async fn partner_add_with_a_jwks_uri_needs_https_off_loopback() {
+    let cli = Cli::new();
+    let printed = cli.json(&[FIX_POINT, &["--jwks-uri", "https://fix.example/jwks.json"]].concat());
+    assert!(printed.get("client_secret").is_none(), "{printed}");
+    let store = Store::connect(&cli.database_url).await.unwrap();
+    let client_id = ClientId::parse(printed["client_id"].as_str().unwrap()).unwrap();
+    let partner = store.partner(&client_id).await.unwrap().unwrap();
+    assert_eq!(
+        partner.keys,
+        Some(PartnerKeys::Uri(
+            "https://fix.example/jwks.json".parse().unwrap()
+        ))
+    );
+    for bad in [
+        "http://fix.example/jwks.json",
+        "https://user:pw@fix.example/jwks.json",
+    ] {
+        let stderr = cli.failure(&[FIX_POINT, &["--jwks-uri", bad]].concat());
+        assert!(stderr.contains("--jwks-uri"), "{stderr}");
+    }
+}
+
+#[tokio::test]
+async fn partner_add_refuses_a_jwks_file_with_private_key_material_without_printing_it() {
+    use p256::elliptic_curve::sec1::ToEncodedPoint;
+    let cli = Cli::new();
+    let secret =
+        p256::SecretKey::from_slice(&keyhole::secrets::random_bytes::<32>().unwrap()).unwrap();
+    let point = secret.public_key().to_encoded_point(false);
+    let d = URL_SAFE_NO_PAD.encode(secret.to_bytes());
+    let private = json!({"keys": [{
+        "kty": "EC", "crv": "P-256", "kid": "es-1",
+        "x": URL_SAFE_NO_PAD.encode(point.x().unwrap()),
+        "y": URL_SAFE_NO_PAD.encode(point.y().unwrap()),
+        "d": d,
+    }]});
+    let output = cli.run(&[FIX_POINT, &["--jwks-file", &jwks_file(&cli, &private)]].concat());
+    assert!(!output.status.success(), "{}", describe(&output));
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(said.contains("private"), "{said}");
+    assert!(
+        !said.contains(&d),
+        "the private key is never printed: {said}"
+    );
+    let store = Store::connect(&cli.database_url).await.unwrap();
+    assert!(store.partners().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn partner_add_refuses_an_hmac_key_without_printing_it() {
+    let cli = Cli::new();
+    let k = URL_SAFE_NO_PAD.encode(b"a shared secret of thirty-two by");
+    let hmac = json!({"keys": [{"kty": "oct", "alg": "HS256", "kid": "h", "k": k}]});
+    let output = cli.run(&[FIX_POINT, &["--jwks-file", &jwks_file(&cli, &hmac)]].concat());
+    assert!(!output.status.success(), "{}", describe(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("symmetric"), "{stderr}");
+    assert!(!stderr.contains(&k), "{stderr}");
+    let store = Store::connect(&cli.database_url).await.unwrap();
+    assert!(store.partners().await.unwrap().is_empty());
+
+    // A key set that is fine apart from a repeated kid is refused too.
+    let twice = jwks(&[&Key::es256("k"), &Key::ed25519("k")]);
+    let stderr = cli.failure(&[FIX_POINT, &["--jwks-file", &jwks_file(&cli, &twice)]].concat());
+    assert!(stderr.contains("used twice"), "{stderr}");
+}
+
+#[test]
+fn partner_add_refuses_both_jwks_flags() {
+    let cli = Cli::new();
+    let file = jwks_file(&cli, &jwks(&[&Key::es256("es-1")]));
+    let stderr = cli.failure(
+        &[
+            FIX_POINT,
+            &[
+                "--jwks-file",
+                &file,
+                "--jwks-uri",
+                "https://fix.example/jwks.json",
+            ],
+        ]
+        .concat(),
+    );
+    assert!(
+        stderr.contains("--jwks-uri") && stderr.contains("--jwks-file"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("kh_cs_"), "{stderr}");
 }
 
 #[test]

@@ -27,6 +27,7 @@ mod outages;
 mod par;
 mod portal;
 mod portal_oidc;
+mod private_key_jwt;
 mod proxy;
 mod redteam_backchannel;
 mod redteam_portal_oidc;

@@ -74,7 +74,11 @@ pub(super) fn no_store(
 ///
 /// Form fields: `grant_type` (`authorization_code` or `refresh_token`); for codes `code`,
 /// `redirect_uri`, `code_verifier`; for refresh `refresh_token` and optionally a narrower
-/// `scope`. Client authentication: HTTP Basic or `client_id` + `client_secret` in the form.
+/// `scope`. Client authentication (here and at revocation and introspection): HTTP Basic or
+/// `client_id` + `client_secret` in the form for partners registered with a secret;
+/// `client_assertion_type` (`urn:ietf:params:oauth:client-assertion-type:jwt-bearer`) +
+/// `client_assertion` (RFC 7523 `private_key_jwt`, `aud` = the issuer) for partners registered
+/// with keys.
 ///
 /// Codes and refresh tokens are single use, and a second use revokes the grant — except a
 /// retry: the same client repeating the same request within `reuse_grace_seconds` (default

@@ -1,4 +1,5 @@
 use crate::app::App;
+use crate::oauth::client_assertion::SIGNING_ALGORITHM_NAMES;
 use crate::tokens::JWKS_MAX_AGE;
 use actix_web::{HttpResponse, get, http::header, web};
 use serde_json::json;
@@ -17,7 +18,12 @@ pub async fn metadata(app: web::Data<App>) -> HttpResponse {
         .iter()
         .map(ToString::to_string)
         .collect();
-    let auth_methods = ["client_secret_basic", "client_secret_post"];
+    let auth_methods = [
+        "client_secret_basic",
+        "client_secret_post",
+        "private_key_jwt",
+    ];
+    let signing_algs = SIGNING_ALGORITHM_NAMES;
     HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "public, max-age=300"))
         .json(json!({
@@ -39,6 +45,9 @@ pub async fn metadata(app: web::Data<App>) -> HttpResponse {
             "token_endpoint_auth_methods_supported": auth_methods,
             "revocation_endpoint_auth_methods_supported": auth_methods,
             "introspection_endpoint_auth_methods_supported": auth_methods,
+            "token_endpoint_auth_signing_alg_values_supported": signing_algs,
+            "revocation_endpoint_auth_signing_alg_values_supported": signing_algs,
+            "introspection_endpoint_auth_signing_alg_values_supported": signing_algs,
             "authorization_response_iss_parameter_supported": true,
             "dpop_signing_alg_values_supported": crate::dpop::SIGNING_ALGS,
         }))
