@@ -132,12 +132,15 @@ pub const PREFIX: &str = "/partner/v1/";
     get,
     path = "/partner/v1/{resource}",
     tag = "partner",
-    params(("resource" = String, Path, description = "A resource of the catalog, e.g. `claims`")),
+    params(
+        ("resource" = String, Path, description = "A resource of the catalog, e.g. `claims`"),
+        ("DPoP" = Option<String>, Header, description = "RFC 9449 proof for this request (htm GET, htu this URL, ath): required with `Authorization: DPoP <token>` for a DPoP-bound token"),
+    ),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "`{\"items\": [{\"id\": \"C-1001\", \"status\": \"in_repair\"}]}`", content_type = "application/json"),
         (status = 304, description = "Not modified (If-None-Match matched the ETag)"),
-        (status = 401, description = "Missing, invalid, expired or revoked token; consent ended; partner suspended", content_type = "application/problem+json"),
+        (status = 401, description = "Missing, invalid, expired or revoked token; consent ended; partner suspended; a DPoP-bound token without a valid proof (`WWW-Authenticate: DPoP error=\"invalid_dpop_proof\"`) or without the server's nonce (`use_dpop_nonce`, with `DPoP-Nonce`)", content_type = "application/problem+json"),
         (status = 403, description = "The token grants no field of this resource", content_type = "application/problem+json"),
         (status = 404, description = "Unknown resource", content_type = "application/problem+json"),
         (status = 429, description = "Rate limited; see Retry-After, RateLimit-Policy, RateLimit", content_type = "application/problem+json"),
@@ -157,13 +160,14 @@ pub fn list() {}
     params(
         ("resource" = String, Path, description = "A resource of the catalog, e.g. `claims`"),
         ("id" = String, Path, description = "Record id: 1–64 of `[A-Za-z0-9_-]`"),
+        ("DPoP" = Option<String>, Header, description = "RFC 9449 proof for this request: required with `Authorization: DPoP <token>` for a DPoP-bound token"),
     ),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "`{\"id\": \"C-1001\", \"status\": \"in_repair\"}`", content_type = "application/json"),
         (status = 304, description = "Not modified (If-None-Match matched the ETag)"),
         (status = 400, description = "Malformed record id", content_type = "application/problem+json"),
-        (status = 401, description = "Missing, invalid, expired or revoked token; consent ended; partner suspended", content_type = "application/problem+json"),
+        (status = 401, description = "Missing, invalid, expired or revoked token; consent ended; partner suspended; a DPoP-bound token without a valid proof (`WWW-Authenticate: DPoP error=\"invalid_dpop_proof\"`) or without the server's nonce (`use_dpop_nonce`, with `DPoP-Nonce`)", content_type = "application/problem+json"),
         (status = 403, description = "The token grants no field of this resource", content_type = "application/problem+json"),
         (status = 404, description = "No such record for this customer", content_type = "application/problem+json"),
         (status = 429, description = "Rate limited", content_type = "application/problem+json"),

@@ -88,9 +88,10 @@ pub(super) fn no_store(
 #[utoipa::path(
     tag = "oauth",
     request_body(content_type = "application/x-www-form-urlencoded", description = "RFC 6749 §4.1.3 / §6 token request"),
+    params(("DPoP" = Option<String>, Header, description = "RFC 9449 proof (htm POST, htu this endpoint): the tokens are bound to its key; required for a DPoP-bound refresh token and for partners registered with --require-dpop")),
     responses(
         (status = 200, body = TokenResponse),
-        (status = 400, description = "RFC 6749 §5.2 error (invalid_request, invalid_grant, invalid_scope, unsupported_grant_type); a reused code or refresh token also revokes its grant"),
+        (status = 400, description = "RFC 6749 §5.2 error (invalid_request, invalid_grant, invalid_scope, unsupported_grant_type; RFC 9449 invalid_dpop_proof, use_dpop_nonce with a DPoP-Nonce header); a reused code or refresh token also revokes its grant"),
         (status = 401, description = "invalid_client"),
         (status = 413, description = "Body over 64 KiB"),
     )
