@@ -39,8 +39,10 @@ async fn serve(
     resource: &str,
     id: Option<&str>,
 ) -> HttpResponse {
+    let token = super::access_token(req.headers());
+    let dpop_scheme = matches!(token, Some((_, proxy::Scheme::Dpop)));
     let call = CallRequest {
-        token: super::access_token(req.headers()),
+        token,
         proof: super::dpop_proof(req.headers()),
         path: req.path(),
         resource,
@@ -72,9 +74,23 @@ async fn serve(
             nonce: app.dpop.nonce(app.clock.now()),
         }
         .error_response(),
+        // RFC 9449 §7.1: a token refused as sent with the DPoP scheme is challenged with it.
+        Err(e @ ProxyError::InvalidToken(_)) if dpop_scheme => {
+            let mut refused = ApiError::from(e).error_response();
+            refused.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static(
+                    "DPoP error=\"invalid_token\", algs=\"ES256 EdDSA PS256\"",
+                ),
+            );
+            refused
+        }
         Err(e) => ApiError::from(e).error_response(),
     };
-    if app.dpop.requires_nonce() && response.status().is_success() {
+    if app.dpop.requires_nonce()
+        && (response.status().is_success()
+            || response.status() == actix_web::http::StatusCode::NOT_MODIFIED)
+    {
         // RFC 9449 §9: the next nonce travels with every answer, so a partner never needs a
         // refused call to learn it.
         if let Ok(nonce) = header::HeaderValue::from_str(&app.dpop.nonce(app.clock.now())) {

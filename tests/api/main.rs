@@ -19,6 +19,7 @@ mod console;
 mod console_browser;
 mod console_oidc;
 mod dpop;
+mod fapi_blackbox;
 mod grace;
 mod journal;
 mod openapi;
