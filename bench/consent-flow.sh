@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Walks the real consent flow with curl, as a customer and a partner would, and prints the
 # token response (JSON). Used by the load benchmark to get a token without any back door.
-# Usage: consent-flow.sh BASE_URL CLIENT_ID CLIENT_SECRET REDIRECT_URI EMAIL PASSWORD "SCOPES"
+# Usage: consent-flow.sh BASE_URL CLIENT_ID CLIENT_SECRET REDIRECT_URI EMAIL PASSWORD "SCOPES" [DPOP_PROOF]
+#   DPOP_PROOF: sent as the token request's `DPoP` header, so the tokens are bound to its key
+#   (RFC 9449; a proof for POST BASE_URL/oauth/token, e.g. from examples/dpop_proofs.rs).
 set -euo pipefail
-base=$1 client_id=$2 secret=$3 redirect=$4 email=$5 password=$6 scopes=$7
+base=$1 client_id=$2 secret=$3 redirect=$4 email=$5 password=$6 scopes=$7 dpop=${8:-}
 jar=$(mktemp); trap 'rm -f "$jar"' EXIT
 b64url() { base64 -w0 | tr '+/' '-_' | tr -d '='; }
 verifier=$(head -c 32 /dev/urandom | b64url)
@@ -27,5 +29,5 @@ location=$(curl -s -o /dev/null -w '%{redirect_url}' -c "$jar" -b "$jar" \
   --data-urlencode "decision=allow" "${fields[@]}" "$base/oauth/authorize")
 code=$(printf '%s' "$location" | sed -n 's/.*[?&]code=\([^&]*\).*/\1/p')
 [ -n "$code" ] || { echo "consent failed: $location" >&2; exit 1; }
-curl -sf -u "$client_id:$secret" -d grant_type=authorization_code --data-urlencode "code=$code" \
+curl -sf -u "$client_id:$secret" ${dpop:+-H "DPoP: $dpop"} -d grant_type=authorization_code --data-urlencode "code=$code" \
   --data-urlencode "redirect_uri=$redirect" -d "code_verifier=$verifier" "$base/oauth/token"

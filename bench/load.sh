@@ -9,6 +9,11 @@
 # refreshed (rotating the refresh token) before every gateway run.
 #
 # Usage: bench/load.sh            (env: DURATION, REPEATS, PROXY_WORKERS as run-baselines.sh)
+#        KH_BENCH_DPOP=1 bench/load.sh   (then also: the gateway with a Bearer token and with a
+#          DPoP-bound token and a fresh proof per request, REPEATS rounds alternating, same
+#          THREADS/CONNS/DURATION/WARMUP; proofs made just before each run by
+#          examples/dpop_proofs.rs, KH_BENCH_DPOP_RATE (15000) per second of run; bench/dpop.lua)
+#        KH_BENCH_BUILD=debug bench/load.sh   (a debug build: to check the tooling, not for figures)
 #        KH_BENCH_DB=postgres://… KH_BENCH_REDIS=redis://… KH_BENCH_INSTANCES=2 \
 #          bench/load.sh   (production row: two instances behind an nginx round-robin balancer;
 #          bench/load-production.sh starts throwaway PostgreSQL and Redis servers for it)
@@ -43,8 +48,11 @@ export KEYHOLE_WORKERS=${KEYHOLE_WORKERS:-1}
 
 command -v jq >/dev/null && command -v openssl >/dev/null || {
   apt-get update -qq && apt-get install -y -qq jq openssl >/dev/null; }
-cargo build --release --quiet
-bin=$root/target/release/keyhole
+profile=${KH_BENCH_BUILD:-release}
+case $profile in release) build=(--release) ;; debug) build=() ;; *) echo "KH_BENCH_BUILD: release or debug" >&2; exit 2 ;; esac
+[ "${KH_BENCH_DPOP:-}" = 1 ] && build+=(--bins --example dpop_proofs)
+cargo build "${build[@]}" --quiet
+bin=$root/target/$profile/keyhole
 
 cleanup() {
   [ -n "${gw_pid:-}" ] && kill "$gw_pid" 2>/dev/null && wait "$gw_pid" 2>/dev/null
@@ -126,3 +134,120 @@ kill $sampler 2>/dev/null || true
 sort -k2 -g "$work/lag.txt" | tail -n 1 | awk '{print "import lag, worst sample: " $1 " records, " $2 " s"}'
 metrics=$(curl -s "http://127.0.0.1:$((port + 10))/metrics")
 grep -E '^keyhole_access_log_(batch_size_bucket|batches_total|commit_seconds)' <<<"$metrics" || true
+
+[ "${KH_BENCH_DPOP:-}" = 1 ] || exit 0
+
+# ---- DPoP rows: the same partner path with a bound token and a fresh proof per request ----
+# wrk directly (run-baselines.sh sends one static header; a proof may be used only once), with
+# the baselines' THREADS/CONNS/DURATION/WARMUP/REPEATS. Bearer and DPoP alternate per round;
+# each run gets a freshly refreshed token, and each DPoP run proofs made just before it.
+THREADS=${THREADS:-1} CONNS=${CONNS:-32} DURATION=${DURATION:-10} WARMUP=${WARMUP:-2} REPEATS=${REPEATS:-3}
+rate=${KH_BENCH_DPOP_RATE:-15000}
+proofs_bin=$root/target/$profile/examples/dpop_proofs
+seed="keyhole-bench-$$-$RANDOM"
+url="$base/partner/v1/claims/C-1001"
+token_proof() { "$proofs_bin" --seed "$seed" token --htu "$base/oauth/token"; }
+echo "DPoP key thumbprint: $("$proofs_bin" --seed "$seed" thumbprint)"
+
+# A second grant (same partner and customer) whose tokens are bound to the key.
+bench/consent-flow.sh "$base" "$client_id" "$secret" "http://127.0.0.1:9/cb" \
+  bench@example.com bench-password-1 "claims:status claims:status_updated_at" "$(token_proof)" \
+  >"$work/dpop-token.json"
+[ "$(jq -r .token_type "$work/dpop-token.json")" = DPoP ] ||
+  { echo "the token endpoint did not bind the token: $(jq -c 'del(.access_token, .refresh_token)' "$work/dpop-token.json")" >&2; exit 1; }
+jq -r .refresh_token "$work/dpop-token.json" >"$work/dpop-refresh"
+dpop_refresh() { # rotates the bound refresh token (with a proof); the access token to $work/dpop-access
+  local answer
+  answer=$(curl -sf -u "$client_id:$secret" -H "DPoP: $(token_proof)" -d grant_type=refresh_token \
+    --data-urlencode "refresh_token=$(cat "$work/dpop-refresh")" "$base/oauth/token")
+  jq -r .refresh_token <<<"$answer" >"$work/dpop-refresh"
+  jq -r .access_token <<<"$answer" >"$work/dpop-access"
+}
+make_proofs() { # FILE COUNT
+  "$proofs_bin" --seed "$seed" resource --htu "$url" --access-token-file "$work/dpop-access" \
+    --count "$2" >"$1"
+}
+dpop_refresh
+make_proofs "$work/check-proof" 1
+check=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: DPoP $(cat "$work/dpop-access")" \
+  -H "DPoP: $(cat "$work/check-proof")" "$url")
+[ "$check" = 200 ] || { echo "gateway answered $check to a DPoP call before the benchmark" >&2; exit 1; }
+
+proc_ticks() { # utime+stime (all threads) summed over pids
+  local f=() p; for p in "$@"; do [ -r "/proc/$p/stat" ] && f+=("/proc/$p/stat"); done
+  [ ${#f[@]} -gt 0 ] || { echo 0; return; }
+  awk '{sub(/^.*\) /,""); t+=$12+$13} END{print t+0}' "${f[@]}"
+}
+sys_ticks() { awk '/^cpu /{print $2+$3+$4+$5+$6+$7+$8+$9; exit}' /proc/stat; }
+
+out=$work/dpop-rows; mkdir -p "$out"; : >"$out/runs.tsv"
+# run_row LABEL ROUND WRK-ARGS… : one measured run, CPU of the gateway(s) sampled over its
+# middle as run-baselines.sh does; appends label, round, req/s, p50, p99, non2xx, errors,
+# µs/req, flag to runs.tsv.
+run_row() {
+  local label=$1 round=$2; shift 2
+  local raw="$out/$label-r$round.txt" g0 g1 s0 s1
+  timeout $((DURATION + 60)) wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency --timeout 5s "$@" >"$raw" 2>&1 &
+  local wrk_pid=$!
+  sleep 1
+  g0=$(proc_ticks $pids); s0=$(sys_ticks)
+  sleep $((DURATION > 4 ? DURATION - 3 : 1))
+  g1=$(proc_ticks $pids); s1=$(sys_ticks)
+  wait $wrk_pid || echo "wrk exited $? for $label (see $raw)" >&2
+  awk -v L="$label" -v R="$round" -v N="$(nproc)" -v cg=$((g1 - g0)) -v win=$((s1 - s0)) '
+    function ms(v) { if (v ~ /us$/) return v/1000; if (v ~ /ms$/) return v+0; if (v ~ /m$/) return v*60000; return v*1000 }
+    /^ +50% / { p50 = ms($2) } /^ +99% / { p99 = ms($2) }
+    /^Requests\/sec:/ { rps = $2 }
+    /Non-2xx or 3xx responses:/ { bad = $NF }
+    /Socket errors:/ { gsub(/[^0-9 ]/, ""); err = $1 + $2 + $3 + $4 }
+    /DPOP PROOFS EXHAUSTED/ { flag = "proofs-ran-out" }
+    END {
+      w = win / N; us = (w > 0 && rps > 0) ? sprintf("%.1f", 1e6 * cg / w / rps) : "-"
+      if (rps == "") { rps = 0; flag = "no-result" }
+      if (bad + err > 0) flag = flag (flag ? "," : "") "non-2xx/errors"
+      printf "%s\t%s\t%.0f\t%.2f\t%.2f\t%d\t%d\t%s\t%s\n", L, R, rps, p50, p99, bad, err, us, (flag ? flag : "ok")
+    }' "$raw" >>"$out/runs.tsv"
+  tail -n1 "$out/runs.tsv" | awk -F'\t' '{printf "[dpop] r%s %-16s %8s req/s  p50 %s ms  p99 %s ms  non2xx %s err %s  %s µs/req  %s\n",$2,$1,$3,$4,$5,$6,$7,$8,$9}' >&2
+}
+
+for ((round = 1; round <= REPEATS; round++)); do
+  hdr=$("$work/header.sh")
+  ((WARMUP > 0)) && { timeout $((WARMUP + 10)) wrk -t"$THREADS" -c"$CONNS" -d"${WARMUP}s" -H "$hdr" "$url" >/dev/null 2>&1 || true; }
+  run_row gateway-bearer "$round" -H "$hdr" "$url"
+
+  dpop_refresh
+  # Warm-up proofs first, so the measured run's are the freshest (iat within the server's
+  # 60 s window: keep WARMUP + DURATION + the time to make them well below it).
+  t0=$(date +%s.%N)
+  ((WARMUP > 0)) && make_proofs "$out/proofs-warmup" $((rate * WARMUP))
+  make_proofs "$out/proofs-run" $((rate * DURATION))
+  echo "[dpop] $((rate * (WARMUP + DURATION))) proofs made in $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s" >&2
+  if ((WARMUP > 0)); then
+    timeout $((WARMUP + 60)) wrk -t"$THREADS" -c"$CONNS" -d"${WARMUP}s" -s bench/dpop.lua "$url" \
+      -- "$work/dpop-access" "$out/proofs-warmup" "$THREADS" >"$out/warmup-r$round.txt" 2>&1 || true
+  fi
+  run_row gateway-dpop "$round" -s bench/dpop.lua "$url" -- "$work/dpop-access" "$out/proofs-run" "$THREADS"
+  rm -f "$out/proofs-warmup" "$out/proofs-run"
+done
+
+echo
+echo "Bearer vs DPoP, gateway full partner path: wrk -t$THREADS -c$CONNS -d${DURATION}s, median of $REPEATS rounds (raw: $out)"
+awk -F'\t' '
+  function med(k, i,   m, j, x, y, t, a) {
+    m = cnt[k]; for (j = 1; j <= m; j++) a[j] = v[k, i, j]
+    if (a[1] == "-") return "-"
+    for (x = 2; x <= m; x++) for (y = x; y > 1 && a[y-1]+0 > a[y]+0; y--) { t = a[y]; a[y] = a[y-1]; a[y-1] = t }
+    return a[int((m + 1) / 2)]
+  }
+  !($1 in seen) { seen[$1] = ++n; name[n] = $1 }
+  { k = seen[$1]; c = ++cnt[k]; for (i = 3; i <= 8; i++) v[k, i, c] = $i
+    bad[k] += $6 + $7; if ($9 != "ok") flag[k] = flag[k] " r" $2 ":" $9 }
+  BEGIN { printf "%-16s %8s %7s %7s %7s %7s  %s\n", "target", "req/s", "p50ms", "p99ms", "non2xx", "us/req", "flag" }
+  END { for (k = 1; k <= n; k++)
+    printf "%-16s %8s %7s %7s %7s %7s  %s\n", name[k], med(k,3), med(k,4), med(k,5), bad[k], med(k,8),
+      flag[k] ? "FLAGGED:" flag[k] : "ok" }
+' "$out/runs.tsv" | tee "$out/summary.txt"
+echo "us/req: CPU-microseconds per request of the gateway process(es); non2xx: summed over rounds (non-2xx + socket errors)"
+if awk -F'\t' '$9 != "ok" { bad = 1 } END { exit !bad }' "$out/runs.tsv"; then
+  echo "WARNING: flagged rows measured refusals or ran short, not the partner path"
+fi

@@ -160,6 +160,14 @@ Demo partner "Fone Shop":
      -d code=CODE_FROM_THE_PAGE -d redirect_uri='{redirect_uri}' \
      -d code_verifier='{verifier}' {issuer}/oauth/token
 
+   Or the FAPI 2.0 way, with the example partner client: a pushed authorization request, tokens
+   bound to its key (DPoP) and a fresh proof on every call. It prints its own link to open;
+   after Allow, paste the callback page's address (it carries the code) into it. It then polls
+   the claims every 10 s ("unchanged" when nothing changed) and refreshes the tokens itself:
+   cargo run --example partner_client -- --issuer {issuer} \
+     --client-id {DEMO_CLIENT_ID} --client-secret '{secret}' \
+     --redirect-uri '{redirect_uri}'
+
 3. Call the partner API as Fone Shop: only the fields Alice allowed come back, never the IBAN:
    curl -s -H "Authorization: Bearer ACCESS_TOKEN" {issuer}/partner/v1/claims
    curl -s -i -H "Authorization: Bearer ACCESS_TOKEN" {issuer}/partner/v1/claims/C-1001
