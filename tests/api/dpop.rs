@@ -155,6 +155,19 @@ async fn a_bound_token_sent_as_bearer_is_refused_and_an_unbound_one_sent_as_dpop
         .await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(app.bearer_get(plain, PATH).await.status(), StatusCode::OK);
+
+    // Once its consent has ended, a bound token sent the DPoP way is challenged the DPoP way.
+    app.revoke(tokens.refresh_token().unwrap().secret(), "refresh_token")
+        .await;
+    let response = app
+        .dpop_get(access, Some(&app.call_proof(&key, access)))
+        .await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        challenge(&response).starts_with("DPoP error=\"invalid_token\""),
+        "{}",
+        challenge(&response)
+    );
 }
 
 #[tokio::test]
