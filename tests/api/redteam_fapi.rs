@@ -397,3 +397,82 @@ async fn held_without_shared_state_dpop_and_pushed_requests_fail_closed() {
     assert!(page.status().is_server_error(), "{}", page.status());
     assert!(page.headers().get("location").is_none());
 }
+
+/// Introspection of a made-up token authenticated by `assertion` alone: its status.
+async fn assertion_status(app: &TestApp, assertion: &str) -> StatusCode {
+    http()
+        .post(app.url("/oauth/introspect"))
+        .form(&[
+            ("token", "nothing"),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            ("client_assertion", assertion),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+fn assertion_claims(app: &TestApp, client_id: &str) -> Value {
+    let now = now(app);
+    json!({"iss": client_id, "sub": client_id, "aud": app.base,
+           "jti": uuid::Uuid::new_v4().to_string(), "iat": now, "exp": now + 60})
+}
+
+#[tokio::test]
+async fn held_a_jwks_uri_that_redirects_is_huge_or_slow_fails_closed() {
+    use crate::private_key_jwt::{Key, jwks};
+    use wiremock::matchers::path;
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let app = spawn_app().await;
+    let key = Key::es256("es-1");
+    let server = MockServer::start().await;
+    let set = jwks(&[&key]);
+    Mock::given(path("/real"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(set.clone()))
+        .mount(&server)
+        .await;
+    Mock::given(path("/redirect"))
+        .respond_with(
+            ResponseTemplate::new(302).insert_header("Location", format!("{}/real", server.uri())),
+        )
+        .mount(&server)
+        .await;
+    let mut huge = set.clone();
+    huge["padding"] = json!("x".repeat(300 * 1024));
+    Mock::given(path("/huge"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(huge))
+        .mount(&server)
+        .await;
+    Mock::given(path("/slow"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(set)
+                .set_delay(std::time::Duration::from_secs(8)),
+        )
+        .mount(&server)
+        .await;
+    for (name, at, expected) in [
+        ("Redirected", "/redirect", StatusCode::UNAUTHORIZED),
+        ("Huge", "/huge", StatusCode::UNAUTHORIZED),
+        ("Slow", "/slow", StatusCode::UNAUTHORIZED),
+        ("Plain", "/real", StatusCode::OK),
+    ] {
+        let partner = app
+            .add_partner_with(name, ALL_FIELDS, |add| {
+                add.jwks_uri = Some(format!("{}{at}", server.uri()))
+            })
+            .await;
+        let started = std::time::Instant::now();
+        let assertion = key.sign(&assertion_claims(&app, &partner.client_id));
+        assert_eq!(assertion_status(&app, &assertion).await, expected, "{name}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(7),
+            "{name}: {:?}",
+            started.elapsed()
+        );
+    }
+}
