@@ -71,6 +71,18 @@ fn segment<T: for<'de> Deserialize<'de>>(part: &str, what: &'static str) -> Resu
     serde_json::from_slice(&bytes).map_err(|_| DpopError::Malformed(what))
 }
 
+/// Whether `x` is an Ed25519 public key anyone must hold the private half of to sign with: a
+/// point on the curve, and not of small order. The verification the library does accepts, for
+/// a small-order key, signatures made without any private key (e.g. R the identity, s = 0).
+pub(crate) fn strong_ed25519(x: &str) -> bool {
+    URL_SAFE_NO_PAD
+        .decode(x.as_bytes())
+        .ok()
+        .and_then(|bytes| <[u8; 32]>::try_from(bytes.as_slice()).ok())
+        .and_then(|bytes| ed25519_dalek::VerifyingKey::from_bytes(&bytes).ok())
+        .is_some_and(|key| !key.is_weak())
+}
+
 /// The key in the header, if it is a public key of the proof's algorithm.
 fn public_key(alg: Algorithm, jwk: Map<String, Value>) -> Result<(DecodingKey, String), DpopError> {
     if PRIVATE_MEMBERS.iter().any(|m| jwk.contains_key(*m)) {
@@ -82,7 +94,7 @@ fn public_key(alg: Algorithm, jwk: Map<String, Value>) -> Result<(DecodingKey, S
             ec.curve == EllipticCurve::P256
         }
         (AlgorithmParameters::OctetKeyPair(okp), Algorithm::EdDSA) => {
-            okp.curve == EllipticCurve::Ed25519
+            okp.curve == EllipticCurve::Ed25519 && strong_ed25519(&okp.x)
         }
         // RFC 7518 §3.5 / §4.2: RSA keys of at least 2048 bits, counted from the modulus's
         // first set bit: its octets as sent may start with zeros, which make no key stronger.
@@ -351,6 +363,31 @@ mod tests {
             });
             assert!(verify(&key.sign(&c), &expected(Some("tok"))).is_ok());
         }
+    }
+
+    /// Red team: an Ed25519 jwk of small order (here the identity point) verifies a signature
+    /// anyone can make for any message, so proofs "by" it are forgeable by whoever holds a
+    /// token bound to it: a bound token worth no more than a Bearer one.
+    #[test]
+    fn a_weak_ed25519_key_is_refused() {
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        let header = json!({"typ": PROOF_TYP, "alg": "EdDSA",
+            "jwk": {"kty": "OKP", "crv": "Ed25519", "x": URL_SAFE_NO_PAD.encode(identity)}});
+        let message = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).unwrap()),
+            URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims()).unwrap())
+        );
+        // R = the identity, s = 0: [s]B = R + [k]A holds for every message when A is the
+        // identity. No private key was involved.
+        let mut forged = [0u8; 64];
+        forged[0] = 1;
+        let proof = format!("{message}.{}", URL_SAFE_NO_PAD.encode(forged));
+        assert_eq!(
+            verify(&proof, &expected(Some("tok"))),
+            Err(DpopError::BadKey)
+        );
     }
 
     /// Red team: the size check counted the modulus's octets as sent, so a 1024-bit RSA key
