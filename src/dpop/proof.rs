@@ -71,18 +71,6 @@ fn segment<T: for<'de> Deserialize<'de>>(part: &str, what: &'static str) -> Resu
     serde_json::from_slice(&bytes).map_err(|_| DpopError::Malformed(what))
 }
 
-/// Whether `x` is an Ed25519 public key anyone must hold the private half of to sign with: a
-/// point on the curve, and not of small order. The verification the library does accepts, for
-/// a small-order key, signatures made without any private key (e.g. R the identity, s = 0).
-pub(crate) fn strong_ed25519(x: &str) -> bool {
-    URL_SAFE_NO_PAD
-        .decode(x.as_bytes())
-        .ok()
-        .and_then(|bytes| <[u8; 32]>::try_from(bytes.as_slice()).ok())
-        .and_then(|bytes| ed25519_dalek::VerifyingKey::from_bytes(&bytes).ok())
-        .is_some_and(|key| !key.is_weak())
-}
-
 /// The key in the header, if it is a public key of the proof's algorithm.
 fn public_key(alg: Algorithm, jwk: Map<String, Value>) -> Result<(DecodingKey, String), DpopError> {
     if PRIVATE_MEMBERS.iter().any(|m| jwk.contains_key(*m)) {
@@ -94,7 +82,7 @@ fn public_key(alg: Algorithm, jwk: Map<String, Value>) -> Result<(DecodingKey, S
             ec.curve == EllipticCurve::P256
         }
         (AlgorithmParameters::OctetKeyPair(okp), Algorithm::EdDSA) => {
-            okp.curve == EllipticCurve::Ed25519 && strong_ed25519(&okp.x)
+            okp.curve == EllipticCurve::Ed25519 && crate::oidc::strong_ed25519(&okp.x)
         }
         // RFC 7518 §3.5 / §4.2: RSA keys of at least 2048 bits, counted from the modulus's
         // first set bit: its octets as sent may start with zeros, which make no key stronger.
