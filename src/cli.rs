@@ -283,12 +283,27 @@ pub fn registered_keys(add: &PartnerAdd) -> anyhow::Result<Option<PartnerKeys>> 
             crate::oauth::client_assertion::check_jwks_uri(uri).context("--jwks-uri")?,
         ))),
         (None, Some(path)) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("--jwks-file {}", path.display()))?;
+            let text =
+                read_bounded(path).with_context(|| format!("--jwks-file {}", path.display()))?;
             crate::oauth::client_assertion::check_jwks(&text).context("--jwks-file")?;
             Ok(Some(PartnerKeys::Set(text)))
         }
     }
+}
+
+/// A JWKS file's text, read no further than one byte past the bound `check_jwks` enforces:
+/// a device (`/dev/zero`), a FIFO or a huge file must be refused, not read to its end.
+fn read_bounded(path: &std::path::Path) -> anyhow::Result<String> {
+    use std::io::Read;
+    let limit = crate::oauth::client_assertion::MAX_JWKS_BYTES;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1))
+        .read_to_end(&mut bytes)?;
+    if bytes.len() > limit {
+        bail!("the JWKS is larger than {limit} bytes");
+    }
+    Ok(String::from_utf8(bytes)?)
 }
 
 /// Registers a partner; returns its client_id and the secret (shown once), or no secret for
@@ -725,6 +740,57 @@ async fn run_log(settings: &Settings, command: LogCommand) -> anyhow::Result<()>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Red team: `--jwks-file` was read whole before its 64 KiB bound was checked, so a
+    /// device, a FIFO or a huge file made `partner add` hang or eat memory. A FIFO that writes
+    /// one byte past the bound and then stays open shows it: the bound must end the read.
+    #[cfg(unix)]
+    #[test]
+    fn a_jwks_file_is_read_no_further_than_its_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("jwks.fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let writer_path = fifo.clone();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let writer = std::thread::spawn(move || {
+            use std::io::Write;
+            let mut pipe = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&writer_path)
+                .unwrap();
+            let chunk = vec![b' '; 1024];
+            for _ in 0..=crate::oauth::client_assertion::MAX_JWKS_BYTES / 1024 {
+                if pipe.write_all(&chunk).is_err() {
+                    return;
+                }
+            }
+            // Held open (no end of file) until the test is over.
+            let _ = done_rx.recv_timeout(std::time::Duration::from_secs(20));
+        });
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let add = PartnerAdd {
+                jwks_file: Some(fifo),
+                ..PartnerAdd::default()
+            };
+            let _ = tx.send(
+                registered_keys(&add)
+                    .map(|_| ())
+                    .map_err(|e| format!("{e:#}")),
+            );
+        });
+        let outcome = rx.recv_timeout(std::time::Duration::from_secs(5));
+        let _ = done_tx.send(());
+        let _ = writer.join();
+        let error = outcome
+            .expect("partner add kept reading past the JWKS bound")
+            .expect_err("an oversized JWKS file is refused");
+        assert!(error.contains("larger than"), "{error}");
+    }
 
     #[test]
     fn redirect_uris_must_be_https_or_loopback() {

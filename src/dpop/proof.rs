@@ -82,12 +82,13 @@ fn public_key(alg: Algorithm, jwk: Map<String, Value>) -> Result<(DecodingKey, S
             ec.curve == EllipticCurve::P256
         }
         (AlgorithmParameters::OctetKeyPair(okp), Algorithm::EdDSA) => {
-            okp.curve == EllipticCurve::Ed25519
+            okp.curve == EllipticCurve::Ed25519 && crate::oidc::strong_ed25519(&okp.x)
         }
-        // RFC 7518 §3.5 / §4.2: RSA keys of at least 2048 bits.
-        (AlgorithmParameters::RSA(rsa), Algorithm::PS256) => URL_SAFE_NO_PAD
-            .decode(rsa.n.as_bytes())
-            .is_ok_and(|n| n.len() >= 256),
+        // RFC 7518 §3.5 / §4.2: RSA keys of at least 2048 bits, counted from the modulus's
+        // first set bit: its octets as sent may start with zeros, which make no key stronger.
+        (AlgorithmParameters::RSA(rsa), Algorithm::PS256) => {
+            crate::oidc::rsa_bits(&rsa.n) >= crate::oidc::MIN_RSA_BITS
+        }
         _ => false,
     };
     if !fits {
@@ -349,6 +350,68 @@ mod tests {
                 c.insert("iat".into(), json!(iat));
             });
             assert!(verify(&key.sign(&c), &expected(Some("tok"))).is_ok());
+        }
+    }
+
+    /// Red team: an Ed25519 jwk of small order (here the identity point) verifies a signature
+    /// anyone can make for any message, so proofs "by" it are forgeable by whoever holds a
+    /// token bound to it: a bound token worth no more than a Bearer one.
+    #[test]
+    fn a_weak_ed25519_key_is_refused() {
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        let header = json!({"typ": PROOF_TYP, "alg": "EdDSA",
+            "jwk": {"kty": "OKP", "crv": "Ed25519", "x": URL_SAFE_NO_PAD.encode(identity)}});
+        let message = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).unwrap()),
+            URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims()).unwrap())
+        );
+        // R = the identity, s = 0: [s]B = R + [k]A holds for every message when A is the
+        // identity. No private key was involved.
+        let mut forged = [0u8; 64];
+        forged[0] = 1;
+        let proof = format!("{message}.{}", URL_SAFE_NO_PAD.encode(forged));
+        assert_eq!(
+            verify(&proof, &expected(Some("tok"))),
+            Err(DpopError::BadKey)
+        );
+    }
+
+    /// Red team: the size check counted the modulus's octets as sent, so a 1024-bit RSA key
+    /// written with 128 leading zero octets passed as a 2048-bit one.
+    #[test]
+    fn a_small_rsa_key_padded_with_zero_octets_is_refused() {
+        // Made for this test only (`openssl genrsa 1024`, as PKCS#1 DER).
+        let encoding = jsonwebtoken::EncodingKey::from_rsa_der(include_bytes!(
+            "testdata/test-only-rsa-1024.der"
+        ));
+        let public =
+            serde_json::to_value(Jwk::from_encoding_key(&encoding, Algorithm::PS256).unwrap())
+                .unwrap();
+        let n = URL_SAFE_NO_PAD
+            .decode(public["n"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(n.len(), 128);
+        let mut padded = vec![0u8; 256 - n.len()];
+        padded.extend_from_slice(&n);
+        for modulus in [padded, n] {
+            let header = json!({"typ": PROOF_TYP, "alg": "PS256", "jwk": {
+                "kty": "RSA", "n": URL_SAFE_NO_PAD.encode(&modulus), "e": public["e"]}});
+            let message = format!(
+                "{}.{}",
+                URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).unwrap()),
+                URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims()).unwrap())
+            );
+            let signature =
+                jsonwebtoken::crypto::sign(message.as_bytes(), &encoding, Algorithm::PS256)
+                    .unwrap();
+            assert_eq!(
+                verify(&format!("{message}.{signature}"), &expected(Some("tok"))),
+                Err(DpopError::BadKey),
+                "a modulus of {} octets",
+                modulus.len()
+            );
         }
     }
 

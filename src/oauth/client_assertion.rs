@@ -473,6 +473,10 @@ fn check_key(key: &Value) -> anyhow::Result<&'static str> {
             if decoded(&okp.x) != Some(32) {
                 anyhow::bail!("an Ed25519 key needs a 32-byte base64url `x`");
             }
+            // A small-order point verifies signatures nobody made (see `strong_ed25519`).
+            if !crate::oidc::strong_ed25519(&okp.x) {
+                anyhow::bail!("its `x` is not a usable Ed25519 public key (weak or off the curve)");
+            }
             "EdDSA"
         }
         AlgorithmParameters::RSA(rsa) => {
@@ -576,6 +580,27 @@ mod tests {
     fn with(mut claims: Value, name: &str, value: Value) -> Value {
         claims[name] = value;
         claims
+    }
+
+    /// Red team: a small-order Ed25519 key verifies signatures anyone can make (R the
+    /// identity, s = 0), so registering or fetching one let anyone authenticate as the partner.
+    #[test]
+    fn a_weak_ed25519_key_is_neither_registered_nor_used() {
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        let weak = json!({"kty": "OKP", "crv": "Ed25519", "kid": "weak",
+                          "x": URL_SAFE_NO_PAD.encode(identity)});
+        assert!(check_jwks(&json!({ "keys": [weak.clone()] }).to_string()).is_err());
+        let keys = parse_key_set(&json!({ "keys": [weak] })).unwrap();
+        assert!(keys.is_empty(), "a weak key was kept");
+        // What it would have let through: an assertion signed by no one.
+        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"EdDSA","kid":"weak"}"#);
+        let body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims()).unwrap());
+        let mut forged = [0u8; 64];
+        forged[0] = 1;
+        let token = format!("{header}.{body}.{}", URL_SAFE_NO_PAD.encode(forged));
+        let assertion = Assertion::parse(&token).unwrap();
+        assert!(assertion.verify(&keys, ISSUER, now()).is_err());
     }
 
     #[test]

@@ -12,8 +12,15 @@ impl Form {
         let mut params = HashMap::new();
         for (key, value) in url::form_urlencoded::parse(body) {
             if params.insert(key.to_string(), value.into_owned()).is_some() {
+                // Named, but only as much of the name as a real parameter's: the caller (anyone,
+                // before authentication) chose it, and it goes back in the answer.
+                let named: String = key
+                    .chars()
+                    .filter(|c| c.is_ascii_graphic() && *c != '`')
+                    .take(40)
+                    .collect();
                 return Err(OAuthError::invalid_request(format!(
-                    "parameter `{key}` is repeated"
+                    "parameter `{named}` is repeated"
                 )));
             }
         }
@@ -37,6 +44,23 @@ impl Form {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Red team: the name of a repeated parameter was echoed whole (up to the 64 KiB body,
+    /// any characters) in the error of endpoints anyone can reach.
+    #[test]
+    fn a_repeated_parameter_is_named_briefly_and_printably() {
+        let name = format!("{}%0A%3Cscript%3E", "x".repeat(10_000));
+        let body = format!("{name}=1&{name}=2");
+        let Err(OAuthError::Client { description, .. }) = Form::parse(body.as_bytes()) else {
+            panic!("a repeated parameter is refused");
+        };
+        assert!(description.len() < 120, "{} bytes", description.len());
+        assert!(
+            !description.contains('\n') && !description.contains('<'),
+            "{description}"
+        );
+        assert!(description.contains("xxxx"), "{description}");
+    }
 
     #[test]
     fn repeated_parameters_are_refused() {

@@ -57,7 +57,9 @@ impl ProviderKey {
                 (AlgorithmFamily::Rsa, None)
             }
             AlgorithmParameters::EllipticCurve(ec) => (AlgorithmFamily::Ec, Some(ec.curve.clone())),
-            AlgorithmParameters::OctetKeyPair(okp) if okp.curve == EllipticCurve::Ed25519 => {
+            AlgorithmParameters::OctetKeyPair(okp)
+                if okp.curve == EllipticCurve::Ed25519 && strong_ed25519(&okp.x) =>
+            {
                 (AlgorithmFamily::Ed, Some(EllipticCurve::Ed25519))
             }
             // Weak RSA keys, symmetric keys, other curves, and kinds this crate version added
@@ -107,6 +109,18 @@ pub(crate) fn rsa_bits(n: &str) -> usize {
         Some(first) => (bytes.len() - first) * 8 - bytes[first].leading_zeros() as usize,
         None => 0,
     }
+}
+
+/// Whether `x` is an Ed25519 public key anyone must hold the private half of to sign with: a
+/// point on the curve, and not of small order. The verification the library does accepts, for
+/// a small-order key, signatures made without any private key (e.g. R the identity, s = 0).
+pub(crate) fn strong_ed25519(x: &str) -> bool {
+    URL_SAFE_NO_PAD
+        .decode(x.as_bytes())
+        .ok()
+        .and_then(|bytes| <[u8; 32]>::try_from(bytes.as_slice()).ok())
+        .and_then(|bytes| ed25519_dalek::VerifyingKey::from_bytes(&bytes).ok())
+        .is_some_and(|key| !key.is_weak())
 }
 
 /// Parses a key set, one key at a time: a key of a kind we do not know must not hide the

@@ -32,6 +32,7 @@ pub(crate) use id_token::{Header, read_header, seconds, verify_signature};
 pub use id_token::{IdTokenError, LEEWAY_SECONDS};
 pub(crate) use jwks::{
     KeyCache, MIN_RSA_BITS, PRIVATE_MEMBERS, ProviderKey, fitting, parse_key_set, rsa_bits,
+    strong_ed25519,
 };
 pub use logout_token::{LogoutClaims, LogoutTokenError};
 

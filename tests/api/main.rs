@@ -31,6 +31,7 @@ mod portal_oidc;
 mod private_key_jwt;
 mod proxy;
 mod redteam_backchannel;
+mod redteam_fapi;
 mod redteam_portal_oidc;
 mod rollback;
 mod tokens;
