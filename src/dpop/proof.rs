@@ -5,8 +5,8 @@
 use super::{DpopError, MAX_JTI_LEN, MAX_PROOF_LEN, PROOF_TYP, access_token_hash};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, ThumbprintHash};
 use jsonwebtoken::Algorithm;
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, ThumbprintHash};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -77,7 +77,10 @@ enum ProofKey {
     /// The uncompressed SEC1 point `04 ‖ x ‖ y`.
     P256(Vec<u8>),
     Ed25519(Vec<u8>),
-    Rsa { n: Vec<u8>, e: Vec<u8> },
+    Rsa {
+        n: Vec<u8>,
+        e: Vec<u8>,
+    },
 }
 
 impl ProofKey {
