@@ -74,6 +74,8 @@ pub struct Dpop {
     window: i64,
     /// The public URL partners call, which their proofs' `htu` names.
     issuer: String,
+    /// The token endpoint's `htu`, normalised once.
+    token_uri: Option<String>,
 }
 
 impl Dpop {
@@ -86,8 +88,14 @@ impl Dpop {
             nonces: Nonces::new(nonce_key),
             require_nonce: settings.require_nonce,
             window: i64::from(settings.iat_window_seconds),
+            token_uri: htu(&format!("{issuer}/oauth/token")),
             issuer,
         }
+    }
+
+    /// The `htu` a proof for a token request must name.
+    pub fn token_uri(&self) -> Option<&str> {
+        self.token_uri.as_deref()
     }
 
     /// The `htu` a proof for a request to `path` on this server must name, normalised.

@@ -57,15 +57,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 
 /// The bearer token of RFC 6750 §2.1; the scheme is case-insensitive.
 pub(crate) fn bearer(headers: &actix_web::http::header::HeaderMap) -> Option<&str> {
-    let value = headers
-        .get(actix_web::http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
+    access_token(headers)
+        .filter(|(_, scheme)| *scheme == crate::proxy::Scheme::Bearer)
+        .map(|(token, _)| token)
 }
 
 /// The access token of a partner call and the scheme it came in: `Bearer` (RFC 6750 §2.1)

@@ -45,11 +45,11 @@ async fn token_proof(app: &App, req: &HttpRequest) -> Result<Option<Proof>, OAut
     };
     let uri = app
         .dpop
-        .resource_uri("/oauth/token")
+        .token_uri()
         .ok_or_else(|| Internal::Other(anyhow::anyhow!("the issuer is not a URL")))?;
     let proof = app
         .dpop
-        .check(proof, "POST", &uri, None, now)
+        .check(proof, "POST", uri, None, now)
         .map_err(refuse)?;
     if !app
         .state
