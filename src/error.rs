@@ -151,10 +151,18 @@ macro_rules! lift_internal {
 }
 lift_internal!(StoreError, StateError, KeyError, anyhow::Error);
 
-#[derive(Serialize)]
-struct OAuthErrorBody<'a> {
-    error: OAuthErrorCode,
-    error_description: &'a str,
+/// The RFC 6749 §5.2 error body (RFC 7009, 7662, 9126 and 9449 reuse it).
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = OAuthError)]
+pub struct OAuthErrorBody<'a> {
+    /// `invalid_request`, `invalid_client`, `invalid_grant`, `unauthorized_client`,
+    /// `unsupported_grant_type`, `invalid_scope`, `unsupported_token_type`,
+    /// `unsupported_response_type`, `invalid_dpop_proof`, `use_dpop_nonce`,
+    /// `temporarily_unavailable` or `server_error`.
+    #[schema(value_type = String, example = "invalid_grant")]
+    pub error: OAuthErrorCode,
+    /// One sentence for the partner's developer; never shown to a customer.
+    pub error_description: &'a str,
 }
 
 impl ResponseError for OAuthError {
@@ -252,6 +260,9 @@ pub enum ApiError {
     Forbidden(String),
     #[error("the requested resource does not exist")]
     NotFound,
+    /// A known path asked with a method it does not take; the value is its `Allow` header.
+    #[error("this path takes {0} only")]
+    MethodNotAllowed(String),
     #[error("the request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
     #[error("rate limit exceeded; retry after {retry_after_seconds} seconds")]
@@ -314,13 +325,20 @@ impl From<ProxyError> for ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct Problem<'a> {
+/// An RFC 9457 problem: every error of the partner, security-team and operations APIs.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Problem<'a> {
+    /// A stable URN per kind of problem, e.g. `urn:keyhole:problem:invalid-token`; match on it.
     #[serde(rename = "type")]
-    type_: &'a str,
-    title: &'a str,
-    status: u16,
-    detail: String,
+    #[schema(example = "urn:keyhole:problem:not-found")]
+    pub type_: &'a str,
+    /// The kind's short name.
+    pub title: &'a str,
+    /// The HTTP status, repeated.
+    #[schema(minimum = 400, maximum = 599)]
+    pub status: u16,
+    /// What went wrong with this request; for internal errors, only the request id to quote.
+    pub detail: String,
 }
 
 impl ApiError {
@@ -342,6 +360,10 @@ impl ApiError {
             ApiError::Unauthorized(_) => ("urn:keyhole:problem:unauthorized", "Unauthorized"),
             ApiError::Forbidden(_) => ("urn:keyhole:problem:forbidden", "Forbidden"),
             ApiError::NotFound => ("urn:keyhole:problem:not-found", "Not found"),
+            ApiError::MethodNotAllowed(_) => (
+                "urn:keyhole:problem:method-not-allowed",
+                "Method not allowed",
+            ),
             ApiError::PayloadTooLarge(_) => {
                 ("urn:keyhole:problem:payload-too-large", "Payload too large")
             }
@@ -371,6 +393,7 @@ impl ResponseError for ApiError {
             | ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::InsufficientScope(_) | ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -439,6 +462,9 @@ impl ResponseError for ApiError {
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static("Bearer realm=\"keyhole-admin\""),
                 ));
+            }
+            ApiError::MethodNotAllowed(allow) => {
+                response.insert_header((header::ALLOW, allow.as_str()));
             }
             ApiError::BadRequest(_)
             | ApiError::Forbidden(_)

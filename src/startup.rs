@@ -205,7 +205,7 @@ impl Application {
                 // One upstream client per worker: awc pools per thread, without locks.
                 .app_data(web::Data::new(UpstreamClient::new(&upstream_settings)))
                 .configure(http::routes)
-                .default_service(web::to(http::not_found))
+                .default_service(web::to(http::routes::unrouted))
                 .wrap_fn(move |req, srv| {
                     use actix_web::dev::Service;
                     let started = Instant::now();

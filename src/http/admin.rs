@@ -18,8 +18,6 @@ use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header;
 use actix_web::{Error, HttpRequest, HttpResponse, ResponseError, get, post, web};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -39,7 +37,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(revoke_grant)
             .service(alerts_report)
             .service(audit)
-            .default_service(web::to(super::not_found)),
+            .default_service(web::to(super::routes::unrouted)),
     );
 }
 
@@ -144,13 +142,15 @@ fn wants_csv(req: &HttpRequest) -> bool {
     get,
     path = "/admin/v1/access-log",
     tag = "admin",
+    operation_id = "search_access_log",
     params(RawLogQuery),
-    security(("bearer" = [])),
+    security(("admin_token" = [])),
     responses(
-        (status = 200, description = "A page of records", body = LogPage),
-        (status = 200, description = "With `Accept: text/csv`: every matching record, one row each", content_type = "text/csv"),
-        (status = 400, description = "A malformed filter, limit or cursor", content_type = "application/problem+json"),
-        (status = 401, description = "Missing, unknown or revoked admin token", content_type = "application/problem+json"),
+        (status = 200, description = "A page of records (`application/json`, the default); with `Accept: text/csv`, every matching record from `cursor` on (up to `limit` when given), one row each, streamed", content(
+            (LogPage = "application/json"),
+            (String = "text/csv"),
+        )),
+        (status = 400, description = "A malformed filter, limit or cursor, or a parameter this operation does not take"),
     )
 )]
 #[get("/access-log")]
@@ -308,7 +308,8 @@ fn csv_stream(
     get,
     path = "/admin/v1/access-log/verify",
     tag = "admin",
-    security(("bearer" = [])),
+    operation_id = "verify_access_log",
+    security(("admin_token" = [])),
     responses(
         (status = 200, description = "`{\"ok\": true, \"records\": N, \"unsigned_tail\": N, \"chains\": [{\"chain\": …, \"ok\": true, \"records\": N, \"signed_through\": seq, \"unsigned_tail\": N}]}` or `{\"ok\": false, \"records\": N, \"first_broken\": {\"id\": row or null, \"chain\": …, \"seq\": …, \"reason\": \"…\"}, \"chains\": […]}`"),
         (status = 401, description = "Missing, unknown or revoked admin token", content_type = "application/problem+json"),
@@ -327,7 +328,7 @@ pub struct PartnerList {
 }
 
 /// Every registered partner with its status.
-#[utoipa::path(get, path = "/admin/v1/partners", tag = "admin", security(("bearer" = [])),
+#[utoipa::path(get, path = "/admin/v1/partners", tag = "admin", operation_id = "list_partners", security(("admin_token" = [])),
     responses((status = 200, body = PartnerList)))]
 #[get("/partners")]
 async fn partners(app: web::Data<App>) -> Result<web::Json<PartnerList>, ApiError> {
@@ -361,7 +362,7 @@ async fn set_status(
 
 /// Suspend a partner: its next call on every instance is refused, with every grant and token
 /// it holds; token requests and refreshes too. Idempotent.
-#[utoipa::path(post, path = "/admin/v1/partners/{client_id}/suspend", tag = "admin", security(("bearer" = [])),
+#[utoipa::path(post, path = "/admin/v1/partners/{client_id}/suspend", tag = "admin", operation_id = "suspend_partner", security(("admin_token" = [])),
     params(("client_id" = String, Path)),
     responses((status = 200, body = PartnerView), (status = 404, description = "Unknown partner", content_type = "application/problem+json")))]
 #[post("/partners/{client_id}/suspend")]
@@ -373,7 +374,7 @@ async fn suspend(
 }
 
 /// Lift a suspension: the partner's unexpired grants work again. Idempotent.
-#[utoipa::path(post, path = "/admin/v1/partners/{client_id}/reinstate", tag = "admin", security(("bearer" = [])),
+#[utoipa::path(post, path = "/admin/v1/partners/{client_id}/reinstate", tag = "admin", operation_id = "reinstate_partner", security(("admin_token" = [])),
     params(("client_id" = String, Path)),
     responses((status = 200, body = PartnerView), (status = 404, description = "Unknown partner", content_type = "application/problem+json")))]
 #[post("/partners/{client_id}/reinstate")]
@@ -388,13 +389,18 @@ async fn reinstate(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct GrantQuery {
+    #[param(pattern = "^([A-Za-z0-9_-][A-Za-z0-9._-]{0,63}|\\.[A-Za-z0-9_-][A-Za-z0-9._-]{0,62}|\\.\\.[A-Za-z0-9._-]{1,62})$")]
     pub client_id: Option<String>,
     /// The insurer's customer id, e.g. `CU-1001`.
+    #[param(pattern = "^([A-Za-z0-9_-][A-Za-z0-9._-]{0,63}|\\.[A-Za-z0-9_-][A-Za-z0-9._-]{0,62}|\\.\\.[A-Za-z0-9._-]{1,62})$")]
     pub customer_id: Option<String>,
-    /// `active`, `revoked` or `expired`.
+    #[param(pattern = "^(active|revoked|expired)$")]
     pub status: Option<String>,
     /// 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u64>,
+    /// `next_cursor` of the previous page.
+    #[param(pattern = "^[0-9]{1,12}\\.[0-9]{9}\\.[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")]
     pub cursor: Option<String>,
 }
 
@@ -404,32 +410,37 @@ pub struct GrantPage {
     pub next_cursor: Option<String>,
 }
 
+/// `{seconds since the epoch}.{nanoseconds, 9 digits}.{grant id}`: the keyset compares the
+/// stored time exactly, and the format fits a pattern the OpenAPI document can state.
 fn grant_cursor(g: &crate::store::Grant) -> String {
-    // Full precision: the keyset compares the stored value exactly.
-    let at = g
-        .created_at
-        .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
-    URL_SAFE_NO_PAD.encode(format!("{at}|{}", g.id))
+    let at = g.created_at;
+    format!("{}.{:09}.{}", at.timestamp(), at.timestamp_subsec_nanos(), g.id)
 }
 
 fn parse_grant_cursor(s: &str) -> Result<(chrono::DateTime<chrono::Utc>, GrantId), ApiError> {
     let invalid = || ApiError::BadRequest("`cursor`: is not a cursor this API issued".into());
-    let text = URL_SAFE_NO_PAD
-        .decode(s)
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .ok_or_else(invalid)?;
-    let (at, id) = text.split_once('|').ok_or_else(invalid)?;
-    let at = chrono::DateTime::parse_from_rfc3339(at)
-        .map_err(|_| invalid())?
-        .with_timezone(&chrono::Utc);
+    let mut parts = s.splitn(3, '.');
+    let (Some(seconds), Some(nanos), Some(id)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(invalid());
+    };
+    let digits = |p: &str, most: usize| {
+        (1..=most).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit())
+    };
+    if !digits(seconds, 12) || nanos.len() != 9 || !digits(nanos, 9) {
+        return Err(invalid());
+    }
+    let at = chrono::DateTime::from_timestamp(
+        seconds.parse().map_err(|_| invalid())?,
+        nanos.parse().map_err(|_| invalid())?,
+    )
+    .ok_or_else(invalid)?;
     Ok((at, GrantId::parse(id).map_err(|_| invalid())?))
 }
 
 /// Grants, newest first, filtered by partner, customer and status.
-#[utoipa::path(get, path = "/admin/v1/grants", tag = "admin", security(("bearer" = [])),
+#[utoipa::path(get, path = "/admin/v1/grants", tag = "admin", operation_id = "list_grants", security(("admin_token" = [])),
     params(GrantQuery),
-    responses((status = 200, body = GrantPage), (status = 400, description = "A malformed filter", content_type = "application/problem+json")))]
+    responses((status = 200, body = GrantPage), (status = 400, description = "A malformed filter, limit or cursor, or a parameter this operation does not take")))]
 #[get("/grants")]
 async fn list_grants(
     app: web::Data<App>,
@@ -488,7 +499,7 @@ async fn list_grants(
 
 /// End a grant at once, on every instance, with its refresh tokens. Idempotent: revoking a
 /// grant that already ended keeps its first reason.
-#[utoipa::path(post, path = "/admin/v1/grants/{id}/revoke", tag = "admin", security(("bearer" = [])),
+#[utoipa::path(post, path = "/admin/v1/grants/{id}/revoke", tag = "admin", operation_id = "revoke_grant", security(("admin_token" = [])),
     params(("id" = String, Path)),
     responses((status = 200, body = GrantView), (status = 404, description = "Unknown grant", content_type = "application/problem+json")))]
 #[post("/grants/{id}/revoke")]
@@ -507,7 +518,7 @@ async fn revoke_grant(
 }
 
 /// The anomaly report over the configured window; see `[alerts]` in the configuration.
-#[utoipa::path(get, path = "/admin/v1/alerts", tag = "admin", security(("bearer" = [])),
+#[utoipa::path(get, path = "/admin/v1/alerts", tag = "admin", operation_id = "alerts", security(("admin_token" = [])),
     responses((status = 200, body = AlertReport)))]
 #[get("/alerts")]
 async fn alerts_report(app: web::Data<App>) -> Result<web::Json<AlertReport>, ApiError> {
@@ -521,7 +532,11 @@ async fn alerts_report(app: web::Data<App>) -> Result<web::Json<AlertReport>, Ap
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct AuditQuery {
+    /// 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u64>,
+    /// `next_cursor` of the previous page.
+    #[param(pattern = "^[1-9][0-9]{0,17}$")]
     pub cursor: Option<String>,
 }
 
@@ -533,8 +548,11 @@ pub struct AuditPage {
 }
 
 /// The security team's own trail: every admin call, refused ones included, newest first.
-#[utoipa::path(get, path = "/admin/v1/audit", tag = "admin", security(("bearer" = [])),
-    params(AuditQuery), responses((status = 200, body = AuditPage)))]
+#[utoipa::path(get, path = "/admin/v1/audit", tag = "admin", operation_id = "admin_audit", security(("admin_token" = [])),
+    params(AuditQuery), responses(
+        (status = 200, body = AuditPage),
+        (status = 400, description = "A malformed limit or cursor, or a parameter this operation does not take"),
+    ))]
 #[get("/audit")]
 async fn audit(app: web::Data<App>, req: HttpRequest) -> Result<web::Json<AuditPage>, ApiError> {
     let q: AuditQuery = parse_query(&req)?;

@@ -12,6 +12,7 @@ pub mod ops;
 pub mod pages;
 pub mod partner;
 pub mod portal;
+pub mod routes;
 pub mod session;
 pub mod source;
 
@@ -100,7 +101,8 @@ pub(crate) fn dpop_proof(
         .map_err(|_| DpopError::Malformed("not visible ASCII"))
 }
 
-/// Unknown paths get problem+json, like every other API error.
+/// Unknown paths get problem+json, like every other API error (the metrics listener's; the
+/// main listener's unrouted requests go to [`routes::unrouted`]).
 pub async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
     Err(ApiError::NotFound)
 }

@@ -1,13 +1,26 @@
 //! The OpenAPI 3.1 document, generated from the handlers' annotations and committed as
-//! `openapi/openapi.json`; a test fails when the committed copy is stale.
+//! `openapi/openapi.json`; a test fails when the committed copy is stale, and another when a
+//! route the handlers declare is neither in it nor a page for people ([`super::routes`]).
+//!
+//! What every operation of a surface shares is added here, once, rather than repeated in each
+//! annotation: the error bodies (`Problem`, or the RFC 6749 §5.2 object at the back-channel
+//! endpoints), the refusals every admin call can get from its gate, and the links that let a
+//! client (or schemathesis's stateful phase) go from a list to the actions on its items.
 
+use crate::error::{OAuthErrorBody, Problem};
 use utoipa::OpenApi;
+use utoipa::openapi::link::LinkBuilder;
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::security::{
+    AuthorizationCode, Flow, HttpAuthScheme, HttpBuilder, OAuth2, Scopes, SecurityScheme,
+};
+use utoipa::openapi::{Content, Ref, RefOr, Response};
 
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "Keyhole",
-        description = "Partner-access gateway with delegated authorisation: OAuth 2.0 consent (authorization code + PKCE), field-limited JWT access tokens, and the operations endpoints.",
+        description = "Partner-access gateway with delegated authorisation: OAuth 2.0 consent (authorization code + PKCE, PAR, DPoP), field-limited JWT access tokens, the partner API, the security team's API, and the operations endpoints.\n\nErrors are RFC 9457 `application/problem+json` (`Problem`) everywhere but the OAuth back-channel endpoints (token, revocation, introspection, PAR), which answer with the RFC 6749 §5.2 object (`OAuthError`), and the authorization endpoint, which shows pages to people. A method a path does not list gets `405` with `Allow`.",
         license(name = "Apache-2.0")
     ),
     paths(
@@ -19,6 +32,7 @@ use utoipa::OpenApi;
         super::oauth::endpoints::revoke,
         super::oauth::endpoints::introspect,
         super::oauth::par::push,
+        super::portal::backchannel::logout,
         super::ops::healthz,
         super::ops::readyz,
         super::ops::metrics,
@@ -34,42 +48,265 @@ use utoipa::OpenApi;
         super::admin::alerts_report,
         super::admin::audit,
     ),
-    modifiers(&BearerScheme),
+    modifiers(&SecuritySchemes, &SharedResponses, &Links, &FormBodies),
     components(schemas(
+        Problem,
+        OAuthErrorBody,
         crate::oauth::token::TokenResponse,
         crate::oauth::introspection::Introspection,
         crate::oauth::par::PushedAuthorizationForm,
         crate::oauth::par::PushedAuthorizationResponse,
     )),
     tags(
-        (name = "oauth", description = "Authorization server (RFC 6749, 7636, 7009, 7662, 8414, 9068, 9126, 9207)"),
+        (name = "oauth", description = "Authorization server (RFC 6749, 7636, 7009, 7662, 8414, 9068, 9126, 9207, 9449)"),
         (name = "partner", description = "Partner API: records reduced to the granted fields, every call logged"),
+        (name = "portal", description = "What the insurer's OpenID provider calls (back-channel logout)"),
         (name = "ops", description = "Health, readiness and metrics"),
         (name = "admin", description = "Security team API: search, export and verify the access log; suspend partners; revoke grants; alerts. Bearer: an admin token from `keyhole admin token create`"),
     )
 )]
 pub struct ApiDoc;
 
-/// The partner API's `bearer` security scheme (RFC 9068 access tokens).
-struct BearerScheme;
+/// The back-channel endpoints, whose errors are the RFC 6749 §5.2 object.
+const OAUTH_BACK_CHANNEL: &[&str] = &["/oauth/token", "/oauth/revoke", "/oauth/introspect", "/oauth/par"];
 
-impl utoipa::Modify for BearerScheme {
+/// Who may call what: a partner's access token, an admin token, a client's own credentials.
+struct SecuritySchemes;
+
+impl utoipa::Modify for SecuritySchemes {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
+        let bearer = |format: &str, description: &str| {
             SecurityScheme::Http(
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("JWT")
+                    .bearer_format(format)
+                    .description(Some(description))
+                    .build(),
+            )
+        };
+        components.add_security_scheme(
+            "partner_token",
+            bearer(
+                "JWT",
+                "An RFC 9068 access token from the `partner_consent` flow. A DPoP-bound token \
+                 (`token_type: DPoP`) is sent as `Authorization: DPoP <token>` with a `DPoP` \
+                 proof header instead.",
+            ),
+        );
+        components.add_security_scheme(
+            "admin_token",
+            bearer(
+                "opaque (kh_adm_…)",
+                "A security-team token from `keyhole admin token create`.",
+            ),
+        );
+        components.add_security_scheme(
+            "client_secret_basic",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Basic)
+                    .description(Some(
+                        "The partner's client_id and secret (RFC 6749 §2.3.1). Instead: \
+                         `client_id` + `client_secret` in the form (client_secret_post), or \
+                         `client_assertion_type` + `client_assertion` (RFC 7523 \
+                         private_key_jwt) for partners registered with keys.",
+                    ))
                     .build(),
             ),
         );
+        let mut flow = AuthorizationCode::with_refresh_url(
+            "/oauth/authorize",
+            "/oauth/token",
+            Scopes::new(),
+            "/oauth/token",
+        );
+        flow.scopes = Scopes::one(
+            "claims:status",
+            "one field of the catalog per scope; the deployment's are `scopes_supported` in \
+             /.well-known/oauth-authorization-server",
+        );
+        let mut consent = OAuth2::new([Flow::AuthorizationCode(flow)]);
+        consent.description = Some(
+            "How a partner gets a `partner_token`: the customer's consent through the \
+             authorization code flow with PKCE S256 (and, for partners held to FAPI 2.0, PAR \
+             and DPoP)."
+                .into(),
+        );
+        components.add_security_scheme("partner_consent", SecurityScheme::OAuth2(consent));
+    }
+}
+
+/// What every operation of a surface can answer, and the body of every error.
+struct SharedResponses;
+
+impl SharedResponses {
+    fn problem() -> Content {
+        Content::new(Some(RefOr::Ref(Ref::from_schema_name("Problem"))))
+    }
+
+    fn oauth_error() -> Content {
+        Content::new(Some(RefOr::Ref(Ref::from_schema_name("OAuthError"))))
+    }
+
+    fn add(operation: &mut Operation, status: &str, description: &str) {
+        operation
+            .responses
+            .responses
+            .entry(status.to_owned())
+            .or_insert_with(|| RefOr::T(Response::new(description)));
+    }
+
+    fn shared_by(path: &str, operation: &mut Operation) {
+        if path.starts_with("/admin/v1/") || path == "/metrics" {
+            Self::add(operation, "401", "Missing, unknown or revoked admin token");
+            Self::add(
+                operation,
+                "429",
+                "Too many calls without a valid token from this address; see Retry-After",
+            );
+            Self::add(
+                operation,
+                "503",
+                "The database or the shared state cannot be reached (for admin calls: the \
+                 audit trail cannot be written, so nothing was done)",
+            );
+        }
+        if OAUTH_BACK_CHANNEL.contains(&path) {
+            Self::add(operation, "400", "invalid_request");
+            Self::add(operation, "413", "Body over 64 KiB");
+            Self::add(
+                operation,
+                "503",
+                "temporarily_unavailable: the database or the shared state cannot be reached",
+            );
+        }
+        if OAUTH_BACK_CHANNEL.contains(&path) {
+            Self::add(operation, "401", "invalid_client");
+        }
+    }
+}
+
+impl utoipa::Modify for SharedResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            // Its refusals have no body (but one, documented where it is declared).
+            if path == "/portal/oidc/backchannel-logout" {
+                continue;
+            }
+            for operation in [&mut item.get, &mut item.post].into_iter().flatten() {
+                Self::shared_by(path, operation);
+                let oauth = OAUTH_BACK_CHANNEL.contains(&path.as_str());
+                for (status, response) in operation.responses.responses.iter_mut() {
+                    let RefOr::T(response) = response else { continue };
+                    if !status.starts_with('4') && !status.starts_with('5') {
+                        continue;
+                    }
+                    if response.content.is_empty() || response.content.contains_key("application/json") && oauth {
+                        response.content.clear();
+                        if oauth {
+                            response.content.insert("application/json".into(), Self::oauth_error());
+                        } else {
+                            response.content.insert("application/problem+json".into(), Self::problem());
+                        }
+                    } else if let Some(content) = response.content.get_mut("application/problem+json") {
+                        *content = Self::problem();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Form bodies take other parameters, which are ignored (RFC 6749 §3.2), but only one value of
+/// each: other properties are strings, never lists.
+struct FormBodies;
+
+impl utoipa::Modify for FormBodies {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::schema::{AdditionalProperties, Object, Schema, Type};
+        let Some(components) = openapi.components.as_mut() else {
+            return;
+        };
+        for name in ["TokenForm", "TokenHintForm", "PushedAuthorizationForm"] {
+            if let Some(RefOr::T(Schema::Object(form))) = components.schemas.get_mut(name) {
+                form.additional_properties = Some(Box::new(AdditionalProperties::RefOr(
+                    RefOr::T(Schema::Object(Object::with_type(Type::String))),
+                )));
+            }
+        }
+    }
+}
+
+/// Links from a list to the actions on its first item, and from a suspension to its undoing.
+struct Links;
+
+impl utoipa::Modify for Links {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let link = |operation_id: &str, parameter: &str, from: &str| {
+            RefOr::T(
+                LinkBuilder::new()
+                    .operation_id(operation_id)
+                    .parameter(parameter, from)
+                    .build(),
+            )
+        };
+        let links: [(&str, &str, &str, &str, &str, &str); 5] = [
+            ("/admin/v1/partners", "get", "suspend_partner", "client_id", "$response.body#/items/0/client_id", "SuspendFirst"),
+            ("/admin/v1/partners", "get", "reinstate_partner", "client_id", "$response.body#/items/0/client_id", "ReinstateFirst"),
+            ("/admin/v1/partners/{client_id}/suspend", "post", "reinstate_partner", "client_id", "$response.body#/client_id", "Reinstate"),
+            ("/admin/v1/partners/{client_id}/reinstate", "post", "suspend_partner", "client_id", "$response.body#/client_id", "Suspend"),
+            ("/admin/v1/grants", "get", "revoke_grant", "id", "$response.body#/items/0/id", "RevokeFirst"),
+        ];
+        for (path, method, operation_id, parameter, from, name) in links {
+            let Some(item) = openapi.paths.paths.get_mut(path) else { continue };
+            let operation = match method {
+                "get" => item.get.as_mut(),
+                _ => item.post.as_mut(),
+            };
+            let Some(RefOr::T(ok)) = operation.and_then(|o| o.responses.responses.get_mut("200")) else {
+                continue;
+            };
+            ok.links.insert(name.into(), link(operation_id, parameter, from));
+        }
     }
 }
 
 /// The document as committed: pretty JSON with a trailing newline.
 pub fn document() -> Result<String, serde_json::Error> {
-    Ok(format!("{}\n", ApiDoc::openapi().to_pretty_json()?))
+    let mut document = serde_json::to_value(ApiDoc::openapi())?;
+    camel_case_links(&mut document);
+    Ok(format!("{}\n", serde_json::to_string_pretty(&document)?))
+}
+
+/// utoipa 5.5 writes a Link's fields in snake case (`operation_id`); OpenAPI spells them
+/// `operationId`, `operationRef` and `requestBody`, and a client ignores the others.
+fn camel_case_links(document: &mut serde_json::Value) {
+    use serde_json::Value;
+    let Some(paths) = document.get_mut("paths").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let responses = paths
+        .values_mut()
+        .filter_map(Value::as_object_mut)
+        .flat_map(|item| item.values_mut())
+        .filter_map(|operation| operation.get_mut("responses"))
+        .filter_map(Value::as_object_mut)
+        .flat_map(|responses| responses.values_mut());
+    for response in responses {
+        let Some(links) = response.get_mut("links").and_then(Value::as_object_mut) else {
+            continue;
+        };
+        for link in links.values_mut().filter_map(Value::as_object_mut) {
+            for (snake, camel) in [
+                ("operation_id", "operationId"),
+                ("operation_ref", "operationRef"),
+                ("request_body", "requestBody"),
+            ] {
+                if let Some(value) = link.remove(snake) {
+                    link.insert(camel.into(), value);
+                }
+            }
+        }
+    }
 }

@@ -47,7 +47,7 @@ pub async fn readyz(app: web::Data<App>) -> HttpResponse {
 /// their outcomes are not for everyone. `metrics_listen` serves it without one, for a private
 /// scrape network. Scrapes are not written to the admin audit (one every few seconds would
 /// drown it); refused ones spend the caller's unauthenticated allowance.
-#[utoipa::path(tag = "ops", security(("bearer" = [])), responses(
+#[utoipa::path(tag = "ops", security(("admin_token" = [])), responses(
     (status = 200, description = "Prometheus metrics", content_type = "text/plain"),
     (status = 401, description = "No valid admin token", content_type = "application/problem+json"),
     (status = 429, description = "Too many calls without a valid token from this address", content_type = "application/problem+json"),

@@ -129,10 +129,7 @@ pub async fn dispatch(
     req: HttpRequest,
 ) -> HttpResponse {
     if req.method() != actix_web::http::Method::GET {
-        return HttpResponse::MethodNotAllowed()
-            .insert_header((header::ALLOW, "GET"))
-            .content_type("application/problem+json")
-            .body(r#"{"type":"urn:keyhole:problem:method-not-allowed","title":"Method not allowed","status":405,"detail":"the partner API is read-only: use GET"}"#);
+        return ApiError::MethodNotAllowed("GET".into()).error_response();
     }
     let rest = req.path().strip_prefix(PREFIX).unwrap_or_default();
     let mut segments = rest.splitn(2, '/');
@@ -148,11 +145,12 @@ pub const PREFIX: &str = "/partner/v1/";
     get,
     path = "/partner/v1/{resource}",
     tag = "partner",
+    operation_id = "list_records",
     params(
         ("resource" = String, Path, description = "A resource of the catalog, e.g. `claims`"),
         ("DPoP" = Option<String>, Header, description = "RFC 9449 proof for this request (htm GET, htu this URL, ath): required with `Authorization: DPoP <token>` for a DPoP-bound token"),
     ),
-    security(("bearer" = [])),
+    security(("partner_token" = [])),
     responses(
         (status = 200, description = "`{\"items\": [{\"id\": \"C-1001\", \"status\": \"in_repair\"}]}`", content_type = "application/json"),
         (status = 304, description = "Not modified (If-None-Match matched the ETag)"),
@@ -173,12 +171,13 @@ pub fn list() {}
     get,
     path = "/partner/v1/{resource}/{id}",
     tag = "partner",
+    operation_id = "get_record",
     params(
         ("resource" = String, Path, description = "A resource of the catalog, e.g. `claims`"),
         ("id" = String, Path, description = "Record id: 1–64 of `[A-Za-z0-9_-]`"),
         ("DPoP" = Option<String>, Header, description = "RFC 9449 proof for this request: required with `Authorization: DPoP <token>` for a DPoP-bound token"),
     ),
-    security(("bearer" = [])),
+    security(("partner_token" = [])),
     responses(
         (status = 200, description = "`{\"id\": \"C-1001\", \"status\": \"in_repair\"}`", content_type = "application/json"),
         (status = 304, description = "Not modified (If-None-Match matched the ETag)"),

@@ -29,17 +29,23 @@ pub const CONSENT_TTL: Duration = Duration::from_secs(600);
 #[derive(Debug, Default, Deserialize, Clone, utoipa::IntoParams)]
 pub struct AuthorizeParams {
     /// Must be `code`.
+    #[param(pattern = "^code$")]
     pub response_type: Option<String>,
     pub client_id: Option<String>,
     /// Must equal one of the partner's registered redirect URIs exactly.
     pub redirect_uri: Option<String>,
     /// Space-separated fields, e.g. `claims:status claims:status_updated_at`.
+    #[param(pattern = "^[a-z][a-z0-9_]{0,63}:[a-z][a-z0-9_]{0,63}( [a-z][a-z0-9_]{0,63}:[a-z][a-z0-9_]{0,63})*$")]
     pub scope: Option<String>,
     /// Echoed back; at most 512 bytes.
+    #[param(max_length = 512)]
     pub state: Option<String>,
-    /// base64url SHA-256 of the code verifier.
+    /// base64url SHA-256 of the code verifier: 43 characters, the last of which carries two
+    /// zero bits.
+    #[param(pattern = "^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$")]
     pub code_challenge: Option<String>,
     /// Must be `S256`.
+    #[param(pattern = "^S256$")]
     pub code_challenge_method: Option<String>,
     /// The `request_uri` that `POST /oauth/par` answered (RFC 9126 §4). With it, only
     /// `client_id` (which must be the client that pushed it) counts: every other parameter

@@ -56,20 +56,22 @@ pub struct PushedAuthorizationResponse {
 #[derive(Debug, utoipa::ToSchema)]
 pub struct PushedAuthorizationForm {
     /// Must be `code`.
+    #[schema(pattern = "^code$")]
     pub response_type: String,
-    /// Optional with HTTP Basic; when present, it must be the authenticated client.
-    pub client_id: Option<String>,
-    /// With `client_secret_post`; or authenticate with HTTP Basic, as at the token endpoint.
-    pub client_secret: Option<String>,
     /// Must equal one of the partner's registered redirect URIs exactly.
     pub redirect_uri: String,
     /// Space-separated fields, each registered for the partner.
+    #[schema(pattern = "^[a-z][a-z0-9_]{0,63}:[a-z][a-z0-9_]{0,63}( [a-z][a-z0-9_]{0,63}:[a-z][a-z0-9_]{0,63})*$")]
     pub scope: String,
     /// Echoed back with the code; at most 512 bytes.
+    #[schema(max_length = 512)]
     pub state: Option<String>,
-    /// base64url SHA-256 of the code verifier (43 characters).
+    /// base64url SHA-256 of the code verifier: 43 characters, the last of which carries two
+    /// zero bits.
+    #[schema(pattern = "^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$")]
     pub code_challenge: String,
     /// Must be `S256`.
+    #[schema(pattern = "^S256$")]
     pub code_challenge_method: String,
 }
 

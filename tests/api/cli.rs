@@ -1,6 +1,6 @@
 //! The real `keyhole` binary, run as an operator would, against a database of its own.
 
-use crate::helpers::{CONSOLE_PASSWORD, browser, free_port, hidden};
+use crate::helpers::{CONSOLE_PASSWORD, DemoProcess, browser, free_port, hidden};
 use crate::private_key_jwt::{Key, jwks};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -914,79 +914,22 @@ async fn admin_audit_prune_removes_only_entries_past_their_retention() {
 /// users.
 #[tokio::test]
 async fn the_demo_starts_in_an_empty_directory_and_leaves_only_owner_only_files() {
-    use std::io::BufRead;
     use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().unwrap();
-    let (port, upstream) = (free_port(), free_port());
-    let mut command = Command::new(env!("CARGO_BIN_EXE_keyhole"));
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("KEYHOLE_") {
-            command.env_remove(&name);
-        }
-    }
-    let mut demo = command
-        .current_dir(dir.path())
-        .env("KEYHOLE_LISTEN", format!("127.0.0.1:{port}"))
-        .env("KEYHOLE_PUBLIC_URL", format!("http://127.0.0.1:{port}"))
-        .env(
-            "KEYHOLE_UPSTREAM__BASE_URL",
-            format!("http://127.0.0.1:{upstream}"),
-        )
-        .arg("demo")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = demo.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let started = std::time::Instant::now();
-    let mut running = false;
-    while started.elapsed() < std::time::Duration::from_secs(60) {
-        match rx.recv_timeout(std::time::Duration::from_secs(1)) {
-            Ok(line) if line.contains("Keyhole demo is running") => {
-                running = true;
-                break;
-            }
-            Ok(_) | Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
-        }
-    }
-    // The rest of the walkthrough, for the console's one-time password.
-    let mut walkthrough = Vec::new();
-    while running && started.elapsed() < std::time::Duration::from_secs(60) {
-        match rx.recv_timeout(std::time::Duration::from_secs(1)) {
-            Ok(line) if line.contains("Press Ctrl-C") => break,
-            Ok(line) => walkthrough.push(line),
-            Err(_) => {}
-        }
-    }
-    let one_time = walkthrough
-        .iter()
-        .position(|l| l.contains("with the one-time password"))
-        .and_then(|i| walkthrough.get(i + 1))
-        .and_then(|l| l.split_whitespace().next())
-        .map(str::to_owned);
+    let demo = DemoProcess::start(&[]).expect("the demo did not start");
+    let port = demo.port;
+    let dir = &demo.dir;
+    let walkthrough = demo.walkthrough.clone();
+    // The console's one-time password, on the line after the one that announces it.
+    let one_time = demo
+        .line_after("with the one-time password")
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned));
     let overview = match &one_time {
         Some(password) => demo_console_overview(port, password).await,
         None => None,
     };
-    let jwks = if running {
-        reqwest::get(format!("http://127.0.0.1:{port}/.well-known/jwks.json"))
-            .await
-            .ok()
-    } else {
-        None
-    };
+    let jwks = reqwest::get(format!("http://127.0.0.1:{port}/.well-known/jwks.json"))
+        .await
+        .ok();
     let jwks: Option<Value> = match jwks {
         Some(response) => response.json().await.ok(),
         None => None,
@@ -1014,10 +957,7 @@ async fn the_demo_starts_in_an_empty_directory_and_leaves_only_owner_only_files(
             ));
         }
     }
-    demo.kill().unwrap();
-    demo.wait().unwrap();
-
-    assert!(running, "the demo did not start");
+    drop(demo);
     assert!(one_time.is_some(), "a console sign-in: {walkthrough:?}");
     let overview = overview.expect("the console's overview after the demo's sign-in");
     assert!(

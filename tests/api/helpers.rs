@@ -829,3 +829,98 @@ impl TestApp {
         client
     }
 }
+
+/// `keyhole demo` as a separate process, in an empty directory of its own, on free ports, with
+/// no `KEYHOLE_` variable from the test's environment but those in `env`. Killed when dropped.
+pub struct DemoProcess {
+    pub port: u16,
+    /// The walkthrough it printed, from "Keyhole demo is running" to "Press Ctrl-C".
+    pub walkthrough: Vec<String>,
+    pub dir: tempfile::TempDir,
+    child: std::process::Child,
+}
+
+impl DemoProcess {
+    /// Starts the demo and waits (at most a minute) for its whole walkthrough; `None` when it
+    /// did not start.
+    pub fn start(env: &[(&str, &str)]) -> Option<Self> {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir().unwrap();
+        let (port, upstream) = (free_port(), free_port());
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_keyhole"));
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("KEYHOLE_") {
+                command.env_remove(&name);
+            }
+        }
+        let mut child = command
+            .current_dir(dir.path())
+            .env("KEYHOLE_LISTEN", format!("127.0.0.1:{port}"))
+            .env("KEYHOLE_PUBLIC_URL", format!("http://127.0.0.1:{port}"))
+            .env(
+                "KEYHOLE_UPSTREAM__BASE_URL",
+                format!("http://127.0.0.1:{upstream}"),
+            )
+            .envs(env.iter().copied())
+            .arg("demo")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut demo = DemoProcess {
+            port,
+            walkthrough: Vec::new(),
+            dir,
+            child,
+        };
+        let started = std::time::Instant::now();
+        let mut running = false;
+        while started.elapsed() < std::time::Duration::from_secs(60) {
+            match rx.recv_timeout(std::time::Duration::from_secs(1)) {
+                Ok(line) if line.contains("Press Ctrl-C") => return running.then_some(demo),
+                Ok(line) if line.contains("Keyhole demo is running") => running = true,
+                Ok(line) if running => demo.walkthrough.push(line),
+                Ok(_) | Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        None
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// The first whitespace-separated word after `marker` in the walkthrough.
+    pub fn word_after(&self, marker: &str) -> Option<String> {
+        self.walkthrough.iter().find_map(|line| {
+            let (_, rest) = line.split_once(marker)?;
+            rest.split_whitespace().next().map(str::to_owned)
+        })
+    }
+
+    /// The line after the one that contains `marker`, trimmed.
+    pub fn line_after(&self, marker: &str) -> Option<String> {
+        let at = self.walkthrough.iter().position(|l| l.contains(marker))?;
+        self.walkthrough.get(at + 1).map(|l| l.trim().to_owned())
+    }
+}
+
+impl Drop for DemoProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -27,6 +27,7 @@ struct FieldView<'a> {
 /// `require_par = true`, must come that way (else `invalid_request` by redirect).
 #[utoipa::path(
     tag = "oauth",
+    operation_id = "authorize",
     params(AuthorizeParams),
     responses(
         (status = 200, description = "Sign-in or consent page (HTML)", content_type = "text/html"),
@@ -99,6 +100,7 @@ pub async fn start(
 /// `state` and `iss`, or with `error=access_denied`.
 #[utoipa::path(
     tag = "oauth",
+    operation_id = "consent_decision",
     request_body(content_type = "application/x-www-form-urlencoded", description = "consent_id, csrf_token, decision, field…"),
     responses(
         (status = 303, description = "Back to the partner with a code or access_denied"),

@@ -87,13 +87,13 @@ pub(super) fn no_store(
 /// instead, and nothing is revoked.
 #[utoipa::path(
     tag = "oauth",
-    request_body(content_type = "application/x-www-form-urlencoded", description = "RFC 6749 §4.1.3 / §6 token request"),
+    operation_id = "token",
+    security(("client_secret_basic" = []), ()),
+    request_body(content = super::forms::TokenForm, content_type = "application/x-www-form-urlencoded", description = "RFC 6749 §4.1.3 / §6 token request"),
     params(("DPoP" = Option<String>, Header, description = "RFC 9449 proof (htm POST, htu this endpoint): the tokens are bound to its key; required for a DPoP-bound refresh token and for partners registered with --require-dpop")),
     responses(
         (status = 200, body = TokenResponse),
         (status = 400, description = "RFC 6749 §5.2 error (invalid_request, invalid_grant, invalid_scope, unsupported_grant_type; RFC 9449 invalid_dpop_proof, use_dpop_nonce with a DPoP-Nonce header); a reused code or refresh token also revokes its grant"),
-        (status = 401, description = "invalid_client"),
-        (status = 413, description = "Body over 64 KiB"),
     )
 )]
 #[post("/oauth/token")]
@@ -117,11 +117,12 @@ pub async fn token(
 /// Answers 200 whether or not the token was known, valid or the caller's own.
 #[utoipa::path(
     tag = "oauth",
-    request_body(content_type = "application/x-www-form-urlencoded", description = "`token`, optional `token_type_hint`"),
+    operation_id = "revoke_token",
+    security(("client_secret_basic" = []), ()),
+    request_body(content = super::forms::TokenHintForm, content_type = "application/x-www-form-urlencoded", description = "RFC 7009 §2.1"),
     responses(
-        (status = 200, description = "Revoked, or nothing to revoke"),
-        (status = 400, description = "invalid_request"),
-        (status = 401, description = "invalid_client"),
+        (status = 200, description = "Revoked, or nothing to revoke; no body"),
+        (status = 400, description = "invalid_request (no `token`, a repeated parameter)"),
     )
 )]
 #[post("/oauth/revoke")]
@@ -138,10 +139,12 @@ pub async fn revoke(
 /// Tells a partner whether one of its tokens is active, and what it grants (RFC 7662).
 #[utoipa::path(
     tag = "oauth",
-    request_body(content_type = "application/x-www-form-urlencoded", description = "`token`, optional `token_type_hint`"),
+    operation_id = "introspect_token",
+    security(("client_secret_basic" = []), ()),
+    request_body(content = super::forms::TokenHintForm, content_type = "application/x-www-form-urlencoded", description = "RFC 7662 §2.1"),
     responses(
-        (status = 200, body = Introspection),
-        (status = 401, description = "invalid_client"),
+        (status = 200, body = Introspection, description = "`{\"active\": false}` for a token that is not active or not this client's"),
+        (status = 400, description = "invalid_request (no `token`, a repeated parameter)"),
     )
 )]
 #[post("/oauth/introspect")]

@@ -7,7 +7,8 @@ use serde_json::json;
 /// RFC 8414 authorization server metadata.
 #[utoipa::path(
     tag = "oauth",
-    responses((status = 200, description = "Authorization server metadata (RFC 8414)", content_type = "application/json"))
+    operation_id = "authorization_server_metadata",
+    responses((status = 200, description = "Authorization server metadata (RFC 8414)", body = Object, content_type = "application/json"))
 )]
 #[get("/.well-known/oauth-authorization-server")]
 pub async fn metadata(app: web::Data<App>) -> HttpResponse {
@@ -57,7 +58,8 @@ pub async fn metadata(app: web::Data<App>) -> HttpResponse {
 /// soon, and retired ones whose tokens may still be valid.
 #[utoipa::path(
     tag = "oauth",
-    responses((status = 200, description = "JSON Web Key Set (RFC 7517)", content_type = "application/json"))
+    operation_id = "jwks",
+    responses((status = 200, description = "JSON Web Key Set (RFC 7517)", body = Object, content_type = "application/json"))
 )]
 #[get("/.well-known/jwks.json")]
 pub async fn jwks(app: web::Data<App>) -> HttpResponse {

@@ -2,5 +2,6 @@
 
 pub mod authorize;
 pub mod endpoints;
+pub mod forms;
 pub mod metadata;
 pub mod par;

@@ -19,6 +19,7 @@ use actix_web::{HttpRequest, HttpResponse, post, web};
 #[utoipa::path(
     tag = "oauth",
     operation_id = "pushed_authorization_request",
+    security(("client_secret_basic" = []), ()),
     request_body(
         content = PushedAuthorizationForm,
         content_type = "application/x-www-form-urlencoded",
@@ -27,8 +28,6 @@ use actix_web::{HttpRequest, HttpResponse, post, web};
     responses(
         (status = 201, body = PushedAuthorizationResponse, description = "Stored; `Cache-Control: no-store`"),
         (status = 400, description = "RFC 6749 §5.2 error: invalid_request (a repeated parameter, `request_uri` in the request, a `client_id` other than the authenticated one, an unregistered `redirect_uri`, bad PKCE, `state` over 512 bytes), unsupported_response_type, invalid_scope"),
-        (status = 401, description = "invalid_client"),
-        (status = 413, description = "Body over 64 KiB"),
         (status = 429, description = "More than 300 pushes by this client in the current minute: `temporarily_unavailable`, with `Retry-After` (seconds)"),
     )
 )]

@@ -101,7 +101,20 @@ fn answer(status: actix_web::http::StatusCode, error: Option<&str>) -> HttpRespo
     }
 }
 
-/// The provider says a customer signed out there.
+/// The insurer's OpenID provider says a customer signed out there (OpenID Connect Back-Channel
+/// Logout 1.0): every portal session of that customer ends, on every instance.
+#[utoipa::path(
+    tag = "portal",
+    operation_id = "backchannel_logout",
+    request_body(content = crate::http::oauth::forms::LogoutTokenForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "Done: the customer's sessions ended (also for a token already seen, or a customer not known here); no body"),
+        (status = 400, description = "A body that is not one `logout_token`, or a token that does not verify (§2.8)", body = crate::error::OAuthErrorBody, content_type = "application/json"),
+        (status = 404, description = "No `[customer_login]` is configured; no body"),
+        (status = 413, description = "Body over 64 KiB"),
+        (status = 503, description = "The provider's keys or the shared state cannot be reached; the provider retries. No body"),
+    )
+)]
 #[post("/portal/oidc/backchannel-logout")]
 pub async fn logout(
     app: web::Data<App>,
