@@ -31,10 +31,14 @@ pub struct LogFilter {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct RawLogQuery {
-    #[param(pattern = "^([A-Za-z0-9_-][A-Za-z0-9._-]{0,63}|\\.[A-Za-z0-9_-][A-Za-z0-9._-]{0,62}|\\.\\.[A-Za-z0-9._-]{1,62})$")]
+    #[param(
+        pattern = "^([A-Za-z0-9_-][A-Za-z0-9._-]{0,63}|\\.[A-Za-z0-9_-][A-Za-z0-9._-]{0,62}|\\.\\.[A-Za-z0-9._-]{1,62})$"
+    )]
     pub client_id: Option<String>,
     /// The insurer's customer id, e.g. `CU-1001`.
-    #[param(pattern = "^([A-Za-z0-9_-][A-Za-z0-9._-]{0,63}|\\.[A-Za-z0-9_-][A-Za-z0-9._-]{0,62}|\\.\\.[A-Za-z0-9._-]{1,62})$")]
+    #[param(
+        pattern = "^([A-Za-z0-9_-][A-Za-z0-9._-]{0,63}|\\.[A-Za-z0-9_-][A-Za-z0-9._-]{0,62}|\\.\\.[A-Za-z0-9._-]{1,62})$"
+    )]
     pub customer_id: Option<String>,
     #[param(pattern = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")]
     pub grant_id: Option<String>,
@@ -43,7 +47,9 @@ pub struct RawLogQuery {
     /// A scope, e.g. `claims:status`.
     #[param(pattern = "^[a-z][a-z0-9_]{0,63}:[a-z][a-z0-9_]{0,63}$")]
     pub field: Option<String>,
-    #[param(pattern = "^(ok|not_modified|denied|not_found|rate_limited|invalid_token|upstream_error)$")]
+    #[param(
+        pattern = "^(ok|not_modified|denied|not_found|rate_limited|invalid_token|upstream_error)$"
+    )]
     pub outcome: Option<String>,
     /// RFC 3339, inclusive.
     #[param(format = DateTime)]
@@ -58,7 +64,6 @@ pub struct RawLogQuery {
     #[param(pattern = "^[1-9][0-9]{0,17}$")]
     pub cursor: Option<String>,
 }
-
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("`{param}`: {problem}")]
@@ -182,7 +187,16 @@ mod tests {
     #[test]
     fn cursors_round_trip_and_forged_ones_are_refused() {
         assert_eq!(Cursor::decode(&Cursor(42).encode()), Ok(Cursor(42)));
-        for forged in ["", "0", "042", "-1", "x", "1e3", " 1", "9999999999999999999"] {
+        for forged in [
+            "",
+            "0",
+            "042",
+            "-1",
+            "x",
+            "1e3",
+            " 1",
+            "9999999999999999999",
+        ] {
             assert!(Cursor::decode(forged).is_err(), "{forged:?}");
         }
         let max = Cursor(999_999_999_999_999_999);

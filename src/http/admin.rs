@@ -389,10 +389,14 @@ async fn reinstate(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct GrantQuery {
-    #[param(pattern = "^([A-Za-z0-9_-][A-Za-z0-9._-]{0,63}|\\.[A-Za-z0-9_-][A-Za-z0-9._-]{0,62}|\\.\\.[A-Za-z0-9._-]{1,62})$")]
+    #[param(
+        pattern = "^([A-Za-z0-9_-][A-Za-z0-9._-]{0,63}|\\.[A-Za-z0-9_-][A-Za-z0-9._-]{0,62}|\\.\\.[A-Za-z0-9._-]{1,62})$"
+    )]
     pub client_id: Option<String>,
     /// The insurer's customer id, e.g. `CU-1001`.
-    #[param(pattern = "^([A-Za-z0-9_-][A-Za-z0-9._-]{0,63}|\\.[A-Za-z0-9_-][A-Za-z0-9._-]{0,62}|\\.\\.[A-Za-z0-9._-]{1,62})$")]
+    #[param(
+        pattern = "^([A-Za-z0-9_-][A-Za-z0-9._-]{0,63}|\\.[A-Za-z0-9_-][A-Za-z0-9._-]{0,62}|\\.\\.[A-Za-z0-9._-]{1,62})$"
+    )]
     pub customer_id: Option<String>,
     #[param(pattern = "^(active|revoked|expired)$")]
     pub status: Option<String>,
@@ -400,7 +404,9 @@ pub struct GrantQuery {
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u64>,
     /// `next_cursor` of the previous page.
-    #[param(pattern = "^[0-9]{1,12}\\.[0-9]{9}\\.[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")]
+    #[param(
+        pattern = "^[0-9]{1,12}\\.[0-9]{9}\\.[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+    )]
     pub cursor: Option<String>,
 }
 
@@ -414,7 +420,12 @@ pub struct GrantPage {
 /// stored time exactly, and the format fits a pattern the OpenAPI document can state.
 fn grant_cursor(g: &crate::store::Grant) -> String {
     let at = g.created_at;
-    format!("{}.{:09}.{}", at.timestamp(), at.timestamp_subsec_nanos(), g.id)
+    format!(
+        "{}.{:09}.{}",
+        at.timestamp(),
+        at.timestamp_subsec_nanos(),
+        g.id
+    )
 }
 
 fn parse_grant_cursor(s: &str) -> Result<(chrono::DateTime<chrono::Utc>, GrantId), ApiError> {

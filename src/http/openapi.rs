@@ -68,7 +68,12 @@ use utoipa::openapi::{Content, Ref, RefOr, Response};
 pub struct ApiDoc;
 
 /// The back-channel endpoints, whose errors are the RFC 6749 §5.2 object.
-const OAUTH_BACK_CHANNEL: &[&str] = &["/oauth/token", "/oauth/revoke", "/oauth/introspect", "/oauth/par"];
+const OAUTH_BACK_CHANNEL: &[&str] = &[
+    "/oauth/token",
+    "/oauth/revoke",
+    "/oauth/introspect",
+    "/oauth/par",
+];
 
 /// Who may call what: a partner's access token, an admin token, a client's own credentials.
 struct SecuritySchemes;
@@ -198,18 +203,28 @@ impl utoipa::Modify for SharedResponses {
                 Self::shared_by(path, operation);
                 let oauth = OAUTH_BACK_CHANNEL.contains(&path.as_str());
                 for (status, response) in operation.responses.responses.iter_mut() {
-                    let RefOr::T(response) = response else { continue };
+                    let RefOr::T(response) = response else {
+                        continue;
+                    };
                     if !status.starts_with('4') && !status.starts_with('5') {
                         continue;
                     }
-                    if response.content.is_empty() || response.content.contains_key("application/json") && oauth {
+                    if response.content.is_empty()
+                        || response.content.contains_key("application/json") && oauth
+                    {
                         response.content.clear();
                         if oauth {
-                            response.content.insert("application/json".into(), Self::oauth_error());
+                            response
+                                .content
+                                .insert("application/json".into(), Self::oauth_error());
                         } else {
-                            response.content.insert("application/problem+json".into(), Self::problem());
+                            response
+                                .content
+                                .insert("application/problem+json".into(), Self::problem());
                         }
-                    } else if let Some(content) = response.content.get_mut("application/problem+json") {
+                    } else if let Some(content) =
+                        response.content.get_mut("application/problem+json")
+                    {
                         *content = Self::problem();
                     }
                 }
@@ -230,9 +245,9 @@ impl utoipa::Modify for FormBodies {
         };
         for name in ["TokenForm", "TokenHintForm", "PushedAuthorizationForm"] {
             if let Some(RefOr::T(Schema::Object(form))) = components.schemas.get_mut(name) {
-                form.additional_properties = Some(Box::new(AdditionalProperties::RefOr(
-                    RefOr::T(Schema::Object(Object::with_type(Type::String))),
-                )));
+                form.additional_properties = Some(Box::new(AdditionalProperties::RefOr(RefOr::T(
+                    Schema::Object(Object::with_type(Type::String)),
+                ))));
             }
         }
     }
@@ -252,22 +267,61 @@ impl utoipa::Modify for Links {
             )
         };
         let links: [(&str, &str, &str, &str, &str, &str); 5] = [
-            ("/admin/v1/partners", "get", "suspend_partner", "client_id", "$response.body#/items/0/client_id", "SuspendFirst"),
-            ("/admin/v1/partners", "get", "reinstate_partner", "client_id", "$response.body#/items/0/client_id", "ReinstateFirst"),
-            ("/admin/v1/partners/{client_id}/suspend", "post", "reinstate_partner", "client_id", "$response.body#/client_id", "Reinstate"),
-            ("/admin/v1/partners/{client_id}/reinstate", "post", "suspend_partner", "client_id", "$response.body#/client_id", "Suspend"),
-            ("/admin/v1/grants", "get", "revoke_grant", "id", "$response.body#/items/0/id", "RevokeFirst"),
+            (
+                "/admin/v1/partners",
+                "get",
+                "suspend_partner",
+                "client_id",
+                "$response.body#/items/0/client_id",
+                "SuspendFirst",
+            ),
+            (
+                "/admin/v1/partners",
+                "get",
+                "reinstate_partner",
+                "client_id",
+                "$response.body#/items/0/client_id",
+                "ReinstateFirst",
+            ),
+            (
+                "/admin/v1/partners/{client_id}/suspend",
+                "post",
+                "reinstate_partner",
+                "client_id",
+                "$response.body#/client_id",
+                "Reinstate",
+            ),
+            (
+                "/admin/v1/partners/{client_id}/reinstate",
+                "post",
+                "suspend_partner",
+                "client_id",
+                "$response.body#/client_id",
+                "Suspend",
+            ),
+            (
+                "/admin/v1/grants",
+                "get",
+                "revoke_grant",
+                "id",
+                "$response.body#/items/0/id",
+                "RevokeFirst",
+            ),
         ];
         for (path, method, operation_id, parameter, from, name) in links {
-            let Some(item) = openapi.paths.paths.get_mut(path) else { continue };
+            let Some(item) = openapi.paths.paths.get_mut(path) else {
+                continue;
+            };
             let operation = match method {
                 "get" => item.get.as_mut(),
                 _ => item.post.as_mut(),
             };
-            let Some(RefOr::T(ok)) = operation.and_then(|o| o.responses.responses.get_mut("200")) else {
+            let Some(RefOr::T(ok)) = operation.and_then(|o| o.responses.responses.get_mut("200"))
+            else {
                 continue;
             };
-            ok.links.insert(name.into(), link(operation_id, parameter, from));
+            ok.links
+                .insert(name.into(), link(operation_id, parameter, from));
         }
     }
 }

@@ -140,6 +140,22 @@ pub async fn dispatch(
 
 pub const PREFIX: &str = "/partner/v1/";
 
+/// One record as a partner sees it: its `id` and the fields the grant allows (which fields,
+/// the grant decides; nothing else of the claims service's record ever comes through).
+#[derive(utoipa::ToSchema)]
+#[schema(example = json!({"id": "C-1001", "status": "in_repair"}))]
+#[allow(dead_code)] // Only the document's schema: the body is made by `proxy::projection`.
+pub struct Record {
+    pub id: String,
+}
+
+/// The grant owner's records of a resource.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct RecordPage {
+    pub items: Vec<Record>,
+}
+
 /// The grant owner's records of `resource`, each reduced to `id` plus the granted fields.
 #[utoipa::path(
     get,
@@ -152,7 +168,7 @@ pub const PREFIX: &str = "/partner/v1/";
     ),
     security(("partner_token" = [])),
     responses(
-        (status = 200, description = "`{\"items\": [{\"id\": \"C-1001\", \"status\": \"in_repair\"}]}`", content_type = "application/json"),
+        (status = 200, description = "The records, with `ETag`, `RateLimit-Policy` and `RateLimit`", body = RecordPage),
         (status = 304, description = "Not modified (If-None-Match matched the ETag)"),
         (status = 401, description = "Missing, invalid, expired or revoked token; consent ended; partner suspended; a DPoP-bound token without a valid proof (`WWW-Authenticate: DPoP error=\"invalid_dpop_proof\"`) or without the server's nonce (`use_dpop_nonce`, with `DPoP-Nonce`)", content_type = "application/problem+json"),
         (status = 403, description = "The token grants no field of this resource", content_type = "application/problem+json"),
@@ -179,7 +195,7 @@ pub fn list() {}
     ),
     security(("partner_token" = [])),
     responses(
-        (status = 200, description = "`{\"id\": \"C-1001\", \"status\": \"in_repair\"}`", content_type = "application/json"),
+        (status = 200, description = "The record, with `ETag`, `RateLimit-Policy` and `RateLimit`", body = Record),
         (status = 304, description = "Not modified (If-None-Match matched the ETag)"),
         (status = 400, description = "Malformed record id", content_type = "application/problem+json"),
         (status = 401, description = "Missing, invalid, expired or revoked token; consent ended; partner suspended; a DPoP-bound token without a valid proof (`WWW-Authenticate: DPoP error=\"invalid_dpop_proof\"`) or without the server's nonce (`use_dpop_nonce`, with `DPoP-Nonce`)", content_type = "application/problem+json"),

@@ -94,7 +94,11 @@ mod tests {
                 files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
                 continue;
             }
-            let relative = path.strip_prefix(&root).unwrap().to_string_lossy().into_owned();
+            let relative = path
+                .strip_prefix(&root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
             let scope = match relative.as_str() {
                 "admin.rs" => "/admin/v1",
                 r if r.starts_with("console/") => "/console",
@@ -146,7 +150,10 @@ mod tests {
     #[test]
     fn every_route_is_in_the_document_or_a_page_for_people() {
         let declared = declared_routes();
-        assert!(declared.len() > 40, "the scan found the routes: {declared:?}");
+        assert!(
+            declared.len() > 40,
+            "the scan found the routes: {declared:?}"
+        );
         let (documented, pages) = (documented(), pages());
         let missing: Vec<_> = declared
             .iter()

@@ -35,7 +35,9 @@ pub struct AuthorizeParams {
     /// Must equal one of the partner's registered redirect URIs exactly.
     pub redirect_uri: Option<String>,
     /// Space-separated fields, e.g. `claims:status claims:status_updated_at`.
-    #[param(pattern = "^[a-z][a-z0-9_]{0,63}:[a-z][a-z0-9_]{0,63}( [a-z][a-z0-9_]{0,63}:[a-z][a-z0-9_]{0,63})*$")]
+    #[param(
+        pattern = "^[a-z][a-z0-9_]{0,63}:[a-z][a-z0-9_]{0,63}( [a-z][a-z0-9_]{0,63}:[a-z][a-z0-9_]{0,63})*$"
+    )]
     pub scope: Option<String>,
     /// Echoed back; at most 512 bytes.
     #[param(max_length = 512)]

@@ -61,7 +61,9 @@ pub struct PushedAuthorizationForm {
     /// Must equal one of the partner's registered redirect URIs exactly.
     pub redirect_uri: String,
     /// Space-separated fields, each registered for the partner.
-    #[schema(pattern = "^[a-z][a-z0-9_]{0,63}:[a-z][a-z0-9_]{0,63}( [a-z][a-z0-9_]{0,63}:[a-z][a-z0-9_]{0,63})*$")]
+    #[schema(
+        pattern = "^[a-z][a-z0-9_]{0,63}:[a-z][a-z0-9_]{0,63}( [a-z][a-z0-9_]{0,63}:[a-z][a-z0-9_]{0,63})*$"
+    )]
     pub scope: String,
     /// Echoed back with the code; at most 512 bytes.
     #[schema(max_length = 512)]

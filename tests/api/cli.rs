@@ -1,6 +1,6 @@
 //! The real `keyhole` binary, run as an operator would, against a database of its own.
 
-use crate::helpers::{CONSOLE_PASSWORD, DemoProcess, browser, free_port, hidden};
+use crate::helpers::{CONSOLE_PASSWORD, DemoProcess, browser, hidden};
 use crate::private_key_jwt::{Key, jwks};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

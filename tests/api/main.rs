@@ -34,5 +34,6 @@ mod redteam_backchannel;
 mod redteam_fapi;
 mod redteam_portal_oidc;
 mod rollback;
+mod schemathesis;
 mod tokens;
 mod verifier;

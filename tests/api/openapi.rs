@@ -12,3 +12,104 @@ fn the_committed_openapi_document_is_current() {
         "openapi/openapi.json is stale: run `cargo run -- openapi > openapi/openapi.json`"
     );
 }
+
+use crate::helpers::{http, spawn_app};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+fn document() -> Value {
+    serde_json::from_str(&keyhole::http::openapi::document().unwrap()).unwrap()
+}
+
+/// Every path of the document, asked with a method it does not list, answers `405` with an
+/// `Allow` naming exactly the methods it lists (an unknown path stays `404`). Before, the
+/// router's fall-through answered `404` (schemathesis ST204).
+#[tokio::test]
+async fn a_method_a_documented_path_does_not_take_gets_405_with_allow() {
+    let app = spawn_app().await;
+    let admin = app.admin_token("openapi").await;
+    let document = document();
+    let paths = document["paths"].as_object().unwrap();
+    assert!(paths.len() > 20);
+    for (path, item) in paths {
+        let mut listed: Vec<String> = item
+            .as_object()
+            .unwrap()
+            .keys()
+            .filter(|k| matches!(k.as_str(), "get" | "post" | "put" | "delete" | "patch"))
+            .map(|k| k.to_uppercase())
+            .collect();
+        listed.sort();
+        let concrete = path
+            .replace("{resource}", "claims")
+            .replace("{id}", "C-1001")
+            .replace("{client_id}", "fone-shop");
+        for method in [Method::PUT, Method::DELETE, Method::PATCH, Method::TRACE] {
+            let response = http()
+                .request(method.clone(), app.url(&concrete))
+                .bearer_auth(&admin)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                response.status(),
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {concrete}"
+            );
+            let mut allow: Vec<String> = response.headers()["allow"]
+                .to_str()
+                .unwrap()
+                .split(", ")
+                .map(str::to_owned)
+                .collect();
+            allow.sort();
+            assert_eq!(allow, listed, "{method} {concrete}");
+            assert_eq!(
+                response.headers()["content-type"],
+                "application/problem+json",
+                "{method} {concrete}"
+            );
+        }
+    }
+    let unknown = http().put(app.url("/oauth/nothing")).send().await.unwrap();
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+}
+
+/// Every error response the document lists says what its body is: a `Problem`, the RFC 6749
+/// §5.2 object at the back-channel endpoints, a page at the authorization endpoint, or (the
+/// back-channel logout's refusals, RFC-defined) nothing.
+#[test]
+fn every_documented_error_has_its_body_described() {
+    let document = document();
+    let schemas = document["components"]["schemas"].as_object().unwrap();
+    assert!(schemas.contains_key("Problem") && schemas.contains_key("OAuthError"));
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            for (status, response) in operation["responses"].as_object().unwrap() {
+                if !(status.starts_with('4') || status.starts_with('5')) {
+                    continue;
+                }
+                let content = &response["content"];
+                let described = if path == "/portal/oidc/backchannel-logout" {
+                    true
+                } else if path.starts_with("/oauth/authorize") {
+                    content.get("text/html").is_some()
+                } else if [
+                    "/oauth/token",
+                    "/oauth/revoke",
+                    "/oauth/introspect",
+                    "/oauth/par",
+                ]
+                .contains(&path.as_str())
+                {
+                    content["application/json"]["schema"]["$ref"]
+                        == "#/components/schemas/OAuthError"
+                } else {
+                    content["application/problem+json"]["schema"]["$ref"]
+                        == "#/components/schemas/Problem"
+                };
+                assert!(described, "{method} {path} {status}: {response}");
+            }
+        }
+    }
+}

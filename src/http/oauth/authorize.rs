@@ -101,7 +101,7 @@ pub async fn start(
 #[utoipa::path(
     tag = "oauth",
     operation_id = "consent_decision",
-    request_body(content_type = "application/x-www-form-urlencoded", description = "consent_id, csrf_token, decision, field…"),
+    request_body(content = crate::http::oauth::forms::ConsentDecisionForm, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 303, description = "Back to the partner with a code or access_denied"),
         (status = 403, description = "Missing or wrong CSRF token, no session, or a used/expired consent", content_type = "text/html"),

@@ -46,3 +46,16 @@ pub struct LogoutTokenForm {
     #[schema(min_length = 1)]
     pub logout_token: String,
 }
+
+/// The consent page's form (a person's browser posts it, with the session cookie).
+#[derive(ToSchema)]
+pub struct ConsentDecisionForm {
+    /// From the consent page; single use.
+    pub consent_id: String,
+    /// From the consent page.
+    pub csrf_token: String,
+    #[schema(pattern = "^(allow|deny)$")]
+    pub decision: String,
+    /// The ticked fields (scopes), repeated: a subset of those asked for.
+    pub field: Vec<String>,
+}
