@@ -48,7 +48,7 @@ pub struct RawLogQuery {
     #[param(pattern = "^[a-z][a-z0-9_]{0,63}:[a-z][a-z0-9_]{0,63}$")]
     pub field: Option<String>,
     #[param(
-        pattern = "^(ok|not_modified|denied|not_found|rate_limited|invalid_token|upstream_error)$"
+        pattern = "^(ok|not_modified|denied|not_found|rate_limited|invalid_token|upstream_error|unavailable)$"
     )]
     pub outcome: Option<String>,
     /// RFC 3339, inclusive.
@@ -57,7 +57,8 @@ pub struct RawLogQuery {
     /// RFC 3339, exclusive; a range that ends before it starts finds nothing.
     #[param(format = DateTime)]
     pub to: Option<String>,
-    /// 1 to 1000 (default 100). For CSV: the most rows to export (default: all).
+    /// 1 to 1000: the page size (default 100); for CSV, the most rows to export (default:
+    /// every matching row).
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u64>,
     /// `next_cursor` of the previous page.
@@ -79,13 +80,18 @@ fn bad(param: &'static str, problem: impl Into<String>) -> QueryError {
     }
 }
 
+/// An RFC 3339 time whose UTC year has four digits, as RFC 3339's own years do: an offset can
+/// carry `9999-12-31T23:59:59-00:01` into year 10000, which stored times would compare with
+/// wrongly (as text, on SQLite), so such a time is refused rather than answered wrongly.
 fn parse_time(param: &'static str, value: &str) -> Result<DateTime<Utc>, QueryError> {
     DateTime::parse_from_rfc3339(value)
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| {
+        .ok()
+        .filter(|t| (0..=9999).contains(&chrono::Datelike::year(t)))
+        .ok_or_else(|| {
             bad(
                 param,
-                "must be an RFC 3339 date-time, e.g. 2026-11-22T10:00:00Z",
+                "must be an RFC 3339 date-time in years 0000 to 9999 (UTC), e.g. 2026-11-22T10:00:00Z",
             )
         })
 }
@@ -205,7 +211,7 @@ mod tests {
 
     #[test]
     fn every_malformed_filter_names_its_parameter() {
-        let cases: [(&str, RawLogQuery); 6] = [
+        let cases: [(&str, RawLogQuery); 7] = [
             (
                 "client_id",
                 RawLogQuery {
@@ -245,6 +251,14 @@ mod tests {
                 "to",
                 RawLogQuery {
                     to: Some("2026-11-22".into()),
+                    ..Default::default()
+                },
+            ),
+            // Red team: year 10000 through an offset compared wrongly with stored times.
+            (
+                "from",
+                RawLogQuery {
+                    from: Some("9999-12-31T23:59:59-00:01".into()),
                     ..Default::default()
                 },
             ),

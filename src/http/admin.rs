@@ -166,8 +166,9 @@ async fn access_log(app: web::Data<App>, req: HttpRequest) -> Result<HttpRespons
         .map_err(bad)?
         .map(|c| c.0);
     if wants_csv(&req) {
+        // The same bound as a page: the document states one range for `limit`.
         if let Some(limit) = raw.limit {
-            query::page_limit(Some(limit.min(query::MAX_LIMIT))).map_err(bad)?;
+            query::page_limit(Some(limit)).map_err(bad)?;
         }
         return Ok(csv_export(app.into_inner(), filter, before, raw.limit));
     }
@@ -405,7 +406,7 @@ pub struct GrantQuery {
     pub limit: Option<u64>,
     /// `next_cursor` of the previous page.
     #[param(
-        pattern = "^[0-9]{1,12}\\.[0-9]{9}\\.[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+        pattern = "^[0-9]{1,11}\\.[0-9]{9}\\.[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
     )]
     pub cursor: Option<String>,
 }
@@ -437,7 +438,9 @@ fn parse_grant_cursor(s: &str) -> Result<(chrono::DateTime<chrono::Utc>, GrantId
     let digits = |p: &str, most: usize| {
         (1..=most).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit())
     };
-    if !digits(seconds, 12) || nanos.len() != 9 || !digits(nanos, 9) {
+    // At most 11 digits of seconds: before year 5139, so never past the four-digit years that
+    // stored times compare correctly with.
+    if !digits(seconds, 11) || nanos.len() != 9 || !digits(nanos, 9) {
         return Err(invalid());
     }
     let at = chrono::DateTime::from_timestamp(

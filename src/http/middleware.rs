@@ -130,7 +130,9 @@ pub fn audit_entry(
         token_id: None,
         token_name: None,
         method: crate::domain::bounded(req.method().as_str()),
-        path: crate::domain::bounded(req.path()),
+        // The path as the router matched it (percent-encoded unreserved characters decoded):
+        // `/partners/x/%72einstate` is recorded as the reinstatement it was.
+        path: crate::domain::bounded(req.match_info().as_str()),
         query_sha256: (!query.is_empty()).then(|| crate::secrets::token_hash(query)),
         status: 0,
         client_ip: super::source::source_addr(req).map(|ip| ip.to_string()),

@@ -68,10 +68,12 @@ pub(crate) fn bearer(headers: &actix_web::http::header::HeaderMap) -> Option<&st
 pub(crate) fn access_token(
     headers: &actix_web::http::header::HeaderMap,
 ) -> Option<(&str, crate::proxy::Scheme)> {
-    let value = headers
-        .get(actix_web::http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
+    // Exactly one: with two, which one a proxy on the way or the server reads is a guess.
+    let mut values = headers.get_all(actix_web::http::header::AUTHORIZATION);
+    let value = values.next()?.to_str().ok()?;
+    if values.next().is_some() {
+        return None;
+    }
     let (scheme, token) = value.split_once(' ')?;
     let scheme = if scheme.eq_ignore_ascii_case("bearer") {
         crate::proxy::Scheme::Bearer

@@ -179,15 +179,18 @@ impl SharedResponses {
         }
         if OAUTH_BACK_CHANNEL.contains(&path) {
             Self::add(operation, "400", "invalid_request");
-            Self::add(operation, "413", "Body over 64 KiB");
+            Self::add(operation, "401", "invalid_client");
+            Self::add(
+                operation,
+                "413",
+                "Body over 64 KiB: refused by the app-wide limit before the endpoint reads \
+                 its form, so a Problem like every other oversize body",
+            );
             Self::add(
                 operation,
                 "503",
                 "temporarily_unavailable: the database or the shared state cannot be reached",
             );
-        }
-        if OAUTH_BACK_CHANNEL.contains(&path) {
-            Self::add(operation, "401", "invalid_client");
         }
     }
 }
@@ -195,14 +198,15 @@ impl SharedResponses {
 impl utoipa::Modify for SharedResponses {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         for (path, item) in openapi.paths.paths.iter_mut() {
-            // Its refusals have no body (but one, documented where it is declared).
+            // Its refusals have no body but two, both declared with it.
             if path == "/portal/oidc/backchannel-logout" {
                 continue;
             }
             for operation in [&mut item.get, &mut item.post].into_iter().flatten() {
                 Self::shared_by(path, operation);
-                let oauth = OAUTH_BACK_CHANNEL.contains(&path.as_str());
+                let back_channel = OAUTH_BACK_CHANNEL.contains(&path.as_str());
                 for (status, response) in operation.responses.responses.iter_mut() {
+                    let oauth = back_channel && status != "413";
                     let RefOr::T(response) = response else {
                         continue;
                     };

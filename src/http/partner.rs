@@ -129,7 +129,8 @@ pub async fn dispatch(
     req: HttpRequest,
 ) -> HttpResponse {
     if req.method() != actix_web::http::Method::GET {
-        return ApiError::MethodNotAllowed("GET".into()).error_response();
+        // `405` for a record or list path, `404` for what is neither.
+        return super::routes::refusal(&req);
     }
     let rest = req.path().strip_prefix(PREFIX).unwrap_or_default();
     let mut segments = rest.splitn(2, '/');

@@ -71,7 +71,13 @@ pub fn allowed(path: &str) -> Option<&'static str> {
 
 /// Every request no route took: `405` with `Allow` on a known path, `404` on any other.
 pub async fn unrouted(req: HttpRequest) -> HttpResponse {
-    match allowed(req.path()) {
+    refusal(&req)
+}
+
+/// What [`unrouted`] answers. The path is the one the router matched against (unreserved
+/// characters percent-decoded), so `/oauth/%74oken` is `/oauth/token` here as there.
+pub fn refusal(req: &HttpRequest) -> HttpResponse {
+    match allowed(req.match_info().as_str()) {
         Some(allow) => ApiError::MethodNotAllowed(allow.to_owned()).error_response(),
         None => ApiError::NotFound.error_response(),
     }

@@ -70,8 +70,11 @@ impl ClientCredentials {
                         "use one client authentication method, not two",
                     ));
                 }
+                // The scheme is case-insensitive (RFC 9110 §11.1).
                 let encoded = value
-                    .strip_prefix("Basic ")
+                    .split_once(' ')
+                    .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"))
+                    .map(|(_, rest)| rest)
                     .ok_or_else(|| OAuthError::invalid_client(true))?;
                 let decoded = STANDARD
                     .decode(encoded.trim())

@@ -32,6 +32,7 @@ mod private_key_jwt;
 mod proxy;
 mod redteam_backchannel;
 mod redteam_fapi;
+mod redteam_openapi;
 mod redteam_portal_oidc;
 mod rollback;
 mod schemathesis;

@@ -20,10 +20,14 @@ pub(super) async fn authenticate(
     body: &[u8],
 ) -> Result<(Partner, Form), OAuthError> {
     let form = Form::parse(body)?;
-    let authorization = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
+    let mut headers = req.headers().get_all(header::AUTHORIZATION);
+    let authorization = headers.next().and_then(|v| v.to_str().ok());
+    // Two: which one counts would depend on who reads them (RFC 6749 §2.3: one method).
+    if headers.next().is_some() {
+        return Err(OAuthError::invalid_request(
+            "send one Authorization header, not several",
+        ));
+    }
     let partner = ClientCredentials::extract(authorization, &form)?
         .authenticate(app)
         .await?;

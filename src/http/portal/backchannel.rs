@@ -111,7 +111,7 @@ fn answer(status: actix_web::http::StatusCode, error: Option<&str>) -> HttpRespo
         (status = 200, description = "Done: the customer's sessions ended (also for a token already seen, or a customer not known here); no body"),
         (status = 400, description = "A body that is not one `logout_token`, or a token that does not verify (§2.8)", body = crate::error::OAuthErrorBody, content_type = "application/json"),
         (status = 404, description = "No `[customer_login]` is configured; no body"),
-        (status = 413, description = "Body over 64 KiB"),
+        (status = 413, description = "Body over 64 KiB", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 503, description = "The provider's keys or the shared state cannot be reached; the provider retries. No body"),
     )
 )]
