@@ -429,7 +429,9 @@ fn grant_cursor(g: &crate::store::Grant) -> String {
     )
 }
 
-fn parse_grant_cursor(s: &str) -> Result<(chrono::DateTime<chrono::Utc>, GrantId), ApiError> {
+pub(super) fn parse_grant_cursor(
+    s: &str,
+) -> Result<(chrono::DateTime<chrono::Utc>, GrantId), ApiError> {
     let invalid = || ApiError::BadRequest("`cursor`: is not a cursor this API issued".into());
     let mut parts = s.splitn(3, '.');
     let (Some(seconds), Some(nanos), Some(id)) = (parts.next(), parts.next(), parts.next()) else {

@@ -368,3 +368,148 @@ fn camel_case_links(document: &mut serde_json::Value) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::access_log::{Cursor, Outcome};
+    use crate::domain::{ClientId, GrantId, Scope, UpstreamCustomerId, scope::is_identifier};
+    use crate::store::GrantStatusFilter;
+
+    /// The `pattern` of query parameter `name` of `GET path`.
+    fn pattern(document: &serde_json::Value, path: &str, name: &str) -> regex_lite::Regex {
+        let parameters = document["paths"][path]["get"]["parameters"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{path} has parameters"));
+        let parameter = parameters
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{path} has {name}"));
+        let pattern = parameter["schema"]["pattern"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{path} {name} has a pattern"));
+        regex_lite::Regex::new(pattern).unwrap()
+    }
+
+    fn agree(regex: &regex_lite::Regex, parses: impl Fn(&str) -> bool, samples: &[&str]) {
+        for sample in samples {
+            assert_eq!(
+                regex.is_match(sample),
+                parses(sample),
+                "pattern {regex} and the parser disagree on {sample:?}"
+            );
+        }
+    }
+
+    /// Every parameter pattern of the document against the parser its handler uses, on the
+    /// edge cases: a pattern that refuses what the server takes, or takes what it refuses,
+    /// misleads every generated client and validator (the red team found `outcome` missing
+    /// `unavailable`).
+    #[test]
+    fn parameter_patterns_accept_exactly_what_the_parsers_accept() {
+        let document = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let long = "a".repeat(64);
+        let longer = "a".repeat(65);
+        let ids = [
+            "", ".", "..", "...", ".a", "..a", "a.", "a..", "a", "-", "_", "A_b.c-9", "CU-1001",
+            "a b", "é", "a/b", "a%2F", &long, &longer,
+        ];
+        for (path, name) in [
+            ("/admin/v1/access-log", "client_id"),
+            ("/admin/v1/grants", "client_id"),
+        ] {
+            agree(
+                &pattern(&document, path, name),
+                |s| ClientId::parse(s).is_ok(),
+                &ids,
+            );
+        }
+        for path in ["/admin/v1/access-log", "/admin/v1/grants"] {
+            let regex = pattern(&document, path, "customer_id");
+            agree(&regex, |s| UpstreamCustomerId::parse(s).is_ok(), &ids);
+        }
+        let uuid = "0190a5e8-7c1d-7000-8000-00000000abcd";
+        agree(
+            &pattern(&document, "/admin/v1/access-log", "grant_id"),
+            |s| GrantId::parse(s).is_ok(),
+            &[
+                uuid,
+                "0190A5E8-7C1D-7000-8000-00000000ABCD",
+                "0190a5e87c1d7000800000000000abcd",
+                "{0190a5e8-7c1d-7000-8000-00000000abcd}",
+                "urn:uuid:0190a5e8-7c1d-7000-8000-00000000abcd",
+                "",
+            ],
+        );
+        let names = [
+            "claims", "c", "c_2", "C", "2c", "_c", "c-d", "", &long, &longer,
+        ];
+        agree(
+            &pattern(&document, "/admin/v1/access-log", "resource"),
+            is_identifier,
+            &names,
+        );
+        agree(
+            &pattern(&document, "/admin/v1/access-log", "field"),
+            |s| s.parse::<Scope>().is_ok(),
+            &[
+                "claims:status",
+                "claims:",
+                ":status",
+                "claims:status:x",
+                "Claims:status",
+                "claims status",
+                "c:s",
+                "claims:2s",
+            ],
+        );
+        let outcomes: Vec<&str> = Outcome::ALL.iter().map(|o| o.as_str()).collect();
+        let mut samples = outcomes.clone();
+        samples.extend(["", "OK", "okay", "ok|denied"]);
+        agree(
+            &pattern(&document, "/admin/v1/access-log", "outcome"),
+            |s| Outcome::parse(s).is_some(),
+            &samples,
+        );
+        agree(
+            &pattern(&document, "/admin/v1/grants", "status"),
+            |s| GrantStatusFilter::parse(s).is_some(),
+            &["active", "revoked", "expired", "Active", "", "pending"],
+        );
+        let cursors = [
+            "1",
+            "0",
+            "01",
+            "-1",
+            "+1",
+            " 1",
+            "1e3",
+            "999999999999999999",
+            "1000000000000000000",
+            "١",
+            "",
+        ];
+        for path in ["/admin/v1/access-log", "/admin/v1/audit"] {
+            let regex = pattern(&document, path, "cursor");
+            agree(&regex, |s| Cursor::decode(s).is_ok(), &cursors);
+        }
+        let grant_cursors = [
+            format!("1700000000.000000001.{uuid}"),
+            format!("0.000000000.{uuid}"),
+            format!("99999999999.999999999.{uuid}"),
+            format!("999999999999.000000000.{uuid}"),
+            format!("1700000000.00000001.{uuid}"),
+            format!("1700000000.1000000000.{uuid}"),
+            format!("1700000000.000000001.{}", uuid.to_uppercase()),
+            format!("+1700000000.000000001.{uuid}"),
+            "1700000000.000000001".to_owned(),
+            String::new(),
+        ];
+        let grant_cursors: Vec<&str> = grant_cursors.iter().map(String::as_str).collect();
+        agree(
+            &pattern(&document, "/admin/v1/grants", "cursor"),
+            |s| super::super::admin::parse_grant_cursor(s).is_ok(),
+            &grant_cursors,
+        );
+    }
+}
