@@ -79,12 +79,22 @@ impl RootSpanBuilder for KeyholeRootSpan {
     }
 }
 
-/// Runs before everything else: assigns the request id and refuses oversized bodies by their
-/// declared length before any handler reads them.
+/// Marks a `HEAD` request, which the router sees as the `GET` it asks about (RFC 9110 §9.3.2:
+/// the same answer without its content). The connection still knows the request was `HEAD`
+/// and sends the headers only; the admin audit trail records `HEAD`.
+#[derive(Debug, Clone, Copy)]
+pub struct Head;
+
+/// Runs before everything else: answers `HEAD` as `GET`, assigns the request id, and refuses
+/// oversized bodies by their declared length before any handler reads them.
 pub async fn outermost(
-    req: ServiceRequest,
+    mut req: ServiceRequest,
     next: actix_web::middleware::Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    if req.method() == actix_web::http::Method::HEAD {
+        req.head_mut().method = actix_web::http::Method::GET;
+        req.extensions_mut().insert(Head);
+    }
     let (id, header) = request_id(&req);
     req.extensions_mut().insert(RequestId(id));
     let trusted = req
@@ -129,7 +139,11 @@ pub fn audit_entry(
             .unwrap_or_default(),
         token_id: None,
         token_name: None,
-        method: crate::domain::bounded(req.method().as_str()),
+        method: if req.extensions().get::<Head>().is_some() {
+            "HEAD".to_owned()
+        } else {
+            crate::domain::bounded(req.method().as_str())
+        },
         // The path as the router matched it (percent-encoded unreserved characters decoded):
         // `/partners/x/%72einstate` is recorded as the reinstatement it was.
         path: crate::domain::bounded(req.match_info().as_str()),

@@ -39,8 +39,10 @@ static METHODS: LazyLock<MethodTable> = LazyLock::new(|| {
         .paths
         .iter()
         .map(|(path, item)| {
+            // HEAD wherever GET: `middleware::outermost` answers it as GET.
             let methods: Vec<&str> = [
                 ("GET", item.get.is_some()),
+                ("HEAD", item.get.is_some()),
                 ("POST", item.post.is_some()),
                 ("PUT", item.put.is_some()),
                 ("DELETE", item.delete.is_some()),
@@ -52,11 +54,10 @@ static METHODS: LazyLock<MethodTable> = LazyLock::new(|| {
             (ResourceDef::new(path.as_str()), methods.join(", "))
         })
         .collect();
-    table.extend(
-        PAGES
-            .iter()
-            .map(|(path, allow)| (ResourceDef::new(*path), (*allow).to_owned())),
-    );
+    table.extend(PAGES.iter().map(|(path, allow)| {
+        let allow = allow.replace("GET", "GET, HEAD");
+        (ResourceDef::new(*path), allow)
+    }));
     MethodTable(table)
 });
 
@@ -183,10 +184,11 @@ mod tests {
     #[test]
     fn known_paths_name_their_methods_and_unknown_ones_none() {
         assert_eq!(allowed("/oauth/token"), Some("POST"));
-        assert_eq!(allowed("/oauth/authorize"), Some("GET, POST"));
+        assert_eq!(allowed("/oauth/authorize"), Some("GET, HEAD, POST"));
         assert_eq!(allowed("/admin/v1/grants/abc/revoke"), Some("POST"));
-        assert_eq!(allowed("/partner/v1/claims/C-1"), Some("GET"));
-        assert_eq!(allowed("/portal/grants/x"), Some("GET"));
+        assert_eq!(allowed("/partner/v1/claims/C-1"), Some("GET, HEAD"));
+        assert_eq!(allowed("/portal/grants/x"), Some("GET, HEAD"));
+        assert_eq!(allowed("/portal/login"), Some("GET, HEAD, POST"));
         assert_eq!(allowed("/oauth/tokens"), None);
         assert_eq!(allowed("/nothing"), None);
     }

@@ -39,6 +39,10 @@ async fn a_method_a_documented_path_does_not_take_gets_405_with_allow() {
             .filter(|k| matches!(k.as_str(), "get" | "post" | "put" | "delete" | "patch"))
             .map(|k| k.to_uppercase())
             .collect();
+        // HEAD is answered wherever GET is (RFC 9110 §9.3.2), without being listed.
+        if listed.iter().any(|m| m == "GET") {
+            listed.push("HEAD".into());
+        }
         listed.sort();
         let concrete = path
             .replace("{resource}", "claims")

@@ -132,7 +132,7 @@ async fn only_partner_api_paths_get_405() {
         .await
         .unwrap();
     assert_eq!(refused.status(), StatusCode::METHOD_NOT_ALLOWED);
-    assert_eq!(refused.headers()["allow"], "GET");
+    assert_eq!(refused.headers()["allow"], "GET, HEAD");
     let unknown = http()
         .delete(app.url("/partner/v1/nope/a/b/c"))
         .send()
@@ -200,4 +200,69 @@ async fn the_basic_scheme_is_case_insensitive() {
     assert_eq!(response.status(), StatusCode::OK);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["active"], false);
+}
+
+/// `HEAD` was `405` on every GET path, though RFC 9110 §9.1 has every general-purpose server
+/// answer it (uptime checks use it). It is the GET's answer without its content: on the
+/// partner API a logged read (its `ETag` tells whether the record changed); in the admin audit
+/// trail, a `HEAD`.
+#[tokio::test]
+async fn head_is_answered_as_get_without_the_content() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app_with_sample_upstream(|_| {}).await;
+    // The raw exchange: headers, and not one byte of content.
+    let address = app.base.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    stream
+        .write_all(b"HEAD /healthz HTTP/1.1\r\nHost: keyhole\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.unwrap();
+    let raw = String::from_utf8(raw).unwrap();
+    assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
+    let (head, content) = raw.split_once("\r\n\r\n").unwrap();
+    assert!(content.is_empty(), "no content after the headers: {raw}");
+    assert!(
+        head.to_lowercase()
+            .contains("content-type: application/json"),
+        "{head}"
+    );
+
+    let tokens = app.tokens(ALL_FIELDS).await;
+    let before = app.log_records().await.len();
+    let response = http()
+        .head(app.url("/partner/v1/claims/C-1001"))
+        .bearer_auth(tokens.access_token().secret())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.headers().get("etag").is_some());
+    assert_eq!(app.log_records().await.len(), before + 1, "a logged read");
+
+    let admin = app.admin_token("head").await;
+    let response = http()
+        .head(app.url("/admin/v1/partners"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let trail: Value = app
+        .admin_get(&admin, "/admin/v1/audit")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let heads = trail["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["method"] == "HEAD" && e["path"] == "/admin/v1/partners")
+        .count();
+    assert_eq!(heads, 1, "{trail}");
+
+    let refused = http().put(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(refused.headers()["allow"], "GET, HEAD");
 }
