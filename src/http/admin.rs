@@ -312,7 +312,7 @@ fn csv_stream(
     operation_id = "verify_access_log",
     security(("admin_token" = [])),
     responses(
-        (status = 200, description = "`{\"ok\": true, \"records\": N, \"unsigned_tail\": N, \"chains\": [{\"chain\": …, \"ok\": true, \"records\": N, \"signed_through\": seq, \"unsigned_tail\": N}]}` or `{\"ok\": false, \"records\": N, \"first_broken\": {\"id\": row or null, \"chain\": …, \"seq\": …, \"reason\": \"…\"}, \"chains\": […]}`"),
+        (status = 200, description = "`{\"ok\": true, \"records\": N, \"unsigned_tail\": N, \"chains\": [{\"chain\": …, \"ok\": true, \"records\": N, \"signed_through\": seq, \"unsigned_tail\": N}]}` or `{\"ok\": false, \"records\": N, \"first_broken\": {\"id\": row or null, \"chain\": …, \"seq\": …, \"reason\": \"…\"}, \"chains\": […]}`", body = Object, content_type = "application/json"),
         (status = 401, description = "Missing, unknown or revoked admin token", content_type = "application/problem+json"),
     )
 )]

@@ -8,7 +8,9 @@ use actix_web::{HttpRequest, HttpResponse, get, web};
 use serde_json::json;
 
 /// The process is up.
-#[utoipa::path(tag = "ops", responses((status = 200, description = "Alive")))]
+#[utoipa::path(tag = "ops", responses(
+    (status = 200, description = "Alive: `{\"status\": \"ok\"}`", body = Object, content_type = "application/json"),
+))]
 #[get("/healthz")]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
@@ -16,8 +18,8 @@ pub async fn healthz() -> HttpResponse {
 
 /// Ready to serve: the database and the shared state both answer.
 #[utoipa::path(tag = "ops", responses(
-    (status = 200, description = "Database and shared state reachable"),
-    (status = 503, description = "A dependency is down; the body names it"),
+    (status = 200, description = "Database, shared state and the access-log writer work: `{\"database\": \"ok\", \"shared_state\": \"ok\", \"access_log\": {…}}`", body = Object, content_type = "application/json"),
+    (status = 503, description = "A dependency is down: the same body, naming it `unavailable` (or the log writer `failed`)", body = Object, content_type = "application/json"),
 ))]
 #[get("/readyz")]
 pub async fn readyz(app: web::Data<App>) -> HttpResponse {
