@@ -63,17 +63,34 @@ pub(crate) fn bearer(headers: &actix_web::http::header::HeaderMap) -> Option<&st
         .map(|(token, _)| token)
 }
 
+/// A header that was sent more than once where only one may be.
+#[derive(Debug)]
+pub(crate) struct Repeated;
+
+/// The request's one `name` header, if any. Several are refused, never picked from: which one
+/// counts would depend on who reads them (a proxy on the way, or this server).
+pub(crate) fn single_header(
+    headers: &actix_web::http::header::HeaderMap,
+    name: actix_web::http::header::HeaderName,
+) -> Result<Option<&actix_web::http::header::HeaderValue>, Repeated> {
+    let mut values = headers.get_all(name);
+    let first = values.next();
+    match values.next() {
+        Some(_) => Err(Repeated),
+        None => Ok(first),
+    }
+}
+
 /// The access token of a partner call and the scheme it came in: `Bearer` (RFC 6750 §2.1)
-/// or `DPoP` (RFC 9449 §7.1); schemes are case-insensitive.
+/// or `DPoP` (RFC 9449 §7.1); schemes are case-insensitive. Two `Authorization` headers are
+/// no token.
 pub(crate) fn access_token(
     headers: &actix_web::http::header::HeaderMap,
 ) -> Option<(&str, crate::proxy::Scheme)> {
-    // Exactly one: with two, which one a proxy on the way or the server reads is a guess.
-    let mut values = headers.get_all(actix_web::http::header::AUTHORIZATION);
-    let value = values.next()?.to_str().ok()?;
-    if values.next().is_some() {
-        return None;
-    }
+    let value = single_header(headers, actix_web::http::header::AUTHORIZATION)
+        .ok()??
+        .to_str()
+        .ok()?;
     let (scheme, token) = value.split_once(' ')?;
     let scheme = if scheme.eq_ignore_ascii_case("bearer") {
         crate::proxy::Scheme::Bearer
@@ -90,16 +107,14 @@ pub(crate) fn dpop_proof(
     headers: &actix_web::http::header::HeaderMap,
 ) -> Result<Option<&str>, crate::dpop::DpopError> {
     use crate::dpop::DpopError;
-    let mut values = headers.get_all("dpop");
-    let Some(first) = values.next() else {
-        return Ok(None);
-    };
-    if values.next().is_some() {
-        return Err(DpopError::Repeated);
-    }
-    first
-        .to_str()
-        .map(Some)
+    let proof = single_header(
+        headers,
+        actix_web::http::header::HeaderName::from_static("dpop"),
+    )
+    .map_err(|Repeated| DpopError::Repeated)?;
+    proof
+        .map(|v| v.to_str())
+        .transpose()
         .map_err(|_| DpopError::Malformed("not visible ASCII"))
 }
 

@@ -199,37 +199,28 @@ impl utoipa::Modify for SharedResponses {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         for (path, item) in openapi.paths.paths.iter_mut() {
             // Its refusals have no body but two, both declared with it.
-            if path == "/portal/oidc/backchannel-logout" {
+            if path == super::portal::backchannel::BACKCHANNEL_PATH {
                 continue;
             }
+            let back_channel = OAUTH_BACK_CHANNEL.contains(&path.as_str());
             for operation in [&mut item.get, &mut item.post].into_iter().flatten() {
                 Self::shared_by(path, operation);
-                let back_channel = OAUTH_BACK_CHANNEL.contains(&path.as_str());
                 for (status, response) in operation.responses.responses.iter_mut() {
-                    let oauth = back_channel && status != "413";
                     let RefOr::T(response) = response else {
                         continue;
                     };
                     if !status.starts_with('4') && !status.starts_with('5') {
                         continue;
                     }
-                    if response.content.is_empty()
-                        || response.content.contains_key("application/json") && oauth
-                    {
-                        response.content.clear();
-                        if oauth {
-                            response
-                                .content
-                                .insert("application/json".into(), Self::oauth_error());
-                        } else {
-                            response
-                                .content
-                                .insert("application/problem+json".into(), Self::problem());
-                        }
-                    } else if let Some(content) =
-                        response.content.get_mut("application/problem+json")
-                    {
-                        *content = Self::problem();
+                    // The app-wide body limit answers 413 before any endpoint reads its form.
+                    let (media, body) = if back_channel && status != "413" {
+                        ("application/json", Self::oauth_error())
+                    } else {
+                        ("application/problem+json", Self::problem())
+                    };
+                    // A body declared with another type (a page, a report) stays as declared.
+                    if response.content.is_empty() || response.content.contains_key(media) {
+                        response.content.insert(media.into(), body);
                     }
                 }
             }

@@ -32,6 +32,15 @@ pub const PAGES: &[(&str, &str)] = &[
 
 struct MethodTable(Vec<(ResourceDef, String)>);
 
+/// `Allow` for these methods, with HEAD beside GET: `middleware::outermost` answers it as GET.
+fn allow(methods: &[&str]) -> String {
+    methods
+        .iter()
+        .flat_map(|&method| std::iter::once(method).chain((method == "GET").then_some("HEAD")))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 static METHODS: LazyLock<MethodTable> = LazyLock::new(|| {
     let document = ApiDoc::openapi();
     let mut table: Vec<(ResourceDef, String)> = document
@@ -39,10 +48,8 @@ static METHODS: LazyLock<MethodTable> = LazyLock::new(|| {
         .paths
         .iter()
         .map(|(path, item)| {
-            // HEAD wherever GET: `middleware::outermost` answers it as GET.
             let methods: Vec<&str> = [
                 ("GET", item.get.is_some()),
-                ("HEAD", item.get.is_some()),
                 ("POST", item.post.is_some()),
                 ("PUT", item.put.is_some()),
                 ("DELETE", item.delete.is_some()),
@@ -51,12 +58,12 @@ static METHODS: LazyLock<MethodTable> = LazyLock::new(|| {
             .into_iter()
             .filter_map(|(method, takes)| takes.then_some(method))
             .collect();
-            (ResourceDef::new(path.as_str()), methods.join(", "))
+            (ResourceDef::new(path.as_str()), allow(&methods))
         })
         .collect();
-    table.extend(PAGES.iter().map(|(path, allow)| {
-        let allow = allow.replace("GET", "GET, HEAD");
-        (ResourceDef::new(*path), allow)
+    table.extend(PAGES.iter().map(|(path, methods)| {
+        let methods: Vec<&str> = methods.split(", ").collect();
+        (ResourceDef::new(*path), allow(&methods))
     }));
     MethodTable(table)
 });

@@ -13,21 +13,6 @@ use sea_orm::{ConnectionTrait, Database};
 use serde_json::Value;
 
 impl TestApp {
-    async fn admin_json(&self, token: &str, path: &str) -> Value {
-        let response = self.admin_get(token, path).await;
-        assert_eq!(response.status(), StatusCode::OK, "{path}");
-        response.json().await.unwrap()
-    }
-
-    async fn admin_post(&self, token: &str, path: &str) -> reqwest::Response {
-        http()
-            .post(self.url(path))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap()
-    }
-
     async fn append(&self, record: AccessRecord) -> i64 {
         self.app.access_log.append(record).await.unwrap()
     }

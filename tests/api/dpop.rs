@@ -2,31 +2,13 @@
 //! by that key on every partner call. Each test shows one rule holding and, beside it, the
 //! same request refused when the rule is broken.
 
-use crate::dpop_client::{ProofClaims, ProofKey, claims_of, with_proof};
+use crate::dpop_client::{PATH, ProofClaims, ProofKey, claims_of, with_proof};
 use crate::helpers::*;
 use oauth2::{AuthorizationCode, RefreshToken, TokenResponse};
 use reqwest::StatusCode;
 use serde_json::Value;
 
-const PATH: &str = "/partner/v1/claims";
-
 impl TestApp {
-    fn now(&self) -> i64 {
-        keyhole::clock::Clock::now(&self.clock).timestamp()
-    }
-
-    fn token_proof(&self, key: &ProofKey) -> String {
-        key.proof(&ProofClaims::new(
-            "POST",
-            &self.url("/oauth/token"),
-            self.now(),
-        ))
-    }
-
-    fn call_proof(&self, key: &ProofKey, token: &str) -> String {
-        key.proof(&ProofClaims::new("GET", &self.url(PATH), self.now()).for_token(token))
-    }
-
     /// Alice consents; the partner exchanges the code with a proof by `key`.
     async fn bound_tokens_for(
         &self,
@@ -46,31 +28,6 @@ impl TestApp {
 
     async fn bound_tokens(&self, key: &ProofKey) -> oauth2::basic::BasicTokenResponse {
         self.bound_tokens_for(&self.partner, key).await
-    }
-
-    async fn dpop_get(&self, token: &str, proof: Option<&str>) -> reqwest::Response {
-        self.dpop_get_at(&self.base, token, proof).await
-    }
-
-    async fn dpop_get_at(&self, base: &str, token: &str, proof: Option<&str>) -> reqwest::Response {
-        let mut request = http()
-            .get(format!("{base}{PATH}"))
-            .header("Authorization", format!("DPoP {token}"));
-        if let Some(proof) = proof {
-            request = request.header("DPoP", proof);
-        }
-        request.send().await.unwrap()
-    }
-
-    async fn refresh_with(&self, refresh: &str, proof: Option<String>) -> reqwest::Response {
-        let mut request = http()
-            .post(self.url("/oauth/token"))
-            .basic_auth(&self.partner.client_id, Some(&self.partner.client_secret))
-            .form(&[("grant_type", "refresh_token"), ("refresh_token", refresh)]);
-        if let Some(proof) = proof {
-            request = request.header("DPoP", proof);
-        }
-        request.send().await.unwrap()
     }
 }
 
@@ -263,11 +220,17 @@ async fn a_proof_is_good_for_one_call_only() {
     // At the token endpoint as well.
     let refresh = tokens.refresh_token().unwrap().secret();
     let proof = app.token_proof(&key);
-    let first = app.refresh_with(refresh, Some(proof.clone())).await;
+    let first = app
+        .refresh_for(&app.partner, refresh, Some(proof.clone()))
+        .await;
     assert_eq!(first.status(), StatusCode::OK);
     let body: Value = first.json().await.unwrap();
     let second = app
-        .refresh_with(body["refresh_token"].as_str().unwrap(), Some(proof))
+        .refresh_for(
+            &app.partner,
+            body["refresh_token"].as_str().unwrap(),
+            Some(proof),
+        )
         .await;
     assert_eq!(second.status(), StatusCode::BAD_REQUEST);
     let error: Value = second.json().await.unwrap();
@@ -315,7 +278,7 @@ async fn refreshing_a_bound_token_needs_a_proof_by_the_same_key_and_keeps_the_bi
         ("no proof", None),
         ("another key", Some(app.token_proof(&ProofKey::es256(11)))),
     ] {
-        let response = app.refresh_with(&refresh, proof).await;
+        let response = app.refresh_for(&app.partner, &refresh, proof).await;
         assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{what}");
         let error: Value = response.json().await.unwrap();
         assert_eq!(error["error"], "invalid_dpop_proof", "{what}");
@@ -347,18 +310,7 @@ async fn a_partner_registered_with_require_dpop_gets_only_bound_tokens() {
     let authorized = app
         .authorize_for(&partner, ALICE, ALL_FIELDS, ALL_FIELDS)
         .await;
-    let without = http()
-        .post(app.url("/oauth/token"))
-        .basic_auth(&partner.client_id, Some(&partner.client_secret))
-        .form(&[
-            ("grant_type", "authorization_code"),
-            ("code", authorized.code.as_str()),
-            ("redirect_uri", partner.redirect_uri.as_str()),
-            ("code_verifier", authorized.verifier.secret().as_str()),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let without = app.exchange_with(&partner, &authorized, None).await;
     assert_eq!(without.status(), StatusCode::BAD_REQUEST);
     let error: Value = without.json().await.unwrap();
     assert_eq!(error["error"], "invalid_dpop_proof");
@@ -379,20 +331,8 @@ async fn with_server_nonces_required_a_proof_without_the_current_nonce_is_answer
     let app = spawn_app_with_sample_upstream(|s| s.dpop.require_nonce = true).await;
     let key = ProofKey::es256(13);
     let authorized = app.authorize_as(ALICE, ALL_FIELDS, ALL_FIELDS).await;
-    let exchange = |proof: String| {
-        http()
-            .post(app.url("/oauth/token"))
-            .basic_auth(&app.partner.client_id, Some(&app.partner.client_secret))
-            .header("DPoP", proof)
-            .form(&[
-                ("grant_type", "authorization_code"),
-                ("code", authorized.code.as_str()),
-                ("redirect_uri", app.partner.redirect_uri.as_str()),
-                ("code_verifier", authorized.verifier.secret().as_str()),
-            ])
-            .send()
-    };
-    let first = exchange(app.token_proof(&key)).await.unwrap();
+    let exchange = |proof: String| app.exchange_with(&app.partner, &authorized, Some(proof));
+    let first = exchange(app.token_proof(&key)).await;
     assert_eq!(first.status(), StatusCode::BAD_REQUEST);
     let nonce = first.headers()["dpop-nonce"].to_str().unwrap().to_owned();
     let error: Value = first.json().await.unwrap();
@@ -402,13 +342,10 @@ async fn with_server_nonces_required_a_proof_without_the_current_nonce_is_answer
         &ProofClaims::new("POST", &app.url("/oauth/token"), app.now())
             .with_nonce("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
     );
-    assert_eq!(
-        exchange(forged).await.unwrap().status(),
-        StatusCode::BAD_REQUEST
-    );
+    assert_eq!(exchange(forged).await.status(), StatusCode::BAD_REQUEST);
     let with_nonce = key
         .proof(&ProofClaims::new("POST", &app.url("/oauth/token"), app.now()).with_nonce(&nonce));
-    let second = exchange(with_nonce).await.unwrap();
+    let second = exchange(with_nonce).await;
     assert_eq!(second.status(), StatusCode::OK);
     assert!(second.headers().contains_key("dpop-nonce"));
     let body: Value = second.json().await.unwrap();
@@ -434,7 +371,11 @@ async fn with_server_nonces_required_a_proof_without_the_current_nonce_is_answer
     let stale = key
         .proof(&ProofClaims::new("POST", &app.url("/oauth/token"), app.now()).with_nonce(&nonce));
     let response = app
-        .refresh_with(body["refresh_token"].as_str().unwrap(), Some(stale))
+        .refresh_for(
+            &app.partner,
+            body["refresh_token"].as_str().unwrap(),
+            Some(stale),
+        )
         .await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     let error: Value = response.json().await.unwrap();

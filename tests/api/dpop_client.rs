@@ -160,3 +160,100 @@ pub fn claims_of(token: &str) -> Value {
     let payload = token.split('.').nth(1).unwrap();
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
 }
+
+/// The partner API path the DPoP tests call.
+pub const PATH: &str = "/partner/v1/claims";
+
+/// Token requests and partner calls with DPoP, as the DPoP tests and their red team make them.
+impl crate::helpers::TestApp {
+    /// The app's clock, as a proof's `iat`.
+    pub fn now(&self) -> i64 {
+        keyhole::clock::Clock::now(&self.clock).timestamp()
+    }
+
+    /// A proof by `key` for the token endpoint.
+    pub fn token_proof(&self, key: &ProofKey) -> String {
+        key.proof(&ProofClaims::new(
+            "POST",
+            &self.url("/oauth/token"),
+            self.now(),
+        ))
+    }
+
+    /// A proof by `key` for a GET of `htu` with `token`.
+    pub fn call_proof_for(&self, key: &ProofKey, htu: &str, token: &str) -> String {
+        key.proof(&ProofClaims::new("GET", htu, self.now()).for_token(token))
+    }
+
+    /// A proof by `key` for a GET of [`PATH`] with `token`.
+    pub fn call_proof(&self, key: &ProofKey, token: &str) -> String {
+        self.call_proof_for(key, &self.url(PATH), token)
+    }
+
+    /// A token request by `partner` (HTTP Basic), with a `DPoP` proof when given one.
+    pub async fn token_request(
+        &self,
+        partner: &crate::helpers::Partner,
+        form: &[(&str, &str)],
+        proof: Option<String>,
+    ) -> reqwest::Response {
+        let mut request = crate::helpers::http()
+            .post(self.url("/oauth/token"))
+            .basic_auth(&partner.client_id, Some(&partner.client_secret))
+            .form(form);
+        if let Some(proof) = proof {
+            request = request.header("DPoP", proof);
+        }
+        request.send().await.unwrap()
+    }
+
+    /// `partner` exchanges Alice's code, with a proof when given one.
+    pub async fn exchange_with(
+        &self,
+        partner: &crate::helpers::Partner,
+        authorized: &crate::helpers::Authorized,
+        proof: Option<String>,
+    ) -> reqwest::Response {
+        let form = [
+            ("grant_type", "authorization_code"),
+            ("code", authorized.code.as_str()),
+            ("redirect_uri", partner.redirect_uri.as_str()),
+            ("code_verifier", authorized.verifier.secret().as_str()),
+        ];
+        self.token_request(partner, &form, proof).await
+    }
+
+    /// `partner` refreshes, with a proof when given one.
+    pub async fn refresh_for(
+        &self,
+        partner: &crate::helpers::Partner,
+        refresh_token: &str,
+        proof: Option<String>,
+    ) -> reqwest::Response {
+        let form = [
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+        ];
+        self.token_request(partner, &form, proof).await
+    }
+
+    /// A GET of [`PATH`] at `base` (another instance, say) with `Authorization: DPoP`.
+    pub async fn dpop_get_at(
+        &self,
+        base: &str,
+        token: &str,
+        proof: Option<&str>,
+    ) -> reqwest::Response {
+        let mut request = crate::helpers::http()
+            .get(format!("{base}{PATH}"))
+            .header("Authorization", format!("DPoP {token}"));
+        if let Some(proof) = proof {
+            request = request.header("DPoP", proof);
+        }
+        request.send().await.unwrap()
+    }
+
+    pub async fn dpop_get(&self, token: &str, proof: Option<&str>) -> reqwest::Response {
+        self.dpop_get_at(&self.base, token, proof).await
+    }
+}

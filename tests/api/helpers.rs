@@ -711,6 +711,29 @@ impl TestApp {
         self.bearer_get(token, path).await
     }
 
+    /// An admin GET that must succeed, and its JSON.
+    pub async fn admin_json(&self, token: &str, path: &str) -> serde_json::Value {
+        let response = self.admin_get(token, path).await;
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        response.json().await.unwrap()
+    }
+
+    /// An admin POST (suspend, reinstate, revoke).
+    pub async fn admin_post(&self, token: &str, path: &str) -> reqwest::Response {
+        http()
+            .post(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// The admin audit trail, newest first.
+    pub async fn audit_trail(&self, token: &str) -> Vec<serde_json::Value> {
+        let trail = self.admin_json(token, "/admin/v1/audit").await;
+        trail["items"].as_array().unwrap().clone()
+    }
+
     /// `/metrics` as an operator reads it on the main listener: with an admin token.
     pub async fn metrics(&self) -> String {
         let token = self.admin_token("metrics").await;

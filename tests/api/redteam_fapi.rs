@@ -2,86 +2,20 @@
 //! attacks that held, each in a short `held_*` test, beside the regression tests of those that
 //! did not (those live next to the code they fixed: `dpop::proof`, `cli`).
 
-use crate::dpop_client::{ProofClaims, ProofKey, claims_of};
+use crate::dpop_client::{PATH, ProofClaims, ProofKey, claims_of};
 use crate::helpers::*;
 use keyhole::access_log::Outcome;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-
-const PATH: &str = "/partner/v1/claims";
-
-fn now(app: &TestApp) -> i64 {
-    keyhole::clock::Clock::now(&app.clock).timestamp()
-}
-
-fn token_proof(app: &TestApp, key: &ProofKey) -> String {
-    key.proof(&ProofClaims::new(
-        "POST",
-        &app.url("/oauth/token"),
-        now(app),
-    ))
-}
-
-fn call_proof_for(app: &TestApp, key: &ProofKey, htu: &str, token: &str) -> String {
-    key.proof(&ProofClaims::new("GET", htu, now(app)).for_token(token))
-}
-
-async fn exchange(
-    app: &TestApp,
-    partner: &Partner,
-    authorized: &Authorized,
-    proof: Option<String>,
-) -> reqwest::Response {
-    let mut request = http()
-        .post(app.url("/oauth/token"))
-        .basic_auth(&partner.client_id, Some(&partner.client_secret))
-        .form(&[
-            ("grant_type", "authorization_code"),
-            ("code", authorized.code.as_str()),
-            ("redirect_uri", partner.redirect_uri.as_str()),
-            ("code_verifier", authorized.verifier.secret().as_str()),
-        ]);
-    if let Some(proof) = proof {
-        request = request.header("DPoP", proof);
-    }
-    request.send().await.unwrap()
-}
-
-async fn refresh(
-    app: &TestApp,
-    partner: &Partner,
-    refresh_token: &str,
-    proof: Option<String>,
-) -> reqwest::Response {
-    let mut request = http()
-        .post(app.url("/oauth/token"))
-        .basic_auth(&partner.client_id, Some(&partner.client_secret))
-        .form(&[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", refresh_token),
-        ]);
-    if let Some(proof) = proof {
-        request = request.header("DPoP", proof);
-    }
-    request.send().await.unwrap()
-}
-
-async fn dpop_call(app: &TestApp, token: &str, proof: Option<&str>) -> reqwest::Response {
-    let mut request = http()
-        .get(app.url(PATH))
-        .header("Authorization", format!("DPoP {token}"));
-    if let Some(proof) = proof {
-        request = request.header("DPoP", proof);
-    }
-    request.send().await.unwrap()
-}
 
 /// Alice consents; `partner` exchanges the code with a proof by `key`: the token answer.
 async fn bound_tokens(app: &TestApp, partner: &Partner, key: &ProofKey) -> Value {
     let authorized = app
         .authorize_for(partner, ALICE, ALL_FIELDS, ALL_FIELDS)
         .await;
-    let response = exchange(app, partner, &authorized, Some(token_proof(app, key))).await;
+    let response = app
+        .exchange_with(partner, &authorized, Some(app.token_proof(key)))
+        .await;
     assert_eq!(response.status(), StatusCode::OK);
     response.json().await.unwrap()
 }
@@ -111,14 +45,14 @@ async fn held_a_proof_for_the_token_endpoint_does_not_open_the_partner_api() {
     for (what, proof) in [
         (
             "POST to the token endpoint",
-            key.proof(&ProofClaims::new("POST", &token_endpoint, now(&app)).for_token(access)),
+            key.proof(&ProofClaims::new("POST", &token_endpoint, app.now()).for_token(access)),
         ),
         (
             "GET of the token endpoint",
-            call_proof_for(&app, &key, &token_endpoint, access),
+            app.call_proof_for(&key, &token_endpoint, access),
         ),
     ] {
-        refused_proof(dpop_call(&app, access, Some(&proof)).await, what).await;
+        refused_proof(app.dpop_get(access, Some(&proof)).await, what).await;
     }
 }
 
@@ -144,8 +78,8 @@ async fn held_htu_tricks_do_not_move_a_proof_to_another_uri() {
         "/partner/v1/claims".to_owned(),
     ];
     for htu in &refused {
-        let proof = call_proof_for(&app, &key, htu, access);
-        refused_proof(dpop_call(&app, access, Some(&proof)).await, htu).await;
+        let proof = app.call_proof_for(&key, htu, access);
+        refused_proof(app.dpop_get(access, Some(&proof)).await, htu).await;
     }
     // RFC 9449 §4.3: query and fragment are not compared; the host's case is normalised.
     for htu in [
@@ -153,9 +87,9 @@ async fn held_htu_tricks_do_not_move_a_proof_to_another_uri() {
         format!("{exact}#top"),
         format!("http://{}:{port}/partner/v1/claims", host.to_uppercase()),
     ] {
-        let proof = call_proof_for(&app, &key, &htu, access);
+        let proof = app.call_proof_for(&key, &htu, access);
         assert_eq!(
-            dpop_call(&app, access, Some(&proof)).await.status(),
+            app.dpop_get(access, Some(&proof)).await.status(),
             StatusCode::OK,
             "{htu}"
         );
@@ -171,7 +105,7 @@ async fn held_odd_proofs_at_the_token_endpoint_are_refused_before_the_code_is_to
         .authorize_for(&app.partner, ALICE, ALL_FIELDS, ALL_FIELDS)
         .await;
     let claims = || {
-        json!({"htm": "POST", "htu": app.url("/oauth/token"), "iat": now(&app),
+        json!({"htm": "POST", "htu": app.url("/oauth/token"), "iat": app.now(),
                "jti": uuid::Uuid::new_v4().to_string()})
     };
     let mut private = key.jwk();
@@ -217,17 +151,15 @@ async fn held_odd_proofs_at_the_token_endpoint_are_refused_before_the_code_is_to
         ),
     ];
     for (what, proof) in odd {
-        let response = exchange(&app, &app.partner, &authorized, Some(proof)).await;
+        let response = app
+            .exchange_with(&app.partner, &authorized, Some(proof))
+            .await;
         assert_eq!(oauth_error(response).await, "invalid_dpop_proof", "{what}");
     }
     // None of them spent the code.
-    let response = exchange(
-        &app,
-        &app.partner,
-        &authorized,
-        Some(token_proof(&app, &key)),
-    )
-    .await;
+    let response = app
+        .exchange_with(&app.partner, &authorized, Some(app.token_proof(&key)))
+        .await;
     assert_eq!(response.status(), StatusCode::OK);
 }
 
@@ -246,14 +178,18 @@ async fn held_a_require_dpop_partner_gets_no_bearer_token_from_a_grace_window_re
     let authorized = app
         .authorize_for(&partner, ALICE, ALL_FIELDS, ALL_FIELDS)
         .await;
-    let first = exchange(&app, &partner, &authorized, Some(token_proof(&app, &key))).await;
+    let first = app
+        .exchange_with(&partner, &authorized, Some(app.token_proof(&key)))
+        .await;
     assert_eq!(first.status(), StatusCode::OK);
     let first: Value = first.json().await.unwrap();
     // The retry without a proof gets nothing, and revokes nothing…
-    let retry = exchange(&app, &partner, &authorized, None).await;
+    let retry = app.exchange_with(&partner, &authorized, None).await;
     assert_eq!(oauth_error(retry).await, "invalid_dpop_proof");
     // …so the retry with a proof by the same key gets the first (bound) answer.
-    let again = exchange(&app, &partner, &authorized, Some(token_proof(&app, &key))).await;
+    let again = app
+        .exchange_with(&partner, &authorized, Some(app.token_proof(&key)))
+        .await;
     assert_eq!(again.status(), StatusCode::OK);
     let again: Value = again.json().await.unwrap();
     assert_eq!(again["access_token"], first["access_token"]);
@@ -261,14 +197,18 @@ async fn held_a_require_dpop_partner_gets_no_bearer_token_from_a_grace_window_re
 
     // The same at refresh: a retry of the just-spent (bound) refresh token without a proof.
     let rt = first["refresh_token"].as_str().unwrap();
-    let refreshed = refresh(&app, &partner, rt, Some(token_proof(&app, &key))).await;
+    let refreshed = app
+        .refresh_for(&partner, rt, Some(app.token_proof(&key)))
+        .await;
     assert_eq!(refreshed.status(), StatusCode::OK);
     let refreshed: Value = refreshed.json().await.unwrap();
-    for proof in [None, Some(token_proof(&app, &ProofKey::es256(45)))] {
-        let retry = refresh(&app, &partner, rt, proof).await;
+    for proof in [None, Some(app.token_proof(&ProofKey::es256(45)))] {
+        let retry = app.refresh_for(&partner, rt, proof).await;
         assert_eq!(oauth_error(retry).await, "invalid_dpop_proof");
     }
-    let again = refresh(&app, &partner, rt, Some(token_proof(&app, &key))).await;
+    let again = app
+        .refresh_for(&partner, rt, Some(app.token_proof(&key)))
+        .await;
     assert_eq!(again.status(), StatusCode::OK);
     let again: Value = again.json().await.unwrap();
     assert_eq!(again["refresh_token"], refreshed["refresh_token"]);
@@ -289,25 +229,20 @@ async fn held_dpop_refusals_are_on_the_record_and_under_the_flood_limit() {
     let tokens = bound_tokens(&app, &app.partner, &key).await;
     let access = tokens["access_token"].as_str().unwrap();
     let before = app.log_records().await.len();
-    let replayed = call_proof_for(&app, &key, &app.url(PATH), access);
+    let replayed = app.call_proof(&key, access);
     assert_eq!(
-        dpop_call(&app, access, Some(&replayed)).await.status(),
+        app.dpop_get(access, Some(&replayed)).await.status(),
         StatusCode::OK
     );
     let mut statuses = Vec::new();
     for proof in [
         None,
         Some(replayed.clone()),
-        Some(call_proof_for(
-            &app,
-            &ProofKey::es256(47),
-            &app.url(PATH),
-            access,
-        )),
+        Some(app.call_proof(&ProofKey::es256(47), access)),
         Some(replayed.clone()),
         None,
     ] {
-        statuses.push(dpop_call(&app, access, proof.as_deref()).await.status());
+        statuses.push(app.dpop_get(access, proof.as_deref()).await.status());
     }
     assert_eq!(
         statuses,
@@ -365,8 +300,8 @@ async fn held_without_shared_state_dpop_and_pushed_requests_fail_closed() {
     let request_uri = pushed["request_uri"].as_str().unwrap();
 
     redis.stop();
-    let proof = call_proof_for(&app, &key, &app.url(PATH), access);
-    let call = dpop_call(&app, access, Some(&proof)).await;
+    let proof = app.call_proof(&key, access);
+    let call = app.dpop_get(access, Some(&proof)).await;
     assert_eq!(call.status(), StatusCode::SERVICE_UNAVAILABLE);
     let body = call.text().await.unwrap();
     assert!(
@@ -377,7 +312,9 @@ async fn held_without_shared_state_dpop_and_pushed_requests_fail_closed() {
     assert_eq!(last.record.outcome, Outcome::Unavailable);
     assert!(last.record.fields.is_empty());
 
-    let refreshed = refresh(&app, &app.partner, rt, Some(token_proof(&app, &key))).await;
+    let refreshed = app
+        .refresh_for(&app.partner, rt, Some(app.token_proof(&key)))
+        .await;
     assert_eq!(refreshed.status(), StatusCode::SERVICE_UNAVAILABLE);
     let body = refreshed.text().await.unwrap();
     assert!(!body.contains("access_token"), "{body}");
@@ -417,7 +354,7 @@ async fn assertion_status(app: &TestApp, assertion: &str) -> StatusCode {
 }
 
 fn assertion_claims(app: &TestApp, client_id: &str) -> Value {
-    let now = now(app);
+    let now = app.now();
     json!({"iss": client_id, "sub": client_id, "aud": app.base,
            "jti": uuid::Uuid::new_v4().to_string(), "iat": now, "exp": now + 60})
 }

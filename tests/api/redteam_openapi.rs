@@ -89,25 +89,10 @@ async fn an_encoded_path_is_audited_and_refused_as_the_router_reads_it() {
     let app = spawn_app().await;
     let admin = app.admin_token("red").await;
     let encoded = format!("/admin/v1/partners/{}/%72einstate", app.partner.client_id);
-    let response = http()
-        .post(app.url(&encoded))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap();
+    let response = app.admin_post(&admin, &encoded).await;
     assert_eq!(response.status(), StatusCode::OK);
-    let trail: Value = app
-        .admin_get(&admin, "/admin/v1/audit")
-        .await
-        .json()
-        .await
-        .unwrap();
-    let paths: Vec<&str> = trail["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|e| e["path"].as_str())
-        .collect();
+    let trail = app.audit_trail(&admin).await;
+    let paths: Vec<&str> = trail.iter().filter_map(|e| e["path"].as_str()).collect();
     let plain = format!("/admin/v1/partners/{}/reinstate", app.partner.client_id);
     assert!(paths.contains(&plain.as_str()), "{paths:?}");
     assert!(!paths.iter().any(|p| p.contains("%72")), "{paths:?}");
@@ -249,19 +234,12 @@ async fn head_is_answered_as_get_without_the_content() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    let trail: Value = app
-        .admin_get(&admin, "/admin/v1/audit")
-        .await
-        .json()
-        .await
-        .unwrap();
-    let heads = trail["items"]
-        .as_array()
-        .unwrap()
+    let trail = app.audit_trail(&admin).await;
+    let heads = trail
         .iter()
         .filter(|e| e["method"] == "HEAD" && e["path"] == "/admin/v1/partners")
         .count();
-    assert_eq!(heads, 1, "{trail}");
+    assert_eq!(heads, 1, "{trail:?}");
 
     let refused = http().put(app.url("/healthz")).send().await.unwrap();
     assert_eq!(refused.headers()["allow"], "GET, HEAD");

@@ -20,14 +20,10 @@ pub(super) async fn authenticate(
     body: &[u8],
 ) -> Result<(Partner, Form), OAuthError> {
     let form = Form::parse(body)?;
-    let mut headers = req.headers().get_all(header::AUTHORIZATION);
-    let authorization = headers.next().and_then(|v| v.to_str().ok());
-    // Two: which one counts would depend on who reads them (RFC 6749 §2.3: one method).
-    if headers.next().is_some() {
-        return Err(OAuthError::invalid_request(
-            "send one Authorization header, not several",
-        ));
-    }
+    // RFC 6749 §2.3: one method, so one header.
+    let authorization = crate::http::single_header(req.headers(), header::AUTHORIZATION)
+        .map_err(|_| OAuthError::invalid_request("send one Authorization header, not several"))?
+        .and_then(|v| v.to_str().ok());
     let partner = ClientCredentials::extract(authorization, &form)?
         .authenticate(app)
         .await?;
